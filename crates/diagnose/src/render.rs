@@ -1,0 +1,1 @@
+//! Text rendering for people: verdict first, then evidence, then the fix.

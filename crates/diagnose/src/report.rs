@@ -1,0 +1,148 @@
+//! The report contract (docs/report.md): what `--json` prints and what every other output
+//! (text, metrics, alerts, dashboard) is rendered from.
+
+use crate::cause::Cause;
+use conndoc_facts::{ConnectProbe, Evidence, SkippedCheck};
+use serde::{Deserialize, Serialize};
+
+pub const REPORT_SCHEMA: &str = "conndoc.report/v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    Warning,
+    Info,
+}
+
+/// One piece of evidence: a stable `kind` scripts can match on, a sentence for people, and
+/// the structured facts behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceItem {
+    pub kind: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub cause: Cause,
+    pub severity: Severity,
+    pub summary: String,
+    pub evidence: Vec<EvidenceItem>,
+    pub remediation: Vec<String>,
+    /// Set when the evidence is incomplete (a check was skipped), saying what is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
+}
+
+impl Finding {
+    pub fn new(cause: Cause, severity: Severity, summary: impl Into<String>) -> Finding {
+        Finding { cause, severity, summary: summary.into(), evidence: Vec::new(), remediation: Vec::new(), partial: None }
+    }
+    pub fn critical(cause: Cause, summary: impl Into<String>) -> Finding {
+        Finding::new(cause, Severity::Critical, summary)
+    }
+    pub fn warning(cause: Cause, summary: impl Into<String>) -> Finding {
+        Finding::new(cause, Severity::Warning, summary)
+    }
+    pub fn evidence(mut self, kind: &str, text: impl Into<String>, data: serde_json::Value) -> Finding {
+        self.evidence.push(EvidenceItem { kind: kind.into(), text: text.into(), data });
+        self
+    }
+    pub fn fix(mut self, step: impl Into<String>) -> Finding {
+        self.remediation.push(step.into());
+        self
+    }
+    pub fn partial(mut self, what: impl Into<String>) -> Finding {
+        self.partial = Some(what.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    pub input: String,
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub cause: Cause,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: String,
+    pub target: TargetSummary,
+    pub verdict: Verdict,
+    pub findings: Vec<Finding>,
+    pub probes: Vec<ConnectProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<serde_json::Value>,
+    /// How each name turned into addresses.
+    pub resolution: conndoc_facts::Resolution,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedCheck>,
+    pub started_at: String,
+    pub elapsed_us: conndoc_facts::Micros,
+    pub conndoc_version: String,
+}
+
+impl Report {
+    /// Exit status of `conndoc diagnose` for this report (report.md).
+    pub fn exit_status(&self) -> i32 {
+        if self.verdict.cause == Cause::Ok {
+            0
+        } else {
+            1
+        }
+    }
+    pub fn finding(&self, cause: Cause) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.cause == cause)
+    }
+}
+
+/// Build the report from evidence and the findings the rules produced.
+pub(crate) fn assemble(ev: &Evidence, mut findings: Vec<Finding>) -> Report {
+    // Root cause first: critical before warning before info, then by catalogue rank.
+    findings.sort_by_key(|f| (f.severity, f.cause.rank()));
+    let verdict = match findings.iter().find(|f| f.severity == Severity::Critical) {
+        Some(f) => Verdict { cause: f.cause, summary: f.summary.clone() },
+        None => {
+            let n = ev.probes.len();
+            Verdict {
+                cause: Cause::Ok,
+                summary: format!(
+                    "{} is reachable: {} of {} address{} connected",
+                    ev.target.authority(),
+                    ev.probes.iter().filter(|p| p.ok()).count(),
+                    n,
+                    if n == 1 { "" } else { "es" }
+                ),
+            }
+        }
+    };
+    Report {
+        schema: REPORT_SCHEMA.into(),
+        target: TargetSummary {
+            input: ev.target.input.clone(),
+            scheme: ev.target.scheme.as_str().into(),
+            host: ev.target.host.to_string(),
+            port: ev.target.port.get(),
+        },
+        verdict,
+        findings,
+        probes: ev.probes.clone(),
+        host: ev.host.as_ref().and_then(|h| serde_json::to_value(h).ok()),
+        resolution: ev.resolution.clone(),
+        skipped: ev.skipped.clone(),
+        started_at: ev.started_at.clone(),
+        elapsed_us: ev.elapsed_us,
+        conndoc_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}

@@ -1,0 +1,32 @@
+//! One module per area of evidence. Each `run` reads the evidence and pushes findings.
+
+pub mod client;
+pub mod firewall;
+pub mod host;
+pub mod protocol;
+
+use crate::{Cause, Finding, Findings};
+use conndoc_facts::Evidence;
+use serde_json::json;
+
+/// When something failed and no rule named it: `unknown`, carrying every probe result so
+/// a person can take over.
+pub fn fallback(ev: &Evidence, out: &mut Findings) {
+    let failed: Vec<_> = ev.probes.iter().filter(|p| !p.ok()).collect();
+    if out.any_critical() || (failed.is_empty() && !ev.probes.is_empty()) {
+        return;
+    }
+    let mut f = Finding::critical(Cause::Unknown, format!("{} fails and no check explains why", ev.target.authority()));
+    for p in &failed {
+        f = f.evidence(
+            "connect",
+            format!("{}:{} {:?} {}", p.address, p.port, p.outcome, p.errno.as_ref().map(|e| e.as_str()).unwrap_or("")),
+            json!(p),
+        );
+    }
+    for s in &ev.skipped {
+        f = f.evidence("skipped-check", format!("{} was skipped: {}", s.check, s.reason), json!(s));
+    }
+    f = f.fix("Run the skipped checks (see `skipped`), then read the evidence above; `conndoc diagnose --evidence-out FILE` keeps it for a colleague.");
+    out.push(f);
+}

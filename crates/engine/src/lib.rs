@@ -1,0 +1,109 @@
+//! Runs every gatherer for one target under one deadline and returns the [`Evidence`].
+//!
+//! The order matters: counters are read before the probe so deltas cover it, capture
+//! runs while connecting, and the protocol and host stages see the connect results.
+//! Each area has its own module with a begin/end (or one-shot) stage.
+
+mod capture;
+mod firewall;
+mod host;
+mod protocol;
+
+use conndoc_facts::{Evidence, Family, Micros, RunOptions, SkippedCheck, Target, EVIDENCE_SCHEMA};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How to run one diagnosis.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Deadline of each connect (and of each protocol read).
+    pub timeout: Duration,
+    /// Restrict to one address family (`-4` / `-6`).
+    pub family: Option<Family>,
+    /// The process expected to serve the port (`--expect`); defaults from the scheme.
+    pub expect_process: Option<String>,
+    /// Inspect the target host inside this network namespace (`--netns NAME|PATH`).
+    pub netns: Option<String>,
+    /// Inspect the network namespace of this process (`--netns-pid PID`).
+    pub netns_pid: Option<u32>,
+    /// Write the captured packets here (`--pcap FILE`).
+    pub pcap_out: Option<PathBuf>,
+    /// Skip server-side inspection even when the target is local.
+    pub no_host: bool,
+    /// TLS: accept any certificate (`--insecure`).
+    pub insecure: bool,
+    /// TLS: trust this CA bundle (`--ca FILE`).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout: Duration::from_secs(3),
+            family: None,
+            expect_process: None,
+            netns: None,
+            netns_pid: None,
+            pcap_out: None,
+            no_host: false,
+            insecure: false,
+            ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Probe(#[from] conndoc_probe::ProbeError),
+    #[error("{0}")]
+    Host(String),
+}
+
+/// Gather every fact about `target`.
+pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
+    let start = Instant::now();
+    let mut ev = Evidence {
+        schema: EVIDENCE_SCHEMA.into(),
+        options: RunOptions {
+            timeout_us: Micros::from_duration(opts.timeout),
+            family: opts.family,
+            expect_process: opts
+                .expect_process
+                .clone()
+                .or_else(|| target.scheme.expected_process().map(str::to_string)),
+            netns: opts.netns.clone().or(opts.netns_pid.map(|p| format!("pid:{p}"))),
+        },
+        started_at: conndoc_probe::time::now_rfc3339(),
+        elapsed_us: Micros(0),
+        client: conndoc_probe::client::basics(),
+        resolution: Default::default(),
+        probes: Vec::new(),
+        host: None,
+        firewall: None,
+        capture: None,
+        protocol: None,
+        skipped: Vec::new(),
+        target,
+    };
+
+    ev.resolution = conndoc_probe::resolve::resolve(&ev.target, opts.family, opts.timeout);
+    let addrs = conndoc_probe::resolve::addresses_to_probe(&ev.resolution, opts.family);
+
+    let host_stage = host::begin(&ev, opts, &addrs);
+    let capture_stage = capture::begin(&ev, opts, &addrs);
+    ev.probes = conndoc_probe::connect::connect_all(&addrs, ev.target.port, opts.timeout);
+    capture::end(capture_stage, &mut ev, opts);
+    protocol::run(&mut ev, opts);
+    host::end(host_stage, &mut ev, opts);
+    firewall::run(&mut ev, opts);
+    conndoc_probe::client::after_probe(&mut ev.client, &ev.probes, &addrs, ev.target.port);
+
+    ev.elapsed_us = Micros::from_duration(start.elapsed());
+    Ok(ev)
+}
+
+/// Record a check that could not run.
+pub(crate) fn skip(ev: &mut Evidence, check: &str, reason: impl Into<String>, hint: Option<String>) {
+    ev.skipped.push(SkippedCheck { check: check.into(), reason: reason.into(), hint });
+}

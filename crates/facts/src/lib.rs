@@ -1,0 +1,63 @@
+//! Plain, serializable facts gathered by conndoc, and the value types they are made of.
+//!
+//! Gatherers (`probe`, `host`, `firewall`, `capture`, `proto`) produce these; the pure
+//! rules in `conndoc-diagnose` read them. An [`Evidence`] saved with `--evidence-out` can be
+//! replayed with `conndoc explain`, so everything here round-trips through JSON.
+
+pub mod capture;
+pub mod client;
+pub mod connect;
+pub mod firewall;
+pub mod host;
+pub mod protocol;
+pub mod resolve;
+pub mod target;
+pub mod value;
+
+pub use client::{ClientFacts, Privileges, SkippedCheck};
+pub use connect::{ConnectKind, ConnectProbe, Outcome};
+pub use resolve::Resolution;
+pub use target::{Host, Scheme, Secret, Target, TargetError, REDACTED};
+pub use value::{Errno, Family, Micros, Port, QueueLen, SocketState, Ttl, ValueError};
+
+use serde::{Deserialize, Serialize};
+
+pub const EVIDENCE_SCHEMA: &str = "conndoc.evidence/v1";
+
+/// Options the diagnosis ran with, kept with the evidence so a replay knows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    pub timeout_us: Micros,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<Family>,
+    /// The process the user expects to serve the port (`--expect`), or the scheme's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_process: Option<String>,
+    /// The network namespace named with `--netns`/`--netns-pid`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+}
+
+/// Everything gathered for one diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub schema: String,
+    pub target: Target,
+    pub options: RunOptions,
+    /// RFC 3339 time the gathering started.
+    pub started_at: String,
+    pub elapsed_us: Micros,
+    pub client: ClientFacts,
+    pub resolution: Resolution,
+    pub probes: Vec<ConnectProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<host::HostFacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<firewall::FirewallFacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<capture::CaptureFacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<protocol::ProtocolFacts>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedCheck>,
+}

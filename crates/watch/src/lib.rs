@@ -1,0 +1,1 @@
+//! The watch daemon: scheduler, health state machine, history, alerts, metrics, dashboard.
