@@ -23,3 +23,24 @@ impl std::error::Error for UsageError {}
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
 }
+
+/// Parse a `--timeout` value: positive, at most 10 minutes.
+pub fn parse_timeout(s: &str) -> anyhow::Result<std::time::Duration> {
+    let d = conndoc_facts::value::parse_duration(s).map_err(|e| usage(format!("--timeout: {e}")))?;
+    if d.is_zero() || d > std::time::Duration::from_secs(600) {
+        return Err(usage(format!("--timeout {s:?}: must be more than 0 and at most 10m")));
+    }
+    Ok(d)
+}
+
+/// Print a report as JSON or text.
+pub fn print_report(report: &conndoc_diagnose::Report, json: bool, no_color: bool) -> anyhow::Result<()> {
+    if json {
+        let mut s = serde_json::to_string_pretty(report)?;
+        s.push('\n');
+        diagnose::write_out(&s)
+    } else {
+        let s = conndoc_diagnose::render::text(report, diagnose::use_color(no_color));
+        diagnose::write_out(&s)
+    }
+}
