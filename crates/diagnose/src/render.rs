@@ -3,5 +3,10 @@
 use crate::report::{Report, Severity};
 
 pub fn text(r: &Report, _color: bool) -> String {
-    format!("{}: {}\n", r.verdict.cause, r.verdict.summary) + &r.findings.iter().filter(|f| f.severity != Severity::Info).map(|f| format!("  {}\n", f.summary)).collect::<String>()
+    format!("{}: {}\n", r.verdict.cause, r.verdict.summary)
+        + &r.findings
+            .iter()
+            .filter(|f| f.severity != Severity::Info)
+            .map(|f| format!("  {}\n", f.summary))
+            .collect::<String>()
 }

@@ -39,7 +39,14 @@ pub struct Finding {
 
 impl Finding {
     pub fn new(cause: Cause, severity: Severity, summary: impl Into<String>) -> Finding {
-        Finding { cause, severity, summary: summary.into(), evidence: Vec::new(), remediation: Vec::new(), partial: None }
+        Finding {
+            cause,
+            severity,
+            summary: summary.into(),
+            evidence: Vec::new(),
+            remediation: Vec::new(),
+            partial: None,
+        }
     }
     pub fn critical(cause: Cause, summary: impl Into<String>) -> Finding {
         Finding::new(cause, Severity::Critical, summary)

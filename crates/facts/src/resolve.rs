@@ -58,15 +58,22 @@ pub enum QType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DnsOutcome {
-    Answer { addresses: Vec<IpAddr>, ttl: u32 },
+    Answer {
+        addresses: Vec<IpAddr>,
+        ttl: u32,
+    },
     /// NOERROR with no record of that type.
     NoData,
     NxDomain,
     /// SERVFAIL, REFUSED, … by name.
-    Rcode { rcode: String },
+    Rcode {
+        rcode: String,
+    },
     Timeout,
     /// The query could not be sent (no route, refused port …).
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

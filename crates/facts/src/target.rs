@@ -169,7 +169,8 @@ impl Target {
             _ => (None, authority),
         };
         let redacted_input = redact_input(raw, userinfo);
-        let (host_str, port_str) = split_host_port(hostport).map_err(|_| TargetError::BadIpv6(redacted_input.clone()))?;
+        let (host_str, port_str) =
+            split_host_port(hostport).map_err(|_| TargetError::BadIpv6(redacted_input.clone()))?;
         if host_str.is_empty() {
             return Err(TargetError::EmptyHost(redacted_input));
         }
@@ -184,7 +185,9 @@ impl Target {
             }
         };
         let port = match port_str {
-            Some(p) => p.parse::<Port>().map_err(|source| TargetError::BadPort { input: redacted_input.clone(), source })?,
+            Some(p) => {
+                p.parse::<Port>().map_err(|source| TargetError::BadPort { input: redacted_input.clone(), source })?
+            }
             None => match scheme.default_port() {
                 Some(p) => Port::new(p).expect("default ports are non-zero"),
                 None => return Err(TargetError::MissingPort(redacted_input)),
@@ -199,7 +202,9 @@ impl Target {
                 };
                 let u = percent_decode(u).ok_or_else(|| TargetError::BadEncoding(redacted_input.clone()))?;
                 let p = match p {
-                    Some(p) => Some(Secret::new(percent_decode(p).ok_or_else(|| TargetError::BadEncoding(redacted_input.clone()))?)),
+                    Some(p) => Some(Secret::new(
+                        percent_decode(p).ok_or_else(|| TargetError::BadEncoding(redacted_input.clone()))?,
+                    )),
                     None => None,
                 };
                 // redis://:pass@host means "password, default user".
@@ -217,12 +222,23 @@ impl Target {
             Scheme::Redis | Scheme::Rediss => {
                 let p = tail.split(['?', '#']).next().unwrap_or("").trim_matches('/');
                 if !p.is_empty() {
-                    db = Some(p.parse::<u32>().ok().filter(|d| *d <= i32::MAX as u32).ok_or_else(|| TargetError::BadDb(redacted_input.clone()))?);
+                    db = Some(
+                        p.parse::<u32>()
+                            .ok()
+                            .filter(|d| *d <= i32::MAX as u32)
+                            .ok_or_else(|| TargetError::BadDb(redacted_input.clone()))?,
+                    );
                 }
             }
             Scheme::Http | Scheme::Https => {
                 let t = tail.split('#').next().unwrap_or("");
-                path = if t.is_empty() { "/".into() } else if t.starts_with('?') { format!("/{t}") } else { t.to_string() };
+                path = if t.is_empty() {
+                    "/".into()
+                } else if t.starts_with('?') {
+                    format!("/{t}")
+                } else {
+                    t.to_string()
+                };
             }
             Scheme::Tcp => {
                 if !tail.is_empty() && tail != "/" {
@@ -276,7 +292,9 @@ fn split_host_port(s: &str) -> Result<(&str, Option<&str>), ()> {
 fn valid_hostname(h: &str) -> bool {
     h.len() <= 253
         && h.split('.').all(|label| {
-            !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         || h.ends_with('.') && valid_hostname(&h[..h.len() - 1])
 }
@@ -376,7 +394,17 @@ mod tests {
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         for bad in [
-            "", "ftp://h:1", "h:0", "h:65536", "h:-1", "h:abc", ":80", "redis://:80", "http://[::1", "a b:80", "tcp://h:1/x",
+            "",
+            "ftp://h:1",
+            "h:0",
+            "h:65536",
+            "h:-1",
+            "h:abc",
+            ":80",
+            "redis://:80",
+            "http://[::1",
+            "a b:80",
+            "tcp://h:1/x",
             "redis://u:%zz@h",
         ] {
             assert!(Target::parse(bad).is_err(), "{bad:?} should fail");

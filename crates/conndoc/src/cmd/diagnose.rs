@@ -58,14 +58,17 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let mut target = Target::parse(&a.target).map_err(|e| usage(e.to_string()))?;
     let timeout = super::parse_timeout(&a.timeout)?;
     if let Some(p) = &a.password_file {
-        let text = std::fs::read_to_string(p).map_err(|e| usage(format!("cannot read password file {}: {e}", p.display())))?;
+        let text =
+            std::fs::read_to_string(p).map_err(|e| usage(format!("cannot read password file {}: {e}", p.display())))?;
         let pw = text.trim_end_matches(['\n', '\r']);
         if pw.is_empty() {
             return Err(usage(format!("password file {} is empty", p.display())));
         }
         target.password = Some(Secret::new(pw));
         target.has_password = true;
-    } else if target.password.is_none() && matches!(target.scheme, conndoc_facts::Scheme::Redis | conndoc_facts::Scheme::Rediss) {
+    } else if target.password.is_none()
+        && matches!(target.scheme, conndoc_facts::Scheme::Redis | conndoc_facts::Scheme::Rediss)
+    {
         if let Ok(pw) = std::env::var("REDISCLI_AUTH") {
             if !pw.is_empty() {
                 target.password = Some(Secret::new(pw));

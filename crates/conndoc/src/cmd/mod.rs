@@ -4,8 +4,8 @@
 pub mod check;
 pub mod diagnose;
 pub mod explain;
-pub mod listeners;
 pub mod lint;
+pub mod listeners;
 pub mod watch;
 
 /// Bad input or usage: printed as one line, exit status 2.
