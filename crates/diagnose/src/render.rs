@@ -1,12 +1,106 @@
-//! Text rendering for people: verdict first, then evidence, then the fix.
+//! Text rendering for people: verdict first, then the evidence, then the fix.
+//! Short and scannable; colour only when asked (the CLI asks on a terminal).
 
+use crate::cause::Cause;
 use crate::report::{Report, Severity};
+use std::fmt::Write;
 
-pub fn text(r: &Report, _color: bool) -> String {
-    format!("{}: {}\n", r.verdict.cause, r.verdict.summary)
-        + &r.findings
-            .iter()
-            .filter(|f| f.severity != Severity::Info)
-            .map(|f| format!("  {}\n", f.summary))
-            .collect::<String>()
+struct Style {
+    on: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+    fn sev(&self, sev: Severity, s: &str) -> String {
+        match sev {
+            Severity::Critical => self.paint("1;31", s),
+            Severity::Warning => self.paint("33", s),
+            Severity::Info => self.paint("36", s),
+        }
+    }
+}
+
+/// The whole report as text.
+pub fn text(r: &Report, color: bool) -> String {
+    let st = Style { on: color };
+    let mut o = String::new();
+    let ok = r.verdict.cause == Cause::Ok;
+    let mark = if ok { st.paint("1;32", "OK") } else { st.sev(Severity::Critical, "FAIL") };
+    let _ = writeln!(o, "{mark} {}  {}", st.bold(r.verdict.cause.code()), r.verdict.summary);
+    let _ = writeln!(
+        o,
+        "{}",
+        st.dim(&format!("   target {}  ({} {}:{})", r.target.input, r.target.scheme, r.target.host, r.target.port))
+    );
+
+    let mut findings = r.findings.iter().filter(|f| f.severity != Severity::Info).peekable();
+    if let Some(first) = findings.peek().filter(|f| f.severity == Severity::Critical && f.cause == r.verdict.cause) {
+        if !first.evidence.is_empty() {
+            let _ = writeln!(o, "\n{}", st.bold("Evidence"));
+            for e in &first.evidence {
+                let _ = writeln!(o, "  • {}", e.text);
+            }
+        }
+        if let Some(p) = &first.partial {
+            let _ = writeln!(o, "  {} {p}", st.paint("33", "partial:"));
+        }
+        if !first.remediation.is_empty() {
+            let _ = writeln!(o, "\n{}", st.bold("Fix"));
+            for (i, step) in first.remediation.iter().enumerate() {
+                let _ = writeln!(o, "  {}. {step}", i + 1);
+            }
+        }
+        findings.next();
+    }
+    let rest: Vec<_> = findings.collect();
+    if !rest.is_empty() {
+        let _ = writeln!(o, "\n{}", st.bold("Also found"));
+        for f in rest {
+            let _ = writeln!(
+                o,
+                "  {} {}: {}",
+                st.sev(f.severity, &format!("{:?}", f.severity).to_lowercase()),
+                f.cause,
+                f.summary
+            );
+            for e in f.evidence.iter().take(4) {
+                let _ = writeln!(o, "      • {}", e.text);
+            }
+            if let Some(step) = f.remediation.first() {
+                let _ = writeln!(o, "      fix: {step}");
+            }
+        }
+    }
+    if !r.probes.is_empty() {
+        let _ = writeln!(o, "\n{}", st.bold("Connects"));
+        for p in &r.probes {
+            let addr = match p.address {
+                std::net::IpAddr::V6(a) => format!("[{a}]:{}", p.port),
+                a => format!("{a}:{}", p.port),
+            };
+            let status = if p.ok() { st.paint("32", p.kind.as_str()) } else { st.paint("31", p.kind.as_str()) };
+            let errno = p.errno.as_ref().map(|e| format!(" {e}")).unwrap_or_default();
+            let _ = writeln!(o, "  {addr:<28} {status}{errno}  {}", p.elapsed_us);
+        }
+    }
+    if !r.skipped.is_empty() {
+        let _ = writeln!(o, "\n{}", st.bold("Not checked"));
+        for s in &r.skipped {
+            let hint = s.hint.as_ref().map(|h| format!(" — {h}")).unwrap_or_default();
+            let _ = writeln!(o, "  - {}: {}{hint}", s.check, s.reason);
+        }
+    }
+    o
 }

@@ -1,12 +1,102 @@
 //! Host stage (issue 3): counters before the probe, inspection after it.
-use crate::Options;
-use conndoc_facts::Evidence;
+//!
+//! The target host is inspected when its address is on one of this host's interfaces (or
+//! is loopback), or when the user names its network namespace (`--netns`, `--netns-pid`).
+//! Probes always leave from conndoc's own namespace; only the inspection enters the
+//! target's, on a thread of its own.
+
+use crate::{skip, Options};
+use conndoc_facts::host::InspectScope;
+use conndoc_facts::{Evidence, Host};
+use conndoc_host::{Baseline, InspectRequest, NetnsSpec};
 use std::net::IpAddr;
 
-pub(crate) struct HostStage;
-
-pub(crate) fn begin(_ev: &Evidence, _opts: &Options, _addrs: &[IpAddr]) -> Option<HostStage> {
-    None
+pub(crate) struct HostStage {
+    req: InspectRequest,
+    base: Option<Baseline>,
 }
 
-pub(crate) fn end(_stage: Option<HostStage>, _ev: &mut Evidence, _opts: &Options) {}
+/// Whether `addr` is this namespace's own: loopback, or on a local interface.
+fn is_local(ev: &Evidence, addr: &IpAddr) -> bool {
+    addr.is_loopback()
+        || addr.is_unspecified()
+        || ev.client.local_addresses.contains(addr)
+        || matches!(addr, IpAddr::V6(a) if a.to_ipv4_mapped().is_some_and(|v4| ev.client.local_addresses.contains(&IpAddr::V4(v4))))
+}
+
+pub(crate) fn begin(ev: &Evidence, opts: &Options, addrs: &[IpAddr]) -> Option<HostStage> {
+    if opts.no_host {
+        return None;
+    }
+    let (scope, netns) = if let Some(pid) = opts.netns_pid {
+        (InspectScope::NetnsPid, Some(NetnsSpec::Pid(pid)))
+    } else if let Some(n) = &opts.netns {
+        (InspectScope::Netns, Some(NetnsSpec::Named(n.clone())))
+    } else if !addrs.is_empty() && addrs.iter().any(|a| is_local(ev, a)) {
+        (InspectScope::Local, None)
+    } else {
+        return None;
+    };
+    let req = InspectRequest {
+        port: ev.target.port,
+        expect: ev.options.expect_process.clone(),
+        scope,
+        netns,
+        privileges: ev.client.privileges.clone(),
+    };
+    // A failure here shows again (and is recorded) in `end`.
+    let base = conndoc_host::baseline(&req).ok();
+    Some(HostStage { req, base })
+}
+
+pub(crate) fn end(stage: Option<HostStage>, ev: &mut Evidence, opts: &Options) {
+    let Some(stage) = stage else {
+        if !opts.no_host {
+            remote_skip(ev, opts);
+        }
+        return;
+    };
+    match conndoc_host::inspect(&stage.req, stage.base.as_ref()) {
+        Ok((facts, skipped)) => {
+            ev.host = Some(facts);
+            ev.skipped.extend(skipped);
+        }
+        Err(e) => {
+            let denied = matches!(&e, conndoc_host::HostError::Netns { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied);
+            let hint = if denied {
+                Some("entering another network namespace needs root (CAP_SYS_ADMIN): run conndoc with sudo".to_string())
+            } else {
+                None
+            };
+            skip(ev, "server-side inspection", e.to_string(), hint);
+        }
+    }
+}
+
+/// The target is another machine: say which server-side checks did not run, and the exact
+/// command that runs them there.
+fn remote_skip(ev: &mut Evidence, opts: &Options) {
+    if ev.probes.is_empty() || ev.probes.iter().all(|p| p.ok()) {
+        return;
+    }
+    let t = &ev.target;
+    let host = match &t.host {
+        Host::Ip(IpAddr::V6(a)) => format!("[{a}]"),
+        h => h.to_string(),
+    };
+    let mut cmd = format!("conndoc diagnose {}://{}:{}", t.scheme, host, t.port);
+    if let Some(x) = &opts.expect_process {
+        cmd.push_str(&format!(" --expect {x}"));
+    }
+    skip(
+        ev,
+        "server-side inspection",
+        format!(
+            "{} is not on this host, so its listeners, their owning processes, accept queues, fd limits, \
+             kernel counters (ListenOverflows, ListenDrops, SyncookiesSent), sysctls and service state were not read",
+            t.host
+        ),
+        Some(format!("on the server run: sudo {cmd}   (or: sudo conndoc listeners --port {})", t.port)),
+    );
+}

@@ -5,6 +5,7 @@
 //! Each area has its own module with a begin/end (or one-shot) stage.
 
 mod capture;
+mod client;
 mod firewall;
 mod host;
 mod protocol;
@@ -55,8 +56,6 @@ impl Default for Options {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("{0}")]
-    Probe(#[from] conndoc_probe::ProbeError),
-    #[error("{0}")]
     Host(String),
 }
 
@@ -87,6 +86,7 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
         target,
     };
 
+    client::local_addresses(&mut ev);
     ev.resolution = conndoc_probe::resolve::resolve(&ev.target, opts.family, opts.timeout);
     let addrs = conndoc_probe::resolve::addresses_to_probe(&ev.resolution, opts.family);
 
@@ -97,7 +97,7 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     protocol::run(&mut ev, opts);
     host::end(host_stage, &mut ev, opts);
     firewall::run(&mut ev, opts);
-    conndoc_probe::client::after_probe(&mut ev.client, &ev.probes, &addrs, ev.target.port);
+    client::after_probe(&mut ev);
 
     ev.elapsed_us = Micros::from_duration(start.elapsed());
     Ok(ev)

@@ -38,6 +38,20 @@ pub enum ConnectKind {
 }
 
 impl ConnectKind {
+    /// The name used in JSON and text (`no-local-address`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectKind::Connected => "connected",
+            ConnectKind::Refused => "refused",
+            ConnectKind::Timeout => "timeout",
+            ConnectKind::HostUnreachable => "host-unreachable",
+            ConnectKind::NetworkUnreachable => "network-unreachable",
+            ConnectKind::NoLocalAddress => "no-local-address",
+            ConnectKind::PermissionDenied => "permission-denied",
+            ConnectKind::Reset => "reset",
+            ConnectKind::Other => "error",
+        }
+    }
     pub fn outcome(self) -> Outcome {
         match self {
             ConnectKind::Connected => Outcome::Connected,

@@ -1,6 +1,345 @@
-//! What the service said at its protocol (Redis, HTTP, TLS). Owned by issue 5.
+//! What the service said at its protocol (Redis, HTTP, TLS), and the redis.conf lint.
+//! Owned by issue 5.
+//!
+//! Replies are kept as the exact text the server sent (RESP rendered one line per element,
+//! control bytes escaped). A password never enters these types: an `AUTH` exchange records
+//! `AUTH <redacted>` as its command.
 
+use crate::value::{Micros, Port};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ProtocolFacts {}
+pub struct ProtocolFacts {
+    /// One protocol probe per address that connected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProtocolProbe>,
+    /// The redis.conf of the serving redis-server, linted during the diagnosis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_conf: Option<LintReport>,
+}
+
+/// Which protocol was spoken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolKind {
+    Redis,
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProtocolProbe {
+    pub address: IpAddr,
+    pub port: Port,
+    pub kind: ProtocolKind,
+    /// Whether the client wrapped the connection in TLS (`rediss://`, `https://`).
+    pub tls_requested: bool,
+    /// Time to (re)connect for the protocol exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<Micros>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisFacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpFacts>,
+    /// Set when the server speaks TLS and the client did not, or the reverse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_mismatch: Option<TlsMismatch>,
+    /// Why the probe could not finish (connect failed, deadline, I/O error), if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// TLS on one side only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsMismatch {
+    pub direction: MismatchDirection,
+    /// What showed it: the first bytes that came back, escaped, or the confirming probe.
+    pub observed: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MismatchDirection {
+    /// Plaintext was sent to a port that speaks TLS.
+    PlaintextToTls,
+    /// A TLS ClientHello was sent to a port that speaks plaintext.
+    TlsToPlaintext,
+}
+
+/// The TLS handshake and the certificate chain the server presented.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsFacts {
+    pub ok: bool,
+    /// The server name sent in SNI and verified against the certificate.
+    pub server_name: String,
+    /// `--insecure`: the chain was not verified.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// `--ca FILE` used as the trust anchors instead of the system store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_us: Option<Micros>,
+    /// Negotiated version, e.g. `TLSv1_3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<TlsFailure>,
+    /// The handshake error as the TLS library words it, or the alert received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Leaf first, as sent by the server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<CertFacts>,
+}
+
+/// Why a TLS handshake failed, in the words of the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsFailure {
+    Expired,
+    NotYetValid,
+    NameMismatch,
+    UnknownIssuer,
+    ProtocolVersion,
+    /// The server sent something that is not TLS (see `TlsMismatch`).
+    NotTls,
+    /// The server closed or reset the connection during the handshake.
+    Closed,
+    Timeout,
+    Other,
+}
+
+impl TlsFailure {
+    pub fn describe(self) -> &'static str {
+        match self {
+            TlsFailure::Expired => "the certificate has expired",
+            TlsFailure::NotYetValid => "the certificate is not yet valid",
+            TlsFailure::NameMismatch => "the certificate does not name the host dialled",
+            TlsFailure::UnknownIssuer => "the certificate was issued by an authority this client does not trust",
+            TlsFailure::ProtocolVersion => "client and server share no TLS protocol version",
+            TlsFailure::NotTls => "the server does not speak TLS",
+            TlsFailure::Closed => "the server closed the connection during the handshake",
+            TlsFailure::Timeout => "the handshake did not finish before the deadline",
+            TlsFailure::Other => "the handshake failed",
+        }
+    }
+}
+
+/// Facts of one certificate, parsed from its DER.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertFacts {
+    pub subject: String,
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sans: Vec<String>,
+    /// RFC 3339, UTC.
+    pub not_before: String,
+    pub not_after: String,
+    /// Seconds since the Unix epoch, for arithmetic.
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+    /// Whole days from the time of the probe to `not_after` (negative once expired).
+    pub expires_in_days: i64,
+    pub self_signed: bool,
+    pub serial: String,
+}
+
+/// One request and the server's reply, exactly as sent back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exchange {
+    /// The command as sent, with any password replaced by `<redacted>`.
+    pub command: String,
+    /// The reply text; `None` when nothing came back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    /// From sending the command to the end of its reply.
+    pub elapsed_us: Micros,
+    /// What went wrong reading or writing (`closed by server`, `deadline`, `ECONNRESET`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A RESP error reply split into its code and text: `-NOAUTH Authentication required.`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisError {
+    /// The first word: `DENIED`, `NOAUTH`, `WRONGPASS`, `ERR`, `LOADING`, …
+    pub code: String,
+    /// The whole line after `-`.
+    pub text: String,
+}
+
+impl RedisError {
+    pub fn parse(line: &str) -> RedisError {
+        let text = line.strip_prefix('-').unwrap_or(line).trim_end_matches(['\r', '\n']).to_string();
+        let code = text.split_whitespace().next().unwrap_or("").to_string();
+        RedisError { code, text }
+    }
+    pub fn is_max_clients(&self) -> bool {
+        self.text.contains("max number of clients reached")
+    }
+    pub fn is_auth_failure(&self) -> bool {
+        self.code == "WRONGPASS"
+            || self.text.contains("invalid password")
+            || self.text.contains("invalid username-password pair")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RedisFacts {
+    /// Bytes the server sent before any command (protected mode and max clients reply
+    /// on accept), rendered as reply text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsolicited: Option<String>,
+    pub exchanges: Vec<Exchange>,
+    /// The user AUTH was sent for (`default` when only a password was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_user: Option<String>,
+    /// Whether an AUTH was sent (the password itself is never kept).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auth_sent: bool,
+    /// The first error reply, classified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<RedisError>,
+    /// The server closed (FIN or RST) the connection before the probe was done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed_by_server: bool,
+    /// `+PONG` came back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pong: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<RedisInfo>,
+    /// `CONFIG GET` answers, when permitted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Why CONFIG GET was not answered (e.g. `-NOPERM …`), when it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_refused: Option<String>,
+}
+
+/// The INFO fields the rules use; every other field of the asked sections stays in `other`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RedisInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_port: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_clients: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxclients: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_connections: Option<u64>,
+    /// `rejected_connections` read again at the end of the probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_connections_after: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_connections_received: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loading: Option<bool>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other: BTreeMap<String, String>,
+}
+
+impl RedisInfo {
+    /// Parse the text of an INFO reply (`# Section` headers, `key:value` lines).
+    pub fn parse(text: &str) -> RedisInfo {
+        let mut info = RedisInfo::default();
+        for line in text.lines() {
+            let line = line.trim_end_matches('\r');
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once(':') else { continue };
+            match k {
+                "redis_version" => info.redis_version = Some(v.into()),
+                "tcp_port" => info.tcp_port = v.parse().ok(),
+                "process_id" => info.process_id = v.parse().ok(),
+                "config_file" => info.config_file = Some(v.into()).filter(|s: &String| !s.is_empty()),
+                "executable" => info.executable = Some(v.into()).filter(|s: &String| !s.is_empty()),
+                "connected_clients" => info.connected_clients = v.parse().ok(),
+                "maxclients" => info.maxclients = v.parse().ok(),
+                "rejected_connections" => info.rejected_connections = v.parse().ok(),
+                "total_connections_received" => info.total_connections_received = v.parse().ok(),
+                "loading" => info.loading = Some(v == "1"),
+                _ => {
+                    info.other.insert(k.into(), v.into());
+                }
+            }
+        }
+        info
+    }
+}
+
+/// An HTTP/1.1 exchange with its phase timings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpFacts {
+    /// `GET /path HTTP/1.1`
+    pub request_line: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_line: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<Micros>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_us: Option<Micros>,
+    /// From sending the request to the first byte of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_us: Option<Micros>,
+    /// From sending the request to the end of the headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_us: Option<Micros>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl HttpFacts {
+    /// A 502/503/504: the usual answer of a gateway whose upstream refused or timed out.
+    pub fn gateway_error(&self) -> bool {
+        matches!(self.status, Some(502..=504))
+    }
+}
+
+/// The lint of one redis.conf (and the files it includes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LintReport {
+    /// The file linted first.
+    pub path: String,
+    /// Every file read, in order (the main file, then includes).
+    pub files: Vec<String>,
+    pub problems: Vec<LintProblem>,
+    /// The effective values of the directives the lint looks at (`requirepass` is `<redacted>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub effective: BTreeMap<String, String>,
+    /// What the limits were compared against: `fd limit 1024 (pid 42)`, `somaxconn 4096`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compared_with: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LintProblem {
+    /// Stable identifier: `no-password`, `bind-all-interfaces`, `protected-mode-off`, …
+    pub code: String,
+    pub file: String,
+    /// 1-based; 0 when the problem is the absence of a directive.
+    pub line: u32,
+    pub directive: String,
+    pub message: String,
+    pub fix: String,
+}

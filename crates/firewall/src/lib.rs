@@ -1,1 +1,99 @@
 //! Reads nftables and iptables rulesets and evaluates which rule the probe's packet meets.
+//!
+//! Reading ([`read`]) runs the tools a person would run (`nft -j list ruleset`,
+//! `iptables-legacy-save`, …) in the calling thread's network namespace; building
+//! ([`build`]) and evaluating ([`Ruleset::evaluate`]) are pure and tested against recorded
+//! output of those tools.
+
+pub mod ipt;
+pub mod model;
+pub mod nft;
+pub mod read;
+
+pub use model::{Packet, Ruleset};
+pub use read::{listeners_on_port, read, RawRulesets};
+
+use conndoc_facts::firewall::{FirewallTool, RulesetSource};
+use conndoc_facts::Family;
+use std::collections::HashSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("reading the {tool} ruleset: {detail}")]
+    Parse { tool: &'static str, detail: String },
+    #[error("running `{command}`: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("`{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+    #[error("`{command}` did not finish within {ms} ms")]
+    Timeout { command: String, ms: u128 },
+}
+
+/// Build one ruleset from everything read. Tables that iptables-nft manages are evaluated
+/// from its save output (which its `xt` expressions in `nft -j` do not spell out).
+pub fn build(raw: &RawRulesets) -> (Ruleset, Vec<RulesetSource>) {
+    let mut rs = Ruleset::default();
+    let mut sources = Vec::new();
+    let mut skip = HashSet::new();
+    for (i, (tool, out)) in raw.iptables.iter().enumerate() {
+        let family = match tool {
+            FirewallTool::IptablesNft | FirewallTool::IptablesLegacy => Family::Ipv4,
+            _ => Family::Ipv6,
+        };
+        match out {
+            Ok(text) => {
+                let part = ipt::parse_save(text, *tool, family, i + 1);
+                if matches!(tool, FirewallTool::IptablesNft | FirewallTool::Ip6tablesNft) {
+                    let fam = if family == Family::Ipv4 { "ip" } else { "ip6" };
+                    for t in text.lines().filter_map(|l| l.strip_prefix('*')) {
+                        skip.insert((fam.to_string(), t.trim().to_string()));
+                    }
+                }
+                sources.push(RulesetSource {
+                    tool: *tool,
+                    command: tool.list_command().into(),
+                    rules: part.rule_count,
+                    error: None,
+                });
+                rs.extend(part);
+            }
+            Err(e) => sources.push(RulesetSource {
+                tool: *tool,
+                command: tool.list_command().into(),
+                rules: 0,
+                error: Some(e.clone()),
+            }),
+        }
+    }
+    let nft_source = match &raw.nft_json {
+        Ok(json) => {
+            let texts = raw.nft_text.as_deref().map(nft::parse_text).unwrap_or_default();
+            match nft::parse_json(json, &texts, 0, &skip) {
+                Ok(part) => {
+                    let n = part.rule_count;
+                    rs.extend(part);
+                    RulesetSource {
+                        tool: FirewallTool::Nftables,
+                        command: "nft -j list ruleset".into(),
+                        rules: n,
+                        error: None,
+                    }
+                }
+                Err(e) => RulesetSource {
+                    tool: FirewallTool::Nftables,
+                    command: "nft -j list ruleset".into(),
+                    rules: 0,
+                    error: Some(e.to_string()),
+                },
+            }
+        }
+        Err(e) => RulesetSource {
+            tool: FirewallTool::Nftables,
+            command: "nft -j list ruleset".into(),
+            rules: 0,
+            error: Some(e.clone()),
+        },
+    };
+    sources.insert(0, nft_source);
+    (rs, sources)
+}

@@ -1,1 +1,580 @@
-//! Builds fault scenarios in network namespaces from data files and runs conndoc against them.
+//! Builds fault scenarios in network namespaces from data files (docs/lab.md), runs conndoc
+//! inside the client namespace and checks the report. Everything built is torn down by
+//! [`Lab`]'s `Drop`, also when a test fails or panics.
+
+pub mod scenario;
+pub mod tool;
+
+pub use scenario::Scenario;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("parsing {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("lab setup step `{what}` failed: {message}")]
+    Setup { what: String, message: String },
+}
+
+fn setup_err(what: impl Into<String>, message: impl Into<String>) -> LabError {
+    LabError::Setup { what: what.into(), message: message.into() }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this process can build labs (root is required for namespaces and firewall rules).
+pub fn can_run() -> Result<(), String> {
+    if std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        != Some(true)
+    {
+        return Err("lab scenarios need root (network namespaces, nftables); run the tests as root".into());
+    }
+    if which("ip").is_none() {
+        return Err("lab scenarios need `ip` (Debian package iproute2)".into());
+    }
+    Ok(())
+}
+
+/// The first `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A built scenario. Dropping it kills every process and deletes every namespace.
+pub struct Lab {
+    /// host name → namespace name
+    pub ns: BTreeMap<String, String>,
+    /// spawned step name → child
+    children: Vec<(Option<String>, Child)>,
+    pub dir: PathBuf,
+    keep_dir: bool,
+}
+
+/// What a conndoc run printed.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub json: Option<Value>,
+    pub elapsed: Duration,
+    pub argv: Vec<String>,
+}
+
+impl Lab {
+    /// Build every host, link, route, DNS server and step of the scenario.
+    pub fn build(s: &Scenario) -> Result<Lab, LabError> {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("cdl{}x{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("conndoc-lab-{id}-{}", s.name));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| setup_err("create temp dir", e.to_string()))?;
+        let mut lab = Lab {
+            ns: BTreeMap::new(),
+            children: Vec::new(),
+            dir,
+            keep_dir: std::env::var_os("CONNDOC_LAB_KEEP").is_some(),
+        };
+        for h in &s.hosts {
+            let ns = format!("{id}{}", h.name);
+            // Register before creating, so a half-built lab still gets cleaned up.
+            lab.ns.insert(h.name.clone(), ns.clone());
+            run(&["ip", "netns", "add", &ns])?;
+            run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+            // No duplicate-address detection in a lab: addresses, link-local ones included,
+            // work at once instead of after 1-2 s of "tentative" (first SYNs would be lost).
+            for k in ["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"] {
+                run(&["ip", "netns", "exec", &ns, "sysctl", "-q", "-w", k])?;
+            }
+            let etc = Path::new("/etc/netns").join(&ns);
+            std::fs::create_dir_all(&etc).map_err(|e| setup_err("create /etc/netns dir", e.to_string()))?;
+            let mut hosts = String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n");
+            for line in &h.hosts {
+                hosts.push_str(line);
+                hosts.push('\n');
+            }
+            write(&etc.join("hosts"), &hosts)?;
+            // Always give the namespace its own resolv.conf so no query can go to the
+            // machine's real nameservers.
+            let servers = if h.nameservers.is_empty() { vec!["127.0.0.1".to_string()] } else { h.nameservers.clone() };
+            let mut rc: String = servers.iter().map(|s| format!("nameserver {s}\n")).collect();
+            rc.push_str("options timeout:1 attempts:1\n");
+            write(&etc.join("resolv.conf"), &rc)?;
+            for (k, v) in &h.sysctl {
+                lab.exec(&h.name, &["sysctl", "-q", "-w", &format!("{k}={v}")])?;
+            }
+        }
+        let mut ifcount: BTreeMap<String, u32> = BTreeMap::new();
+        let mut next_if = |h: &str| {
+            let c = ifcount.entry(h.to_string()).or_insert(0);
+            *c += 1;
+            format!("eth{}", *c - 1)
+        };
+        for l in &s.links {
+            let (na, nb) = (lab.ns[&l.a].clone(), lab.ns[&l.b].clone());
+            let (ia, ib) = (next_if(&l.a), next_if(&l.b));
+            run(&["ip", "-n", &na, "link", "add", &ia, "type", "veth", "peer", "name", &ib, "netns", &nb])?;
+            for (ns, ifname, addrs) in [(&na, &ia, &l.a_addr), (&nb, &ib, &l.b_addr)] {
+                for a in addrs {
+                    let mut cmd = vec!["ip", "-n", ns, "addr", "add", a, "dev", ifname];
+                    if a.contains(':') {
+                        cmd.push("nodad"); // no 1-2 s of "tentative" before the address works
+                    }
+                    run(&cmd)?;
+                }
+                run(&["ip", "-n", ns, "link", "set", ifname, "up"])?;
+            }
+        }
+        // Fresh links drop the first neighbour solicitation while they settle; wait until
+        // each link carries traffic (bounded, lab namespaces only) so the first SYN of a
+        // scenario is not lost to that.
+        for l in &s.links {
+            for peer_addr in &l.b_addr {
+                let ip = peer_addr.split('/').next().unwrap_or_default();
+                lab.wait_reachable(&l.a, ip);
+            }
+        }
+        for r in &s.routes {
+            let ns = lab.ns[&r.host].clone();
+            let mut cmd: Vec<&str> = vec!["ip", "-n", &ns];
+            if r.to.contains(':') || r.via.as_deref().is_some_and(|v| v.contains(':')) {
+                cmd.push("-6");
+            }
+            cmd.extend(["route", "add", r.to.as_str()]);
+            if let Some(v) = &r.via {
+                cmd.extend(["via", v.as_str()]);
+            }
+            if let Some(d) = &r.dev {
+                cmd.extend(["dev", d.as_str()]);
+            }
+            run(&cmd)?;
+        }
+        for d in &s.dns {
+            lab.start_dns(d)?;
+        }
+        for (i, st) in s.steps.iter().enumerate() {
+            lab.step(i, st).map_err(|e| match e {
+                LabError::Setup { what, message } => setup_err(format!("step {}: {what}", i + 1), message),
+                e => e,
+            })?;
+        }
+        Ok(lab)
+    }
+
+    fn ns_of(&self, host: &str) -> Result<&str, LabError> {
+        self.ns.get(host).map(String::as_str).ok_or_else(|| setup_err("host lookup", format!("unknown host {host}")))
+    }
+
+    /// Run a command inside a host to completion; it must succeed.
+    pub fn exec(&self, host: &str, argv: &[&str]) -> Result<String, LabError> {
+        let ns = self.ns_of(host)?;
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(argv);
+        run(&full)
+    }
+
+    fn spawn(
+        &mut self,
+        host: &str,
+        name: Option<String>,
+        argv: &[String],
+        nofile: Option<u64>,
+    ) -> Result<u32, LabError> {
+        let ns = self.ns_of(host)?.to_string();
+        let tag = name.clone().unwrap_or_else(|| format!("p{}", self.children.len()));
+        let log = std::fs::File::create(self.dir.join(format!("{tag}.log")))
+            .map_err(|e| setup_err("log file", e.to_string()))?;
+        let log2 = log.try_clone().map_err(|e| setup_err("log file", e.to_string()))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns]);
+        match nofile {
+            // The shell sets the limit and then becomes the program (exec), so the pid is the program's.
+            Some(n) => {
+                let quoted: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+                cmd.args(["sh", "-c", &format!("ulimit -n {n} && exec {}", quoted.join(" "))]);
+            }
+            None => {
+                cmd.args(argv);
+            }
+        }
+        cmd.current_dir(&self.dir).stdin(Stdio::null()).stdout(log).stderr(log2);
+        let child = cmd.spawn().map_err(|e| setup_err(format!("spawn {argv:?}"), e.to_string()))?;
+        let pid = child.id();
+        self.children.push((name, child));
+        Ok(pid)
+    }
+
+    /// The pid of a spawned step.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.iter().find(|(n, _)| n.as_deref() == Some(name)).map(|(_, c)| c.id())
+    }
+
+    fn step(&mut self, _i: usize, st: &scenario::Step) -> Result<(), LabError> {
+        if let Some(ms) = st.sleep_ms {
+            std::thread::sleep(Duration::from_millis(ms.min(30_000)));
+        }
+        if let Some(sh) = &st.sh {
+            let host = st.host.as_deref().unwrap_or_default();
+            let sh = self.expand(sh);
+            self.exec(host, &["sh", "-c", &sh])?;
+        }
+        if let Some(argv) = &st.spawn {
+            let host = st.host.clone().unwrap_or_default();
+            let argv: Vec<String> = argv.iter().map(|a| self.expand(a)).collect();
+            self.spawn(&host, st.name.clone(), &argv, st.nofile)?;
+        }
+        if let Some(port) = st.wait_listen {
+            let host = st.host.clone().unwrap_or_default();
+            self.wait_listen(&host, port, Duration::from_millis(st.wait_ms.unwrap_or(5000)))?;
+        }
+        if let Some(name) = &st.kill {
+            let idx = self
+                .children
+                .iter()
+                .position(|(n, _)| n.as_deref() == Some(name.as_str()))
+                .ok_or_else(|| setup_err("kill", format!("no spawned step named {name}")))?;
+            let (_, mut child) = self.children.remove(idx);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// Wait until a TCP socket listens on `port` inside the host.
+    pub fn wait_listen(&self, host: &str, port: u16, max: Duration) -> Result<(), LabError> {
+        let start = Instant::now();
+        let ns = self.ns_of(host)?.to_string();
+        loop {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, "ss", "-Htln", &format!("sport = :{port}")])
+                .output()
+                .map_err(|e| setup_err("ss", e.to_string()))?;
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > max {
+                let logs = self.logs();
+                return Err(setup_err(
+                    format!("wait_listen {port} in {host}"),
+                    format!("no listener after {max:?}; logs:\n{logs}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Ping `ip` from `host` until it answers (at most ~3 s); a link that never answers is
+    /// left for the scenario to show.
+    fn wait_reachable(&self, host: &str, ip: &str) {
+        let Ok(ns) = self.ns_of(host) else { return };
+        for _ in 0..6 {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-W", "1", "-i", "0.2", ip])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+        }
+    }
+
+    /// The logs of every spawned process, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let tail: String = text
+                        .lines()
+                        .rev()
+                        .take(15)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    s.push_str(&format!("--- {}\n{tail}\n", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+        s
+    }
+
+    fn start_dns(&mut self, d: &scenario::DnsSpec) -> Result<(), LabError> {
+        let bin =
+            which("dnsmasq").ok_or_else(|| setup_err("dns", "dnsmasq not found (Debian package dnsmasq-base)"))?;
+        let mut argv = vec![
+            bin.display().to_string(),
+            "--keep-in-foreground".into(),
+            "--no-hosts".into(),
+            "--no-resolv".into(),
+            "--conf-file=/dev/null".into(),
+            "--bind-interfaces".into(),
+            format!("--listen-address={}", d.listen),
+            "--port=53".into(),
+            "--user=root".into(),
+            format!("--pid-file={}", self.dir.join(format!("dnsmasq-{}.pid", d.host)).display()),
+        ];
+        let mut domains = d.local_domains.clone();
+        for (name, addrs) in &d.records {
+            argv.push(format!("--host-record={name},{}", addrs.join(",")));
+            if d.local_domains.is_empty() {
+                if let Some(tld) = name.rsplit('.').next() {
+                    if !domains.iter().any(|x| x == tld) {
+                        domains.push(tld.to_string());
+                    }
+                }
+            }
+        }
+        for dom in &domains {
+            argv.push(format!("--local=/{dom}/"));
+        }
+        self.spawn(&d.host, Some(format!("dns-{}", d.host)), &argv, None)?;
+        // Wait until it answers on UDP 53: its TCP listener comes up at the same time.
+        self.wait_listen(&d.host, 53, Duration::from_secs(5))
+    }
+
+    /// Replace `{ns:HOST}`, `{pid:STEP}` and `{dir}` placeholders.
+    pub fn expand(&self, s: &str) -> String {
+        let mut out = s.replace("{dir}", &self.dir.display().to_string());
+        for (h, ns) in &self.ns {
+            out = out.replace(&format!("{{ns:{h}}}"), ns);
+        }
+        for (name, child) in &self.children {
+            if let Some(n) = name {
+                out = out.replace(&format!("{{pid:{n}}}"), &child.id().to_string());
+            }
+        }
+        out
+    }
+
+    /// Run conndoc as the scenario says, inside the `from` host, with a hard deadline.
+    pub fn run_conndoc(&self, bin: &Path, spec: &scenario::RunSpec) -> Result<RunOutput, LabError> {
+        let ns = self.ns_of(&spec.from)?.to_string();
+        let mut argv: Vec<String> = match (&spec.argv, &spec.target) {
+            (Some(a), _) => a.iter().map(|x| self.expand(x)).collect(),
+            (None, Some(t)) => {
+                let mut v = vec!["diagnose".to_string(), self.expand(t), "--json".into()];
+                v.extend(spec.args.iter().map(|x| self.expand(x)));
+                v
+            }
+            (None, None) => unreachable!("validated: target or argv"),
+        };
+        argv.insert(0, bin.display().to_string());
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns]).args(&argv).envs(&spec.env).stdin(Stdio::null());
+        let start = Instant::now();
+        let out = output_with_deadline(cmd, Duration::from_millis(spec.deadline_ms.unwrap_or(30_000)))?;
+        let elapsed = start.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let json = serde_json::from_str(&stdout).ok();
+        Ok(RunOutput {
+            status: out.status.code(),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            json,
+            elapsed,
+            argv,
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+        }
+        for (_, c) in &mut self.children {
+            let _ = c.wait();
+        }
+        for ns in self.ns.values() {
+            // Anything a step started in the namespace (daemons that forked) goes too.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        }
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Check a run against the scenario's expectations; returns every mismatch.
+pub fn check(exp: &scenario::Expect, out: &RunOutput) -> Vec<String> {
+    let mut errs = Vec::new();
+    let json = out.json.as_ref();
+    let cause = json.and_then(|j| j.pointer("/verdict/cause")).and_then(Value::as_str);
+    if let Some(c) = &exp.cause {
+        if cause != Some(c.as_str()) {
+            errs.push(format!("verdict.cause: expected {c:?}, got {cause:?}"));
+        }
+    }
+    let want_exit = exp.exit.or_else(|| exp.cause.as_ref().map(|c| if c == "ok" { 0 } else { 1 }));
+    if let Some(x) = want_exit {
+        if out.status != Some(x) {
+            errs.push(format!("exit status: expected {x}, got {:?}", out.status));
+        }
+    }
+    if let Some(ms) = exp.max_elapsed_ms {
+        if out.elapsed > Duration::from_millis(ms) {
+            errs.push(format!("took {:?}, more than the allowed {ms} ms", out.elapsed));
+        }
+    }
+    for f in &exp.findings {
+        let found = json
+            .and_then(|j| j.get("findings"))
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().find(|x| x.get("cause").and_then(Value::as_str) == Some(f.cause.as_str())));
+        let Some(found) = found else {
+            errs.push(format!("no finding with cause {:?}", f.cause));
+            continue;
+        };
+        if let Some(sev) = &f.severity {
+            if found.get("severity").and_then(Value::as_str) != Some(sev.as_str()) {
+                errs.push(format!("finding {}: severity is not {sev}", f.cause));
+            }
+        }
+        let kinds: Vec<&str> = found
+            .get("evidence")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|e| e.get("kind").and_then(Value::as_str)).collect())
+            .unwrap_or_default();
+        for k in &f.evidence {
+            if !kinds.contains(&k.as_str()) {
+                errs.push(format!("finding {}: no evidence of kind {k:?} (has {kinds:?})", f.cause));
+            }
+        }
+        let text = found.to_string();
+        for c in &f.contains {
+            if !text.contains(c.as_str()) {
+                errs.push(format!("finding {}: does not contain {c:?}", f.cause));
+            }
+        }
+    }
+    for j in &exp.json {
+        let v = json.and_then(|x| x.pointer(&j.pointer));
+        if j.exists == Some(true) && v.is_none() {
+            errs.push(format!("{}: missing", j.pointer));
+        }
+        if let Some(eq) = &j.equals {
+            if v != Some(eq) {
+                errs.push(format!(
+                    "{}: expected {eq}, got {}",
+                    j.pointer,
+                    v.map(|x| x.to_string()).unwrap_or("nothing".into())
+                ));
+            }
+        }
+        if let Some(c) = &j.contains {
+            let s = v.map(|x| x.to_string()).unwrap_or_default();
+            if !s.contains(c.as_str()) {
+                errs.push(format!("{}: {s} does not contain {c:?}", j.pointer));
+            }
+        }
+    }
+    for a in &exp.absent {
+        if out.stdout.contains(a.as_str()) || out.stderr.contains(a.as_str()) {
+            errs.push(format!("output contains {a:?}, which must never be printed"));
+        }
+    }
+    for c in &exp.stdout_contains {
+        if !out.stdout.contains(c.as_str()) {
+            errs.push(format!("stdout does not contain {c:?}"));
+        }
+    }
+    if json.is_none() && (exp.cause.is_some() || !exp.findings.is_empty() || !exp.json.is_empty()) {
+        errs.push("stdout is not one JSON object".into());
+    }
+    errs
+}
+
+/// Build the scenario, run conndoc, check; Err carries a readable failure report.
+pub fn run_scenario(s: &Scenario, conndoc: &Path) -> Result<RunOutput, String> {
+    let lab = Lab::build(s).map_err(|e| format!("{}: {e}", s.name))?;
+    let out = lab.run_conndoc(conndoc, &s.diagnose).map_err(|e| format!("{}: {e}", s.name))?;
+    let errs = check(&s.expect, &out);
+    if errs.is_empty() {
+        return Ok(out);
+    }
+    Err(format!(
+        "scenario {} ({}) failed:\n  - {}\n  command: {}\n  exit: {:?}, elapsed {:?}\n  stdout:\n{}\n  stderr:\n{}\n  process logs:\n{}",
+        s.name,
+        s.path.display(),
+        errs.join("\n  - "),
+        out.argv.join(" "),
+        out.status,
+        out.elapsed,
+        out.stdout,
+        out.stderr,
+        lab.logs()
+    ))
+}
+
+fn run(argv: &[&str]) -> Result<String, LabError> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| setup_err(argv.join(" "), e.to_string()))?;
+    if !out.status.success() {
+        return Err(setup_err(argv.join(" "), String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), LabError> {
+    std::fs::write(path, text).map_err(|e| setup_err(format!("write {}", path.display()), e.to_string()))
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Run a command, killing it if it outlives the deadline.
+fn output_with_deadline(mut cmd: Command, max: Duration) -> Result<std::process::Output, LabError> {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| setup_err("run conndoc", e.to_string()))?;
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
+    let killer = std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < max {
+            if d2.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let out = child.wait_with_output().map_err(|e| setup_err("run conndoc", e.to_string()));
+    done.store(true, Ordering::SeqCst);
+    let _ = killer.join();
+    out
+}

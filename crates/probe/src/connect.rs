@@ -1,7 +1,122 @@
-use conndoc_facts::{ConnectProbe, Port};
-use std::net::IpAddr;
-use std::time::Duration;
+//! One TCP connect per address, each with its own deadline, classified by errno.
 
-pub fn connect_all(_addrs: &[IpAddr], _port: Port, _timeout: Duration) -> Vec<ConnectProbe> {
-    Vec::new()
+use conndoc_facts::{ConnectKind, ConnectProbe, Errno, Family, Micros, Port};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Connect to every address at once (one thread each) and classify each result.
+/// Results keep the order of `addrs`.
+pub fn connect_all(addrs: &[IpAddr], port: Port, timeout: Duration) -> Vec<ConnectProbe> {
+    let handles: Vec<_> = addrs.iter().map(|&a| std::thread::spawn(move || connect_one(a, port, timeout))).collect();
+    handles.into_iter().filter_map(|h| h.join().ok()).collect()
+}
+
+/// Connect once and classify. The socket is closed before returning.
+pub fn connect_one(address: IpAddr, port: Port, timeout: Duration) -> ConnectProbe {
+    let sa = SocketAddr::new(address, port.get());
+    let start = Instant::now();
+    let mut probe = ConnectProbe {
+        address,
+        port,
+        family: Family::of(&address),
+        outcome: ConnectKind::Other.outcome(),
+        kind: ConnectKind::Other,
+        errno: None,
+        elapsed_us: Micros(0),
+        deadline_us: Micros::from_duration(timeout),
+        local: None,
+        syn_retransmits: None,
+    };
+    let sock = match Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP)) {
+        Ok(s) => s,
+        Err(e) => {
+            probe.errno = e.raw_os_error().map(Errno::from_raw);
+            probe.elapsed_us = Micros::from_duration(start.elapsed());
+            return probe;
+        }
+    };
+    let result = sock.connect_timeout(&SockAddr::from(sa), timeout);
+    probe.elapsed_us = Micros::from_duration(start.elapsed());
+    probe.local = sock.local_addr().ok().and_then(|l| l.as_socket()).filter(|l| l.port() != 0);
+    let kind = match &result {
+        Ok(()) => ConnectKind::Connected,
+        Err(e) => classify(e),
+    };
+    if let Err(e) = &result {
+        probe.errno = Some(match e.raw_os_error() {
+            Some(code) => Errno::from_raw(code),
+            None if kind == ConnectKind::Timeout => Errno("ETIMEDOUT".into()),
+            None => Errno(e.to_string()),
+        });
+    }
+    if kind == ConnectKind::Timeout {
+        probe.syn_retransmits = syn_retransmits(&sock);
+    }
+    probe.kind = kind;
+    probe.outcome = kind.outcome();
+    probe
+}
+
+/// Classify a connect error the way every part of conndoc does (the watch daemon too).
+pub fn classify(e: &std::io::Error) -> ConnectKind {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => ConnectKind::Refused,
+        Some(libc::ETIMEDOUT) => ConnectKind::Timeout,
+        Some(libc::EHOSTUNREACH) => ConnectKind::HostUnreachable,
+        Some(libc::ENETUNREACH) => ConnectKind::NetworkUnreachable,
+        Some(libc::EADDRNOTAVAIL) => ConnectKind::NoLocalAddress,
+        Some(libc::EPERM) | Some(libc::EACCES) => ConnectKind::PermissionDenied,
+        Some(libc::ECONNRESET) => ConnectKind::Reset,
+        Some(_) => ConnectKind::Other,
+        None if e.kind() == std::io::ErrorKind::TimedOut => ConnectKind::Timeout,
+        None => ConnectKind::Other,
+    }
+}
+
+/// SYN retransmissions so far, from TCP_INFO (`tcpi_retransmits`, byte 2 of struct tcp_info).
+fn syn_retransmits(sock: &Socket) -> Option<u8> {
+    let info = tcp_info_bytes(sock)?;
+    Some(info[2])
+}
+
+// SAFETY boundary: getsockopt(TCP_INFO) into a buffer we own, with its true length.
+#[allow(unsafe_code)]
+fn tcp_info_bytes(sock: &Socket) -> Option<[u8; 104]> {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 104];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: the fd is valid for the lifetime of `sock`; buf/len describe writable memory.
+    let rc = unsafe {
+        libc::getsockopt(sock.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, buf.as_mut_ptr().cast(), &mut len)
+    };
+    (rc == 0 && len as usize >= 8).then_some(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn refused_and_connected_on_loopback() {
+        // A port this test owns: bound, then closed, so nothing listens on it.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = Port::new(l.local_addr().unwrap().port()).unwrap();
+        let p = connect_one("127.0.0.1".parse().unwrap(), port, Duration::from_secs(1));
+        assert_eq!(p.kind, ConnectKind::Connected);
+        drop(l);
+        let p = connect_one("127.0.0.1".parse().unwrap(), port, Duration::from_secs(1));
+        assert_eq!(p.kind, ConnectKind::Refused);
+        assert_eq!(p.errno.unwrap().as_str(), "ECONNREFUSED");
+        assert!(p.local.is_some(), "a refused connect was bound to a source port");
+    }
+
+    #[test]
+    fn classify_errnos() {
+        let e = |c| std::io::Error::from_raw_os_error(c);
+        assert_eq!(classify(&e(libc::EADDRNOTAVAIL)), ConnectKind::NoLocalAddress);
+        assert_eq!(classify(&e(libc::ENETUNREACH)), ConnectKind::NetworkUnreachable);
+        assert_eq!(classify(&std::io::Error::new(std::io::ErrorKind::TimedOut, "t")), ConnectKind::Timeout);
+    }
 }

@@ -1,1 +1,21 @@
-//! The watch daemon: scheduler, health state machine, history, alerts, metrics, dashboard.
+//! conndoc watch: continuous health checks whose alerts already say why.
+//!
+//! A cheap async TCP connect per target on a drift-free schedule feeds a per-target state
+//! machine; every transition to down runs the full diagnosis (`conndoc_engine::gather` +
+//! `conndoc_diagnose::diagnose`) and stores the report with the event in SQLite. Alerts go
+//! out through a persistent outbox; `/metrics`, `/api/targets` and an HTML dashboard show
+//! the state. The daemon itself never reasons about causes: the rules do.
+
+pub mod alert;
+pub mod config;
+pub mod daemon;
+pub mod dashboard;
+pub mod health;
+pub mod history;
+pub mod http;
+pub mod metrics;
+pub mod probe;
+
+pub use config::{load, Config, ConfigErrors, Overrides};
+pub use daemon::{run, run_blocking, ChangeHook, WatchError};
+pub use health::{State, Transition};

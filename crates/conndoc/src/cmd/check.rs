@@ -1,6 +1,185 @@
-#[derive(clap::Args)]
-pub struct Args {}
+//! `conndoc check --config F`: diagnose every target of a watch config once, concurrently
+//! (bounded), with a progress bar on a terminal; a summary table (or one JSON report per
+//! target with --json); exit 0 only if every target is healthy.
 
-pub fn run(_args: Args) -> anyhow::Result<u8> {
-    Err(super::usage("not available yet"))
+use super::usage;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The watch configuration file whose targets to check (docs/watch.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// One JSON object per target and line: {"name", "labels", "state", "report"}.
+    #[arg(long)]
+    pub json: bool,
+    /// Diagnoses running at the same time.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub concurrency: usize,
+    /// Only these targets (repeatable).
+    #[arg(long = "target", value_name = "NAME")]
+    pub only: Vec<String>,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+struct Row {
+    name: String,
+    healthy: bool,
+    cause: String,
+    summary: String,
+    latency: Option<Duration>,
+    report: Option<conndoc_diagnose::Report>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    if a.concurrency == 0 || a.concurrency > 4096 {
+        return Err(usage("--concurrency: must be from 1 to 4096"));
+    }
+    let cfg = conndoc_watch::load(&a.config, &Default::default()).map_err(|e| {
+        let errs = e.errors();
+        for line in &errs[..errs.len().saturating_sub(1)] {
+            eprintln!("conndoc: {line}");
+        }
+        usage(errs.last().cloned().unwrap_or_default())
+    })?;
+    let mut targets = cfg.targets.clone();
+    if !a.only.is_empty() {
+        for n in &a.only {
+            if !targets.iter().any(|t| &t.name == n) {
+                return Err(usage(format!("--target {n:?}: no such target in {}", a.config.display())));
+            }
+        }
+        targets.retain(|t| a.only.contains(&t.name));
+    }
+    if targets.is_empty() {
+        return Err(usage(format!("{}: no targets to check", a.config.display())));
+    }
+    let n = targets.len();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let failing = AtomicUsize::new(0);
+    let rows: Mutex<Vec<Option<Row>>> = Mutex::new((0..n).map(|_| None).collect());
+    let progress = !a.no_progress && std::io::stderr().is_terminal();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..a.concurrency.min(n) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Relaxed);
+                let Some(t) = targets.get(i) else { break };
+                let row = check_one(t);
+                if !row.healthy {
+                    failing.fetch_add(1, Relaxed);
+                }
+                rows.lock().unwrap()[i] = Some(row);
+                done.fetch_add(1, Relaxed);
+            });
+        }
+        if progress {
+            s.spawn(|| {
+                let mut err = std::io::stderr();
+                loop {
+                    let d = done.load(Relaxed);
+                    let width = 30;
+                    let filled = d * width / n;
+                    let _ = write!(
+                        err,
+                        "\r[{}{}] {d}/{n} checked, {} failing, {:.1}s ",
+                        "#".repeat(filled),
+                        " ".repeat(width - filled),
+                        failing.load(Relaxed),
+                        start.elapsed().as_secs_f64()
+                    );
+                    let _ = err.flush();
+                    if d >= n {
+                        let _ = writeln!(err);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    let rows: Vec<Row> = rows.into_inner().unwrap().into_iter().flatten().collect();
+    let all_ok = rows.iter().all(|r| r.healthy);
+    let mut out = String::new();
+    if a.json {
+        for (r, t) in rows.iter().zip(&targets) {
+            let v = serde_json::json!({
+                "name": r.name,
+                "labels": t.labels,
+                "state": if r.healthy { "up" } else { "down" },
+                "report": r.report,
+                "error": if r.report.is_none() { Some(&r.summary) } else { None },
+            });
+            out.push_str(&serde_json::to_string(&v)?);
+            out.push('\n');
+        }
+    } else {
+        let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
+        let wc = rows.iter().map(|r| r.cause.len()).max().unwrap_or(5).max(5);
+        out.push_str(&format!("{:w$}  {:5}  {:wc$}  {:>9}  SUMMARY\n", "TARGET", "STATE", "CAUSE", "LATENCY"));
+        for r in &rows {
+            let lat = r.latency.map(fmt_latency).unwrap_or_else(|| "-".into());
+            out.push_str(&format!(
+                "{:w$}  {:5}  {:wc$}  {:>9}  {}\n",
+                r.name,
+                if r.healthy { "up" } else { "down" },
+                r.cause,
+                lat,
+                r.summary
+            ));
+        }
+        let bad = rows.iter().filter(|r| !r.healthy).count();
+        out.push_str(&format!(
+            "{} target{}: {} healthy, {bad} failing ({:.1}s)\n",
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" },
+            rows.len() - bad,
+            start.elapsed().as_secs_f64()
+        ));
+    }
+    super::diagnose::write_out(&out)?;
+    Ok(if all_ok { 0 } else { 1 })
+}
+
+fn check_one(t: &conndoc_watch::config::TargetConfig) -> Row {
+    match conndoc_engine::gather(t.target.clone(), &t.engine_options()) {
+        Ok(ev) => {
+            let rep = conndoc_diagnose::diagnose(&ev);
+            let latency = rep.probes.iter().filter(|p| p.ok()).map(|p| p.elapsed_us.as_duration()).min();
+            Row {
+                name: t.name.clone(),
+                healthy: rep.exit_status() == 0,
+                cause: rep.verdict.cause.code().to_string(),
+                summary: rep.verdict.summary.clone(),
+                latency,
+                report: Some(rep),
+            }
+        }
+        Err(e) => Row {
+            name: t.name.clone(),
+            healthy: false,
+            cause: "unknown".into(),
+            summary: format!("diagnosis failed: {e}"),
+            latency: None,
+            report: None,
+        },
+    }
+}
+
+fn fmt_latency(d: Duration) -> String {
+    let us = d.as_micros();
+    if us < 1000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
 }

@@ -1,6 +1,39 @@
-#[derive(clap::Args)]
-pub struct Args {}
+//! `conndoc explain FILE`: re-run the rules on saved evidence, offline.
 
-pub fn run(_args: Args) -> anyhow::Result<u8> {
-    Err(super::usage("not available yet"))
+use super::usage;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Evidence saved with `conndoc diagnose --evidence-out FILE` (`-` for standard input).
+    pub file: PathBuf,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// No colour in text output.
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    let text = if a.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| usage(format!("cannot read evidence from standard input: {e}")))?
+    } else {
+        std::fs::read_to_string(&a.file)
+            .map_err(|e| usage(format!("cannot read evidence file {}: {e}", a.file.display())))?
+    };
+    let ev: conndoc_facts::Evidence =
+        serde_json::from_str(&text).map_err(|e| usage(format!("{} is not conndoc evidence: {e}", a.file.display())))?;
+    if ev.schema != conndoc_facts::EVIDENCE_SCHEMA {
+        return Err(usage(format!(
+            "{}: evidence schema {:?} is not {:?}",
+            a.file.display(),
+            ev.schema,
+            conndoc_facts::EVIDENCE_SCHEMA
+        )));
+    }
+    let report = conndoc_diagnose::diagnose(&ev);
+    super::print_report(&report, a.json, a.no_color)?;
+    Ok(report.exit_status() as u8)
 }

@@ -1,6 +1,60 @@
-#[derive(clap::Args)]
-pub struct Args {}
+//! `conndoc watch --config F`: run the watch daemon; `--check-config F`: validate and exit.
 
-pub fn run(_args: Args) -> anyhow::Result<u8> {
-    Err(super::usage("not available yet"))
+use super::usage;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The watch configuration file (docs/watch.md).
+    #[arg(long, value_name = "FILE", required_unless_present = "check_config", conflicts_with = "check_config")]
+    pub config: Option<PathBuf>,
+    /// Validate this configuration file, print every problem (file:line: field: message) and exit.
+    #[arg(long, value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
+    /// Address for the dashboard, /api and /metrics (overrides `listen`; default 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// History database file (overrides `history`).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    let ov = conndoc_watch::Overrides { listen: a.listen, history: a.history };
+    if let Some(path) = a.check_config {
+        return match conndoc_watch::load(&path, &ov) {
+            Ok(c) => {
+                println!(
+                    "{}: ok: {} target{}, {} receiver{}, listen {}, history {}",
+                    path.display(),
+                    c.targets.len(),
+                    if c.targets.len() == 1 { "" } else { "s" },
+                    c.receivers.len(),
+                    if c.receivers.len() == 1 { "" } else { "s" },
+                    c.listen,
+                    c.history.display()
+                );
+                Ok(0)
+            }
+            Err(e) => {
+                for line in e.errors() {
+                    eprintln!("{line}");
+                }
+                Ok(2)
+            }
+        };
+    }
+    let path = a.config.ok_or_else(|| usage("--config FILE is required"))?;
+    let cfg = match conndoc_watch::load(&path, &ov) {
+        Ok(c) => c,
+        Err(e) => {
+            let errs = e.errors();
+            for line in &errs[..errs.len() - 1] {
+                eprintln!("conndoc: {line}");
+            }
+            return Err(usage(errs.last().cloned().unwrap_or_default()));
+        }
+    };
+    conndoc_watch::run_blocking(cfg, ov, None)?;
+    Ok(0)
 }

@@ -1,0 +1,49 @@
+//! Every scenario under lab/scenarios/ as one test: build the fault in network namespaces,
+//! run conndoc in the client namespace, check cause and evidence, tear down.
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // Scenarios mostly wait on timeouts, not CPU: run more at once than there are cores.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(4);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lab/scenarios");
+    let conndoc = PathBuf::from(env!("CARGO_BIN_EXE_conndoc"));
+    let labtool = PathBuf::from(env!("CARGO_BIN_EXE_conndoc-labtool"));
+    // Scenarios call the labtool by name.
+    let bindir = labtool.parent().expect("binary dir").to_path_buf();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bindir];
+    dirs.extend(std::env::split_paths(&path));
+    std::env::set_var("PATH", std::env::join_paths(dirs).expect("PATH"));
+
+    let scenarios = match conndoc_lab::Scenario::load_dir(&root) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lab: {e}");
+            std::process::exit(1);
+        }
+    };
+    let privileged = conndoc_lab::can_run();
+    if let Err(why) = &privileged {
+        eprintln!("lab: SKIPPING {} scenarios: {why}", scenarios.len());
+    }
+    let trials = scenarios
+        .into_iter()
+        .map(|s| {
+            let name = s.name.clone();
+            let missing: Vec<String> = s.requires.iter().filter(|r| conndoc_lab::which(r).is_none()).cloned().collect();
+            let skip = privileged.is_err() || !missing.is_empty();
+            if !missing.is_empty() && privileged.is_ok() {
+                eprintln!("lab: SKIPPING {name}: missing {}", missing.join(", "));
+            }
+            let bin = conndoc.clone();
+            Trial::test(name, move || conndoc_lab::run_scenario(&s, &bin).map(|_| ()).map_err(Failed::from))
+                .with_ignored_flag(skip)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -1,0 +1,65 @@
+//! Client stage: after the connects, the facts that explain client-side failures — the
+//! route decision, the neighbour entry of an on-link target, and local port usage
+//! towards the target when no local port was free.
+
+use conndoc_facts::client::{EphemeralUsage, Neighbour};
+use conndoc_facts::{ConnectKind, Evidence, Family};
+use std::net::{IpAddr, SocketAddr};
+
+/// Local interface addresses, so later stages know whether the target is this host.
+pub(crate) fn local_addresses(ev: &mut Evidence) {
+    match conndoc_netlink::route::addresses() {
+        Ok(addrs) => {
+            ev.client.local_addresses = addrs.iter().map(|a| a.address).collect();
+            let mut fams: Vec<Family> =
+                addrs.iter().filter(|a| !a.address.is_loopback()).map(|a| Family::of(&a.address)).collect();
+            fams.sort();
+            fams.dedup();
+            ev.client.families = fams;
+        }
+        Err(e) => crate::skip(ev, "local addresses", e.to_string(), None),
+    }
+}
+
+pub(crate) fn after_probe(ev: &mut Evidence) {
+    let failed: Vec<(IpAddr, ConnectKind)> =
+        ev.probes.iter().filter(|p| !p.ok()).map(|p| (p.address, p.kind)).collect();
+    if failed.is_empty() {
+        return;
+    }
+    let mut want_neigh = Vec::new();
+    for (addr, kind) in &failed {
+        if matches!(kind, ConnectKind::NetworkUnreachable | ConnectKind::HostUnreachable | ConnectKind::Timeout) {
+            let r = conndoc_probe::client::route_lookup(*addr);
+            // An on-link destination (no gateway in its route) is resolved by ARP/ND itself.
+            if r.route.as_deref().is_some_and(|s| !s.contains(" via ")) {
+                want_neigh.push(*addr);
+            }
+            ev.client.routes.push(r);
+        }
+        if *kind == ConnectKind::NoLocalAddress {
+            let dst = SocketAddr::new(*addr, ev.target.port.get());
+            match conndoc_host::sockets_to(dst) {
+                Ok(by_state) => {
+                    ev.client.ephemeral.push(EphemeralUsage { destination: *addr, port: ev.target.port, by_state })
+                }
+                Err(e) => crate::skip(ev, "sockets to the target", e.to_string(), Some(format!("ss -tan dst {dst}"))),
+            }
+        }
+    }
+    if !want_neigh.is_empty() {
+        match conndoc_netlink::route::neighbours() {
+            Ok(all) => {
+                for n in all.into_iter().filter(|n| want_neigh.contains(&n.address)) {
+                    ev.client.neighbours.push(Neighbour {
+                        address: n.address,
+                        device: n.device,
+                        state: n.state,
+                        lladdr: n.lladdr,
+                    });
+                }
+            }
+            Err(e) => crate::skip(ev, "neighbour table", e.to_string(), Some("ip neigh show".into())),
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! `iptables-save` / `ip6tables-save` output (legacy and nf_tables back-ends alike).
+//! An option conndoc does not know makes that rule "not understood", never the read fail.
+
+use crate::model::{Action, BaseChain, Chain, ChainId, Cond, Elem, Key, Op, Rule, Ruleset};
+use crate::nft::proto_number;
+use conndoc_facts::firewall::{FirewallTool, Hook, RejectWith, RuleRef};
+use conndoc_facts::Family;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Split a save line into words, honouring double quotes (`--comment "a b"`).
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut has = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            '"' => {
+                quoted = !quoted;
+                has = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if has {
+                    out.push(std::mem::take(&mut cur));
+                    has = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                has = true;
+            }
+        }
+    }
+    if has {
+        out.push(cur);
+    }
+    out
+}
+
+fn table_priority(table: &str) -> Option<i64> {
+    Some(match table {
+        "raw" => -300,
+        "mangle" => -150,
+        "filter" => 0,
+        "security" => 50,
+        _ => return None, // nat translates, it does not filter
+    })
+}
+
+fn builtin_hook(chain: &str) -> Option<Hook> {
+    Some(match chain {
+        "PREROUTING" => Hook::Prerouting,
+        "INPUT" => Hook::Input,
+        "FORWARD" => Hook::Forward,
+        "OUTPUT" => Hook::Output,
+        "POSTROUTING" => Hook::Postrouting,
+        _ => return None,
+    })
+}
+
+/// Parse one `*-save` output. `family` is the family the tool handles.
+pub fn parse_save(text: &str, tool: FirewallTool, family: Family, source: usize) -> Ruleset {
+    let mut rs = Ruleset::default();
+    let fam = family.to_string();
+    let mut table = String::new();
+    let mut policies: HashMap<String, (bool, u32, String)> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let flush = |rs: &mut Ruleset, table: &str, policies: &mut HashMap<String, (bool, u32, String)>| {
+        for (chain, (accept, line, text)) in policies.drain() {
+            let (Some(hook), Some(priority)) = (builtin_hook(&chain), table_priority(table)) else { continue };
+            let policy = RuleRef {
+                tool,
+                family: fam.clone(),
+                table: table.to_string(),
+                chain: chain.clone(),
+                handle: None,
+                position: None,
+                line: Some(line),
+                policy: true,
+                text,
+            };
+            rs.bases.push(BaseChain {
+                hook,
+                priority,
+                family: Some(family),
+                chain: (source, fam.clone(), table.to_string(), chain),
+                policy: (policy, accept),
+            });
+        }
+    };
+    for (i, raw) in text.lines().enumerate() {
+        let lineno = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let mut line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.trim().to_string();
+            order.clear();
+            continue;
+        }
+        if line == "COMMIT" {
+            flush(&mut rs, &table, &mut policies);
+            continue;
+        }
+        if let Some(decl) = line.strip_prefix(':') {
+            let mut it = decl.split_whitespace();
+            let chain = it.next().unwrap_or_default().to_string();
+            let policy = it.next().unwrap_or("-");
+            rs.chains.entry((source, fam.clone(), table.clone(), chain.clone())).or_insert(Chain { rules: Vec::new() });
+            if policy != "-" {
+                policies.insert(chain.clone(), (policy != "DROP", lineno, format!(":{chain} {policy}")));
+            }
+            order.push(chain);
+            continue;
+        }
+        // `[packets:bytes] -A …` when saved with counters.
+        if line.starts_with('[') {
+            if let Some((_, rest)) = line.split_once(']') {
+                line = rest.trim();
+            }
+        }
+        let w = words(line);
+        if w.first().map(String::as_str) != Some("-A") || w.len() < 2 {
+            continue;
+        }
+        let chain = w[1].clone();
+        let id: ChainId = (source, fam.clone(), table.clone(), chain.clone());
+        let ch = rs.chains.entry(id).or_insert(Chain { rules: Vec::new() });
+        let reference = RuleRef {
+            tool,
+            family: fam.clone(),
+            table: table.clone(),
+            chain,
+            handle: None,
+            position: Some(u32::try_from(ch.rules.len() + 1).unwrap_or(u32::MAX)),
+            line: Some(lineno),
+            policy: false,
+            text: line.to_string(),
+        };
+        let mut rule = Rule { reference, conds: Vec::new(), action: Action::Continue, not_understood: None };
+        if let Err(why) = rule_options(&w[2..], family, &mut rule) {
+            rule.not_understood = Some(why);
+            rs.not_understood_total += 1;
+        }
+        rs.rule_count += 1;
+        ch.rules.push(rule);
+    }
+    // Output cut short without COMMIT: still use the policies read.
+    flush(&mut rs, &table, &mut policies);
+    rs
+}
+
+fn rule_options(w: &[String], family: Family, rule: &mut Rule) -> Result<(), String> {
+    let mut i = 0;
+    let mut neg = false;
+    let mut module = String::new();
+    let mut err: Option<String> = None;
+    let next = |i: &mut usize| -> Result<&str, String> {
+        *i += 1;
+        w.get(*i).map(String::as_str).ok_or_else(|| format!("{} without a value", w[*i - 1]))
+    };
+    while i < w.len() {
+        let opt = w[i].as_str();
+        if opt == "!" {
+            neg = true;
+            i += 1;
+            continue;
+        }
+        let op = if neg { Op::NotIn } else { Op::In };
+        neg = false;
+        match opt {
+            "-p" | "--protocol" => {
+                let p = next(&mut i)?;
+                if p != "all" && p != "0" {
+                    let n = proto_number(p).ok_or_else(|| format!("protocol {p}"))?;
+                    rule.conds.push(Cond::Cmp { key: Key::L4Proto, op, elems: vec![Elem::Int(n)] });
+                }
+            }
+            "-s" | "--source" | "-d" | "--destination" => {
+                let key = if opt.starts_with("-s") || opt == "--source" { Key::SAddr } else { Key::DAddr };
+                let v = next(&mut i)?;
+                let elems = v.split(',').map(|a| addr(a, family)).collect::<Result<Vec<_>, _>>()?;
+                rule.conds.push(Cond::Cmp { key, op, elems });
+            }
+            "-i" | "--in-interface" | "-o" | "--out-interface" => {
+                let key = if opt.starts_with("-i") || opt == "--in-interface" { Key::Iifname } else { Key::Oifname };
+                let v = next(&mut i)?;
+                rule.conds.push(Cond::Cmp { key, op, elems: vec![Elem::Name(v.to_string())] });
+            }
+            "-m" | "--match" => {
+                module = next(&mut i)?.to_string();
+                match module.as_str() {
+                    "tcp" | "multiport" | "conntrack" | "state" | "comment" | "iprange" => {}
+                    "udp" | "icmp" | "icmp6" | "icmpv6" | "udplite" | "sctp" => rule.conds.push(Cond::Never),
+                    m => {
+                        err.get_or_insert(format!("match module `{m}`"));
+                    }
+                }
+            }
+            "--dport"
+            | "--destination-port"
+            | "--sport"
+            | "--source-port"
+            | "--dports"
+            | "--sports"
+            | "--destination-ports"
+            | "--source-ports"
+            | "--ports" => {
+                let v = next(&mut i)?;
+                let elems = ports(v)?;
+                if module == "udp" || module == "sctp" {
+                    // already Never
+                } else if opt == "--ports" {
+                    // either port: unknown unless the destination port decides
+                    rule.conds.push(Cond::Cmp { key: Key::DPort, op, elems });
+                    if op == Op::In {
+                        err.get_or_insert("multiport --ports (source or destination)".into());
+                    }
+                } else {
+                    let key =
+                        if opt.contains("dport") || opt.contains("destination") { Key::DPort } else { Key::SPort };
+                    rule.conds.push(Cond::Cmp { key, op, elems });
+                }
+            }
+            "--syn" => {
+                let c = Cond::Masked { key: Key::TcpFlags, mask: 0x17, op, value: 0x02 };
+                rule.conds.push(c);
+            }
+            "--tcp-flags" => {
+                let mask = flags(next(&mut i)?)?;
+                let value = flags(next(&mut i)?)?;
+                rule.conds.push(Cond::Masked { key: Key::TcpFlags, mask, op, value });
+            }
+            "--ctstate" | "--state" => {
+                let v = next(&mut i)?;
+                let elems = v.split(',').map(|s| Elem::State(s.to_ascii_lowercase())).collect();
+                rule.conds.push(Cond::Cmp { key: Key::CtState, op, elems });
+            }
+            "--comment" => {
+                next(&mut i)?;
+            }
+            "--src-range" | "--dst-range" => {
+                let v = next(&mut i)?;
+                let (a, b) = v.split_once('-').ok_or_else(|| format!("range {v}"))?;
+                let (a, b): (IpAddr, IpAddr) =
+                    (a.parse().map_err(|_| format!("address {a}"))?, b.parse().map_err(|_| format!("address {b}"))?);
+                let key = if opt == "--src-range" { Key::SAddr } else { Key::DAddr };
+                rule.conds.push(Cond::Cmp { key, op, elems: vec![Elem::AddrRange(a, b)] });
+            }
+            "--icmp-type" | "--icmpv6-type" => {
+                next(&mut i)?;
+            }
+            "-j" | "--jump" | "-g" | "--goto" => {
+                let target = next(&mut i)?.to_string();
+                let goto = opt == "-g" || opt == "--goto";
+                let rest = &w[i + 1..];
+                rule.action = match target.as_str() {
+                    "ACCEPT" => Action::Accept,
+                    "DROP" => Action::Drop,
+                    "RETURN" => Action::Return,
+                    "REJECT" => Action::Reject(reject_with(rest, family)?),
+                    // Targets that mark, log or count and let the packet go on.
+                    "LOG" | "NFLOG" | "ULOG" | "MARK" | "CONNMARK" | "TRACE" | "CT" | "NOTRACK" | "TCPMSS" | "DSCP"
+                    | "TOS" | "CLASSIFY" | "AUDIT" | "CHECKSUM" | "TTL" | "HL" | "SET" | "CONNSECMARK" | "SECMARK" => {
+                        Action::Continue
+                    }
+                    t if t.chars().all(|c| c.is_ascii_uppercase()) && !rs_chain_like(t) => {
+                        return Err(format!("target `{t}`"));
+                    }
+                    t => {
+                        if goto {
+                            Action::Goto(t.to_string())
+                        } else {
+                            Action::Jump(t.to_string())
+                        }
+                    }
+                };
+                // The target's own options follow; they were read above.
+                break;
+            }
+            o if o.starts_with('-') => {
+                // An option of a module we know nothing more about: skip its value.
+                err.get_or_insert(format!("option `{o}`"));
+                if w.get(i + 1).is_some_and(|v| !v.starts_with('-')) {
+                    i += 1;
+                }
+            }
+            o => {
+                err.get_or_insert(format!("word `{o}`"));
+            }
+        }
+        i += 1;
+    }
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// User chains may be upper-case too; those that look like a built-in target are not.
+fn rs_chain_like(t: &str) -> bool {
+    !matches!(t, "NFQUEUE" | "QUEUE" | "DNAT" | "SNAT" | "MASQUERADE" | "REDIRECT" | "TPROXY" | "TARPIT" | "TEE")
+}
+
+fn reject_with(rest: &[String], family: Family) -> Result<RejectWith, String> {
+    let mut with = None;
+    let mut it = rest.iter();
+    while let Some(w) = it.next() {
+        if w == "--reject-with" {
+            with = it.next().map(String::as_str);
+        }
+    }
+    let icmp = |code: &str| RejectWith::Icmp {
+        family: if family == Family::Ipv4 { "icmp".into() } else { "icmpv6".into() },
+        code: code.into(),
+    };
+    Ok(match with.unwrap_or(if family == Family::Ipv4 { "icmp-port-unreachable" } else { "icmp6-port-unreachable" }) {
+        "tcp-reset" | "tcp-rst" => RejectWith::TcpReset,
+        "icmp-port-unreachable" | "port-unreach" | "icmp6-port-unreachable" => icmp("port-unreachable"),
+        "icmp-net-unreachable" | "net-unreach" => icmp("net-unreachable"),
+        "icmp-host-unreachable" | "host-unreach" => icmp("host-unreachable"),
+        "icmp-proto-unreachable" | "proto-unreach" => icmp("prot-unreachable"),
+        "icmp-net-prohibited" | "net-prohib" => icmp("net-prohibited"),
+        "icmp-host-prohibited" | "host-prohib" => icmp("host-prohibited"),
+        "icmp-admin-prohibited" | "admin-prohib" | "icmp6-adm-prohibited" | "adm-prohibited" => {
+            icmp("admin-prohibited")
+        }
+        "icmp6-no-route" | "no-route" => icmp("no-route"),
+        "icmp6-addr-unreachable" | "addr-unreach" => icmp("addr-unreachable"),
+        o => return Err(format!("--reject-with {o}")),
+    })
+}
+
+fn addr(a: &str, family: Family) -> Result<Elem, String> {
+    let (ip, len) = match a.split_once('/') {
+        Some((ip, l)) => (ip, Some(l)),
+        None => (a, None),
+    };
+    let ip: IpAddr = ip.parse().map_err(|_| format!("address {a}"))?;
+    let max = if family == Family::Ipv4 { 32 } else { 128 };
+    match len {
+        None => Ok(Elem::Addr(ip)),
+        Some(l) => {
+            if let Ok(n) = l.parse::<u8>() {
+                if n == max {
+                    return Ok(Elem::Addr(ip));
+                }
+                return Ok(Elem::Prefix(ip, n));
+            }
+            // dotted mask, 255.255.255.0
+            let m: std::net::Ipv4Addr = l.parse().map_err(|_| format!("mask {l}"))?;
+            let bits = u32::from(m);
+            if bits.leading_ones() + bits.trailing_zeros() != 32 {
+                return Err(format!("non-contiguous mask {l}"));
+            }
+            Ok(Elem::Prefix(ip, u8::try_from(bits.leading_ones()).unwrap_or(32)))
+        }
+    }
+}
+
+fn ports(v: &str) -> Result<Vec<Elem>, String> {
+    v.split(',')
+        .map(|p| {
+            let num = |s: &str| s.parse::<u64>().map_err(|_| format!("port {s}"));
+            Ok(match p.split_once(':') {
+                Some((a, b)) => {
+                    Elem::IntRange(if a.is_empty() { 0 } else { num(a)? }, if b.is_empty() { 65535 } else { num(b)? })
+                }
+                None => Elem::Int(num(p)?),
+            })
+        })
+        .collect()
+}
+
+fn flags(v: &str) -> Result<u64, String> {
+    let mut bits = 0;
+    for f in v.split(',') {
+        bits |= match f {
+            "FIN" => 0x01,
+            "SYN" => 0x02,
+            "RST" => 0x04,
+            "PSH" => 0x08,
+            "ACK" => 0x10,
+            "URG" => 0x20,
+            "ECE" => 0x40,
+            "CWR" => 0x80,
+            "ALL" => 0xff,
+            "NONE" => 0,
+            o => return Err(format!("tcp flag {o}")),
+        };
+    }
+    Ok(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_keep_quoted_comments() {
+        assert_eq!(
+            words(r#"-A sub -s 10.0.0.0/8 -m comment --comment "hello world" -j DROP"#),
+            vec!["-A", "sub", "-s", "10.0.0.0/8", "-m", "comment", "--comment", "hello world", "-j", "DROP"]
+        );
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(addr("10.0.0.0/255.0.0.0", Family::Ipv4).unwrap(), Elem::Prefix("10.0.0.0".parse().unwrap(), 8));
+        assert_eq!(addr("10.0.0.1/32", Family::Ipv4).unwrap(), Elem::Addr("10.0.0.1".parse().unwrap()));
+        assert!(addr("10.0.0.0/255.0.255.0", Family::Ipv4).is_err());
+    }
+}

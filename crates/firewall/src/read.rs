@@ -1,0 +1,190 @@
+//! Running the ruleset listing tools (read-only) in the calling thread's network namespace.
+
+use crate::FirewallError;
+use conndoc_facts::firewall::FirewallTool;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Raw output of every tool, or why it could not be read.
+#[derive(Debug, Clone)]
+pub struct RawRulesets {
+    pub nft_json: Result<String, String>,
+    /// `nft -a list ruleset`, for the rule texts.
+    pub nft_text: Option<String>,
+    pub iptables: Vec<(FirewallTool, Result<String, String>)>,
+}
+
+fn which(prog: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]).any(|d| d.join(prog).is_file())
+}
+
+fn find(prog: &str) -> Option<String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/bin".into()])
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Run a command, capturing stdout, killing it at the deadline.
+pub fn run(prog: &str, args: &[&str], timeout: Duration) -> Result<String, FirewallError> {
+    let command = format!("{prog} {}", args.join(" ")).trim().to_string();
+    let path = find(prog).unwrap_or_else(|| prog.to_string());
+    let mut child = Command::new(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("LC_ALL", "C")
+        .spawn()
+        .map_err(|source| FirewallError::Spawn { command: command.clone(), source })?;
+    // Read both pipes on helper threads so a large ruleset never blocks the child.
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let t_out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(FirewallError::Timeout { command, ms: timeout.as_millis() });
+            }
+            Err(source) => return Err(FirewallError::Spawn { command, source }),
+        }
+    };
+    let stdout = t_out.join().unwrap_or_default();
+    let stderr = t_err.join().unwrap_or_default();
+    if !status.success() {
+        let detail = String::from_utf8_lossy(&stderr).lines().next().unwrap_or("").trim().to_string();
+        return Err(FirewallError::Command { command, detail: format!("{status}: {detail}") });
+    }
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// Read every ruleset present on this host (the calling thread's network namespace).
+/// Tools that are not installed are left out; tools that fail say why.
+pub fn read(timeout: Duration) -> RawRulesets {
+    let nft = which("nft");
+    let nft_json = if nft {
+        run("nft", &["-j", "list", "ruleset"], timeout).map_err(|e| e.to_string())
+    } else {
+        Err("nft is not installed".into())
+    };
+    let nft_text = if nft_json.is_ok() { run("nft", &["-a", "list", "ruleset"], timeout).ok() } else { None };
+    let mut iptables = Vec::new();
+    let tools = [
+        (FirewallTool::IptablesNft, "iptables-nft-save"),
+        (FirewallTool::Ip6tablesNft, "ip6tables-nft-save"),
+        (FirewallTool::IptablesLegacy, "iptables-legacy-save"),
+        (FirewallTool::Ip6tablesLegacy, "ip6tables-legacy-save"),
+    ];
+    let mut any = false;
+    for (tool, prog) in tools {
+        if which(prog) {
+            any = true;
+            iptables.push((tool, run(prog, &[], timeout).map_err(|e| e.to_string())));
+        }
+    }
+    // Distributions that ship only `iptables-save`: its banner names the back-end.
+    if !any {
+        for (prog, v4) in [("iptables-save", true), ("ip6tables-save", false)] {
+            if !which(prog) {
+                continue;
+            }
+            let out = run(prog, &[], timeout).map_err(|e| e.to_string());
+            let legacy = out.as_ref().map(|s| !s.contains("(nf_tables)")).unwrap_or(true);
+            let tool = match (v4, legacy) {
+                (true, true) => FirewallTool::IptablesLegacy,
+                (true, false) => FirewallTool::IptablesNft,
+                (false, true) => FirewallTool::Ip6tablesLegacy,
+                (false, false) => FirewallTool::Ip6tablesNft,
+            };
+            iptables.push((tool, out));
+        }
+    }
+    RawRulesets { nft_json, nft_text, iptables }
+}
+
+/// TCP listeners on `port` in the calling thread's network namespace, as `addr:port`.
+pub fn listeners_on_port(port: u16) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (file, v6) in [("/proc/thread-self/net/tcp", false), ("/proc/thread-self/net/tcp6", true)] {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        out.extend(parse_proc_net_tcp(&text, v6, port));
+    }
+    Ok(out)
+}
+
+/// Listening sockets on `port` in a `/proc/net/tcp{,6}` table.
+pub fn parse_proc_net_tcp(text: &str, v6: bool, port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[3] != "0A" {
+            continue;
+        }
+        let Some((a, p)) = f[1].split_once(':') else { continue };
+        if u16::from_str_radix(p, 16).ok() != Some(port) {
+            continue;
+        }
+        let Some(addr) = hex_addr(a, v6) else { continue };
+        out.push(match addr {
+            IpAddr::V6(_) => format!("[{addr}]:{port}"),
+            IpAddr::V4(_) => format!("{addr}:{port}"),
+        });
+    }
+    out
+}
+
+/// The kernel prints addresses as host-order 32-bit words in hex.
+fn hex_addr(s: &str, v6: bool) -> Option<IpAddr> {
+    if !v6 {
+        let w = u32::from_str_radix(s, 16).ok()?;
+        return Some(IpAddr::V4(Ipv4Addr::from(w.to_ne_bytes())));
+    }
+    if s.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for i in 0..4 {
+        let w = u32::from_str_radix(&s[i * 8..i * 8 + 8], 16).ok()?;
+        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    Some(IpAddr::V6(Ipv6Addr::from(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_listeners() {
+        // Recorded from a namespace with `redis-server --port 6379` bound to 10.77.0.2
+        // and a listener on [::]:6379 (little-endian host).
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 02004D0A:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n   1: 02004D0A:18EC 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n   2: 02004D0A:18EB 01004D0A:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n";
+        assert_eq!(parse_proc_net_tcp(v4, false, 6379), vec!["10.77.0.2:6379"]);
+        let v6 = "  sl  local_address                         remote_address                        st\n   0: 00000000000000000000000000000000:18EB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n";
+        assert_eq!(parse_proc_net_tcp(v6, true, 6379), vec!["[::]:6379"]);
+        assert!(parse_proc_net_tcp(v6, true, 80).is_empty());
+    }
+}

@@ -1,0 +1,116 @@
+//! TCP counters from /proc/net/netstat (TcpExt) and /proc/net/snmp (Tcp).
+//!
+//! Both files pair a header line of names with a line of values per group. They are read
+//! through /proc/thread-self/net: /proc/self/net shows the namespace of the process's main
+//! thread, not of a thread that entered another namespace with setns.
+
+use crate::HostError;
+use conndoc_facts::host::TcpCounters;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `Group: Name1 Name2` / `Group: v1 v2` pairs → group → name → value.
+pub fn parse_pairs(text: &str) -> Result<BTreeMap<String, BTreeMap<String, u64>>, String> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(head) = lines.next() {
+        if head.trim().is_empty() {
+            continue;
+        }
+        let vals = lines.next().ok_or_else(|| format!("header without values: {head:.40}"))?;
+        let (g1, names) = head.split_once(':').ok_or("line without a group")?;
+        let (g2, values) = vals.split_once(':').ok_or("line without a group")?;
+        if g1 != g2 {
+            return Err(format!("group {g1} followed by {g2}"));
+        }
+        let names: Vec<&str> = names.split_whitespace().collect();
+        let values: Vec<&str> = values.split_whitespace().collect();
+        if names.len() != values.len() {
+            return Err(format!("{g1}: {} names, {} values", names.len(), values.len()));
+        }
+        let g = out.entry(g1.to_string()).or_default();
+        for (n, v) in names.into_iter().zip(values) {
+            // Tcp MaxConn is -1; negative values are not counters.
+            if let Ok(v) = v.parse::<u64>() {
+                g.insert(n.to_string(), v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Pick the counters that matter out of parsed netstat and snmp.
+pub fn counters_from(netstat: &str, snmp: &str) -> Result<TcpCounters, String> {
+    let ns = parse_pairs(netstat)?;
+    let sn = parse_pairs(snmp)?;
+    let ext = |k: &str| ns.get("TcpExt").and_then(|g| g.get(k)).copied().unwrap_or(0);
+    let tcp = |k: &str| sn.get("Tcp").and_then(|g| g.get(k)).copied().unwrap_or(0);
+    Ok(TcpCounters {
+        listen_overflows: ext("ListenOverflows"),
+        listen_drops: ext("ListenDrops"),
+        syncookies_sent: ext("SyncookiesSent"),
+        syncookies_recv: ext("SyncookiesRecv"),
+        syncookies_failed: ext("SyncookiesFailed"),
+        req_q_full_drop: ext("TCPReqQFullDrop"),
+        req_q_full_do_cookies: ext("TCPReqQFullDoCookies"),
+        attempt_fails: tcp("AttemptFails"),
+        out_rsts: tcp("OutRsts"),
+        estab_resets: tcp("EstabResets"),
+        passive_opens: tcp("PassiveOpens"),
+        active_opens: tcp("ActiveOpens"),
+    })
+}
+
+/// Read the counters of the calling thread's network namespace.
+pub fn read() -> Result<TcpCounters, HostError> {
+    let rd = |name: &str| {
+        let path = PathBuf::from(format!("/proc/thread-self/net/{name}"));
+        std::fs::read_to_string(&path).map_err(|source| HostError::Read { path, source })
+    };
+    let netstat = rd("netstat")?;
+    let snmp = rd("snmp")?;
+    counters_from(&netstat, &snmp)
+        .map_err(|detail| HostError::Parse { path: "/proc/thread-self/net/netstat".into(), detail })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recorded from a Linux 6.x /proc/net/netstat and /proc/net/snmp (columns trimmed
+    /// to keep the fixture short; the format is one header and one value line per group).
+    const NETSTAT: &str = "TcpExt: SyncookiesSent SyncookiesRecv SyncookiesFailed EmbryonicRsts ListenOverflows ListenDrops TCPReqQFullDoCookies TCPReqQFullDrop\n\
+TcpExt: 12 3 1 0 57 60 12 4\n\
+IpExt: InNoRoutes InTruncatedPkts\n\
+IpExt: 0 0\n";
+    const SNMP: &str = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors\n\
+Tcp: 1 200 120000 -1 1000 900 15 7 3 50000 48000 20 0 33 0\n\
+Udp: InDatagrams NoPorts\nUdp: 5 1\n";
+
+    #[test]
+    fn fixture_counters() {
+        let c = counters_from(NETSTAT, SNMP).unwrap();
+        assert_eq!(c.listen_overflows, 57);
+        assert_eq!(c.listen_drops, 60);
+        assert_eq!(c.syncookies_sent, 12);
+        assert_eq!(c.req_q_full_drop, 4);
+        assert_eq!(c.attempt_fails, 15);
+        assert_eq!(c.out_rsts, 33);
+        assert_eq!(c.passive_opens, 900);
+    }
+
+    #[test]
+    fn malformed_is_an_error() {
+        assert!(parse_pairs("TcpExt: A B\nTcpExt: 1\n").is_err());
+        assert!(parse_pairs("TcpExt: A B\n").is_err());
+        assert!(parse_pairs("TcpExt: A\nIpExt: 1\n").is_err());
+    }
+
+    #[test]
+    fn live_read() {
+        let c = read().unwrap();
+        let again = read().unwrap();
+        assert!(again.since(&c).listen_overflows < 1_000_000);
+    }
+}

@@ -1,0 +1,240 @@
+//! One inspection of the target host for one port: what the host stage of
+//! `conndoc diagnose` and `conndoc listeners` run, inside the target's network namespace
+//! when one is named.
+
+use crate::netns::{run_in, NetnsSpec};
+use crate::{audit, counters, kmsg, procs, sockets, sysctl, systemd, HostError};
+use conndoc_facts::host::{
+    CounterDeltas, ExpectedService, HostFacts, InspectScope, Inspected, KernelEvent, Listener, TcpCounters,
+};
+use conndoc_facts::{Micros, Port, Privileges, SkippedCheck};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// What to inspect.
+#[derive(Debug, Clone)]
+pub struct InspectRequest {
+    pub port: Port,
+    /// The process expected to serve the port.
+    pub expect: Option<String>,
+    pub scope: InspectScope,
+    /// The namespace to enter (None: the current one).
+    pub netns: Option<NetnsSpec>,
+    pub privileges: Privileges,
+}
+
+/// Counters read before the probe.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    pub counters: TcpCounters,
+    pub at: Instant,
+}
+
+fn in_scope<T: Send>(req: &InspectRequest, f: impl FnOnce() -> T + Send) -> Result<T, HostError> {
+    match &req.netns {
+        Some(spec) => run_in(spec, f),
+        None => Ok(f()),
+    }
+}
+
+/// Read the counters before the probe, so the deltas cover it.
+pub fn baseline(req: &InspectRequest) -> Result<Baseline, HostError> {
+    in_scope(req, counters::read)?.map(|counters| Baseline { counters, at: Instant::now() })
+}
+
+fn skip(check: &str, reason: impl Into<String>, hint: Option<&str>) -> SkippedCheck {
+    SkippedCheck { check: check.into(), reason: reason.into(), hint: hint.map(str::to_string) }
+}
+
+/// Everything about the port on the target host. Checks that cannot run are returned as
+/// skipped, never as a failure of the whole inspection — except when the namespace itself
+/// cannot be entered or the socket table cannot be read.
+pub fn inspect(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFacts, Vec<SkippedCheck>), HostError> {
+    let start = Instant::now();
+    let (mut facts, mut skipped) = in_scope(req, || inside(req, base))??;
+    facts.inspected = Some(Inspected {
+        scope: req.scope,
+        netns: req.netns.as_ref().map(NetnsSpec::label),
+        netns_inode: facts.inspected.as_ref().and_then(|i| i.netns_inode),
+    });
+    // Host-wide sources, read from conndoc's own thread.
+    let expect = req.expect.as_deref();
+    match kmsg::read_events(Duration::from_millis(300)) {
+        Ok(events) => {
+            facts.kernel_log = events
+                .into_iter()
+                .filter(|e| match e {
+                    KernelEvent::SynFlood { port, .. } => *port == req.port.get(),
+                    KernelEvent::OomKill { comm, .. } => expect.is_some_and(|x| procs::is_program(comm, &[], x)),
+                })
+                .collect();
+            // Keep the newest few: a busy host may log the same warning often.
+            let n = facts.kernel_log.len();
+            facts.kernel_log.drain(..n.saturating_sub(10));
+        }
+        Err(e) => facts.unavailable.push(format!("kernel log (/dev/kmsg): {e}")),
+    }
+    if let Some(name) = expect {
+        if req.scope == InspectScope::NetnsPid {
+            facts
+                .unavailable
+                .push("service manager: the target runs in a container; its units are not this host's".into());
+        } else if systemd::is_init() {
+            match systemd::unit_state(&systemd::unit_candidates(name), Duration::from_secs(2)) {
+                Ok(Some(u)) => facts.unit = Some(u),
+                Ok(None) => facts.unavailable.push(format!("service manager: no systemd unit found for {name}")),
+                Err(e) => skipped.push(skip("service manager state", e, None)),
+            }
+        } else {
+            facts.unavailable.push("service manager: systemd is not the init here (no /run/systemd/system)".into());
+        }
+    }
+    match audit::read_bind_denials(audit::AUDIT_LOG, 1 << 20) {
+        Ok(d) => {
+            facts.avc_denials = d
+                .into_iter()
+                .filter(|d| {
+                    d.port == Some(req.port.get())
+                        || expect.is_some_and(|x| d.comm.as_deref().is_some_and(|c| procs::is_program(c, &[], x)))
+                })
+                .collect();
+        }
+        Err(e) => facts.unavailable.push(format!("audit log ({}): {e}", audit::AUDIT_LOG)),
+    }
+    facts.elapsed_us = Micros::from_duration(start.elapsed());
+    Ok((facts, skipped))
+}
+
+/// The part that must run inside the target namespace.
+fn inside(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFacts, Vec<SkippedCheck>), HostError> {
+    let mut skipped = Vec::new();
+    let port = req.port.get();
+    let netns = procs::current_netns();
+    let mut facts = HostFacts {
+        inspected: Some(Inspected { scope: req.scope, netns: None, netns_inode: netns }),
+        port: Some(req.port),
+        ..Default::default()
+    };
+    match conndoc_netlink::addresses() {
+        Ok(a) => facts.local_addresses = a.into_iter().map(|a| a.address).collect(),
+        Err(e) => skipped.push(skip("local addresses", e.to_string(), None)),
+    }
+    facts.listeners = sockets::listeners(Some(port))?;
+    match sockets::sockets_on_port(port) {
+        Ok(m) => facts.port_sockets = m,
+        Err(e) => skipped.push(skip("sockets on the target port", e.to_string(), None)),
+    }
+    if let Some(b) = base {
+        match counters::read() {
+            Ok(after) => {
+                facts.counters = Some(CounterDeltas {
+                    delta: after.since(&b.counters),
+                    total: after,
+                    window_us: Micros::from_duration(b.at.elapsed()),
+                })
+            }
+            Err(e) => skipped.push(skip("TCP counters", e.to_string(), None)),
+        }
+    }
+    facts.sysctls = sysctl::read_all();
+
+    // The expected service: running here, elsewhere, and on which ports it listens.
+    let expect = req.expect.as_deref();
+    let mut expected_pids = BTreeSet::new();
+    if let Some(name) = expect {
+        let mut svc = ExpectedService { name: name.to_string(), ..Default::default() };
+        for (pid, here) in procs::find_program(name, netns) {
+            let Some(info) = procs::info(pid, netns) else { continue };
+            if here == Some(false) {
+                svc.elsewhere.push(info);
+            } else {
+                expected_pids.insert(pid);
+                svc.running.push(info);
+            }
+        }
+        if !svc.running.is_empty() {
+            let all = sockets::listeners(None)?;
+            for p in &svc.running {
+                let mine = procs::sockets_of(p.pid);
+                for l in all.iter().filter(|l| mine.contains(&l.inode)) {
+                    let mut l = l.clone();
+                    l.process = Some(p.clone());
+                    svc.listeners.push(l);
+                }
+            }
+        }
+        facts.expected = Some(svc);
+    }
+
+    // Owners of the listeners on the target port.
+    let wanted: BTreeSet<u64> = facts.listeners.iter().map(|l| l.inode).collect();
+    let (found, _) = procs::owners(&wanted, netns, expect);
+    for l in &mut facts.listeners {
+        l.process = found.get(&l.inode).and_then(|&pid| procs::info(pid, netns));
+    }
+    let missing = facts.listeners.iter().filter(|l| l.process.is_none()).count();
+    if missing > 0 && !req.privileges.root() && !req.privileges.cap_sys_ptrace {
+        skipped.push(skip(
+            "listener owner",
+            format!("{missing} listener(s) on port {port} belong to processes whose fds this user may not read"),
+            Some("run conndoc as root (or with CAP_SYS_PTRACE) to name the owning process"),
+        ));
+    }
+    let _ = expected_pids;
+    Ok((facts, skipped))
+}
+
+/// All listeners (optionally on one port) with their processes: `conndoc listeners`.
+pub fn listener_table(port: Option<u16>, netns: Option<&NetnsSpec>) -> Result<Vec<Listener>, HostError> {
+    let work = || -> Result<Vec<Listener>, HostError> {
+        let ns = procs::current_netns();
+        let mut ls = sockets::listeners(port)?;
+        let wanted: BTreeSet<u64> = ls.iter().map(|l| l.inode).collect();
+        let (found, _) = procs::owners(&wanted, ns, None);
+        let mut cache = std::collections::BTreeMap::new();
+        for l in &mut ls {
+            if let Some(&pid) = found.get(&l.inode) {
+                l.process = cache.entry(pid).or_insert_with(|| procs::info(pid, ns)).clone();
+            }
+        }
+        Ok(ls)
+    };
+    match netns {
+        Some(spec) => run_in(spec, work)?,
+        None => work(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn inspects_a_local_listener() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = Port::new(l.local_addr().unwrap().port()).unwrap();
+        let me = procs::comm(std::process::id()).unwrap();
+        let req = InspectRequest {
+            port,
+            expect: Some(me.clone()),
+            scope: InspectScope::Local,
+            netns: None,
+            privileges: Privileges::default(),
+        };
+        let base = baseline(&req).unwrap();
+        let (facts, _) = inspect(&req, Some(&base)).unwrap();
+        assert_eq!(facts.listeners.len(), 1);
+        let owner = facts.listeners[0].process.as_ref().unwrap();
+        assert_eq!(owner.pid, std::process::id());
+        let svc = facts.expected.as_ref().unwrap();
+        assert!(svc.running.iter().any(|p| p.pid == std::process::id()));
+        assert!(svc.listeners.iter().any(|x| x.port() == port.get()));
+        assert!(facts.counters.is_some());
+        assert!(facts.sysctls.somaxconn.is_some());
+        assert!(facts.local_addresses.iter().any(|a| a.is_loopback()));
+        let table = listener_table(Some(port.get()), None).unwrap();
+        assert_eq!(table.len(), 1);
+        assert_eq!(table[0].process.as_ref().map(|p| p.pid), Some(std::process::id()));
+    }
+}

@@ -1,0 +1,264 @@
+//! The process table: who owns a socket, what runs in a namespace, fd counts and limits.
+//!
+//! Finding a socket's owner the way `ss -p` does means reading every fd of every process.
+//! Here the candidates shrink first — only processes in the inspected network namespace
+//! (a socket lives in exactly one), the expected service's processes first — and each
+//! process's low fds (where listeners usually sit) are tried before its whole fd table.
+
+use crate::redact::redact_cmdline;
+use conndoc_facts::host::ProcessInfo;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The proc root; tests and benchmarks use the real one.
+const PROC: &str = "/proc";
+
+/// Every pid in /proc.
+pub fn pids() -> Vec<u32> {
+    let Ok(rd) = fs::read_dir(PROC) else { return Vec::new() };
+    let mut v: Vec<u32> = rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
+    v.sort_unstable();
+    v
+}
+
+fn pid_path(pid: u32, rest: &str) -> PathBuf {
+    Path::new(PROC).join(pid.to_string()).join(rest)
+}
+
+/// Parse the inode out of a namespace link target such as `net:[4026531840]`, or a
+/// socket fd's `socket:[12345]`.
+pub fn bracket_inode(link: &str, prefix: &str) -> Option<u64> {
+    link.strip_prefix(prefix)?.strip_prefix(":[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The network namespace inode of a process (None when not permitted or gone).
+pub fn netns_of(pid: u32) -> Option<u64> {
+    let l = fs::read_link(pid_path(pid, "ns/net")).ok()?;
+    bracket_inode(l.to_str()?, "net")
+}
+
+/// The network namespace inode of the calling thread.
+pub fn current_netns() -> Option<u64> {
+    let l = fs::read_link("/proc/thread-self/ns/net").ok()?;
+    bracket_inode(l.to_str()?, "net")
+}
+
+pub fn comm(pid: u32) -> Option<String> {
+    Some(fs::read_to_string(pid_path(pid, "comm")).ok()?.trim_end().to_string())
+}
+
+/// The command line, NUL-separated arguments joined with spaces (secrets not yet redacted).
+pub fn cmdline_args(pid: u32) -> Vec<String> {
+    let Ok(b) = fs::read(pid_path(pid, "cmdline")) else { return Vec::new() };
+    b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+/// Whether process `pid` is the program `name`: its comm (kernel-truncated to 15 bytes),
+/// or the base name of argv[0] (a process title like `redis-server *:6379` included).
+pub fn is_program(comm: &str, args: &[String], name: &str) -> bool {
+    let short: String = name.chars().take(15).collect();
+    if comm == short {
+        return true;
+    }
+    let Some(a0) = args.first() else { return false };
+    let first_word = a0.split_whitespace().next().unwrap_or("");
+    first_word.rsplit('/').next() == Some(name)
+}
+
+/// The real uid from /proc/PID/status.
+pub fn parse_status_uid(status: &str) -> Option<u32> {
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+}
+
+/// "Max open files" soft and hard limits from /proc/PID/limits (None = unlimited).
+pub fn parse_nofile(limits: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut it = line["Max open files".len()..].split_whitespace();
+    let val = |s: Option<&str>| -> Option<Option<u64>> {
+        match s? {
+            "unlimited" => Some(None),
+            v => v.parse().ok().map(Some),
+        }
+    };
+    Some((val(it.next())?, val(it.next())?))
+}
+
+/// User name for a uid from /etc/passwd.
+pub fn user_name(uid: u32) -> Option<String> {
+    let text = fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id: u32 = f.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
+}
+
+/// Count open fds (entries of /proc/PID/fd).
+pub fn fd_count(pid: u32) -> Option<u64> {
+    Some(fs::read_dir(pid_path(pid, "fd")).ok()?.count() as u64)
+}
+
+/// Everything the report shows about one process.
+pub fn info(pid: u32, target_netns: Option<u64>) -> Option<ProcessInfo> {
+    let comm = comm(pid)?;
+    let args = cmdline_args(pid);
+    let uid = fs::read_to_string(pid_path(pid, "status")).ok().as_deref().and_then(parse_status_uid)?;
+    let (soft, hard) =
+        fs::read_to_string(pid_path(pid, "limits")).ok().as_deref().and_then(parse_nofile).unwrap_or((None, None));
+    Some(ProcessInfo {
+        pid,
+        comm,
+        cmdline: redact_cmdline(&args),
+        uid,
+        user: user_name(uid),
+        open_fds: fd_count(pid),
+        nofile_soft: soft,
+        nofile_hard: hard,
+        in_target_netns: target_netns.and_then(|t| netns_of(pid).map(|n| n == t)),
+    })
+}
+
+/// Socket inodes held by `pid`, reading fds in ascending order and stopping once every
+/// inode in `wanted` is found (listeners are usually among the first fds). With `wanted`
+/// empty, every socket inode of the process.
+fn socket_inodes(pid: u32, wanted: &BTreeSet<u64>, found: &mut BTreeMap<u64, u32>) {
+    let fd_dir = pid_path(pid, "fd");
+    let check = |fd: &str, found: &mut BTreeMap<u64, u32>| {
+        if let Ok(l) = fs::read_link(fd_dir.join(fd)) {
+            if let Some(ino) = l.to_str().and_then(|s| bracket_inode(s, "socket")) {
+                if wanted.is_empty() || wanted.contains(&ino) {
+                    found.entry(ino).or_insert(pid);
+                }
+            }
+        }
+    };
+    let done = |found: &BTreeMap<u64, u32>| !wanted.is_empty() && wanted.iter().all(|i| found.contains_key(i));
+    // Cheap first pass over the lowest fds without listing a possibly huge fd table.
+    const LOW: u32 = 16;
+    for fd in 0..LOW {
+        check(&fd.to_string(), found);
+        if done(found) {
+            return;
+        }
+    }
+    let Ok(rd) = fs::read_dir(&fd_dir) else { return };
+    let mut fds: Vec<u32> = rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    fds.sort_unstable();
+    for fd in fds.into_iter().filter(|&f| f >= LOW) {
+        check(&fd.to_string(), found);
+        if done(found) {
+            return;
+        }
+    }
+}
+
+/// Find which process holds each socket inode in `wanted`. Only processes in network
+/// namespace `netns` (when known) are searched; processes named `prefer` first.
+/// Returns inode → pid for those found, and how many processes' fd tables were read.
+pub fn owners(wanted: &BTreeSet<u64>, netns: Option<u64>, prefer: Option<&str>) -> (BTreeMap<u64, u32>, usize) {
+    let mut found = BTreeMap::new();
+    if wanted.is_empty() {
+        return (found, 0);
+    }
+    let mut cands: Vec<(bool, u32)> = Vec::new();
+    for pid in pids() {
+        if let Some(ns) = netns {
+            if netns_of(pid) != Some(ns) {
+                continue;
+            }
+        }
+        let preferred = prefer.is_some_and(|n| comm(pid).is_some_and(|c| is_program(&c, &[], n)));
+        cands.push((!preferred, pid));
+    }
+    cands.sort_unstable();
+    let mut read = 0;
+    for (_, pid) in cands {
+        // Threads share the fd table with their leader; /proc lists only leaders.
+        socket_inodes(pid, wanted, &mut found);
+        read += 1;
+        if wanted.iter().all(|i| found.contains_key(i)) {
+            break;
+        }
+    }
+    (found, read)
+}
+
+/// Every socket inode held by `pid`.
+pub fn sockets_of(pid: u32) -> BTreeSet<u64> {
+    let mut found = BTreeMap::new();
+    socket_inodes(pid, &BTreeSet::new(), &mut found);
+    found.into_keys().collect()
+}
+
+/// Processes that are program `name`: (pid, in the namespace `netns`?).
+pub fn find_program(name: &str, netns: Option<u64>) -> Vec<(u32, Option<bool>)> {
+    let mut out = Vec::new();
+    for pid in pids() {
+        let Some(c) = comm(pid) else { continue };
+        // comm first (cheap); cmdline only when comm could be a truncation or a title.
+        if c == name || is_program(&c, &cmdline_args(pid), name) {
+            if is_kernel_thread(pid) {
+                continue;
+            }
+            out.push((pid, netns.and_then(|ns| netns_of(pid).map(|n| n == ns))));
+        }
+    }
+    out
+}
+
+fn is_kernel_thread(pid: u32) -> bool {
+    fs::read(pid_path(pid, "cmdline")).map(|b| b.is_empty()).unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn parse_proc_text() {
+        assert_eq!(bracket_inode("net:[4026531840]", "net"), Some(4026531840));
+        assert_eq!(bracket_inode("socket:[12345]", "socket"), Some(12345));
+        assert_eq!(bracket_inode("pipe:[12345]", "socket"), None);
+        assert_eq!(bracket_inode("socket:[x]", "socket"), None);
+        // /proc/PID/limits as Linux prints it (fs/proc/base.c proc_pid_limits)
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+Max cpu time              unlimited            unlimited            seconds   \n\
+Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_nofile(limits), Some((Some(1024), Some(524288))));
+        let unl = "Max open files            unlimited            unlimited            files     \n";
+        assert_eq!(parse_nofile(unl), Some((None, None)));
+        let status = "Name:\tredis-server\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t999\t999\t999\t999\n";
+        assert_eq!(parse_status_uid(status), Some(999));
+    }
+
+    #[test]
+    fn program_names() {
+        let title = vec!["redis-server *:6379".to_string()];
+        assert!(is_program("redis-server", &title, "redis-server"));
+        assert!(is_program("x", &title, "redis-server"));
+        assert!(is_program("x", &["/usr/bin/redis-server".into(), "/etc/r.conf".into()], "redis-server"));
+        assert!(!is_program("redis-cli", &["redis-cli".into()], "redis-server"));
+        // the kernel truncates comm to 15 bytes
+        assert!(is_program("a-very-long-nam", &[], "a-very-long-name-indeed"));
+    }
+
+    #[test]
+    fn finds_own_listener_and_limits() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let ls = crate::sockets::listeners(Some(port)).unwrap();
+        assert_eq!(ls.len(), 1, "{ls:?}");
+        let me = std::process::id();
+        let wanted: BTreeSet<u64> = ls.iter().map(|x| x.inode).collect();
+        let (found, _) = owners(&wanted, current_netns(), None);
+        assert_eq!(found.get(&ls[0].inode), Some(&me));
+        let p = info(me, current_netns()).unwrap();
+        assert!(p.open_fds.unwrap() >= 3);
+        assert!(p.nofile_soft.is_some());
+        assert_eq!(p.in_target_netns, Some(true));
+        assert!(sockets_of(me).contains(&ls[0].inode));
+    }
+}

@@ -1,0 +1,128 @@
+//! The TCP socket table through sock_diag, filtered in the kernel.
+
+use crate::HostError;
+use conndoc_facts::host::Listener;
+use conndoc_facts::{Family, QueueLen, SocketState};
+use conndoc_netlink::diag::{AF_INET, AF_INET6, ALL_STATES, STATE_LISTEN};
+use conndoc_netlink::{Bytecode, Cond, DiagMsg, DiagRequest, Family as NlFamily, Socket};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Deadline of one socket-table query.
+pub const DEADLINE: Duration = Duration::from_secs(2);
+
+/// Which families' tables can hold a socket for `ip`: IPv4 peers also appear as
+/// IPv4-mapped addresses on dual-stack IPv6 sockets.
+fn families_for(ip: &IpAddr) -> &'static [u8] {
+    match ip {
+        IpAddr::V4(_) => &[AF_INET, AF_INET6],
+        IpAddr::V6(_) => &[AF_INET6],
+    }
+}
+
+/// Run a dump for each family in `families` with the same filter.
+pub fn dump(families: &[u8], states: u32, filter: Bytecode, mut each: impl FnMut(DiagMsg)) -> Result<(), HostError> {
+    let mut sock = Socket::open(NlFamily::SockDiag)?;
+    let deadline = Instant::now() + DEADLINE;
+    for &family in families {
+        let req = DiagRequest { family, states, ext: 0, filter: filter.clone() };
+        sock.inet_diag(&req, deadline, &mut each)?;
+    }
+    Ok(())
+}
+
+/// Count TCP sockets in the current network namespace whose remote end is `dst`, by state.
+/// The kernel filters on the address and port, so only those sockets are read.
+pub fn sockets_to(dst: SocketAddr) -> Result<BTreeMap<SocketState, u32>, HostError> {
+    let prefix = if dst.is_ipv4() { 32 } else { 128 };
+    let filter = Bytecode(vec![Cond::RemoteAddr { addr: dst.ip(), prefix, port: Some(dst.port()) }]);
+    let mut out = BTreeMap::new();
+    dump(families_for(&dst.ip()), ALL_STATES, filter, |m| {
+        if let Some(s) = SocketState::from_kernel(m.state) {
+            *out.entry(s).or_insert(0) += 1;
+        }
+    })?;
+    Ok(out)
+}
+
+/// Count TCP sockets whose local port is `port` (the server side of a service), by state,
+/// listeners excluded.
+pub fn sockets_on_port(port: u16) -> Result<BTreeMap<SocketState, u32>, HostError> {
+    let filter = Bytecode(vec![Cond::LocalPort { lo: port, hi: port }]);
+    let mut out = BTreeMap::new();
+    dump(&[AF_INET, AF_INET6], ALL_STATES & !STATE_LISTEN, filter, |m| {
+        if let Some(s) = SocketState::from_kernel(m.state) {
+            *out.entry(s).or_insert(0) += 1;
+        }
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn counts_only_sockets_to_the_destination() {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dst = a.local_addr().unwrap();
+        let to_a: Vec<_> = (0..3).map(|_| TcpStream::connect(dst).unwrap()).collect();
+        let _to_b = TcpStream::connect(b.local_addr().unwrap()).unwrap();
+        let counts = sockets_to(dst).unwrap();
+        assert_eq!(counts.get(&SocketState::Established), Some(&3), "{counts:?}");
+        assert_eq!(counts.values().sum::<u32>(), 3, "{counts:?}");
+
+        // Closing our ends first leaves them in TIME_WAIT (after the peer closes too).
+        let accepted: Vec<_> = (0..3).map(|_| a.accept().unwrap().0).collect();
+        drop(to_a);
+        drop(accepted);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let c = sockets_to(dst).unwrap();
+            if c.get(&SocketState::TimeWait) == Some(&3) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no TIME_WAIT seen: {c:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let server_side = sockets_on_port(dst.port()).unwrap();
+        assert!(!server_side.contains_key(&SocketState::Established), "{server_side:?}");
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_counted() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dst = l.local_addr().unwrap();
+        // A dual-stack IPv6 socket dialling an IPv4 address.
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        s.set_only_v6(false).unwrap();
+        let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", dst.port()).parse().unwrap();
+        s.connect_timeout(&mapped.into(), Duration::from_secs(1)).unwrap();
+        let c = sockets_to(dst).unwrap();
+        assert_eq!(c.get(&SocketState::Established), Some(&1), "{c:?}");
+    }
+}
+
+/// Listening TCP sockets (IPv4 and IPv6), on `port` only when given. Owners are not
+/// looked up here (see [`crate::procs::owners`]).
+pub fn listeners(port: Option<u16>) -> Result<Vec<Listener>, HostError> {
+    let filter = Bytecode(port.map(|p| Cond::LocalPort { lo: p, hi: p }).into_iter().collect());
+    let mut out = Vec::new();
+    dump(&[AF_INET, AF_INET6], STATE_LISTEN, filter, |m| {
+        out.push(Listener {
+            family: if m.family == AF_INET { Family::Ipv4 } else { Family::Ipv6 },
+            local: m.local,
+            v6only: m.v6only,
+            accept_queue: QueueLen(m.rqueue),
+            backlog: QueueLen(m.wqueue),
+            uid: m.uid,
+            inode: u64::from(m.inode),
+            process: None,
+        })
+    })?;
+    out.sort_by_key(|l| (l.local.port(), l.family, l.local.ip()));
+    Ok(out)
+}

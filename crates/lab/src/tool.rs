@@ -1,0 +1,111 @@
+//! `conndoc-labtool`: the small programs faults need, run inside lab namespaces.
+//!
+//! ```text
+//! conndoc-labtool listen ADDR PORT [--backlog N] [--no-accept] [--v6only]
+//! conndoc-labtool serve  ADDR PORT                 accept and keep every connection
+//! conndoc-labtool hold   ADDR PORT COUNT           open COUNT connections and keep them
+//! conndoc-labtool run    SCENARIO.toml CONNDOC     build a scenario, run conndoc, print the result
+//! ```
+//! Each program runs until killed (the lab kills it at teardown); connection loops are
+//! bounded by COUNT and by a per-connect deadline.
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub fn main_with(args: Vec<String>) -> i32 {
+    match dispatch(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("conndoc-labtool: {e}");
+            2
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<(), String> {
+    let sub = args.first().map(String::as_str).unwrap_or("--help");
+    let rest = &args[args.len().min(1)..];
+    match sub {
+        "listen" => listen(rest, false),
+        "serve" => listen(rest, true),
+        "hold" => hold(rest),
+        "run" => run(rest),
+        _ => Err("usage: conndoc-labtool listen|serve|hold|run … (see crates/lab/src/tool.rs)".into()),
+    }
+}
+
+fn addr(a: &[String]) -> Result<SocketAddr, String> {
+    let ip: IpAddr = a.first().ok_or("missing ADDR")?.parse().map_err(|e| format!("ADDR: {e}"))?;
+    let port: u16 = a.get(1).ok_or("missing PORT")?.parse().map_err(|e| format!("PORT: {e}"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn flag_value(a: &[String], name: &str) -> Option<String> {
+    a.iter().position(|x| x == name).and_then(|i| a.get(i + 1).cloned())
+}
+
+fn listen(a: &[String], serve: bool) -> Result<(), String> {
+    let sa = addr(a)?;
+    let backlog: i32 =
+        flag_value(a, "--backlog").map(|v| v.parse().map_err(|_| "bad --backlog")).transpose()?.unwrap_or(128);
+    let no_accept = a.iter().any(|x| x == "--no-accept");
+    let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
+    s.set_reuse_address(true).map_err(|e| e.to_string())?;
+    if sa.is_ipv6() {
+        s.set_only_v6(a.iter().any(|x| x == "--v6only")).map_err(|e| e.to_string())?;
+    }
+    s.bind(&SockAddr::from(sa)).map_err(|e| format!("bind {sa}: {e}"))?;
+    s.listen(backlog).map_err(|e| format!("listen {sa}: {e}"))?;
+    eprintln!("listening on {sa} backlog {backlog}{}", if no_accept { " (never accepting)" } else { "" });
+    let mut held = Vec::new();
+    loop {
+        if no_accept || !serve && held.len() > 100_000 {
+            std::thread::sleep(Duration::from_secs(3600));
+            continue;
+        }
+        match s.accept() {
+            Ok((c, _)) => held.push(c),
+            Err(e) => {
+                // At the fd limit: keep the listener, back off, try again.
+                eprintln!("accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn hold(a: &[String]) -> Result<(), String> {
+    let sa = addr(a)?;
+    let count: usize = a.get(2).ok_or("missing COUNT")?.parse().map_err(|_| "bad COUNT")?;
+    let mut held = Vec::new();
+    for i in 0..count.min(100_000) {
+        match TcpStream::connect_timeout(&sa, Duration::from_secs(2)) {
+            Ok(c) => held.push(c),
+            Err(e) => eprintln!("connect {i}: {e}"),
+        }
+    }
+    eprintln!("holding {} connections to {sa}", held.len());
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn run(a: &[String]) -> Result<(), String> {
+    let path = a.first().ok_or("missing SCENARIO.toml")?;
+    let bin = a
+        .get(1)
+        .map(std::path::PathBuf::from)
+        .or_else(|| crate::which("conndoc"))
+        .ok_or("missing CONNDOC binary path")?;
+    crate::can_run()?;
+    let s = crate::Scenario::load(std::path::Path::new(path)).map_err(|e| e.to_string())?;
+    match crate::run_scenario(&s, &bin) {
+        Ok(out) => {
+            println!("{}", out.stdout);
+            eprintln!("scenario {}: passed ({:?})", s.name, out.elapsed);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}

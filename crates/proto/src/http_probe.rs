@@ -1,0 +1,165 @@
+//! The HTTP(S) probe: one GET with phase timings (connect, TLS, first byte, headers), the
+//! status line and the `Server`/`Via` headers.
+
+use crate::conn::{self, Conn};
+use crate::http;
+use crate::tls::TlsSetup;
+use crate::{confirm_tls_port, mismatch_from_first_bytes};
+use conndoc_facts::protocol::{HttpFacts, MismatchDirection, ProtocolKind, ProtocolProbe, TlsFailure, TlsMismatch};
+use conndoc_facts::{Micros, Port};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub struct HttpOptions<'a> {
+    /// The Host header (`name:port` as the user wrote it).
+    pub host_header: &'a str,
+    pub path: &'a str,
+    pub tls: Option<&'a TlsSetup>,
+    pub timeout: Duration,
+}
+
+/// nginx's answer to plain HTTP on a TLS port (a 400 with this sentence in the body).
+const NGINX_PLAIN_TO_TLS: &str = "The plain HTTP request was sent to HTTPS port";
+
+pub fn probe(addr: SocketAddr, o: &HttpOptions<'_>) -> ProtocolProbe {
+    let mut p = ProtocolProbe {
+        address: addr.ip(),
+        port: Port::new(addr.port()).unwrap_or(Port::new(80).expect("non-zero")),
+        kind: ProtocolKind::Http,
+        tls_requested: o.tls.is_some(),
+        connect_us: None,
+        tls: None,
+        redis: None,
+        http: None,
+        tls_mismatch: None,
+        error: None,
+    };
+    let req = http::request(o.host_header, o.path);
+    let mut h = HttpFacts {
+        request_line: String::from_utf8_lossy(&req[..req.iter().position(|&b| b == b'\r').unwrap_or(0)]).into(),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + o.timeout;
+    let start = Instant::now();
+    let tcp = match conn::connect(addr, deadline) {
+        Ok(t) => t,
+        Err(e) => {
+            p.error = Some(format!("connect to {addr}: {e}"));
+            return p;
+        }
+    };
+    h.connect_us = Some(Micros::from_duration(start.elapsed()));
+    p.connect_us = h.connect_us;
+    let mut c = match o.tls {
+        Some(setup) => {
+            let (c, facts, first) = conn::handshake(tcp, setup);
+            h.tls_us = facts.handshake_us;
+            let failure = facts.failure;
+            p.tls = Some(facts);
+            match c {
+                Some(c) => c,
+                None => {
+                    p.tls_mismatch = mismatch_from_first_bytes(&first, true).or_else(|| {
+                        matches!(failure, Some(TlsFailure::Closed | TlsFailure::Timeout | TlsFailure::NotTls))
+                            .then(|| confirm_plain_http(addr, o))
+                            .flatten()
+                    });
+                    p.http = Some(h);
+                    return p;
+                }
+            }
+        }
+        None => Conn::Plain(tcp),
+    };
+    let sent = Instant::now();
+    if let Err(e) = c.write_all(&req).and_then(|_| c.flush()) {
+        h.error = Some(format!("sending the request: {e}"));
+    }
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    let mut closed = false;
+    let mut body_from = None;
+    loop {
+        match http::parse_head(&buf) {
+            Ok(Some((head, used))) => {
+                h.headers_us = Some(Micros::from_duration(sent.elapsed()));
+                h.status_line = Some(head.status_line.clone());
+                h.status = Some(head.status);
+                h.server = head.header("server").map(str::to_string);
+                h.via = head.all("via");
+                body_from = Some((head, used));
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                h.error = Some(e.to_string());
+                break;
+            }
+        }
+        if closed {
+            h.error.get_or_insert_with(|| "connection closed by server before a complete response".into());
+            break;
+        }
+        match c.read(&mut chunk) {
+            Ok(0) => closed = true,
+            Ok(n) => {
+                if buf.is_empty() {
+                    h.first_byte_us = Some(Micros::from_duration(sent.elapsed()));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) => {
+                h.error = Some(match e.kind() {
+                    std::io::ErrorKind::TimedOut => "deadline passed waiting for the response".into(),
+                    _ => format!("reading the response: {e}"),
+                });
+                if buf.is_empty() {
+                    break;
+                }
+                closed = true;
+            }
+        }
+    }
+    // A 400 from nginx may be its "plain HTTP to HTTPS port" page: read its short body.
+    if let Some((head, used)) = &body_from {
+        if head.status == 400 && o.tls.is_none() {
+            let want: usize = head.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0).min(4096);
+            while buf.len() < used + want {
+                match c.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            if String::from_utf8_lossy(&buf[*used..]).contains(NGINX_PLAIN_TO_TLS) {
+                p.tls_mismatch = Some(TlsMismatch {
+                    direction: MismatchDirection::PlaintextToTls,
+                    observed: format!("{}: \"{NGINX_PLAIN_TO_TLS}\"", head.status_line),
+                });
+            }
+        }
+    }
+    let first = c.tcp().first_bytes.clone();
+    if o.tls.is_none() && h.status.is_none() && p.tls_mismatch.is_none() {
+        p.tls_mismatch = mismatch_from_first_bytes(&first, false).or_else(|| {
+            if crate::looks_like_tls(&first) || !buf.is_empty() {
+                None
+            } else {
+                confirm_tls_port(addr, o.timeout)
+            }
+        });
+    }
+    p.http = Some(h);
+    p
+}
+
+/// The TLS handshake got no TLS answer: does a plaintext GET get an HTTP one?
+fn confirm_plain_http(addr: SocketAddr, o: &HttpOptions<'_>) -> Option<TlsMismatch> {
+    let plain = HttpOptions { host_header: o.host_header, path: o.path, tls: None, timeout: o.timeout };
+    let p = probe(addr, &plain);
+    let line = p.http?.status_line?;
+    Some(TlsMismatch {
+        direction: MismatchDirection::TlsToPlaintext,
+        observed: format!("the TLS handshake got no TLS answer; a plaintext GET on the same port got \"{line}\""),
+    })
+}

@@ -1,0 +1,283 @@
+//! RESP2 (and the RESP3 scalar types a server may send) parsed from bytes.
+//!
+//! [`parse`] is incremental: it answers `Ok(None)` until a whole reply is buffered, so
+//! the caller keeps reading under its deadline.
+
+use std::fmt::Write as _;
+
+/// Longest bulk string or array we accept; a larger length means the bytes are not RESP.
+const MAX_LEN: i64 = 64 * 1024 * 1024;
+const MAX_DEPTH: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Simple(String),
+    Error(String),
+    Integer(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RespError {
+    #[error("not a RESP reply: first byte {0}")]
+    BadType(String),
+    #[error("malformed RESP length {0:?}")]
+    BadLength(String),
+    #[error("malformed RESP integer {0:?}")]
+    BadInteger(String),
+    #[error("RESP bulk string not terminated by CRLF")]
+    BadTerminator,
+    #[error("RESP nesting deeper than {MAX_DEPTH}")]
+    TooDeep,
+}
+
+/// Parse one reply from the front of `buf`: `Ok(Some((reply, bytes used)))`, or `Ok(None)`
+/// when more bytes are needed.
+pub fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, RespError> {
+    parse_at(buf, 0)
+}
+
+fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let pos = buf.windows(2).position(|w| w == b"\r\n")?;
+    Some((&buf[..pos], pos + 2))
+}
+
+fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, RespError> {
+    if depth > MAX_DEPTH {
+        return Err(RespError::TooDeep);
+    }
+    let Some(&first) = buf.first() else { return Ok(None) };
+    if !matches!(first, b'+' | b'-' | b':' | b'$' | b'*' | b'_' | b'#' | b',' | b'(' | b'!' | b'=' | b'%' | b'~' | b'>')
+    {
+        return Err(RespError::BadType(escape(&buf[..1])));
+    }
+    let Some((l, used)) = line(&buf[1..]) else {
+        // A first line that long is not a reply we know how to wait for.
+        if buf.len() > 64 * 1024 {
+            return Err(RespError::BadLength(escape(&buf[1..32.min(buf.len())])));
+        }
+        return Ok(None);
+    };
+    let used = used + 1;
+    let text = String::from_utf8_lossy(l).into_owned();
+    match first {
+        b'+' => Ok(Some((Reply::Simple(text), used))),
+        b'-' => Ok(Some((Reply::Error(text), used))),
+        b':' => Ok(Some((Reply::Integer(text.parse().map_err(|_| RespError::BadInteger(text))?), used))),
+        b'_' => Ok(Some((Reply::Bulk(None), used))),
+        b'#' | b',' | b'(' => Ok(Some((Reply::Simple(text), used))),
+        b'$' | b'!' | b'=' => {
+            let n: i64 = text.parse().map_err(|_| RespError::BadLength(text.clone()))?;
+            if n == -1 {
+                return Ok(Some((Reply::Bulk(None), used)));
+            }
+            if !(0..=MAX_LEN).contains(&n) {
+                return Err(RespError::BadLength(text));
+            }
+            let n = n as usize;
+            if buf.len() < used + n + 2 {
+                return Ok(None);
+            }
+            if &buf[used + n..used + n + 2] != b"\r\n" {
+                return Err(RespError::BadTerminator);
+            }
+            let data = buf[used..used + n].to_vec();
+            let reply = if first == b'!' {
+                Reply::Error(String::from_utf8_lossy(&data).into_owned())
+            } else {
+                Reply::Bulk(Some(data))
+            };
+            Ok(Some((reply, used + n + 2)))
+        }
+        _ => {
+            // '*', '%', '~', '>': aggregates (a map has two elements per entry).
+            let n: i64 = text.parse().map_err(|_| RespError::BadLength(text.clone()))?;
+            if n == -1 {
+                return Ok(Some((Reply::Array(None), used)));
+            }
+            if !(0..=1_000_000).contains(&n) {
+                return Err(RespError::BadLength(text));
+            }
+            let count = if first == b'%' { n * 2 } else { n } as usize;
+            let mut items = Vec::with_capacity(count.min(64));
+            let mut at = used;
+            for _ in 0..count {
+                match parse_at(&buf[at..], depth + 1)? {
+                    Some((r, u)) => {
+                        items.push(r);
+                        at += u;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some((Reply::Array(Some(items)), at)))
+        }
+    }
+}
+
+/// Encode a command as a RESP array of bulk strings.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+impl Reply {
+    /// The reply as redis-cli would show it, on one line per element: `+PONG` → `PONG`,
+    /// `-NOAUTH …` → `-NOAUTH …`, bulk text as is.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        self.render(&mut s);
+        s
+    }
+    fn render(&self, s: &mut String) {
+        match self {
+            Reply::Simple(t) => s.push_str(t),
+            Reply::Error(t) => {
+                s.push('-');
+                s.push_str(t)
+            }
+            Reply::Integer(i) => {
+                let _ = write!(s, "(integer) {i}");
+            }
+            Reply::Bulk(None) | Reply::Array(None) => s.push_str("(nil)"),
+            Reply::Bulk(Some(b)) => s.push_str(&String::from_utf8_lossy(b)),
+            Reply::Array(Some(items)) => {
+                for (i, it) in items.iter().enumerate() {
+                    if i > 0 {
+                        s.push('\n');
+                    }
+                    it.render(s);
+                }
+            }
+        }
+    }
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Reply::Error(t) => Some(t),
+            _ => None,
+        }
+    }
+    pub fn bulk_text(&self) -> Option<String> {
+        match self {
+            Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Reply::Simple(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+    /// A flat array of bulk strings as pairs (CONFIG GET's answer).
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let Reply::Array(Some(items)) = self else { return Vec::new() };
+        items
+            .chunks(2)
+            .filter_map(|c| match c {
+                [k, v] => Some((k.bulk_text()?, v.bulk_text()?)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Bytes as printable text: ASCII kept, CR/LF as `\r\n`, others as `\xNN`.
+pub fn escape(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len());
+    for &c in b {
+        match c {
+            b'\r' => s.push_str("\\r"),
+            b'\n' => s.push_str("\\n"),
+            b'\t' => s.push_str("\\t"),
+            0x20..=0x7e => s.push(c as char),
+            _ => {
+                let _ = write!(s, "\\x{c:02x}");
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(b: &[u8]) -> Reply {
+        let (r, used) = parse(b).unwrap().unwrap();
+        assert_eq!(used, b.len(), "consumed all of {}", escape(b));
+        r
+    }
+
+    #[test]
+    fn simple_error_integer() {
+        assert_eq!(one(b"+PONG\r\n"), Reply::Simple("PONG".into()));
+        assert_eq!(one(b":42\r\n"), Reply::Integer(42));
+        let denied = b"-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface.\r\n";
+        let r = one(denied);
+        assert!(r.error().unwrap().starts_with("DENIED Redis is running in protected mode"));
+        assert_eq!(one(b"-NOAUTH Authentication required.\r\n").text(), "-NOAUTH Authentication required.");
+        assert_eq!(
+            one(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n").error(),
+            Some("WRONGPASS invalid username-password pair or user is disabled.")
+        );
+        assert_eq!(one(b"-ERR max number of clients reached\r\n").text(), "-ERR max number of clients reached");
+    }
+
+    #[test]
+    fn bulk_and_arrays() {
+        assert_eq!(one(b"$5\r\nhello\r\n"), Reply::Bulk(Some(b"hello".to_vec())));
+        assert_eq!(one(b"$-1\r\n"), Reply::Bulk(None));
+        assert_eq!(one(b"$0\r\n\r\n"), Reply::Bulk(Some(vec![])));
+        let cfg = b"*4\r\n$4\r\nbind\r\n$7\r\n0.0.0.0\r\n$4\r\nport\r\n$4\r\n6379\r\n";
+        let r = one(cfg);
+        assert_eq!(r.pairs(), vec![("bind".into(), "0.0.0.0".into()), ("port".into(), "6379".into())]);
+        assert_eq!(one(b"*0\r\n"), Reply::Array(Some(vec![])));
+        assert_eq!(one(b"*-1\r\n"), Reply::Array(None));
+        // Bulk containing CRLF must be length-delimited, not line-delimited.
+        assert_eq!(one(b"$4\r\na\r\nb\r\n").bulk_text().unwrap(), "a\r\nb");
+    }
+
+    #[test]
+    fn incomplete_needs_more() {
+        for partial in [&b""[..], b"+PON", b"$5\r\nhel", b"*2\r\n$1\r\na\r\n", b"$5\r\nhello\r"] {
+            assert_eq!(parse(partial).unwrap(), None, "{}", escape(partial));
+        }
+    }
+
+    #[test]
+    fn pipelined_replies_split() {
+        let b = b"+PONG\r\n-NOAUTH Authentication required.\r\n";
+        let (r1, u1) = parse(b).unwrap().unwrap();
+        let (r2, u2) = parse(&b[u1..]).unwrap().unwrap();
+        assert_eq!(r1, Reply::Simple("PONG".into()));
+        assert!(r2.error().unwrap().starts_with("NOAUTH"));
+        assert_eq!(u1 + u2, b.len());
+    }
+
+    #[test]
+    fn not_resp() {
+        // A TLS alert record (what a TLS server may send to a plaintext client).
+        assert!(matches!(parse(b"\x15\x03\x03\x00\x02\x02\x46"), Err(RespError::BadType(_))));
+        // An HTTP answer.
+        assert!(matches!(parse(b"HTTP/1.1 400 Bad Request\r\n"), Err(RespError::BadType(_))));
+        assert!(matches!(parse(b"$abc\r\n"), Err(RespError::BadLength(_))));
+        assert!(matches!(parse(b"$3\r\nabcXY"), Err(RespError::BadTerminator)));
+        assert!(matches!(parse(b":x\r\n"), Err(RespError::BadInteger(_))));
+        let deep = "*1\r\n".repeat(20);
+        assert!(matches!(parse(deep.as_bytes()), Err(RespError::TooDeep)));
+    }
+
+    #[test]
+    fn encode_commands() {
+        assert_eq!(encode(&[b"PING"]), b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(encode(&[b"CONFIG", b"GET", b"port"]), b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nport\r\n");
+    }
+
+    #[test]
+    fn escape_is_printable() {
+        assert_eq!(escape(b"\x15\x03\x03ab\r\n"), "\\x15\\x03\\x03ab\\r\\n");
+    }
+}

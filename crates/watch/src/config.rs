@@ -1,0 +1,837 @@
+//! The watch configuration file (docs/watch.md): parse the TOML keeping where every value
+//! was written, merge command-line overrides over it, then validate field by field so each
+//! error names the file, the line and the field.
+
+use conndoc_facts::{Secret, Target};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_HISTORY: &str = "/var/lib/conndoc/history.db";
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_FAILURES_BEFORE_DOWN: u32 = 3;
+pub const DEFAULT_SUCCESSES_BEFORE_UP: u32 = 2;
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+pub const DEFAULT_MAX_HISTORY_MB: u64 = 512;
+pub const DEFAULT_CONCURRENCY: usize = 1024;
+pub const DEFAULT_DIAGNOSE_CONCURRENCY: usize = 4;
+pub const DEFAULT_REDIAGNOSE: Duration = Duration::from_secs(300);
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
+pub const DEFAULT_RECEIVER_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_JITTER: f64 = 0.1;
+pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+/// One problem in a config file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem has no place in the file (e.g. a missing field, a flag).
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.field, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.field, self.message)
+        }
+    }
+}
+
+/// Every problem found in one file (validation does not stop at the first).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConfigErrors {
+    #[error("reading config {path}: {source}")]
+    Read { path: PathBuf, source: std::sync::Arc<std::io::Error> },
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigError>),
+}
+
+impl ConfigErrors {
+    pub fn errors(&self) -> Vec<String> {
+        match self {
+            ConfigErrors::Read { .. } => vec![self.to_string()],
+            ConfigErrors::Invalid(v) => v.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+}
+
+// ---- the file as written -------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<Spanned<String>>,
+    pub history: Option<Spanned<String>>,
+    pub retention: Option<Spanned<String>>,
+    pub max_history_mb: Option<Spanned<i64>>,
+    pub history_resolution: Option<Spanned<String>>,
+    pub concurrency: Option<Spanned<i64>>,
+    pub diagnose_concurrency: Option<Spanned<i64>>,
+    pub rediagnose: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<f64>>,
+    pub dashboard_url: Option<Spanned<String>>,
+    pub defaults: Option<RawDefaults>,
+    #[serde(default)]
+    pub target: Vec<Spanned<RawTarget>>,
+    #[serde(default)]
+    pub receiver: Vec<Spanned<RawReceiver>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub failures_before_down: Option<Spanned<i64>>,
+    pub successes_before_up: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub name: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub failures_before_down: Option<Spanned<i64>>,
+    pub successes_before_up: Option<Spanned<i64>>,
+    pub labels: Option<Spanned<BTreeMap<String, String>>>,
+    pub check: Option<Spanned<String>>,
+    pub netns: Option<Spanned<String>>,
+    pub expect: Option<Spanned<String>>,
+    pub no_host: Option<bool>,
+    pub password_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReceiver {
+    pub name: Option<Spanned<String>>,
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub routing_key_file: Option<Spanned<String>>,
+    pub routing_key: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub retry_max: Option<Spanned<String>>,
+    pub send_resolved: Option<bool>,
+}
+
+/// Values given on the command line; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub history: Option<PathBuf>,
+}
+
+// ---- the validated configuration -----------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connect with a deadline (cheap; the default).
+    Connect,
+    /// The full diagnosis every interval (protocol-level health, much more expensive).
+    Diagnose,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub name: String,
+    pub url: String,
+    pub target: Target,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failures_before_down: u32,
+    pub successes_before_up: u32,
+    pub labels: BTreeMap<String, String>,
+    pub check: CheckKind,
+    pub netns: Option<String>,
+    pub expect: Option<String>,
+    pub no_host: bool,
+}
+
+impl TargetConfig {
+    /// Whether a change of this target must reset its state (what is probed changed).
+    pub fn same_probe(&self, o: &TargetConfig) -> bool {
+        self.url == o.url && self.netns == o.netns
+    }
+    /// Engine options for a full diagnosis of this target.
+    pub fn engine_options(&self) -> conndoc_engine::Options {
+        conndoc_engine::Options {
+            timeout: self.timeout,
+            expect_process: self.expect.clone(),
+            netns: self.netns.clone(),
+            no_host: self.no_host,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverKind {
+    Webhook,
+    Slack,
+    Pagerduty,
+}
+
+impl ReceiverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiverKind::Webhook => "webhook",
+            ReceiverKind::Slack => "slack",
+            ReceiverKind::Pagerduty => "pagerduty",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    pub name: String,
+    pub kind: ReceiverKind,
+    pub url: String,
+    pub routing_key: Option<Secret>,
+    pub timeout: Duration,
+    pub retry_max: Duration,
+    pub send_resolved: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listen: SocketAddr,
+    pub history: PathBuf,
+    pub retention: Duration,
+    pub max_history_bytes: u64,
+    pub history_resolution: Duration,
+    pub concurrency: usize,
+    pub diagnose_concurrency: usize,
+    pub rediagnose: Duration,
+    pub jitter: f64,
+    pub dashboard_url: String,
+    pub targets: Vec<TargetConfig>,
+    pub receivers: Vec<ReceiverConfig>,
+}
+
+// ---- loading ------------------------------------------------------------------------
+
+/// Read, parse, merge the overrides and validate.
+pub fn load(path: &Path, ov: &Overrides) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::Read { path: path.to_path_buf(), source: std::sync::Arc::new(e) })?;
+    load_str(path, &text, ov)
+}
+
+/// Parse and validate config text as if read from `path`.
+pub fn load_str(path: &Path, text: &str, ov: &Overrides) -> Result<Config, ConfigErrors> {
+    let mut v = Validator { file: path.to_path_buf(), text, errors: Vec::new() };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let line = e.span().map(|s| v.line(s.start)).unwrap_or(0);
+            let msg = e.message().trim().to_string();
+            let line_text = e.span().map(|s| {
+                let start = text[..s.start.min(text.len())].rfind('\n').map(|i| i + 1).unwrap_or(0);
+                let end = text[start..].find('\n').map(|i| start + i).unwrap_or(text.len());
+                &text[start..end]
+            });
+            let field = field_from_toml_error(&msg, line_text);
+            v.errors.push(ConfigError { file: v.file.clone(), line, field, message: msg });
+            return Err(ConfigErrors::Invalid(v.errors));
+        }
+    };
+    let cfg = v.validate(raw, ov);
+    if v.errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors::Invalid(v.errors))
+    }
+}
+
+fn field_from_toml_error(msg: &str, line: Option<&str>) -> String {
+    // serde's "unknown field `x`" and "missing field `x`" name it in backticks.
+    if let Some(i) = msg.find('`') {
+        if let Some(j) = msg[i + 1..].find('`') {
+            return msg[i + 1..i + 1 + j].to_string();
+        }
+    }
+    // Otherwise the key written on the offending line.
+    match line.map(str::trim) {
+        Some(l) if l.contains('=') => l.split('=').next().unwrap_or(l).trim().trim_matches('"').to_string(),
+        Some(l) if l.starts_with('[') => l.trim_matches(['[', ']']).trim().to_string(),
+        _ => "syntax".into(),
+    }
+}
+
+struct Validator<'a> {
+    file: PathBuf,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    }
+    fn err<T>(&mut self, s: Option<&Spanned<T>>, field: &str, message: impl Into<String>) {
+        let line = s.map(|s| self.line(s.span().start)).unwrap_or(0);
+        self.errors.push(ConfigError { file: self.file.clone(), line, field: field.into(), message: message.into() });
+    }
+
+    fn validate(&mut self, raw: RawConfig, ov: &Overrides) -> Config {
+        let listen = validate_listen(self, raw.listen.as_ref(), ov.listen.as_deref());
+        let history = match (&ov.history, &raw.history) {
+            (Some(h), _) => h.clone(),
+            (None, Some(h)) if h.get_ref().trim().is_empty() => {
+                self.err(Some(h), "history", "must be a file path");
+                PathBuf::new()
+            }
+            (None, Some(h)) => PathBuf::from(h.get_ref()),
+            (None, None) => PathBuf::from(DEFAULT_HISTORY),
+        };
+        let retention =
+            self.duration(raw.retention.as_ref(), "retention", DEFAULT_RETENTION, Duration::from_secs(3600), None);
+        let max_mb = self.int(raw.max_history_mb.as_ref(), "max_history_mb", DEFAULT_MAX_HISTORY_MB as i64, 1, 1 << 20);
+        let history_resolution = self.duration(
+            raw.history_resolution.as_ref(),
+            "history_resolution",
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+            Some(Duration::from_secs(3600)),
+        );
+        let concurrency = self.int(raw.concurrency.as_ref(), "concurrency", DEFAULT_CONCURRENCY as i64, 1, 100_000);
+        let diagnose_concurrency = self.int(
+            raw.diagnose_concurrency.as_ref(),
+            "diagnose_concurrency",
+            DEFAULT_DIAGNOSE_CONCURRENCY as i64,
+            1,
+            256,
+        );
+        let rediagnose = self.duration(raw.rediagnose.as_ref(), "rediagnose", DEFAULT_REDIAGNOSE, Duration::ZERO, None);
+        let jitter = match &raw.jitter {
+            None => DEFAULT_JITTER,
+            Some(j) if (0.0..=0.5).contains(j.get_ref()) => *j.get_ref(),
+            Some(j) => {
+                self.err(Some(j), "jitter", "must be a fraction of the interval from 0 to 0.5");
+                DEFAULT_JITTER
+            }
+        };
+        let dashboard_url = match &raw.dashboard_url {
+            Some(u) if !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://")) => {
+                self.err(Some(u), "dashboard_url", "must start with http:// or https://");
+                String::new()
+            }
+            Some(u) => u.get_ref().trim_end_matches('/').to_string(),
+            None => format!("http://{listen}"),
+        };
+
+        let d = raw.defaults.unwrap_or_default();
+        let def_interval = self.duration(
+            d.interval.as_ref(),
+            "defaults.interval",
+            DEFAULT_INTERVAL,
+            Duration::from_millis(100),
+            Some(Duration::from_secs(86_400)),
+        );
+        let def_timeout = d.timeout.as_ref().map(|t| {
+            self.duration(
+                Some(t),
+                "defaults.timeout",
+                DEFAULT_TIMEOUT,
+                Duration::from_millis(1),
+                Some(Duration::from_secs(600)),
+            )
+        });
+        let def_fail = self.int(
+            d.failures_before_down.as_ref(),
+            "defaults.failures_before_down",
+            DEFAULT_FAILURES_BEFORE_DOWN as i64,
+            1,
+            1000,
+        );
+        let def_succ = self.int(
+            d.successes_before_up.as_ref(),
+            "defaults.successes_before_up",
+            DEFAULT_SUCCESSES_BEFORE_UP as i64,
+            1,
+            1000,
+        );
+
+        let mut targets = Vec::new();
+        let mut seen = BTreeMap::new();
+        for (i, t) in raw.target.iter().enumerate() {
+            if let Some(tc) = validate_target(self, i, t, def_interval, def_timeout, def_fail as u32, def_succ as u32) {
+                if let Some(prev) = seen.insert(tc.name.clone(), i) {
+                    let at = t.get_ref().name.as_ref();
+                    self.err(
+                        at,
+                        &format!("target[{i}].name"),
+                        format!("duplicate target name {:?} (also target[{prev}])", tc.name),
+                    );
+                }
+                targets.push(tc);
+            }
+        }
+        let mut receivers = Vec::new();
+        let mut seen_r = BTreeMap::new();
+        for (i, r) in raw.receiver.iter().enumerate() {
+            if let Some(rc) = validate_receiver(self, i, r) {
+                if let Some(prev) = seen_r.insert(rc.name.clone(), i) {
+                    let at = r.get_ref().name.as_ref();
+                    self.err(
+                        at,
+                        &format!("receiver[{i}].name"),
+                        format!("duplicate receiver name {:?} (also receiver[{prev}])", rc.name),
+                    );
+                }
+                receivers.push(rc);
+            }
+        }
+        Config {
+            path: self.file.clone(),
+            listen,
+            history,
+            retention,
+            max_history_bytes: max_mb as u64 * 1024 * 1024,
+            history_resolution,
+            concurrency: concurrency as usize,
+            diagnose_concurrency: diagnose_concurrency as usize,
+            rediagnose,
+            jitter,
+            dashboard_url,
+            targets,
+            receivers,
+        }
+    }
+
+    fn duration(
+        &mut self,
+        s: Option<&Spanned<String>>,
+        field: &str,
+        default: Duration,
+        min: Duration,
+        max: Option<Duration>,
+    ) -> Duration {
+        let Some(s) = s else { return default };
+        match parse_duration(s.get_ref()) {
+            Err(e) => {
+                self.err(Some(s), field, e);
+                default
+            }
+            Ok(d) if d < min => {
+                self.err(Some(s), field, format!("{:?} is too short: at least {}", s.get_ref(), fmt_duration(min)));
+                default
+            }
+            Ok(d) if max.is_some_and(|m| d > m) => {
+                self.err(
+                    Some(s),
+                    field,
+                    format!("{:?} is too long: at most {}", s.get_ref(), fmt_duration(max.unwrap())),
+                );
+                default
+            }
+            Ok(d) => d,
+        }
+    }
+
+    fn int(&mut self, s: Option<&Spanned<i64>>, field: &str, default: i64, min: i64, max: i64) -> i64 {
+        match s {
+            None => default,
+            Some(v) if (min..=max).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                self.err(Some(v), field, format!("{} is out of range: expected {min} to {max}", v.get_ref()));
+                default
+            }
+        }
+    }
+}
+
+fn validate_listen(v: &mut Validator, file: Option<&Spanned<String>>, flag: Option<&str>) -> SocketAddr {
+    let fallback: SocketAddr = DEFAULT_LISTEN.parse().expect("default listen address parses");
+    if let Some(f) = flag {
+        return match f.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                v.errors.push(ConfigError {
+                    file: v.file.clone(),
+                    line: 0,
+                    field: "--listen".into(),
+                    message: format!("{f:?} is not an address:port such as 127.0.0.1:9464"),
+                });
+                fallback
+            }
+        };
+    }
+    match file {
+        None => fallback,
+        Some(s) => match s.get_ref().parse() {
+            Ok(a) => a,
+            Err(_) => {
+                v.err(Some(s), "listen", format!("{:?} is not an address:port such as 127.0.0.1:9464", s.get_ref()));
+                fallback
+            }
+        },
+    }
+}
+
+fn validate_target(
+    v: &mut Validator,
+    i: usize,
+    st: &Spanned<RawTarget>,
+    def_interval: Duration,
+    def_timeout: Option<Duration>,
+    def_fail: u32,
+    def_succ: u32,
+) -> Option<TargetConfig> {
+    let t = st.get_ref();
+    let f = |name: &str| format!("target[{i}].{name}");
+    let before = v.errors.len();
+    let name = match &t.name {
+        None => {
+            v.err(Some(st), &f("name"), "missing: every target needs a name");
+            String::new()
+        }
+        Some(n) if !valid_name(n.get_ref()) => {
+            v.err(Some(n), &f("name"), format!("{:?}: use 1 to 100 letters, digits, '.', '_' or '-'", n.get_ref()));
+            String::new()
+        }
+        Some(n) => n.get_ref().clone(),
+    };
+    let (url, target) = match &t.url {
+        None => {
+            v.err(Some(st), &f("url"), "missing: e.g. url = \"tcp://127.0.0.1:8100\"");
+            (String::new(), None)
+        }
+        Some(u) => match Target::parse(u.get_ref()) {
+            Ok(tg) => (u.get_ref().clone(), Some(tg)),
+            Err(e) => {
+                v.err(Some(u), &f("url"), e.to_string());
+                (String::new(), None)
+            }
+        },
+    };
+    let interval = v.duration(
+        t.interval.as_ref(),
+        &f("interval"),
+        def_interval,
+        Duration::from_millis(100),
+        Some(Duration::from_secs(86_400)),
+    );
+    let timeout = match &t.timeout {
+        Some(_) => v.duration(
+            t.timeout.as_ref(),
+            &f("timeout"),
+            DEFAULT_TIMEOUT,
+            Duration::from_millis(1),
+            Some(Duration::from_secs(600)),
+        ),
+        None => def_timeout.unwrap_or(DEFAULT_TIMEOUT).min(interval),
+    };
+    if timeout > interval {
+        v.err(
+            t.timeout.as_ref(),
+            &f("timeout"),
+            format!("{} is longer than the interval {}", fmt_duration(timeout), fmt_duration(interval)),
+        );
+    }
+    let failures = v.int(t.failures_before_down.as_ref(), &f("failures_before_down"), def_fail as i64, 1, 1000) as u32;
+    let successes = v.int(t.successes_before_up.as_ref(), &f("successes_before_up"), def_succ as i64, 1, 1000) as u32;
+    let labels = match &t.labels {
+        None => BTreeMap::new(),
+        Some(l) => {
+            for k in l.get_ref().keys() {
+                if !valid_label_name(k) || k == "target" || k.starts_with("__") {
+                    v.err(
+                        Some(l),
+                        &f(&format!("labels.{k}")),
+                        "label names are [a-zA-Z_][a-zA-Z0-9_]*, not `target`, not starting with __",
+                    );
+                }
+            }
+            l.get_ref().clone()
+        }
+    };
+    let check = match t.check.as_ref().map(|c| c.get_ref().as_str()) {
+        None | Some("connect") => CheckKind::Connect,
+        Some("diagnose") => CheckKind::Diagnose,
+        Some(o) => {
+            v.err(t.check.as_ref(), &f("check"), format!("{o:?}: expected \"connect\" or \"diagnose\""));
+            CheckKind::Connect
+        }
+    };
+    let mut target = target?;
+    if let Some(pf) = &t.password_file {
+        match std::fs::read_to_string(pf.get_ref()) {
+            Ok(s) if !s.trim_end_matches(['\n', '\r']).is_empty() => {
+                target.password = Some(Secret::new(s.trim_end_matches(['\n', '\r'])));
+                target.has_password = true;
+            }
+            Ok(_) => v.err(Some(pf), &f("password_file"), format!("{} is empty", pf.get_ref())),
+            Err(e) => v.err(Some(pf), &f("password_file"), format!("cannot read {}: {e}", pf.get_ref())),
+        }
+    }
+    if v.errors.len() > before {
+        return None;
+    }
+    Some(TargetConfig {
+        name,
+        url,
+        target,
+        interval,
+        timeout,
+        failures_before_down: failures,
+        successes_before_up: successes,
+        labels,
+        check,
+        netns: t.netns.as_ref().map(|n| n.get_ref().clone()),
+        expect: t.expect.as_ref().map(|n| n.get_ref().clone()),
+        no_host: t.no_host.unwrap_or(false),
+    })
+}
+
+fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> Option<ReceiverConfig> {
+    let r = sr.get_ref();
+    let f = |name: &str| format!("receiver[{i}].{name}");
+    let before = v.errors.len();
+    let name = match &r.name {
+        None => {
+            v.err(Some(sr), &f("name"), "missing: every receiver needs a name");
+            String::new()
+        }
+        Some(n) if !valid_name(n.get_ref()) => {
+            v.err(Some(n), &f("name"), format!("{:?}: use 1 to 100 letters, digits, '.', '_' or '-'", n.get_ref()));
+            String::new()
+        }
+        Some(n) => n.get_ref().clone(),
+    };
+    let kind = match r.kind.as_ref().map(|k| k.get_ref().as_str()) {
+        None | Some("webhook") => ReceiverKind::Webhook,
+        Some("slack") => ReceiverKind::Slack,
+        Some("pagerduty") => ReceiverKind::Pagerduty,
+        Some(o) => {
+            v.err(r.kind.as_ref(), &f("type"), format!("{o:?}: expected \"webhook\", \"slack\" or \"pagerduty\""));
+            ReceiverKind::Webhook
+        }
+    };
+    let url = match (&r.url, kind) {
+        (None, ReceiverKind::Pagerduty) => PAGERDUTY_URL.to_string(),
+        (None, _) => {
+            v.err(Some(sr), &f("url"), "missing: the address to POST alerts to");
+            String::new()
+        }
+        (Some(u), _) => match crate::alert::HttpUrl::parse(u.get_ref()) {
+            Ok(_) => u.get_ref().clone(),
+            Err(e) => {
+                v.err(Some(u), &f("url"), e);
+                String::new()
+            }
+        },
+    };
+    let routing_key = match (&r.routing_key, &r.routing_key_file) {
+        (Some(k), None) => Some(Secret::new(k.get_ref().clone())),
+        (None, Some(p)) => match std::fs::read_to_string(p.get_ref()) {
+            Ok(s) if !s.trim().is_empty() => Some(Secret::new(s.trim())),
+            Ok(_) => {
+                v.err(Some(p), &f("routing_key_file"), format!("{} is empty", p.get_ref()));
+                None
+            }
+            Err(e) => {
+                v.err(Some(p), &f("routing_key_file"), format!("cannot read {}: {e}", p.get_ref()));
+                None
+            }
+        },
+        (Some(k), Some(_)) => {
+            v.err(Some(k), &f("routing_key"), "give routing_key or routing_key_file, not both");
+            None
+        }
+        (None, None) => None,
+    };
+    if kind == ReceiverKind::Pagerduty && routing_key.is_none() && v.errors.len() == before {
+        v.err(
+            Some(sr),
+            &f("routing_key"),
+            "missing: PagerDuty needs the integration's routing key (routing_key_file is preferred)",
+        );
+    }
+    let timeout = v.duration(
+        r.timeout.as_ref(),
+        &f("timeout"),
+        DEFAULT_RECEIVER_TIMEOUT,
+        Duration::from_millis(10),
+        Some(Duration::from_secs(120)),
+    );
+    let retry_max = v.duration(
+        r.retry_max.as_ref(),
+        &f("retry_max"),
+        DEFAULT_RETRY_MAX,
+        Duration::from_millis(100),
+        Some(Duration::from_secs(86_400)),
+    );
+    if v.errors.len() > before {
+        return None;
+    }
+    Some(ReceiverConfig {
+        name,
+        kind,
+        url,
+        routing_key,
+        timeout,
+        retry_max,
+        send_resolved: r.send_resolved.unwrap_or(true),
+    })
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn valid_label_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// Durations as the config writes them: `500ms`, `5s`, `1m`, `2h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Some(days) = t.strip_suffix('d') {
+        return days
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|d| d.is_finite() && *d >= 0.0)
+            .map(|d| Duration::from_secs_f64(d * 86_400.0))
+            .ok_or_else(|| format!("invalid duration {s:?}: expected e.g. 500ms, 5s, 1m, 2h, 7d"));
+    }
+    conndoc_facts::value::parse_duration(t)
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 5s, 1m, 2h, 7d"))
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 86_400_000 == 0 && ms > 0 {
+        format!("{}d", ms / 86_400_000)
+    } else if ms % 3_600_000 == 0 && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Config {
+        load_str(Path::new("w.toml"), text, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+    fn errs(text: &str) -> Vec<String> {
+        match load_str(Path::new("w.toml"), text, &Overrides::default()) {
+            Ok(_) => panic!("should fail:\n{text}"),
+            Err(e) => e.errors(),
+        }
+    }
+
+    #[test]
+    fn minimal_example_from_the_issue() {
+        let c = ok(r#"listen = "127.0.0.1:9464"
+history = "/var/lib/conndoc/history.db"
+
+[[target]]
+name = "api"
+url = "tcp://127.0.0.1:8100"
+interval = "1s"
+"#);
+        assert_eq!(c.listen, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(c.targets.len(), 1);
+        let t = &c.targets[0];
+        assert_eq!(t.interval, Duration::from_secs(1));
+        assert_eq!(t.timeout, Duration::from_secs(1), "timeout defaults to min(2s, interval)");
+        assert_eq!(t.failures_before_down, DEFAULT_FAILURES_BEFORE_DOWN);
+        assert_eq!(t.target.port.get(), 8100);
+        assert_eq!(c.dashboard_url, "http://127.0.0.1:9464");
+    }
+
+    #[test]
+    fn defaults_apply_when_absent() {
+        let c = ok("[[target]]\nname = \"a\"\nurl = \"127.0.0.1:1\"\n");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.history, PathBuf::from(DEFAULT_HISTORY));
+        assert_eq!(c.targets[0].interval, DEFAULT_INTERVAL);
+        assert_eq!(c.targets[0].timeout, DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let c = load_str(
+            Path::new("w.toml"),
+            "listen = \"127.0.0.1:1000\"\nhistory = \"/a.db\"\n",
+            &Overrides { listen: Some("127.0.0.1:2000".into()), history: Some("/b.db".into()) },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 2000);
+        assert_eq!(c.history, PathBuf::from("/b.db"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = errs("listen = \"127.0.0.1:9464\"\n\n[[target]]\nname = \"api\"\nurl = \"tcp://127.0.0.1:8100\"\ninterval = \"fast\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("w.toml:6: target[0].interval: "), "{}", e[0]);
+
+        let e = errs(
+            "[[target]]\nname = \"a\"\nurl = \"tcp://h\"\n[[target]]\nname = \"a\"\nurl = \"h:1\"\ntimeout = \"9s\"\n",
+        );
+        assert!(e.iter().any(|m| m.starts_with("w.toml:3: target[0].url: ") && m.contains("no port")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("w.toml:7: target[1].timeout: ")), "{e:?}");
+
+        let e = errs("[[target]]\nname = \"a\"\nurl = \"h:1\"\n[[target]]\nname = \"a\"\nurl = \"h:2\"\n");
+        assert!(e[0].starts_with("w.toml:5: target[1].name: duplicate"), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_fields_and_syntax_errors_are_located() {
+        let e = errs("listen = \"127.0.0.1:9464\"\n[[target]]\nname = \"a\"\nurl = \"h:1\"\nintervall = \"1s\"\n");
+        assert!(e[0].starts_with("w.toml:5: intervall: "), "{e:?}");
+        let e = errs("listen = \n");
+        assert!(e[0].starts_with("w.toml:1: "), "{e:?}");
+        let e = errs("\nlisten = 5\n");
+        assert!(e[0].starts_with("w.toml:2: listen: "), "{e:?}");
+        let e = errs("[[target]]\nname = \"a\"\n");
+        assert!(e[0].starts_with("w.toml:1: target[0].url: missing"), "{e:?}");
+    }
+
+    #[test]
+    fn receivers() {
+        let c = ok("[[receiver]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/hook\"\n[[receiver]]\nname = \"pd\"\ntype = \"pagerduty\"\nrouting_key = \"R0UT1NG\"\n");
+        assert_eq!(c.receivers[0].kind, ReceiverKind::Webhook);
+        assert_eq!(c.receivers[1].url, PAGERDUTY_URL);
+        assert!(!format!("{:?}", c.receivers[1]).contains("R0UT1NG"));
+        let e = errs("[[receiver]]\nname = \"pd\"\ntype = \"pagerduty\"\n");
+        assert!(e[0].contains("receiver[0].routing_key: missing"), "{e:?}");
+        let e = errs("[[receiver]]\nname = \"x\"\nurl = \"ftp://h/\"\n");
+        assert!(e[0].starts_with("w.toml:3: receiver[0].url: "), "{e:?}");
+    }
+
+    #[test]
+    fn durations_with_days() {
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("d").is_err());
+        assert_eq!(fmt_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
+    }
+}

@@ -1,0 +1,864 @@
+//! The daemon: one scheduled task per target, the state machine and its change hook, the
+//! diagnosis on every transition to down, the alert outbox, history flushing and pruning,
+//! reload on SIGHUP and a graceful stop on SIGTERM/SIGINT.
+
+use crate::alert::{self, AlertInfo};
+use crate::config::{CheckKind, Config, Overrides, ReceiverKind, TargetConfig};
+use crate::health::{Health, State, Transition};
+use crate::history::{now_ms, Bucket, History, NewAlert, SavedState};
+use crate::metrics::{Hist, Stats};
+use crate::probe::{self, ProbeResult};
+use conndoc_diagnose::Cause;
+use conndoc_facts::ConnectKind;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("{0}")]
+    History(#[from] crate::history::HistoryError),
+    #[error("listening on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("installing signal handlers: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Called on every state change (after the state machine flipped), before any diagnosis.
+pub type ChangeHook = Arc<dyn Fn(&str, Transition) + Send + Sync>;
+
+/// One target's live state.
+pub struct Entry {
+    pub cfg: Arc<TargetConfig>,
+    pub health: Health,
+    /// The diagnosed cause while down; `ok` while up; None before a diagnosis finished.
+    pub cause: Option<String>,
+    pub summary: Option<String>,
+    pub since_ms: i64,
+    pub event_id: Option<i64>,
+    pub diagnosing: bool,
+    /// The target came back while its diagnosis ran: send `resolved` after the `firing`.
+    pub resolve_pending: bool,
+    pub last: Option<ProbeResult>,
+    pub last_ms: i64,
+    pub last_diagnosis_ms: i64,
+    pub duration: Hist,
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub failures_by_cause: BTreeMap<String, u64>,
+    pub transitions: BTreeMap<&'static str, u64>,
+    pub unflushed: BTreeMap<i64, Bucket>,
+    generation: u64,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Entry {
+    fn new(cfg: Arc<TargetConfig>) -> Entry {
+        Entry {
+            health: Health::new(cfg.failures_before_down, cfg.successes_before_up),
+            cfg,
+            cause: None,
+            summary: None,
+            since_ms: now_ms(),
+            event_id: None,
+            diagnosing: false,
+            resolve_pending: false,
+            last: None,
+            last_ms: 0,
+            last_diagnosis_ms: 0,
+            duration: Hist::default(),
+            outcomes: BTreeMap::new(),
+            failures_by_cause: BTreeMap::new(),
+            transitions: BTreeMap::new(),
+            unflushed: BTreeMap::new(),
+            generation: 0,
+            task: None,
+        }
+    }
+    /// The cause as /api/targets shows it: `ok` when up, the diagnosis when down.
+    pub fn shown_cause(&self) -> &str {
+        match self.health.state {
+            State::Up => "ok",
+            State::Down => self.cause.as_deref().unwrap_or("unknown"),
+            State::Unknown => "unknown",
+        }
+    }
+}
+
+pub struct Daemon {
+    pub cfg: RwLock<Arc<Config>>,
+    pub overrides: Overrides,
+    pub targets: Mutex<BTreeMap<String, Entry>>,
+    pub history: Arc<History>,
+    pub stats: Stats,
+    pub hostname: String,
+    pub start_unix: f64,
+    epoch: Instant,
+    probe_sem: Arc<Semaphore>,
+    diag_sem: Arc<Semaphore>,
+    alert_wake: Notify,
+    stop: watch::Sender<bool>,
+    hook: Option<ChangeHook>,
+    next_generation: std::sync::atomic::AtomicU64,
+}
+
+pub fn log(level: &str, msg: impl AsRef<str>) {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    eprintln!("{} {level} {}", rfc3339(secs), msg.as_ref());
+}
+
+pub fn rfc3339(secs: u64) -> String {
+    // Same civil-from-days conversion as conndoc-probe's, kept local to avoid the dependency.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn hash(s: &str) -> u64 {
+    // FNV-1a: a stable per-target phase across restarts and reloads.
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// Run the daemon until SIGTERM/SIGINT. Builds its own runtime.
+pub fn run_blocking(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) -> Result<(), WatchError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .thread_name("conndoc-watch")
+        .build()
+        .map_err(WatchError::Runtime)?;
+    rt.block_on(run(cfg, overrides, hook))
+}
+
+pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) -> Result<(), WatchError> {
+    let history = Arc::new(History::open(&cfg.history)?);
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| WatchError::Listen { addr: cfg.listen, source })?;
+    let (stop, _) = watch::channel(false);
+    let d = Arc::new(Daemon {
+        probe_sem: Arc::new(Semaphore::new(cfg.concurrency)),
+        diag_sem: Arc::new(Semaphore::new(cfg.diagnose_concurrency)),
+        cfg: RwLock::new(Arc::new(cfg.clone())),
+        overrides,
+        targets: Mutex::new(BTreeMap::new()),
+        history,
+        stats: Stats::default(),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        start_unix: now_ms() as f64 / 1000.0,
+        epoch: Instant::now(),
+        alert_wake: Notify::new(),
+        stop,
+        hook,
+        next_generation: 1.into(),
+    });
+    let saved = {
+        let h = d.history.clone();
+        tokio::task::spawn_blocking(move || h.load_states()).await.expect("load task")?
+    };
+    let saved: BTreeMap<String, SavedState> = saved.into_iter().map(|s| (s.name.clone(), s)).collect();
+    let mut rediagnose = Vec::new();
+    {
+        let mut map = d.targets.lock().unwrap();
+        for t in &cfg.targets {
+            let mut e = Entry::new(Arc::new(t.clone()));
+            if let Some(s) = saved.get(&t.name).filter(|s| s.url == t.url) {
+                e.health.state = s.state;
+                e.cause = s.cause.clone();
+                e.since_ms = s.since_ms;
+                e.event_id = s.event_id;
+                // Killed while diagnosing: the event exists without its report; finish it.
+                if s.state == State::Down && s.cause.is_none() {
+                    if let Some(id) = s.event_id {
+                        e.diagnosing = true;
+                        rediagnose.push((t.name.clone(), id));
+                    }
+                }
+            }
+            map.insert(t.name.clone(), e);
+        }
+    }
+    log(
+        "info",
+        format!(
+            "conndoc watch {}: {} targets, listening on http://{}, history {}",
+            env!("CARGO_PKG_VERSION"),
+            cfg.targets.len(),
+            cfg.listen,
+            cfg.history.display()
+        ),
+    );
+    let server = tokio::spawn(crate::http::serve(d.clone(), listener, d.stop.subscribe()));
+    d.start_all();
+    for (name, id) in rediagnose {
+        tokio::spawn(d.clone().diagnose(name, id));
+    }
+    let alerts = tokio::spawn(d.clone().alert_loop());
+    let flusher = tokio::spawn(d.clone().flush_loop());
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(WatchError::Signal)?;
+    let mut term = signal(SignalKind::terminate()).map_err(WatchError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(WatchError::Signal)?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => d.reload(),
+            _ = term.recv() => { log("info", "SIGTERM: stopping"); break }
+            _ = int.recv() => { log("info", "SIGINT: stopping"); break }
+        }
+    }
+    d.shutdown(server, alerts, flusher).await;
+    Ok(())
+}
+
+impl Daemon {
+    pub fn config(&self) -> Arc<Config> {
+        self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn start_all(self: &Arc<Self>) {
+        let mut map = self.targets.lock().unwrap();
+        for e in map.values_mut() {
+            self.start_target(e);
+        }
+    }
+
+    fn start_target(self: &Arc<Self>, e: &mut Entry) {
+        if let Some(t) = e.task.take() {
+            t.abort();
+        }
+        let generation = self.next_generation.fetch_add(1, Relaxed);
+        e.generation = generation;
+        e.task = Some(tokio::spawn(self.clone().target_loop(e.cfg.clone(), generation, self.stop.subscribe())));
+    }
+
+    /// Probe one target on its schedule: nominal times are `epoch + phase + k*interval`, so
+    /// lateness never accumulates (no drift); jitter is added per tick and not carried over.
+    async fn target_loop(self: Arc<Self>, cfg: Arc<TargetConfig>, generation: u64, mut stop: watch::Receiver<bool>) {
+        let interval = cfg.interval;
+        let iv_ns = interval.as_nanos().max(1) as u64;
+        let phase = Duration::from_nanos(hash(&cfg.name) % iv_ns);
+        let jitter_frac = self.config().jitter;
+        let mut rng = hash(&cfg.name) | 1;
+        let since_epoch = self.epoch.elapsed();
+        let k = (since_epoch.saturating_sub(phase).as_nanos() as u64 / iv_ns) + 1;
+        let mut nominal = self.epoch + phase + Duration::from_nanos(k * iv_ns);
+        loop {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let jitter = Duration::from_nanos(((rng % 10_000) as f64 / 10_000.0 * jitter_frac * iv_ns as f64) as u64);
+            let due = nominal + jitter;
+            tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => {}
+                _ = stop.changed() => return,
+            }
+            let permit = match self.probe_sem.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            let lag = Instant::now().saturating_duration_since(due);
+            self.stats.record_lag(lag, interval);
+            self.stats.probes_in_flight.fetch_add(1, Relaxed);
+            let r = match cfg.check {
+                CheckKind::Connect => probe::check(&cfg.target, cfg.timeout).await,
+                CheckKind::Diagnose => self.full_check(&cfg).await,
+            };
+            self.stats.probes_in_flight.fetch_sub(1, Relaxed);
+            drop(permit);
+            self.record(&cfg.name, generation, r);
+            nominal += interval;
+            let now = Instant::now();
+            if nominal + interval <= now {
+                // Fell more than an interval behind (e.g. the host was suspended): skip ahead.
+                let missed = (now - nominal).as_nanos() as u64 / iv_ns;
+                self.stats.skipped.fetch_add(missed, Relaxed);
+                nominal += Duration::from_nanos(missed * iv_ns);
+            }
+        }
+    }
+
+    /// `check = "diagnose"`: the full diagnosis is the health check.
+    async fn full_check(&self, cfg: &TargetConfig) -> ProbeResult {
+        let start = Instant::now();
+        let (t, o) = (cfg.target.clone(), cfg.engine_options());
+        let r = tokio::task::spawn_blocking(move || {
+            conndoc_engine::gather(t, &o).map(|ev| conndoc_diagnose::diagnose(&ev))
+        })
+        .await;
+        let ok = matches!(&r, Ok(Ok(rep)) if rep.exit_status() == 0);
+        ProbeResult {
+            kind: if ok { ConnectKind::Connected } else { ConnectKind::Other },
+            elapsed: start.elapsed(),
+            errno: None,
+            unresolved: false,
+        }
+    }
+
+    /// Account one result and run the state machine.
+    fn record(self: &Arc<Self>, name: &str, generation: u64, r: ProbeResult) {
+        let now = now_ms();
+        let res = self.config().history_resolution.as_millis().max(1) as i64;
+        let transition;
+        {
+            let mut map = self.targets.lock().unwrap();
+            let Some(e) = map.get_mut(name) else { return };
+            if e.generation != generation {
+                return;
+            }
+            self.stats.probes.fetch_add(1, Relaxed);
+            e.duration.observe(r.elapsed.as_secs_f64());
+            *e.outcomes.entry(r.outcome_label()).or_default() += 1;
+            let b = e.unflushed.entry(now - now % res).or_default();
+            b.count += 1;
+            let us = r.elapsed.as_micros() as u64;
+            b.latency_sum_us += us;
+            b.latency_max_us = b.latency_max_us.max(us);
+            if !r.ok() {
+                b.failures += 1;
+                let cause = if e.health.state == State::Down { e.shown_cause().to_string() } else { "unknown".into() };
+                *e.failures_by_cause.entry(cause).or_default() += 1;
+            }
+            e.last = Some(r);
+            e.last_ms = now;
+            transition = e.health.record(r.ok());
+            if let Some(t) = transition {
+                *e.transitions.entry(t.to.as_str()).or_default() += 1;
+                e.since_ms = now;
+                e.cause = if t.to == State::Up { Some("ok".into()) } else { None };
+                e.summary = None;
+                if t.to == State::Down {
+                    e.diagnosing = true;
+                    e.resolve_pending = false;
+                    e.last_diagnosis_ms = now;
+                } else if t.from == State::Down && e.diagnosing {
+                    e.resolve_pending = true;
+                }
+            }
+        }
+        let Some(t) = transition else {
+            self.maybe_rediagnose(name, now);
+            return;
+        };
+        log("info", format!("target {name}: {} -> {}", t.from, t.to));
+        if let Some(h) = &self.hook {
+            h(name, t);
+        }
+        tokio::spawn(self.clone().on_transition(name.to_string(), t, now));
+    }
+
+    /// While down, diagnose again every `rediagnose` so a changed cause shows.
+    fn maybe_rediagnose(self: &Arc<Self>, name: &str, now: i64) {
+        let every = self.config().rediagnose.as_millis() as i64;
+        if every == 0 {
+            return;
+        }
+        let mut map = self.targets.lock().unwrap();
+        let Some(e) = map.get_mut(name) else { return };
+        if e.health.state != State::Down || e.diagnosing || now - e.last_diagnosis_ms < every {
+            return;
+        }
+        let Some(id) = e.event_id else { return };
+        e.diagnosing = true;
+        e.last_diagnosis_ms = now;
+        tokio::spawn(self.clone().rediagnose(name.to_string(), id));
+    }
+
+    async fn on_transition(self: Arc<Self>, name: String, t: Transition, at_ms: i64) {
+        let (saved, cause_before) = {
+            let map = self.targets.lock().unwrap();
+            let Some(e) = map.get(&name) else { return };
+            (
+                SavedState {
+                    name: name.clone(),
+                    url: e.cfg.url.clone(),
+                    state: t.to,
+                    cause: e.cause.clone(),
+                    since_ms: at_ms,
+                    event_id: None,
+                },
+                e.event_id.and(Some(())),
+            )
+        };
+        let _ = cause_before;
+        let h = self.history.clone();
+        let cause = saved.cause.clone();
+        let id = match tokio::task::spawn_blocking(move || h.transition(&saved, t.from, cause.as_deref(), None)).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => {
+                self.stats.history_errors.fetch_add(1, Relaxed);
+                log("error", e.to_string());
+                return;
+            }
+            Err(_) => return,
+        };
+        let prev_event;
+        let send_resolved;
+        {
+            let mut map = self.targets.lock().unwrap();
+            let Some(e) = map.get_mut(&name) else { return };
+            prev_event = e.event_id;
+            // A later transition may already have replaced this one; keep the newest id.
+            if e.since_ms == at_ms {
+                e.event_id = Some(id);
+            }
+            send_resolved = t.from == State::Down && t.to == State::Up && !e.resolve_pending;
+        }
+        if t.to == State::Down {
+            self.clone().diagnose(name, id).await;
+        } else if send_resolved {
+            self.queue_resolved(&name, id, prev_event).await;
+        }
+    }
+
+    /// Full diagnosis of a target that went down; stores the report with the event and
+    /// queues the firing alerts (and the resolved ones if it already came back).
+    async fn diagnose(self: Arc<Self>, name: String, event_id: i64) {
+        let Some(report) = self.run_diagnosis(&name).await else { return };
+        let (cause, summary, json, text) = report;
+        let (still_down, resolve, entry_info) = {
+            let mut map = self.targets.lock().unwrap();
+            let Some(e) = map.get_mut(&name) else { return };
+            e.diagnosing = false;
+            let still_down = e.health.state == State::Down;
+            if still_down && e.event_id == Some(event_id) {
+                e.cause = Some(cause.clone());
+                e.summary = Some(summary.clone());
+            }
+            let resolve = std::mem::take(&mut e.resolve_pending);
+            (still_down, resolve, (e.cfg.clone(), e.since_ms))
+        };
+        log("info", format!("target {name}: diagnosis {cause}: {summary}"));
+        let (cfg, _) = entry_info;
+        let mut alerts = self.build_alerts(&cfg, "firing", &cause, &summary, event_id, Some(&text));
+        if resolve {
+            alerts.extend(self.build_alerts(&cfg, "resolved", &cause, &summary, event_id, None));
+        }
+        let h = self.history.clone();
+        let n = name.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            h.diagnosed(event_id, &n, &cause, &summary, &json, still_down, &alerts)
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            self.stats.history_errors.fetch_add(1, Relaxed);
+            log("error", e.to_string());
+        }
+        self.alert_wake.notify_one();
+    }
+
+    /// A later diagnosis while still down: update the cause and the stored report.
+    async fn rediagnose(self: Arc<Self>, name: String, event_id: i64) {
+        let Some((cause, summary, json, _)) = self.run_diagnosis(&name).await else { return };
+        let still = {
+            let mut map = self.targets.lock().unwrap();
+            let Some(e) = map.get_mut(&name) else { return };
+            e.diagnosing = false;
+            let still = e.health.state == State::Down && e.event_id == Some(event_id);
+            if still {
+                e.cause = Some(cause.clone());
+                e.summary = Some(summary.clone());
+            }
+            still
+        };
+        if still {
+            let h = self.history.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || h.diagnosed(event_id, &name, &cause, &summary, &json, true, &[]))
+                    .await;
+        }
+    }
+
+    /// (cause, summary, report JSON, report text) of a full diagnosis.
+    async fn run_diagnosis(&self, name: &str) -> Option<(String, String, String, String)> {
+        let cfg = self.targets.lock().unwrap().get(name)?.cfg.clone();
+        let _permit = self.diag_sem.acquire().await.ok()?;
+        self.stats.diagnoses.fetch_add(1, Relaxed);
+        self.stats.diagnoses_in_flight.fetch_add(1, Relaxed);
+        let (t, o) = (cfg.target.clone(), cfg.engine_options());
+        let r = tokio::task::spawn_blocking(move || {
+            conndoc_engine::gather(t, &o).map(|ev| conndoc_diagnose::diagnose(&ev))
+        })
+        .await;
+        self.stats.diagnoses_in_flight.fetch_sub(1, Relaxed);
+        Some(match r {
+            Ok(Ok(rep)) => {
+                let json = serde_json::to_string(&rep).unwrap_or_default();
+                let text = conndoc_diagnose::render::text(&rep, false);
+                if rep.verdict.cause == Cause::Ok {
+                    // The target answered the diagnosis although the health checks failed.
+                    (
+                        Cause::Unknown.code().to_string(),
+                        format!("health checks fail but the diagnosis reached it: {}", rep.verdict.summary),
+                        json,
+                        text,
+                    )
+                } else {
+                    (rep.verdict.cause.code().to_string(), rep.verdict.summary.clone(), json, text)
+                }
+            }
+            Ok(Err(e)) => {
+                self.stats.diagnosis_errors.fetch_add(1, Relaxed);
+                (Cause::Unknown.code().into(), format!("diagnosis failed: {e}"), "null".into(), String::new())
+            }
+            Err(e) => {
+                self.stats.diagnosis_errors.fetch_add(1, Relaxed);
+                (Cause::Unknown.code().into(), format!("diagnosis failed: {e}"), "null".into(), String::new())
+            }
+        })
+    }
+
+    async fn queue_resolved(&self, name: &str, event_id: i64, down_event: Option<i64>) {
+        let (cfg, cause) = {
+            let map = self.targets.lock().unwrap();
+            let Some(e) = map.get(name) else { return };
+            (e.cfg.clone(), String::new())
+        };
+        let h = self.history.clone();
+        // The cause it had while down, for the resolved message.
+        let prev_cause = match down_event {
+            Some(_) => {
+                let n = name.to_string();
+                tokio::task::spawn_blocking(move || h.events(&n, 2))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .and_then(|ev| ev.into_iter().find(|e| e.to == State::Down).and_then(|e| e.cause))
+                    .unwrap_or(cause)
+            }
+            None => cause,
+        };
+        let alerts = self.build_alerts(&cfg, "resolved", &prev_cause, "up again", event_id, None);
+        let h = self.history.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || h.enqueue(Some(event_id), &alerts)).await {
+            self.stats.history_errors.fetch_add(1, Relaxed);
+            log("error", e.to_string());
+        }
+        self.alert_wake.notify_one();
+    }
+
+    fn build_alerts(
+        &self,
+        t: &TargetConfig,
+        status: &str,
+        cause: &str,
+        summary: &str,
+        event_id: i64,
+        details: Option<&str>,
+    ) -> Vec<NewAlert> {
+        let cfg = self.config();
+        let since = rfc3339((now_ms() / 1000) as u64);
+        let info = AlertInfo {
+            target: &t.name,
+            url: &t.url,
+            labels: &t.labels,
+            status,
+            state: if status == "firing" { "down" } else { "up" },
+            cause,
+            summary,
+            since: &since,
+            event_id,
+            dashboard: format!("{}/target/{}", cfg.dashboard_url, t.name),
+            details,
+        };
+        cfg.receivers
+            .iter()
+            .filter(|r| status == "firing" || r.send_resolved)
+            .map(|r| NewAlert {
+                receiver: r.name.clone(),
+                target: t.name.clone(),
+                status: status.into(),
+                payload: alert::payload(r.kind, &info, &self.hostname).to_string(),
+            })
+            .collect()
+    }
+
+    /// Deliver due alerts in order per receiver; a failure holds back that receiver's later
+    /// alerts (so `resolved` never overtakes `firing`) and schedules a retry with backoff.
+    async fn alert_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let mut warned_missing = std::collections::HashSet::new();
+        loop {
+            let h = self.history.clone();
+            let due = match tokio::task::spawn_blocking(move || h.due_alerts(now_ms(), 500)).await {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => {
+                    log("error", e.to_string());
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            };
+            let cfg = self.config();
+            let mut held = std::collections::HashSet::new();
+            for a in due {
+                if held.contains(&a.receiver) || *stop.borrow() {
+                    continue;
+                }
+                let Some(r) = cfg.receivers.iter().find(|r| r.name == a.receiver) else {
+                    if warned_missing.insert(a.receiver.clone()) {
+                        log(
+                            "warn",
+                            format!("alerts for receiver {:?} stay queued: it is no longer configured", a.receiver),
+                        );
+                    }
+                    continue;
+                };
+                let body = alert::wire_body(r, &a.payload);
+                let res = alert::post_json(&r.url, &body, r.timeout).await;
+                let h = self.history.clone();
+                let id = a.id;
+                match res {
+                    Ok(_) => {
+                        self.stats.alert_sent(&r.name);
+                        log("info", format!("alert {} ({} {}) delivered to {}", a.id, a.status, a.target, r.name));
+                        let _ = tokio::task::spawn_blocking(move || h.delivered(id, now_ms())).await;
+                    }
+                    Err(err) => {
+                        self.stats.alert_failed(&r.name);
+                        let wait = alert::backoff(a.attempts, r.retry_max);
+                        log(
+                            "warn",
+                            format!(
+                                "alert {} ({} {}) to {} failed (attempt {}): {err}; retrying in {}",
+                                a.id,
+                                a.status,
+                                a.target,
+                                r.name,
+                                a.attempts + 1,
+                                crate::config::fmt_duration(wait)
+                            ),
+                        );
+                        let next = now_ms() + wait.as_millis() as i64;
+                        let _ = tokio::task::spawn_blocking(move || h.failed(id, next, &err)).await;
+                        held.insert(a.receiver.clone());
+                    }
+                }
+                if r.kind == ReceiverKind::Pagerduty {
+                    // PagerDuty rate-limits per key; a short gap keeps bursts polite.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            if let Ok(Ok(p)) = {
+                let h = self.history.clone();
+                tokio::task::spawn_blocking(move || h.pending_counts()).await
+            } {
+                *self.stats.alerts_pending.lock().unwrap() = p.into_iter().collect();
+            }
+            if *stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                _ = self.alert_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Write the downsampled probe results every few seconds; prune every ten minutes.
+    async fn flush_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let mut last_prune: Option<Instant> = None;
+        loop {
+            let period = self.config().history_resolution.min(Duration::from_secs(10));
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = stop.changed() => return,
+            }
+            self.flush().await;
+            if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
+                last_prune = Some(Instant::now());
+                let cfg = self.config();
+                let h = self.history.clone();
+                match tokio::task::spawn_blocking(move || h.prune(cfg.retention, cfg.max_history_bytes, now_ms())).await
+                {
+                    Ok(Ok(n)) if n > 0 => log("info", format!("history: pruned {n} old rows")),
+                    Ok(Err(e)) => log("error", e.to_string()),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    pub async fn flush(&self) {
+        let rows: Vec<(String, i64, Bucket)> = {
+            let mut map = self.targets.lock().unwrap();
+            map.iter_mut()
+                .flat_map(|(n, e)| {
+                    std::mem::take(&mut e.unflushed).into_iter().map(|(b, v)| (n.clone(), b, v)).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let h = self.history.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || h.add_buckets(&rows)).await {
+            self.stats.history_errors.fetch_add(1, Relaxed);
+            log("error", e.to_string());
+        }
+    }
+
+    /// SIGHUP: re-read the file; keep the state of every target whose probe did not change.
+    pub fn reload(self: &Arc<Self>) {
+        let path = self.config().path.clone();
+        let new = match crate::config::load(&path, &self.overrides) {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats.reloads_failed.fetch_add(1, Relaxed);
+                for line in e.errors() {
+                    log("error", format!("reload rejected, keeping the running config: {line}"));
+                }
+                return;
+            }
+        };
+        let old = self.config();
+        if new.listen != old.listen || new.history != old.history {
+            log("warn", "reload: listen and history changes take effect at the next restart");
+        }
+        let mut new = new;
+        new.listen = old.listen;
+        new.history = old.history.clone();
+        let (mut kept, mut added, mut removed) = (0, 0, 0);
+        {
+            let mut map = self.targets.lock().unwrap();
+            let names: std::collections::HashSet<_> = new.targets.iter().map(|t| t.name.clone()).collect();
+            map.retain(|n, e| {
+                let keep = names.contains(n);
+                if !keep {
+                    if let Some(t) = e.task.take() {
+                        t.abort();
+                    }
+                    removed += 1;
+                }
+                keep
+            });
+            for t in &new.targets {
+                let cfg = Arc::new(t.clone());
+                match map.get_mut(&t.name) {
+                    Some(e) if e.cfg.same_probe(t) => {
+                        e.health.failures_before_down = t.failures_before_down;
+                        e.health.successes_before_up = t.successes_before_up;
+                        let restart =
+                            e.cfg.interval != t.interval || e.cfg.timeout != t.timeout || e.cfg.check != t.check;
+                        e.cfg = cfg;
+                        if restart {
+                            self.start_target(e);
+                        }
+                        kept += 1;
+                    }
+                    _ => {
+                        let mut e = Entry::new(cfg);
+                        self.start_target(&mut e);
+                        if let Some(old) = map.insert(t.name.clone(), e) {
+                            if let Some(task) = old.task {
+                                task.abort();
+                            }
+                        }
+                        added += 1;
+                    }
+                }
+            }
+        }
+        *self.cfg.write().unwrap() = Arc::new(new);
+        self.stats.reloads_ok.fetch_add(1, Relaxed);
+        log(
+            "info",
+            format!(
+                "reloaded {}: {kept} targets kept with their state, {added} new, {removed} removed",
+                path.display()
+            ),
+        );
+    }
+
+    async fn shutdown(self: &Arc<Self>, server: JoinHandle<()>, alerts: JoinHandle<()>, flusher: JoinHandle<()>) {
+        let _ = self.stop.send(true);
+        // In-flight probes end within their own deadline; give them that long, then cancel.
+        let longest = {
+            let map = self.targets.lock().unwrap();
+            map.values().map(|e| e.cfg.timeout).max().unwrap_or_default()
+        };
+        let tasks: Vec<_> = self.targets.lock().unwrap().values_mut().filter_map(|e| e.task.take()).collect();
+        let wait = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(longest + Duration::from_millis(500), wait).await.is_err() {
+            log("warn", "stop: cancelled probes that outlived their deadline");
+        }
+        // Diagnoses in flight are left to finish only briefly; their events are completed at
+        // the next start.
+        let deadline = Instant::now() + longest.max(Duration::from_secs(1)) * 2;
+        while self.stats.diagnoses_in_flight.load(Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), alerts).await;
+        flusher.abort();
+        server.abort();
+        self.flush().await;
+        let h = self.history.clone();
+        let _ = tokio::task::spawn_blocking(move || h.checkpoint()).await;
+        log("info", "stopped; history flushed");
+    }
+
+    /// Per-target view for the dashboard and the API, sorted down, unknown, up.
+    pub fn snapshot(&self) -> Vec<TargetView> {
+        let map = self.targets.lock().unwrap();
+        let mut v: Vec<TargetView> = map
+            .values()
+            .map(|e| TargetView {
+                name: e.cfg.name.clone(),
+                url: e.cfg.url.clone(),
+                labels: e.cfg.labels.clone(),
+                state: e.health.state,
+                cause: e.shown_cause().to_string(),
+                summary: e.summary.clone(),
+                since_ms: e.since_ms,
+                last_ms: e.last_ms,
+                last_latency: e.last.map(|r| r.elapsed),
+                last_outcome: e.last.map(|r| r.outcome_label()),
+                diagnosing: e.diagnosing,
+                interval: e.cfg.interval,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            let rank = |s: State| match s {
+                State::Down => 0,
+                State::Unknown => 1,
+                State::Up => 2,
+            };
+            rank(a.state).cmp(&rank(b.state)).then_with(|| a.name.cmp(&b.name))
+        });
+        v
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetView {
+    pub name: String,
+    pub url: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: State,
+    pub cause: String,
+    pub summary: Option<String>,
+    pub since_ms: i64,
+    pub last_ms: i64,
+    pub last_latency: Option<Duration>,
+    pub last_outcome: Option<&'static str>,
+    pub diagnosing: bool,
+    pub interval: Duration,
+}

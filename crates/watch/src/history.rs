@@ -1,0 +1,480 @@
+//! History in an embedded SQLite database (WAL): per-target state (restored after a
+//! restart), state transitions with their diagnosis report, probe results downsampled into
+//! time buckets, and the alert outbox. Retention and a size bound keep disk use in check.
+
+use crate::health::State;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("opening history database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("creating directory {path} for the history database: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("history database {path}: {op}: {source}")]
+    Sql { path: PathBuf, op: &'static str, source: rusqlite::Error },
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS target_state(
+  name TEXT PRIMARY KEY, url TEXT NOT NULL, state TEXT NOT NULL, cause TEXT,
+  since_ms INTEGER NOT NULL, event_id INTEGER);
+CREATE TABLE IF NOT EXISTS probes(
+  target TEXT NOT NULL, bucket_ms INTEGER NOT NULL, count INTEGER NOT NULL, failures INTEGER NOT NULL,
+  latency_sum_us INTEGER NOT NULL, latency_max_us INTEGER NOT NULL,
+  PRIMARY KEY(target, bucket_ms)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS probes_bucket ON probes(bucket_ms);
+CREATE TABLE IF NOT EXISTS events(
+  id INTEGER PRIMARY KEY, target TEXT NOT NULL, at_ms INTEGER NOT NULL, from_state TEXT NOT NULL,
+  to_state TEXT NOT NULL, cause TEXT, summary TEXT, report TEXT);
+CREATE INDEX IF NOT EXISTS events_target ON events(target, id);
+CREATE TABLE IF NOT EXISTS alerts(
+  id INTEGER PRIMARY KEY, event_id INTEGER, receiver TEXT NOT NULL, target TEXT NOT NULL,
+  status TEXT NOT NULL, payload TEXT NOT NULL, created_ms INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, next_attempt_ms INTEGER NOT NULL,
+  delivered_ms INTEGER, last_error TEXT);
+CREATE INDEX IF NOT EXISTS alerts_pending ON alerts(delivered_ms, next_attempt_ms);
+";
+
+/// A target's persisted state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedState {
+    pub name: String,
+    pub url: String,
+    pub state: State,
+    pub cause: Option<String>,
+    pub since_ms: i64,
+    pub event_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: i64,
+    pub target: String,
+    pub at_ms: i64,
+    pub from: State,
+    pub to: State,
+    pub cause: Option<String>,
+    pub summary: Option<String>,
+}
+
+/// Probe results of one target in one time bucket, as accumulated in memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bucket {
+    pub count: u32,
+    pub failures: u32,
+    pub latency_sum_us: u64,
+    pub latency_max_us: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingAlert {
+    pub id: i64,
+    pub receiver: String,
+    pub target: String,
+    pub status: String,
+    pub payload: String,
+    pub attempts: u32,
+}
+
+/// A new alert to put into the outbox.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub receiver: String,
+    pub target: String,
+    pub status: String,
+    pub payload: String,
+}
+
+pub struct History {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl History {
+    pub fn open(path: &Path) -> Result<History, HistoryError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| HistoryError::Dir { path: dir.to_path_buf(), source })?;
+        }
+        let conn = Connection::open(path).map_err(|source| HistoryError::Open { path: path.to_path_buf(), source })?;
+        let h = History { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        {
+            let c = h.lock();
+            // auto_vacuum must be chosen before the first table exists; harmless afterwards.
+            c.execute_batch(
+                "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+            )
+            .map_err(|e| h.sql("setting pragmas", e))?;
+            c.execute_batch(SCHEMA).map_err(|e| h.sql("creating tables", e))?;
+        }
+        Ok(h)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn sql(&self, op: &'static str, source: rusqlite::Error) -> HistoryError {
+        HistoryError::Sql { path: self.path.clone(), op, source }
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load_states(&self) -> Result<Vec<SavedState>, HistoryError> {
+        let c = self.lock();
+        let mut st = c
+            .prepare("SELECT name, url, state, cause, since_ms, event_id FROM target_state")
+            .map_err(|e| self.sql("reading states", e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(SavedState {
+                    name: r.get(0)?,
+                    url: r.get(1)?,
+                    state: State::parse(&r.get::<_, String>(2)?).unwrap_or(State::Unknown),
+                    cause: r.get(3)?,
+                    since_ms: r.get(4)?,
+                    event_id: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.sql("reading states", e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql("reading states", e))
+    }
+
+    pub fn save_state(&self, s: &SavedState) -> Result<(), HistoryError> {
+        self.lock()
+            .execute(
+                "INSERT INTO target_state(name, url, state, cause, since_ms, event_id) VALUES (?1,?2,?3,?4,?5,?6)
+                 ON CONFLICT(name) DO UPDATE SET url=?2, state=?3, cause=?4, since_ms=?5, event_id=?6",
+                params![s.name, s.url, s.state.as_str(), s.cause, s.since_ms, s.event_id],
+            )
+            .map_err(|e| self.sql("saving state", e))?;
+        Ok(())
+    }
+
+    /// Record a transition and the target's new state in one transaction; returns the event id.
+    pub fn transition(
+        &self,
+        s: &SavedState,
+        from: State,
+        cause: Option<&str>,
+        summary: Option<&str>,
+    ) -> Result<i64, HistoryError> {
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(|e| self.sql("recording transition", e))?;
+        tx.execute(
+            "INSERT INTO events(target, at_ms, from_state, to_state, cause, summary) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![s.name, s.since_ms, from.as_str(), s.state.as_str(), cause, summary],
+        )
+        .map_err(|e| self.sql("recording transition", e))?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO target_state(name, url, state, cause, since_ms, event_id) VALUES (?1,?2,?3,?4,?5,?6)
+             ON CONFLICT(name) DO UPDATE SET url=?2, state=?3, cause=?4, since_ms=?5, event_id=?6",
+            params![s.name, s.url, s.state.as_str(), s.cause, s.since_ms, id],
+        )
+        .map_err(|e| self.sql("recording transition", e))?;
+        tx.commit().map_err(|e| self.sql("recording transition", e))?;
+        Ok(id)
+    }
+
+    /// Attach a diagnosis to an event, update the target's cause and queue alerts, atomically.
+    pub fn diagnosed(
+        &self,
+        event_id: i64,
+        target: &str,
+        cause: &str,
+        summary: &str,
+        report_json: &str,
+        update_state: bool,
+        alerts: &[NewAlert],
+    ) -> Result<(), HistoryError> {
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(|e| self.sql("storing diagnosis", e))?;
+        tx.execute(
+            "UPDATE events SET cause=?2, summary=?3, report=?4 WHERE id=?1",
+            params![event_id, cause, summary, report_json],
+        )
+        .map_err(|e| self.sql("storing diagnosis", e))?;
+        if update_state {
+            tx.execute("UPDATE target_state SET cause=?2 WHERE name=?1", params![target, cause])
+                .map_err(|e| self.sql("storing diagnosis", e))?;
+        }
+        insert_alerts(&tx, Some(event_id), alerts).map_err(|e| self.sql("queueing alerts", e))?;
+        tx.commit().map_err(|e| self.sql("storing diagnosis", e))?;
+        Ok(())
+    }
+
+    pub fn enqueue(&self, event_id: Option<i64>, alerts: &[NewAlert]) -> Result<(), HistoryError> {
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(|e| self.sql("queueing alerts", e))?;
+        insert_alerts(&tx, event_id, alerts).map_err(|e| self.sql("queueing alerts", e))?;
+        tx.commit().map_err(|e| self.sql("queueing alerts", e))?;
+        Ok(())
+    }
+
+    /// Alerts not yet delivered whose next attempt is due, oldest first.
+    pub fn due_alerts(&self, now_ms: i64, limit: usize) -> Result<Vec<PendingAlert>, HistoryError> {
+        let c = self.lock();
+        let mut st = c
+            .prepare(
+                "SELECT id, receiver, target, status, payload, attempts FROM alerts
+                 WHERE delivered_ms IS NULL AND next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(|e| self.sql("reading alerts", e))?;
+        let rows = st
+            .query_map(params![now_ms, limit as i64], |r| {
+                Ok(PendingAlert {
+                    id: r.get(0)?,
+                    receiver: r.get(1)?,
+                    target: r.get(2)?,
+                    status: r.get(3)?,
+                    payload: r.get(4)?,
+                    attempts: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.sql("reading alerts", e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql("reading alerts", e))
+    }
+
+    /// Undelivered alerts per receiver.
+    pub fn pending_counts(&self) -> Result<Vec<(String, u64)>, HistoryError> {
+        let c = self.lock();
+        let mut st = c
+            .prepare("SELECT receiver, count(*) FROM alerts WHERE delivered_ms IS NULL GROUP BY receiver")
+            .map_err(|e| self.sql("counting alerts", e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.sql("counting alerts", e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql("counting alerts", e))
+    }
+
+    pub fn delivered(&self, id: i64, at_ms: i64) -> Result<(), HistoryError> {
+        self.lock()
+            .execute(
+                "UPDATE alerts SET delivered_ms=?2, attempts=attempts+1, last_error=NULL WHERE id=?1",
+                params![id, at_ms],
+            )
+            .map_err(|e| self.sql("marking alert delivered", e))?;
+        Ok(())
+    }
+
+    pub fn failed(&self, id: i64, next_ms: i64, error: &str) -> Result<(), HistoryError> {
+        self.lock()
+            .execute(
+                "UPDATE alerts SET attempts=attempts+1, next_attempt_ms=?2, last_error=?3 WHERE id=?1",
+                params![id, next_ms, error],
+            )
+            .map_err(|e| self.sql("recording alert failure", e))?;
+        Ok(())
+    }
+
+    /// Add probe results to their buckets (summing with what is already stored).
+    pub fn add_buckets(&self, rows: &[(String, i64, Bucket)]) -> Result<(), HistoryError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(|e| self.sql("writing probe results", e))?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO probes(target, bucket_ms, count, failures, latency_sum_us, latency_max_us) VALUES (?1,?2,?3,?4,?5,?6)
+                     ON CONFLICT(target, bucket_ms) DO UPDATE SET count=count+?3, failures=failures+?4,
+                       latency_sum_us=latency_sum_us+?5, latency_max_us=max(latency_max_us, ?6)",
+                )
+                .map_err(|e| self.sql("writing probe results", e))?;
+            for (t, b, v) in rows {
+                st.execute(params![t, b, v.count, v.failures, v.latency_sum_us as i64, v.latency_max_us as i64])
+                    .map_err(|e| self.sql("writing probe results", e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.sql("writing probe results", e))?;
+        Ok(())
+    }
+
+    /// Buckets of one target since `from_ms`, oldest first: (bucket start, count, failures).
+    pub fn buckets(&self, target: &str, from_ms: i64) -> Result<Vec<(i64, u32, u32)>, HistoryError> {
+        let c = self.lock();
+        let mut st = c
+            .prepare_cached(
+                "SELECT bucket_ms, count, failures FROM probes WHERE target=?1 AND bucket_ms>=?2 ORDER BY bucket_ms",
+            )
+            .map_err(|e| self.sql("reading probe results", e))?;
+        let rows = st
+            .query_map(params![target, from_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.sql("reading probe results", e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql("reading probe results", e))
+    }
+
+    pub fn events(&self, target: &str, limit: usize) -> Result<Vec<Event>, HistoryError> {
+        let c = self.lock();
+        let mut st = c
+            .prepare_cached(
+                "SELECT id, target, at_ms, from_state, to_state, cause, summary FROM events WHERE target=?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.sql("reading events", e))?;
+        let rows = st
+            .query_map(params![target, limit as i64], |r| {
+                Ok(Event {
+                    id: r.get(0)?,
+                    target: r.get(1)?,
+                    at_ms: r.get(2)?,
+                    from: State::parse(&r.get::<_, String>(3)?).unwrap_or(State::Unknown),
+                    to: State::parse(&r.get::<_, String>(4)?).unwrap_or(State::Unknown),
+                    cause: r.get(5)?,
+                    summary: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.sql("reading events", e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql("reading events", e))
+    }
+
+    /// The newest diagnosis report stored for a target (JSON), with its event id.
+    pub fn last_report(&self, target: &str) -> Result<Option<(i64, String)>, HistoryError> {
+        self.lock()
+            .query_row(
+                "SELECT id, report FROM events WHERE target=?1 AND report IS NOT NULL ORDER BY id DESC LIMIT 1",
+                params![target],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql("reading report", e))
+    }
+
+    /// Drop what is older than the retention, then the oldest probe buckets and reports
+    /// until the file is under `max_bytes`. Undelivered alerts are never dropped.
+    pub fn prune(&self, retention: Duration, max_bytes: u64, now_ms: i64) -> Result<u64, HistoryError> {
+        let cutoff = now_ms - retention.as_millis() as i64;
+        let c = self.lock();
+        let mut removed = 0u64;
+        let ex = |sql: &str, p: &[&dyn rusqlite::ToSql]| c.execute(sql, p).map_err(|e| self.sql("pruning", e));
+        removed += ex("DELETE FROM probes WHERE bucket_ms < ?1", &[&cutoff])? as u64;
+        removed += ex(
+            "DELETE FROM events WHERE at_ms < ?1 AND id NOT IN (SELECT event_id FROM target_state WHERE event_id IS NOT NULL)",
+            &[&cutoff],
+        )? as u64;
+        removed += ex("DELETE FROM alerts WHERE delivered_ms IS NOT NULL AND delivered_ms < ?1", &[&cutoff])? as u64;
+        for _ in 0..20 {
+            let size: i64 = c
+                .query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| self.sql("measuring size", e))?;
+            let free: i64 = c
+                .query_row(
+                    "SELECT freelist_count * page_size FROM pragma_freelist_count(), pragma_page_size()",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.sql("measuring size", e))?;
+            if ((size - free).max(0) as u64) <= max_bytes {
+                break;
+            }
+            // Oldest tenth of the probe buckets first, then old reports (the events stay).
+            let n = ex(
+                "DELETE FROM probes WHERE bucket_ms <= (SELECT bucket_ms FROM probes ORDER BY bucket_ms
+                   LIMIT 1 OFFSET (SELECT count(*)/10 FROM probes))",
+                &[],
+            )?;
+            let m = if n == 0 {
+                ex(
+                    "UPDATE events SET report=NULL WHERE id IN (SELECT id FROM events WHERE report IS NOT NULL
+                       AND id NOT IN (SELECT event_id FROM target_state WHERE event_id IS NOT NULL) ORDER BY id LIMIT 100)",
+                    &[],
+                )?
+            } else {
+                0
+            };
+            removed += (n + m) as u64;
+            if n == 0 && m == 0 {
+                break;
+            }
+        }
+        c.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(|e| self.sql("vacuuming", e))?;
+        Ok(removed)
+    }
+
+    /// Flush the WAL into the main file (at shutdown).
+    pub fn checkpoint(&self) -> Result<(), HistoryError> {
+        self.lock().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(|e| self.sql("checkpointing", e))
+    }
+}
+
+fn insert_alerts(tx: &rusqlite::Transaction, event_id: Option<i64>, alerts: &[NewAlert]) -> rusqlite::Result<()> {
+    let now = now_ms();
+    for a in alerts {
+        tx.execute(
+            "INSERT INTO alerts(event_id, receiver, target, status, payload, created_ms, next_attempt_ms) VALUES (?1,?2,?3,?4,?5,?6,?6)",
+            params![event_id, a.receiver, a.target, a.status, a.payload, now],
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("conndoc-hist-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d.join("h.db")
+    }
+
+    #[test]
+    fn state_events_and_alerts_round_trip() {
+        let p = tmp("rt");
+        let h = History::open(&p).unwrap();
+        let mode: String = h.lock().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let s = SavedState {
+            name: "api".into(),
+            url: "h:1".into(),
+            state: State::Down,
+            cause: None,
+            since_ms: 5,
+            event_id: None,
+        };
+        let id = h.transition(&s, State::Up, None, None).unwrap();
+        let a =
+            NewAlert { receiver: "ops".into(), target: "api".into(), status: "firing".into(), payload: "{}".into() };
+        h.diagnosed(id, "api", "no-listener", "nothing listens", "{\"x\":1}", true, &[a]).unwrap();
+        drop(h);
+        let h = History::open(&p).unwrap();
+        let st = h.load_states().unwrap();
+        assert_eq!(st[0].state, State::Down);
+        assert_eq!(st[0].cause.as_deref(), Some("no-listener"));
+        assert_eq!(st[0].event_id, Some(id));
+        assert_eq!(h.last_report("api").unwrap().unwrap().1, "{\"x\":1}");
+        let due = h.due_alerts(now_ms() + 1, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        h.failed(due[0].id, now_ms() + 60_000, "refused").unwrap();
+        assert!(h.due_alerts(now_ms() + 1, 10).unwrap().is_empty());
+        assert_eq!(h.pending_counts().unwrap(), vec![("ops".to_string(), 1)]);
+        h.delivered(due[0].id, now_ms()).unwrap();
+        assert!(h.pending_counts().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn buckets_sum_and_prune() {
+        let p = tmp("b");
+        let h = History::open(&p).unwrap();
+        let b = Bucket { count: 2, failures: 1, latency_sum_us: 10, latency_max_us: 7 };
+        h.add_buckets(&[("a".into(), 1000, b), ("a".into(), 2000, b)]).unwrap();
+        h.add_buckets(&[("a".into(), 1000, b)]).unwrap();
+        assert_eq!(h.buckets("a", 0).unwrap(), vec![(1000, 4, 2), (2000, 2, 1)]);
+        let removed = h.prune(Duration::from_secs(3600), u64::MAX, 3_600_000 + 1500).unwrap();
+        assert_eq!(removed, 1);
+        assert_eq!(h.buckets("a", 0).unwrap(), vec![(2000, 2, 1)]);
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+}

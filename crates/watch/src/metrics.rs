@@ -1,0 +1,359 @@
+//! Prometheus exposition in the OpenMetrics text format: per-target state, probe duration
+//! histogram, failures by cause code, transitions, alert delivery, and the daemon's own
+//! health (schedule lag, probes in flight, process CPU and memory).
+
+use crate::daemon::Daemon;
+use crate::health::State;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds (seconds) of the duration histograms.
+pub const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Debug, Clone, Default)]
+pub struct Hist {
+    /// Non-cumulative counts per bucket; the last slot is +Inf.
+    pub counts: [u64; BUCKETS.len() + 1],
+    pub sum: f64,
+}
+
+impl Hist {
+    pub fn observe(&mut self, v: f64) {
+        let i = BUCKETS.iter().position(|b| v <= *b).unwrap_or(BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += v;
+    }
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub probes: AtomicU64,
+    pub probes_in_flight: AtomicU64,
+    /// Probes that started more than one interval after their scheduled time.
+    pub late: AtomicU64,
+    /// Scheduled probes skipped because the target fell a whole interval behind.
+    pub skipped: AtomicU64,
+    pub lag: Mutex<Hist>,
+    pub max_lag_ns: AtomicU64,
+    pub diagnoses: AtomicU64,
+    pub diagnoses_in_flight: AtomicU64,
+    pub diagnosis_errors: AtomicU64,
+    pub history_errors: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    pub alerts_sent: Mutex<BTreeMap<String, u64>>,
+    pub alerts_failed: Mutex<BTreeMap<String, u64>>,
+    pub alerts_pending: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Stats {
+    pub fn record_lag(&self, lag: Duration, interval: Duration) {
+        self.lag.lock().unwrap().observe(lag.as_secs_f64());
+        self.max_lag_ns.fetch_max(lag.as_nanos() as u64, Relaxed);
+        if lag > interval {
+            self.late.fetch_add(1, Relaxed);
+        }
+    }
+    pub fn alert_sent(&self, r: &str) {
+        *self.alerts_sent.lock().unwrap().entry(r.to_string()).or_default() += 1;
+    }
+    pub fn alert_failed(&self, r: &str) {
+        *self.alerts_failed.lock().unwrap().entry(r.to_string()).or_default() += 1;
+    }
+}
+
+/// Escape a label value (backslash, double quote, newline).
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn le(b: f64) -> String {
+    if b.fract() == 0.0 {
+        format!("{b:.1}")
+    } else {
+        format!("{b}")
+    }
+}
+
+fn family(o: &mut String, name: &str, kind: &str, help: &str, unit: Option<&str>) {
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+    if let Some(u) = unit {
+        let _ = writeln!(o, "# UNIT {name} {u}");
+    }
+    let _ = writeln!(o, "# HELP {name} {help}");
+}
+
+fn hist(o: &mut String, name: &str, labels: &str, h: &Hist) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cum = 0;
+    for (i, b) in BUCKETS.iter().enumerate() {
+        cum += h.counts[i];
+        let _ = writeln!(o, "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cum}", le(*b));
+    }
+    cum += h.counts[BUCKETS.len()];
+    let _ = writeln!(o, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
+    let b = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(o, "{name}_count{b} {cum}");
+    let _ = writeln!(o, "{name}_sum{b} {}", h.sum);
+}
+
+pub fn render(d: &Daemon) -> String {
+    let mut o = String::with_capacity(1 << 16);
+    let map = d.targets.lock().unwrap();
+    let n = map.len();
+    o.reserve(n * 1500);
+
+    family(&mut o, "conndoc_target_up", "gauge", "1 when the target is up, 0 when down; absent while unknown.", None);
+    for e in map.values() {
+        let v = match e.health.state {
+            State::Up => 1,
+            State::Down => 0,
+            State::Unknown => continue,
+        };
+        let mut l = format!("target=\"{}\"", esc(&e.cfg.name));
+        for (k, val) in &e.cfg.labels {
+            let _ = write!(l, ",{k}=\"{}\"", esc(val));
+        }
+        let _ = writeln!(o, "conndoc_target_up{{{l}}} {v}");
+    }
+    family(&mut o, "conndoc_target_state", "gauge", "1 for the target's current state (up, down or unknown).", None);
+    for e in map.values() {
+        for s in [State::Up, State::Down, State::Unknown] {
+            let _ = writeln!(
+                o,
+                "conndoc_target_state{{target=\"{}\",state=\"{s}\"}} {}",
+                esc(&e.cfg.name),
+                (e.health.state == s) as u8
+            );
+        }
+    }
+    family(
+        &mut o,
+        "conndoc_target_cause",
+        "gauge",
+        "1 with the cause code of a down target (from its diagnosis).",
+        None,
+    );
+    for e in map.values().filter(|e| e.health.state == State::Down) {
+        let _ =
+            writeln!(o, "conndoc_target_cause{{target=\"{}\",cause=\"{}\"}} 1", esc(&e.cfg.name), esc(e.shown_cause()));
+    }
+    family(
+        &mut o,
+        "conndoc_target_state_since_seconds",
+        "gauge",
+        "Unix time of the last state change.",
+        Some("seconds"),
+    );
+    for e in map.values() {
+        let _ = writeln!(
+            o,
+            "conndoc_target_state_since_seconds{{target=\"{}\"}} {}",
+            esc(&e.cfg.name),
+            e.since_ms as f64 / 1000.0
+        );
+    }
+    family(&mut o, "conndoc_probe_duration_seconds", "histogram", "Duration of the health checks.", Some("seconds"));
+    for e in map.values() {
+        hist(&mut o, "conndoc_probe_duration_seconds", &format!("target=\"{}\"", esc(&e.cfg.name)), &e.duration);
+    }
+    family(
+        &mut o,
+        "conndoc_probe_results",
+        "counter",
+        "Health checks by outcome (connected, refused, timeout, …).",
+        None,
+    );
+    for e in map.values() {
+        for (k, v) in &e.outcomes {
+            let _ = writeln!(o, "conndoc_probe_results_total{{target=\"{}\",outcome=\"{k}\"}} {v}", esc(&e.cfg.name));
+        }
+    }
+    family(
+        &mut o,
+        "conndoc_probe_failures",
+        "counter",
+        "Failed health checks by cause code (the diagnosis of the target).",
+        None,
+    );
+    for e in map.values() {
+        for (k, v) in &e.failures_by_cause {
+            let _ =
+                writeln!(o, "conndoc_probe_failures_total{{target=\"{}\",cause=\"{}\"}} {v}", esc(&e.cfg.name), esc(k));
+        }
+    }
+    family(&mut o, "conndoc_target_transitions", "counter", "State changes by the state entered.", None);
+    for e in map.values() {
+        for (k, v) in &e.transitions {
+            let _ = writeln!(o, "conndoc_target_transitions_total{{target=\"{}\",to=\"{k}\"}} {v}", esc(&e.cfg.name));
+        }
+    }
+    let mut by_state = [0u64; 3];
+    for e in map.values() {
+        by_state[e.health.state as usize] += 1;
+    }
+    drop(map);
+
+    family(&mut o, "conndoc_targets", "gauge", "Targets by state.", None);
+    for s in [State::Unknown, State::Up, State::Down] {
+        let _ = writeln!(o, "conndoc_targets{{state=\"{s}\"}} {}", by_state[s as usize]);
+    }
+    let s = &d.stats;
+    family(&mut o, "conndoc_alert_deliveries", "counter", "Alerts delivered, by receiver.", None);
+    for (r, v) in s.alerts_sent.lock().unwrap().iter() {
+        let _ = writeln!(o, "conndoc_alert_deliveries_total{{receiver=\"{}\"}} {v}", esc(r));
+    }
+    family(
+        &mut o,
+        "conndoc_alert_delivery_failures",
+        "counter",
+        "Failed alert delivery attempts (each is retried), by receiver.",
+        None,
+    );
+    let cfg = d.config();
+    let failed = s.alerts_failed.lock().unwrap().clone();
+    for r in &cfg.receivers {
+        let _ = writeln!(
+            o,
+            "conndoc_alert_delivery_failures_total{{receiver=\"{}\"}} {}",
+            esc(&r.name),
+            failed.get(&r.name).unwrap_or(&0)
+        );
+    }
+    family(
+        &mut o,
+        "conndoc_alerts_pending",
+        "gauge",
+        "Alerts waiting for delivery (kept until delivered), by receiver.",
+        None,
+    );
+    let pending = s.alerts_pending.lock().unwrap().clone();
+    for r in &cfg.receivers {
+        let _ = writeln!(
+            o,
+            "conndoc_alerts_pending{{receiver=\"{}\"}} {}",
+            esc(&r.name),
+            pending.get(&r.name).unwrap_or(&0)
+        );
+    }
+    for (r, v) in pending.iter().filter(|(r, _)| !cfg.receivers.iter().any(|c| &&c.name == r)) {
+        let _ = writeln!(o, "conndoc_alerts_pending{{receiver=\"{}\"}} {v}", esc(r));
+    }
+    let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+        family(o, name, "counter", help, None);
+        let _ = writeln!(o, "{name}_total {v}");
+    };
+    counter(&mut o, "conndoc_probes", "Health checks run.", s.probes.load(Relaxed));
+    counter(&mut o, "conndoc_probes_late", "Health checks started more than one interval late.", s.late.load(Relaxed));
+    counter(
+        &mut o,
+        "conndoc_probes_skipped",
+        "Scheduled health checks skipped after falling an interval behind.",
+        s.skipped.load(Relaxed),
+    );
+    counter(&mut o, "conndoc_diagnoses", "Full diagnoses run.", s.diagnoses.load(Relaxed));
+    counter(&mut o, "conndoc_diagnosis_errors", "Diagnoses that failed to run.", s.diagnosis_errors.load(Relaxed));
+    counter(
+        &mut o,
+        "conndoc_history_write_errors",
+        "Failed writes to the history database.",
+        s.history_errors.load(Relaxed),
+    );
+    family(&mut o, "conndoc_config_reloads", "counter", "Configuration reloads by result.", None);
+    let _ = writeln!(o, "conndoc_config_reloads_total{{result=\"success\"}} {}", s.reloads_ok.load(Relaxed));
+    let _ = writeln!(o, "conndoc_config_reloads_total{{result=\"failure\"}} {}", s.reloads_failed.load(Relaxed));
+    family(&mut o, "conndoc_probes_in_flight", "gauge", "Health checks running now.", None);
+    let _ = writeln!(o, "conndoc_probes_in_flight {}", s.probes_in_flight.load(Relaxed));
+    family(&mut o, "conndoc_diagnoses_in_flight", "gauge", "Diagnoses running now.", None);
+    let _ = writeln!(o, "conndoc_diagnoses_in_flight {}", s.diagnoses_in_flight.load(Relaxed));
+    family(
+        &mut o,
+        "conndoc_schedule_lag_seconds",
+        "histogram",
+        "How long after its scheduled time each health check started.",
+        Some("seconds"),
+    );
+    hist(&mut o, "conndoc_schedule_lag_seconds", "", &s.lag.lock().unwrap());
+    family(
+        &mut o,
+        "conndoc_schedule_lag_max_seconds",
+        "gauge",
+        "Largest schedule lag seen since start.",
+        Some("seconds"),
+    );
+    let _ = writeln!(o, "conndoc_schedule_lag_max_seconds {}", s.max_lag_ns.load(Relaxed) as f64 / 1e9);
+    family(&mut o, "conndoc_build", "info", "conndoc version.", None);
+    let _ = writeln!(o, "conndoc_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    if let Some((cpu, rss)) = process_usage() {
+        family(&mut o, "process_cpu_seconds", "counter", "User and system CPU time of the daemon.", Some("seconds"));
+        let _ = writeln!(o, "process_cpu_seconds_total {cpu}");
+        family(&mut o, "process_resident_memory_bytes", "gauge", "Resident memory of the daemon.", Some("bytes"));
+        let _ = writeln!(o, "process_resident_memory_bytes {rss}");
+    }
+    family(&mut o, "process_start_time_seconds", "gauge", "Unix time the daemon started.", Some("seconds"));
+    let _ = writeln!(o, "process_start_time_seconds {}", d.start_unix);
+    o.push_str("# EOF\n");
+    o
+}
+
+/// (CPU seconds, resident bytes) of this process from /proc.
+pub fn process_usage() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // /proc reports in USER_HZ, which is 100 on Linux whatever the kernel's HZ.
+    let cpu = (f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?) as f64 / 100.0;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((cpu, kb * 1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let mut h = Hist::default();
+        h.observe(0.0004);
+        h.observe(0.003);
+        h.observe(20.0);
+        let mut o = String::new();
+        hist(&mut o, "x_seconds", "target=\"a\"", &h);
+        assert!(o.contains("x_seconds_bucket{target=\"a\",le=\"0.0005\"} 1\n"), "{o}");
+        assert!(o.contains("x_seconds_bucket{target=\"a\",le=\"0.005\"} 2\n"), "{o}");
+        assert!(o.contains("x_seconds_bucket{target=\"a\",le=\"10.0\"} 2\n"), "{o}");
+        assert!(o.contains("x_seconds_bucket{target=\"a\",le=\"+Inf\"} 3\n"), "{o}");
+        assert!(o.contains("x_seconds_count{target=\"a\"} 3\n"), "{o}");
+    }
+
+    #[test]
+    fn label_escaping() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn own_process_usage() {
+        let (cpu, rss) = process_usage().unwrap();
+        assert!(cpu >= 0.0);
+        assert!(rss > 1024 * 1024);
+    }
+}
