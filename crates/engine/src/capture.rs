@@ -1,12 +1,50 @@
 //! Capture stage (issue 4): packets of the probe's flows while connecting.
-use crate::Options;
+//!
+//! `begin` opens the AF_PACKET capture (with the flow's BPF filter) in conndoc's own
+//! namespace and sends the TTL-baseline echo; `end` collects after the connects. Without
+//! CAP_NET_RAW the check is recorded as skipped.
+use crate::{skip, Options};
+use conndoc_capture::{Capture, CaptureError};
 use conndoc_facts::Evidence;
 use std::net::IpAddr;
+use std::time::Duration;
 
-pub(crate) struct CaptureStage;
+const CHECK: &str = "packet capture";
 
-pub(crate) fn begin(_ev: &Evidence, _opts: &Options, _addrs: &[IpAddr]) -> Option<CaptureStage> {
-    None
+pub(crate) enum CaptureStage {
+    Running(Capture),
+    Failed { reason: String, hint: Option<String> },
 }
 
-pub(crate) fn end(_stage: Option<CaptureStage>, _ev: &mut Evidence, _opts: &Options) {}
+pub(crate) fn begin(ev: &Evidence, _opts: &Options, addrs: &[IpAddr]) -> Option<CaptureStage> {
+    if addrs.is_empty() {
+        return None;
+    }
+    Some(match Capture::start(addrs, ev.target.port.get()) {
+        Ok(c) => CaptureStage::Running(c),
+        Err(e @ CaptureError::Permission(_)) => CaptureStage::Failed {
+            reason: e.to_string(),
+            hint: Some("run as root or grant CAP_NET_RAW (setcap cap_net_raw+ep conndoc)".into()),
+        },
+        Err(e) => CaptureStage::Failed { reason: e.to_string(), hint: None },
+    })
+}
+
+pub(crate) fn end(stage: Option<CaptureStage>, ev: &mut Evidence, opts: &Options) {
+    // Echo replies normally arrived during the connect; a silent host costs at most this.
+    let grace = opts.timeout.min(Duration::from_millis(300));
+    match stage {
+        None => {}
+        Some(CaptureStage::Failed { reason, hint }) => {
+            let reason = match &opts.pcap_out {
+                Some(p) => format!("{reason}; {} was not written", p.display()),
+                None => reason,
+            };
+            skip(ev, CHECK, reason, hint);
+        }
+        Some(CaptureStage::Running(c)) => match c.finish(grace, opts.pcap_out.as_deref()) {
+            Ok(facts) => ev.capture = Some(facts),
+            Err(e) => skip(ev, CHECK, e.to_string(), None),
+        },
+    }
+}

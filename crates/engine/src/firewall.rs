@@ -1,5 +1,180 @@
 //! Firewall stage (issue 4): read the rulesets of the inspected host and evaluate the probe's packet.
-use crate::Options;
-use conndoc_facts::Evidence;
+//!
+//! The target host is the namespace named with `--netns`/`--netns-pid` (entered on a
+//! dedicated thread), or this host when the target address is local. The client's own
+//! OUTPUT path is always evaluated. Reading is read-only (`nft list`, `*-save`).
+use crate::{skip, Options};
+use conndoc_facts::firewall::{FirewallFacts, FirewallRole, Hook, HostFirewall};
+use conndoc_facts::{Evidence, Family};
+use conndoc_firewall::{build, inspect_here, netns, HostView, Packet};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
 
-pub(crate) fn run(_ev: &mut Evidence, _opts: &Options) {}
+const CHECK: &str = "firewall";
+
+/// The source address the kernel picks towards `dst` (no packet is sent).
+fn source_towards(dst: IpAddr) -> Option<IpAddr> {
+    let any: SocketAddr = match dst {
+        IpAddr::V4(_) => "0.0.0.0:0".parse().ok()?,
+        IpAddr::V6(_) => "[::]:0".parse().ok()?,
+    };
+    let s = UdpSocket::bind(any).ok()?;
+    s.connect((dst, 9)).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
+}
+
+/// Nothing could be read at all (no tool, or no permission): the reason, else None.
+fn unreadable(view: &HostView) -> Option<String> {
+    let nft_err = view.raw.nft_json.as_ref().err()?;
+    if view.raw.iptables.iter().any(|(_, r)| r.is_ok()) {
+        return None;
+    }
+    Some(nft_err.clone())
+}
+
+fn dev_of(view: &HostView, addr: IpAddr) -> Option<String> {
+    view.route_dev.iter().find(|(a, _)| *a == addr).map(|(_, d)| d.clone())
+}
+
+pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
+    if ev.probes.is_empty() {
+        return;
+    }
+    let port = ev.target.port.get();
+    let cmd_timeout = opts.timeout.clamp(Duration::from_secs(2), Duration::from_secs(10));
+    let mut flows: Vec<(IpAddr, Option<IpAddr>, Option<u16>)> = Vec::new();
+    for p in &ev.probes {
+        if flows.iter().any(|f| f.0 == p.address) {
+            continue;
+        }
+        let src = p.local.map(|l| l.ip()).filter(|ip| !ip.is_unspecified()).or_else(|| source_towards(p.address));
+        flows.push((p.address, src, p.local.map(|l| l.port()).filter(|p| *p != 0)));
+    }
+    let dests: Vec<IpAddr> = flows.iter().map(|f| f.0).collect();
+    let mut ask: Vec<IpAddr> = dests.clone();
+    ask.extend(flows.iter().filter_map(|f| f.1));
+    ask.dedup();
+
+    let ns_path = opts
+        .netns
+        .as_deref()
+        .map(netns::path_for_name)
+        .or_else(|| opts.netns_pid.map(netns::path_for_pid));
+
+    let ask_c = ask.clone();
+    let client = match netns::run_in(None, move || inspect_here(port, &ask_c, cmd_timeout)) {
+        Ok(v) => v,
+        Err(e) => {
+            skip(ev, CHECK, e.to_string(), None);
+            return;
+        }
+    };
+    let mut facts = FirewallFacts::default();
+
+    // The target host.
+    let target: Option<(HostView, Option<String>)> = match &ns_path {
+        Some(path) => {
+            let ask_t = ask.clone();
+            match netns::run_in(Some(path), move || inspect_here(port, &ask_t, cmd_timeout)) {
+                Ok(v) => Some((v, ev.options.netns.clone())),
+                Err(e) => {
+                    skip(
+                        ev,
+                        "firewall of the target host",
+                        e.to_string(),
+                        Some("entering a network namespace needs root (CAP_SYS_ADMIN)".into()),
+                    );
+                    None
+                }
+            }
+        }
+        None if dests.iter().any(|d| client.local.contains(d)) => Some((client.clone(), None)),
+        None => {
+            skip(
+                ev,
+                "firewall of the target host",
+                format!("{} is another host: conndoc reads firewall rules only where it runs", ev.target.authority()),
+                Some("run conndoc on the server (target localhost there), or pass --netns for a local namespace".into()),
+            );
+            None
+        }
+    };
+
+    if let Some((view, namespace)) = target {
+        match unreadable(&view) {
+            Some(reason) => skip(
+                ev,
+                "firewall of the target host",
+                reason,
+                Some("reading nftables/iptables rules needs root (CAP_NET_ADMIN)".into()),
+            ),
+            None => {
+                let (rs, sources) = build(&view.raw);
+                let mut evaluations = Vec::new();
+                for (dst, src, sport) in &flows {
+                    let local = view.local.contains(dst);
+                    let iif = match src {
+                        Some(s) if view.local.contains(s) => Some("lo".to_string()),
+                        Some(s) => dev_of(&view, *s),
+                        None => None,
+                    };
+                    let pkt = Packet {
+                        family: Family::of(dst),
+                        source: *src,
+                        destination: *dst,
+                        source_port: *sport,
+                        destination_port: port,
+                        input_interface: iif,
+                        output_interface: if local { None } else { dev_of(&view, *dst) },
+                    };
+                    evaluations.push(rs.evaluate(if local { Hook::Input } else { Hook::Forward }, &pkt));
+                }
+                facts.hosts.push(HostFirewall {
+                    role: FirewallRole::Target,
+                    namespace,
+                    sources,
+                    evaluations,
+                    not_understood_total: rs.not_understood_total,
+                    listeners_on_port: view.listeners.clone(),
+                });
+            }
+        }
+    }
+
+    // The client's OUTPUT path.
+    match unreadable(&client) {
+        Some(reason) => skip(
+            ev,
+            "firewall of this host (OUTPUT)",
+            reason,
+            Some("reading nftables/iptables rules needs root (CAP_NET_ADMIN)".into()),
+        ),
+        None => {
+            let (rs, sources) = build(&client.raw);
+            let evaluations = flows
+                .iter()
+                .map(|(dst, src, sport)| {
+                    let pkt = Packet {
+                        family: Family::of(dst),
+                        source: *src,
+                        destination: *dst,
+                        source_port: *sport,
+                        destination_port: port,
+                        input_interface: None,
+                        output_interface: dev_of(&client, *dst),
+                    };
+                    rs.evaluate(Hook::Output, &pkt)
+                })
+                .collect();
+            facts.hosts.push(HostFirewall {
+                role: FirewallRole::Client,
+                namespace: None,
+                sources,
+                evaluations,
+                not_understood_total: rs.not_understood_total,
+                listeners_on_port: None,
+            });
+        }
+    }
+    ev.firewall = Some(facts);
+}

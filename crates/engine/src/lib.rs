@@ -96,6 +96,7 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     capture::end(capture_stage, &mut ev, opts);
     protocol::run(&mut ev, opts);
     host::end(host_stage, &mut ev, opts);
+    protocol::after_host(&mut ev, opts);
     firewall::run(&mut ev, opts);
     client::after_probe(&mut ev);
 

@@ -2,8 +2,11 @@
 //! (after host inspection) lint the redis.conf of the redis-server found there.
 
 use crate::{skip, Options};
-use conndoc_facts::protocol::ProtocolFacts;
+use conndoc_facts::host::{HostFacts, ProcessInfo};
+use conndoc_facts::protocol::{GatewayFacts, ProtocolFacts};
 use conndoc_facts::{Evidence, Host, Scheme};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use conndoc_proto::{http_probe, redis, tls::TlsSetup};
 use std::net::SocketAddr;
 
@@ -78,70 +81,175 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     ev.protocol = Some(facts);
 }
 
-/// After host inspection: when the target host was inspected and a redis-server serves (or
-/// should serve) the port, lint the config file named on its command line.
-#[allow(dead_code)] // Wired in by gather() once the lead adds the call (REQUESTS.md).
+/// After host inspection: lint the redis.conf of the redis-server found there, and read a
+/// gateway's error log when it answered 502/503/504.
 pub(crate) fn after_host(ev: &mut Evidence, _opts: &Options) {
-    if !matches!(ev.target.scheme, Scheme::Redis | Scheme::Rediss) || ev.host.is_none() {
-        return;
+    let Some(host) = ev.host.clone() else { return };
+    match ev.target.scheme {
+        Scheme::Redis | Scheme::Rediss => lint_redis_conf(ev, &host),
+        Scheme::Http | Scheme::Https => gateway_log(ev, &host),
+        Scheme::Tcp => {}
     }
-    let from_info = ev
-        .protocol
-        .as_ref()
-        .and_then(|p| p.probes.iter().find_map(|pr| pr.redis.as_ref()?.info.as_ref()?.config_file.clone()));
-    let Some(path) = from_info.or_else(|| redis_config_from_host(ev)) else { return };
+}
+
+fn lint_redis_conf(ev: &mut Evidence, host: &HostFacts) {
+    let info = ev.protocol.as_ref().and_then(|p| p.probes.iter().find_map(|pr| pr.redis.as_ref()?.info.clone()));
+    // Redis rewrites its process title (`redis-server *:6379`), so INFO's config_file is
+    // the reliable source; a command line that kept the path is the fallback.
+    let mut procs: Vec<&ProcessInfo> = host.listeners.iter().filter_map(|l| l.process.as_ref()).collect();
+    if let Some(exp) = &host.expected {
+        procs.extend(exp.running.iter());
+    }
+    let redis_procs: Vec<&ProcessInfo> = procs
+        .into_iter()
+        .filter(|p| p.comm.starts_with("redis-server") || p.cmdline.split_whitespace().next().is_some_and(|a| a.ends_with("redis-server")))
+        .collect();
+    let from_info = info.as_ref().and_then(|i| i.config_file.clone());
+    let path = from_info.or_else(|| redis_procs.iter().find_map(|p| config_arg(&p.cmdline)));
+    let Some(path) = path else {
+        if !redis_procs.is_empty() || info.is_some() {
+            skip(
+                ev,
+                "redis-conf-lint",
+                "the redis.conf path is unknown: INFO was not readable (or names no config file) and redis-server's process title does not show it",
+                Some("conndoc lint /etc/redis/redis.conf (or the file the service starts with)".into()),
+            );
+        }
+        return;
+    };
     let path = std::path::PathBuf::from(path);
-    let limits = conndoc_proto::redis_conf::local_limits(&path);
+    let proc_ = info
+        .as_ref()
+        .and_then(|i| i.process_id)
+        .and_then(|pid| redis_procs.iter().find(|p| p.pid == pid))
+        .or(redis_procs.first())
+        .copied();
+    let mut limits = conndoc_proto::redis_conf::Limits::default();
+    if let Some(p) = proc_ {
+        if let Some(n) = p.nofile_soft {
+            limits.fd_limit = Some((n, format!("soft limit of redis-server pid {}", p.pid)));
+        }
+    }
+    if limits.fd_limit.is_none() {
+        limits.fd_limit = conndoc_proto::redis_conf::local_limits(&path).fd_limit;
+    }
+    if let Some(n) = host.sysctls.somaxconn {
+        limits.somaxconn = Some((n as u64, "net.core.somaxconn of the inspected host".into()));
+    }
     match conndoc_proto::redis_conf::lint(&path, &limits) {
         Ok(report) => ev.protocol.get_or_insert_with(Default::default).redis_conf = Some(report),
         Err(e) => skip(ev, "redis-conf-lint", e.to_string(), Some(format!("conndoc lint {}", path.display()))),
     }
 }
 
-/// The redis.conf path from the redis-server command line seen by host inspection: the
-/// first argument that is not an option.
-fn redis_config_from_host(ev: &Evidence) -> Option<String> {
-    let host = serde_json::to_value(ev.host.as_ref()?).ok()?;
-    let mut found = None;
-    walk_processes(&host, &mut |p| {
-        if found.is_some() {
-            return;
+/// The last 64 KiB of a file.
+fn tail(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024))).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// `-c`/`-e`/`-p` of an nginx command line (`nginx: master process nginx -c /x.conf`).
+fn nginx_flag(cmdline: &str, flag: &str) -> Option<String> {
+    let mut it = cmdline.split_whitespace();
+    while let Some(a) = it.next() {
+        if a == flag {
+            return it.next().map(str::to_string);
         }
-        let comm = p.get("comm").and_then(|c| c.as_str()).unwrap_or("");
-        let cmd = p.get("cmdline").and_then(|c| c.as_str()).unwrap_or("");
-        if comm.starts_with("redis-server")
-            || cmd.split_whitespace().next().is_some_and(|a| a.ends_with("redis-server"))
-        {
-            found = config_arg(cmd);
+    }
+    None
+}
+
+/// The first `error_log PATH` directive of an nginx config file.
+fn nginx_error_log(conf: &str) -> Option<String> {
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .find_map(|l| l.strip_prefix("error_log").filter(|r| r.starts_with([' ', '\t'])))
+        .and_then(|r| r.split_whitespace().next())
+        .map(|p| p.trim_end_matches(';').to_string())
+        .filter(|p| p != "stderr" && !p.starts_with("syslog:"))
+}
+
+fn gateway_log(ev: &mut Evidence, host: &HostFacts) {
+    let gateway_status = ev
+        .protocol
+        .as_ref()
+        .is_some_and(|p| p.probes.iter().any(|pr| pr.http.as_ref().is_some_and(|h| h.gateway_error())));
+    if !gateway_status {
+        return;
+    }
+    let Some(nginx) = host.listeners.iter().filter_map(|l| l.process.as_ref()).find(|p| p.comm == "nginx") else {
+        return;
+    };
+    // A worker's title has no arguments: read them from its master (the parent).
+    let mut master = (nginx.pid, nginx.cmdline.clone());
+    if !nginx.cmdline.contains("master process") {
+        let ppid = std::fs::read_to_string(format!("/proc/{}/status", nginx.pid)).ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|v| v.trim().parse::<u32>().ok())
+        });
+        if let Some(pp) = ppid {
+            if let Ok(c) = std::fs::read(format!("/proc/{pp}/cmdline")) {
+                master = (pp, String::from_utf8_lossy(&c).replace('\0', " "));
+            }
         }
+    }
+    let prefix = nginx_flag(&master.1, "-p").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/share/nginx"));
+    let rel = |p: String| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            prefix.join(p)
+        }
+    };
+    let conf = nginx_flag(&master.1, "-c").map(rel).unwrap_or_else(|| PathBuf::from("/etc/nginx/nginx.conf"));
+    let log = std::fs::read_to_string(&conf)
+        .ok()
+        .and_then(|c| nginx_error_log(&c))
+        .map(rel)
+        .or_else(|| nginx_flag(&master.1, "-e").map(rel))
+        .unwrap_or_else(|| PathBuf::from("/var/log/nginx/error.log"));
+    let Some(text) = tail(&log) else {
+        skip(ev, "gateway-error-log", format!("cannot read nginx error log {}", log.display()), None);
+        return;
+    };
+    // Our own request's line: the one naming this client's source address, latest first.
+    let sources: Vec<String> =
+        ev.probes.iter().filter_map(|p| p.local.map(|l| format!("client: {}", l.ip()))).collect();
+    let line = text
+        .lines()
+        .rev()
+        .filter(|l| sources.is_empty() || sources.iter().any(|s| l.contains(s.as_str())))
+        .find_map(GatewayFacts::parse_nginx_line);
+    let Some(mut g) = line else { return };
+    g.pid = Some(master.0);
+    g.error_log = log.display().to_string();
+    g.upstream_on_inspected_host = g.upstream.as_deref().and_then(upstream_ip).map(|ip| {
+        ip.is_loopback() || host.local_addresses.contains(&ip)
     });
-    found
+    ev.protocol.get_or_insert_with(Default::default).gateway = Some(g);
+}
+
+/// The address of `http://10.0.0.5:9000/x` or `http://[::1]:80/`, when it is a literal.
+fn upstream_ip(url: &str) -> Option<IpAddr> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let auth = rest.split('/').next()?;
+    if let Some(v6) = auth.strip_prefix('[') {
+        return v6.split(']').next()?.parse().ok();
+    }
+    auth.rsplit_once(':').map(|(h, _)| h).unwrap_or(auth).parse().ok()
 }
 
 /// `redis-server /etc/redis/redis.conf --port 1` → the path; `redis-server *:6379` (the
 /// process title Redis sets) has none.
 pub(crate) fn config_arg(cmdline: &str) -> Option<String> {
     let arg = cmdline.split_whitespace().nth(1)?;
-    (!arg.starts_with('-') && !arg.contains(':') && arg.ends_with(".conf")
-        || arg.starts_with('/') && !arg.contains(':'))
-    .then(|| arg.to_string())
-}
-
-/// Visit every JSON object that looks like a process (`pid` + `cmdline`) in the host facts,
-/// so this stays independent of where host inspection puts them.
-fn walk_processes(v: &serde_json::Value, f: &mut dyn FnMut(&serde_json::Map<String, serde_json::Value>)) {
-    match v {
-        serde_json::Value::Object(m) => {
-            if m.contains_key("pid") && m.contains_key("cmdline") {
-                f(m);
-            }
-            for x in m.values() {
-                walk_processes(x, f);
-            }
-        }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| walk_processes(x, f)),
-        _ => {}
-    }
+    (!arg.starts_with('-') && !arg.contains(':') && (arg.ends_with(".conf") || arg.starts_with('/')))
+        .then(|| arg.to_string())
 }
 
 #[cfg(test)]
@@ -155,5 +263,80 @@ mod tests {
         assert_eq!(config_arg("/usr/bin/redis-server 127.0.0.1:6379"), None);
         assert_eq!(config_arg("redis-server --port 6379"), None);
         assert_eq!(config_arg("redis-server"), None);
+    }
+
+    #[test]
+    fn nginx_bits() {
+        let cmd = "nginx: master process nginx -e /tmp/x/error.log -p /tmp/x -c /tmp/x/nginx.conf";
+        assert_eq!(nginx_flag(cmd, "-c").as_deref(), Some("/tmp/x/nginx.conf"));
+        assert_eq!(nginx_flag(cmd, "-p").as_deref(), Some("/tmp/x"));
+        assert_eq!(nginx_flag("nginx: worker process", "-c"), None);
+        assert_eq!(nginx_error_log("daemon off;\n# error_log /no;\nerror_log /var/log/a.log warn;\n").as_deref(), Some("/var/log/a.log"));
+        assert_eq!(nginx_error_log("error_log stderr;"), None);
+        assert_eq!(upstream_ip("http://127.0.0.1:9000/v1"), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(upstream_ip("http://[::1]:80/"), Some("::1".parse().unwrap()));
+        assert_eq!(upstream_ip("http://backend/"), None);
+    }
+
+    /// The lint runs on the file INFO names, with the limits host inspection read.
+    #[test]
+    fn lint_from_info_and_host_limits() {
+        use conndoc_facts::protocol::{ProtocolKind, ProtocolProbe, RedisFacts, RedisInfo};
+        let dir = std::env::temp_dir().join(format!("conndoc-engine-lint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("redis.conf");
+        std::fs::write(&conf, "bind 0.0.0.0\nrequirepass x\nmaxclients 1000\ntcp-backlog 511\n").unwrap();
+        let t = conndoc_facts::Target::parse("redis://10.0.0.2").unwrap();
+        let mut ev: Evidence = serde_json::from_value(serde_json::json!({
+            "schema": "conndoc.evidence/v1", "target": t, "options": {"timeout_us": 1},
+            "started_at": "x", "elapsed_us": 1,
+            "client": {"hostname": "c", "privileges": {"uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true}},
+            "resolution": {"literal": true, "system": {"addresses": [], "timed_out": false, "elapsed_us": 0}},
+            "probes": []
+        }))
+        .unwrap();
+        ev.protocol = Some(ProtocolFacts {
+            probes: vec![ProtocolProbe {
+                address: "10.0.0.2".parse().unwrap(),
+                port: conndoc_facts::Port::new(6379).unwrap(),
+                kind: ProtocolKind::Redis,
+                tls_requested: false,
+                connect_us: None,
+                tls: None,
+                redis: Some(RedisFacts {
+                    info: Some(RedisInfo { config_file: Some(conf.display().to_string()), process_id: Some(4242), ..Default::default() }),
+                    ..Default::default()
+                }),
+                http: None,
+                tls_mismatch: None,
+                error: None,
+            }],
+            ..Default::default()
+        });
+        let mut host = HostFacts::default();
+        host.sysctls.somaxconn = Some(128);
+        host.expected = Some(conndoc_facts::host::ExpectedService {
+            name: "redis-server".into(),
+            running: vec![ProcessInfo {
+                pid: 4242,
+                comm: "redis-server".into(),
+                cmdline: "redis-server 0.0.0.0:6379".into(),
+                uid: 0,
+                user: None,
+                open_fds: Some(10),
+                nofile_soft: Some(512),
+                nofile_hard: Some(512),
+                in_target_netns: Some(true),
+            }],
+            ..Default::default()
+        });
+        ev.host = Some(host);
+        after_host(&mut ev, &Options::default());
+        let r = ev.protocol.unwrap().redis_conf.expect("linted");
+        let codes: Vec<_> = r.problems.iter().map(|p| p.code.as_str()).collect();
+        assert_eq!(codes, ["maxclients-above-fd-limit", "tcp-backlog-above-somaxconn"]);
+        assert!(r.problems[0].message.contains("redis-server pid 4242"));
+        assert!(r.problems[1].message.contains("inspected host"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

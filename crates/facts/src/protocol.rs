@@ -18,6 +18,56 @@ pub struct ProtocolFacts {
     /// The redis.conf of the serving redis-server, linted during the diagnosis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_conf: Option<LintReport>,
+    /// When a gateway on the inspected host answered 502/503/504: what its log says about
+    /// the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayFacts>,
+}
+
+/// A proxy's own account of its upstream failure, read from its error log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayFacts {
+    /// `nginx`
+    pub proxy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub error_log: String,
+    /// The last upstream error line for this client, as written.
+    pub line: String,
+    /// `http://127.0.0.1:9000/v1/health`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// `111: Connection refused`, `110: Connection timed out`, `no live upstreams`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_error: Option<String>,
+    /// The upstream address is on the inspected host (loopback or one of its addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_on_inspected_host: Option<bool>,
+}
+
+impl GatewayFacts {
+    /// Parse an nginx error-log line about an upstream; None for other lines.
+    pub fn parse_nginx_line(line: &str) -> Option<GatewayFacts> {
+        if !line.contains("upstream") || !(line.contains("[error]") || line.contains("[crit]")) {
+            return None;
+        }
+        let upstream = line.split("upstream: \"").nth(1).and_then(|r| r.split('"').next()).map(str::to_string);
+        let upstream_error = if line.contains("no live upstreams") {
+            Some("no live upstreams".to_string())
+        } else {
+            line.split_once(" failed (")
+                .or_else(|| line.split_once(" timed out ("))
+                .and_then(|(_, r)| r.split(')').next())
+                .map(str::to_string)
+        };
+        Some(GatewayFacts {
+            proxy: "nginx".into(),
+            line: line.trim_end().to_string(),
+            upstream,
+            upstream_error,
+            ..Default::default()
+        })
+    }
 }
 
 /// Which protocol was spoken.
@@ -252,6 +302,24 @@ pub struct RedisInfo {
     pub other: BTreeMap<String, String>,
 }
 
+/// INFO fields kept in `other` besides the named ones (the rest would only bloat evidence).
+pub const INFO_KEPT: &[&str] = &[
+    "redis_mode",
+    "os",
+    "uptime_in_seconds",
+    "tcp_port",
+    "blocked_clients",
+    "total_commands_processed",
+    "instantaneous_ops_per_sec",
+    "evicted_clients",
+    "total_error_replies",
+    "loading_eta_seconds",
+    "loading_loaded_perc",
+    "loading_total_bytes",
+    "rdb_last_bgsave_status",
+    "aof_enabled",
+];
+
 impl RedisInfo {
     /// Parse the text of an INFO reply (`# Section` headers, `key:value` lines).
     pub fn parse(text: &str) -> RedisInfo {
@@ -273,9 +341,10 @@ impl RedisInfo {
                 "rejected_connections" => info.rejected_connections = v.parse().ok(),
                 "total_connections_received" => info.total_connections_received = v.parse().ok(),
                 "loading" => info.loading = Some(v == "1"),
-                _ => {
+                _ if INFO_KEPT.contains(&k) => {
                     info.other.insert(k.into(), v.into());
                 }
+                _ => {}
             }
         }
         info
@@ -342,4 +411,41 @@ pub struct LintProblem {
     pub directive: String,
     pub message: String,
     pub fix: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_upstream_lines() {
+        let l = r#"2026/11/21 04:50:00 [error] 77#77: *1 connect() failed (111: Connection refused) while connecting to upstream, client: 10.77.6.1, server: , request: "GET /v1/health HTTP/1.1", upstream: "http://127.0.0.1:9000/v1/health", host: "api.lab:8080""#;
+        let g = GatewayFacts::parse_nginx_line(l).unwrap();
+        assert_eq!(g.upstream.as_deref(), Some("http://127.0.0.1:9000/v1/health"));
+        assert_eq!(g.upstream_error.as_deref(), Some("111: Connection refused"));
+        let t = r#"2026/11/21 04:50:00 [error] 77#77: *3 upstream timed out (110: Connection timed out) while connecting to upstream, client: 10.0.0.1, server: , request: "GET / HTTP/1.1", upstream: "http://10.0.0.9:80/", host: "x""#;
+        assert_eq!(GatewayFacts::parse_nginx_line(t).unwrap().upstream_error.as_deref(), Some("110: Connection timed out"));
+        let n = r#"2026/11/21 04:50:00 [error] 77#77: *5 no live upstreams while connecting to upstream, client: 10.0.0.1, server: , request: "GET / HTTP/1.1", upstream: "http://backend/", host: "x""#;
+        assert_eq!(GatewayFacts::parse_nginx_line(n).unwrap().upstream_error.as_deref(), Some("no live upstreams"));
+        assert!(GatewayFacts::parse_nginx_line("2026/11/21 04:50:00 [notice] 1#1: start worker processes").is_none());
+    }
+
+    #[test]
+    fn info_text() {
+        let i = RedisInfo::parse("# Server\r\nredis_version:7.0.15\r\ntcp_port:6379\r\nconfig_file:\r\n# Clients\r\nconnected_clients:3\r\nmaxclients:10000\r\n# Stats\r\nrejected_connections:2\r\nrun_id:abc\r\n# Persistence\r\nloading:0\r\n");
+        assert_eq!(i.redis_version.as_deref(), Some("7.0.15"));
+        assert_eq!((i.tcp_port, i.connected_clients, i.maxclients, i.rejected_connections), (Some(6379), Some(3), Some(10000), Some(2)));
+        assert_eq!(i.config_file, None);
+        assert_eq!(i.loading, Some(false));
+        assert!(!i.other.contains_key("run_id"));
+    }
+
+    #[test]
+    fn redis_errors() {
+        let e = RedisError::parse("-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+        assert_eq!(e.code, "WRONGPASS");
+        assert!(e.is_auth_failure());
+        assert!(RedisError::parse("-ERR max number of clients reached").is_max_clients());
+        assert!(!RedisError::parse("-NOAUTH Authentication required.").is_auth_failure());
+    }
 }

@@ -7,11 +7,12 @@
 
 pub mod ipt;
 pub mod model;
+pub mod netns;
 pub mod nft;
 pub mod read;
 
 pub use model::{Packet, Ruleset};
-pub use read::{listeners_on_port, read, RawRulesets};
+pub use read::{inspect_here, listeners_on_port, read, HostView, RawRulesets};
 
 use conndoc_facts::firewall::{FirewallTool, RulesetSource};
 use conndoc_facts::Family;

@@ -188,3 +188,40 @@ mod tests {
         assert!(parse_proc_net_tcp(v6, true, 80).is_empty());
     }
 }
+
+/// Everything read on one host (in the calling thread's namespace) for the evaluation.
+#[derive(Debug, Clone)]
+pub struct HostView {
+    pub raw: RawRulesets,
+    pub listeners: Option<Vec<String>>,
+    /// Which of the asked addresses are configured on this host.
+    pub local: Vec<IpAddr>,
+    /// The interface each asked address is routed through from here (`ip route get`).
+    pub route_dev: Vec<(IpAddr, String)>,
+}
+
+/// Whether `addr` is one of this host's addresses: binding to it succeeds only then.
+pub fn is_local(addr: IpAddr) -> bool {
+    addr.is_loopback() || std::net::UdpSocket::bind((addr, 0)).is_ok()
+}
+
+/// The device `ip route get ADDR` names.
+pub fn route_dev(addr: IpAddr, timeout: Duration) -> Option<String> {
+    let out = run("ip", &["-o", "route", "get", &addr.to_string()], timeout).ok()?;
+    parse_route_dev(&out)
+}
+
+pub fn parse_route_dev(out: &str) -> Option<String> {
+    let w: Vec<&str> = out.split_whitespace().collect();
+    w.windows(2).find(|p| p[0] == "dev").map(|p| p[1].to_string())
+}
+
+/// Read the rulesets, the listeners on `port`, which of `addrs` are local and how each of
+/// `addrs` is routed — all in the calling thread's network namespace.
+pub fn inspect_here(port: u16, addrs: &[IpAddr], timeout: Duration) -> HostView {
+    let raw = read(timeout);
+    let listeners = listeners_on_port(port).ok();
+    let local = addrs.iter().copied().filter(|a| is_local(*a)).collect();
+    let route_dev = addrs.iter().filter_map(|a| route_dev(*a, timeout).map(|d| (*a, d))).collect();
+    HostView { raw, listeners, local, route_dev }
+}

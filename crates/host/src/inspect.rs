@@ -59,7 +59,7 @@ pub fn inspect(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFac
     });
     // Host-wide sources, read from conndoc's own thread.
     let expect = req.expect.as_deref();
-    match kmsg::read_events(Duration::from_millis(300)) {
+    match kmsg::read_events(Duration::from_millis(300), Duration::from_secs(600)) {
         Ok(events) => {
             facts.kernel_log = events
                 .into_iter()
@@ -68,9 +68,13 @@ pub fn inspect(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFac
                     KernelEvent::OomKill { comm, .. } => expect.is_some_and(|x| procs::is_program(comm, &[], x)),
                 })
                 .collect();
-            // Keep the newest few: a busy host may log the same warning often.
-            let n = facts.kernel_log.len();
-            facts.kernel_log.drain(..n.saturating_sub(10));
+            // The same warning repeats (one per listener start): keep each line once, the
+            // newest few.
+            let mut seen = BTreeSet::new();
+            facts.kernel_log.reverse();
+            facts.kernel_log.retain(|e| seen.insert(format!("{e:?}")));
+            facts.kernel_log.truncate(5);
+            facts.kernel_log.reverse();
         }
         Err(e) => facts.unavailable.push(format!("kernel log (/dev/kmsg): {e}")),
     }

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 pub fn parse_line(msg: &str) -> Option<KernelEvent> {
     if let Some(i) = msg.find("Possible SYN flooding on port ") {
         let rest = &msg[i + "Possible SYN flooding on port ".len()..];
-        // Newer kernels: "[10.0.0.2]:7000." older: "7000."
-        let port_part = match rest.strip_prefix('[') {
-            Some(r) => r.split_once("]:")?.1,
-            None => rest,
+        // "0.0.0.0:7000." (IPv4, 6.x), "[::]:7000." (IPv6), "7000." (older kernels)
+        let token = rest.split_whitespace().next()?.trim_end_matches('.');
+        let port_part = match token.rsplit_once(':') {
+            Some((_, p)) => p,
+            None => token,
         };
-        let digits: String = port_part.chars().take_while(char::is_ascii_digit).collect();
-        let port = digits.parse().ok()?;
+        let port = port_part.parse().ok()?;
         let action = if rest.contains("Sending cookies") {
             "sending cookies"
         } else if rest.contains("Dropping request") {
@@ -44,15 +44,25 @@ pub fn parse_line(msg: &str) -> Option<KernelEvent> {
     None
 }
 
-/// The message text of one /dev/kmsg record (`6,1234,5678,-;text\n KEY=val…`).
-pub fn record_text(rec: &str) -> Option<&str> {
-    let (_, text) = rec.split_once(';')?;
-    Some(text.lines().next().unwrap_or(""))
+/// The message text of one /dev/kmsg record (`6,1234,5678,-;text\n KEY=val…`) and its
+/// timestamp in microseconds since boot.
+pub fn record_text(rec: &str) -> Option<(u64, &str)> {
+    let (head, text) = rec.split_once(';')?;
+    let ts = head.split(',').nth(2)?.parse().ok()?;
+    Some((ts, text.lines().next().unwrap_or("")))
 }
 
-/// Read the kernel ring buffer for matching events. Err when /dev/kmsg is not readable
-/// (dmesg_restrict without CAP_SYSLOG, or no /dev/kmsg in a container).
-pub fn read_events(deadline: Duration) -> std::io::Result<Vec<KernelEvent>> {
+fn uptime_us() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1e6) as u64)
+}
+
+/// Read the kernel ring buffer for matching events logged in the last `recent`. Err when
+/// /dev/kmsg is not readable (dmesg_restrict without CAP_SYSLOG, or none in a container).
+/// The kernel log is host-wide: a line names a port, not a network namespace.
+pub fn read_events(deadline: Duration, recent: Duration) -> std::io::Result<Vec<KernelEvent>> {
+    let since = uptime_us().map(|u| u.saturating_sub(recent.as_micros() as u64)).unwrap_or(0);
     let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg")?;
     let start = Instant::now();
     let mut out = Vec::new();
@@ -66,8 +76,10 @@ pub fn read_events(deadline: Duration) -> std::io::Result<Vec<KernelEvent>> {
             Ok(0) => break,
             Ok(n) => {
                 let rec = String::from_utf8_lossy(&buf[..n]);
-                if let Some(ev) = record_text(&rec).and_then(parse_line) {
-                    out.push(ev);
+                if let Some((ts, text)) = record_text(&rec) {
+                    if ts >= since {
+                        out.extend(parse_line(text));
+                    }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -88,7 +100,7 @@ mod tests {
     fn syn_flood_lines() {
         // Format of net/ipv4/tcp_input.c tcp_syn_flood_action, older and newer kernels.
         let old = "TCP: request_sock_TCP: Possible SYN flooding on port 7000. Sending cookies.  Check SNMP counters.";
-        let new = "TCP: request_sock_TCP: Possible SYN flooding on port [10.77.0.2]:7000. Dropping request.  Check SNMP counters.";
+        let new = "TCP: request_sock_TCP: Possible SYN flooding on port 10.77.0.2:7000. Dropping request.";
         match parse_line(old) {
             Some(KernelEvent::SynFlood { port: 7000, action, .. }) => assert_eq!(action, "sending cookies"),
             other => panic!("{other:?}"),
@@ -117,6 +129,16 @@ mod tests {
     #[test]
     fn kmsg_records() {
         let rec = "4,1234,5678901,-;TCP: request_sock_TCP: Possible SYN flooding on port 80. Sending cookies.\n SUBSYSTEM=net\n";
-        assert!(matches!(record_text(rec).and_then(parse_line), Some(KernelEvent::SynFlood { port: 80, .. })));
+        let (ts, text) = record_text(rec).unwrap();
+        assert_eq!(ts, 5678901);
+        assert!(matches!(parse_line(text), Some(KernelEvent::SynFlood { port: 80, .. })));
+        // Recorded on this machine's 6.18 kernel (dmesg) during host-syn-backlog-overflow.
+        let real = "TCP: request_sock_TCP: Possible SYN flooding on port 0.0.0.0:7000. Dropping request.";
+        match parse_line(real) {
+            Some(KernelEvent::SynFlood { port, action, .. }) => {
+                assert_eq!((port, action.as_str()), (7000, "dropping request"))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

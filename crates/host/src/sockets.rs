@@ -46,16 +46,43 @@ pub fn sockets_to(dst: SocketAddr) -> Result<BTreeMap<SocketState, u32>, HostErr
     Ok(out)
 }
 
+/// States worth counting on a server port: everything but LISTEN and ESTABLISHED. Leaving
+/// ESTABLISHED out lets the kernel skip a busy port's healthy connections by their state
+/// alone, before the filter runs, so the cost follows the sockets that tell something
+/// (TIME_WAIT, CLOSE_WAIT, SYN_RECV …).
+pub const TELLING_STATES: u32 = ALL_STATES & !STATE_LISTEN & !(1 << 1);
+
 /// Count TCP sockets whose local port is `port` (the server side of a service), by state,
-/// listeners excluded.
+/// for the [`TELLING_STATES`].
 pub fn sockets_on_port(port: u16) -> Result<BTreeMap<SocketState, u32>, HostError> {
     let filter = Bytecode(vec![Cond::LocalPort { lo: port, hi: port }]);
     let mut out = BTreeMap::new();
-    dump(&[AF_INET, AF_INET6], ALL_STATES & !STATE_LISTEN, filter, |m| {
+    dump(&[AF_INET, AF_INET6], TELLING_STATES, filter, |m| {
         if let Some(s) = SocketState::from_kernel(m.state) {
             *out.entry(s).or_insert(0) += 1;
         }
     })?;
+    Ok(out)
+}
+
+/// Listening TCP sockets (IPv4 and IPv6), on `port` only when given. Owners are not
+/// looked up here (see [`crate::procs::owners`]).
+pub fn listeners(port: Option<u16>) -> Result<Vec<Listener>, HostError> {
+    let filter = Bytecode(port.map(|p| Cond::LocalPort { lo: p, hi: p }).into_iter().collect());
+    let mut out = Vec::new();
+    dump(&[AF_INET, AF_INET6], STATE_LISTEN, filter, |m| {
+        out.push(Listener {
+            family: if m.family == AF_INET { Family::Ipv4 } else { Family::Ipv6 },
+            local: m.local,
+            v6only: m.v6only,
+            accept_queue: QueueLen(m.rqueue),
+            backlog: QueueLen(m.wqueue),
+            uid: m.uid,
+            inode: u64::from(m.inode),
+            process: None,
+        })
+    })?;
+    out.sort_by_key(|l| (l.local.port(), l.family, l.local.ip()));
     Ok(out)
 }
 
@@ -93,6 +120,25 @@ mod tests {
     }
 
     #[test]
+    fn server_side_close_wait() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (_server_end, _) = l.accept().unwrap();
+        assert!(sockets_on_port(port).unwrap().is_empty(), "ESTABLISHED is not counted");
+        drop(c); // the client closes, the server has not: CLOSE_WAIT on the server port
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let m = sockets_on_port(port).unwrap();
+            if m.get(&SocketState::CloseWait) == Some(&1) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no CLOSE_WAIT: {m:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
     fn ipv4_mapped_peers_are_counted() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let dst = l.local_addr().unwrap();
@@ -104,25 +150,4 @@ mod tests {
         let c = sockets_to(dst).unwrap();
         assert_eq!(c.get(&SocketState::Established), Some(&1), "{c:?}");
     }
-}
-
-/// Listening TCP sockets (IPv4 and IPv6), on `port` only when given. Owners are not
-/// looked up here (see [`crate::procs::owners`]).
-pub fn listeners(port: Option<u16>) -> Result<Vec<Listener>, HostError> {
-    let filter = Bytecode(port.map(|p| Cond::LocalPort { lo: p, hi: p }).into_iter().collect());
-    let mut out = Vec::new();
-    dump(&[AF_INET, AF_INET6], STATE_LISTEN, filter, |m| {
-        out.push(Listener {
-            family: if m.family == AF_INET { Family::Ipv4 } else { Family::Ipv6 },
-            local: m.local,
-            v6only: m.v6only,
-            accept_queue: QueueLen(m.rqueue),
-            backlog: QueueLen(m.wqueue),
-            uid: m.uid,
-            inode: u64::from(m.inode),
-            process: None,
-        })
-    })?;
-    out.sort_by_key(|l| (l.local.port(), l.family, l.local.ip()));
-    Ok(out)
 }

@@ -375,6 +375,13 @@ impl Lab {
             (None, Some(t)) => {
                 let mut v = vec!["diagnose".to_string(), self.expand(t), "--json".into()];
                 v.extend(spec.args.iter().map(|x| self.expand(x)));
+                // Recording mode: keep the evidence as a fixture for the rules' replay tests.
+                if let Some(dir) = std::env::var_os("CONNDOC_LAB_EVIDENCE_DIR") {
+                    let name = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let scenario = name.splitn(4, '-').nth(3).unwrap_or(&name).to_string();
+                    v.push("--evidence-out".into());
+                    v.push(PathBuf::from(dir).join(format!("{scenario}.json")).display().to_string());
+                }
                 v
             }
             (None, None) => unreachable!("validated: target or argv"),

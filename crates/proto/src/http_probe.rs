@@ -141,8 +141,9 @@ pub fn probe(addr: SocketAddr, o: &HttpOptions<'_>) -> ProtocolProbe {
     }
     let first = c.tcp().first_bytes.clone();
     if o.tls.is_none() && h.status.is_none() && p.tls_mismatch.is_none() {
+        // A TLS server closes on plaintext; one that stays silent is hung, not TLS.
         p.tls_mismatch = mismatch_from_first_bytes(&first, false).or_else(|| {
-            if crate::looks_like_tls(&first) || !buf.is_empty() {
+            if crate::looks_like_tls(&first) || !buf.is_empty() || !closed {
                 None
             } else {
                 confirm_tls_port(addr, o.timeout)

@@ -198,7 +198,7 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
         let res = s.exchange(&[auth_command(o.user, pw)]);
         note(&mut r, &res);
     }
-    let res = s.exchange(&[cmd(&["PING"]), cmd(&["INFO", "server", "clients", "stats"])]);
+    let res = s.exchange(&[cmd(&["PING"]), cmd(&["INFO", "server", "clients", "stats", "persistence"])]);
     note(&mut r, &res);
     r.pong = matches!(&res[0].1, Some(Reply::Simple(t)) if t == "PONG");
     match &res[1].1 {

@@ -436,37 +436,57 @@ pub fn parse_proc_limits_nofile(text: &str) -> Option<u64> {
     }
 }
 
-/// Limits read on this machine: the fd limit of a running redis-server started with this
-/// config file (else this process's hard limit, which Redis can raise its own soft limit to),
-/// and `net.core.somaxconn` of the current network namespace.
+/// Limits read on this machine: the fd limit of the running redis-server that uses this
+/// config (named on its command line, else — since Redis rewrites its process title to
+/// `redis-server ADDR:PORT` — the one in this network namespace listening on the config's
+/// port), else this process's hard limit (which Redis can raise its own soft limit to); and
+/// `net.core.somaxconn` of the current network namespace.
 pub fn local_limits(config: &Path) -> Limits {
     let mut l = Limits::default();
     let want = std::fs::canonicalize(config).ok();
-    if let (Some(want), Ok(rd)) = (want, std::fs::read_dir("/proc")) {
+    let port = load(config)
+        .ok()
+        .and_then(|(ds, _)| last(&ds, "port").and_then(|d| d.args.first()?.parse::<u16>().ok()))
+        .unwrap_or(6379);
+    let my_netns = std::fs::read_link("/proc/self/ns/net").ok();
+    let mut by_port = None;
+    if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
             let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-            let args: Vec<String> = cmd.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-            let is_redis = args.first().is_some_and(|a| a.contains("redis-server"));
-            if !is_redis {
+            let args: Vec<String> = cmd
+                .split(|&b| b == 0)
+                .flat_map(|a| String::from_utf8_lossy(a).split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                .collect();
+            if !args.first().is_some_and(|a| a.ends_with("redis-server")) {
                 continue;
             }
+            let Some(nofile) =
+                std::fs::read_to_string(format!("/proc/{pid}/limits")).ok().and_then(|t| parse_proc_limits_nofile(&t))
+            else {
+                continue;
+            };
             let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
-            let uses = args.iter().skip(1).take(1).any(|a| {
+            let named = args.get(1).is_some_and(|a| {
                 let p = Path::new(a);
                 let p = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
-                std::fs::canonicalize(p).ok().as_ref() == Some(&want)
+                want.is_some() && std::fs::canonicalize(p).ok() == want
             });
-            if uses {
-                if let Some(n) = std::fs::read_to_string(format!("/proc/{pid}/limits"))
-                    .ok()
-                    .and_then(|t| parse_proc_limits_nofile(&t))
-                {
-                    l.fd_limit = Some((n, format!("soft limit of the running redis-server, pid {pid}")));
-                    break;
-                }
+            if named {
+                l.fd_limit = Some((nofile, format!("soft limit of the running redis-server, pid {pid}")));
+                break;
+            }
+            let same_ns = my_netns.is_some() && std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == my_netns;
+            if same_ns && by_port.is_none() && args.get(1).is_some_and(|a| a.ends_with(&format!(":{port}"))) {
+                by_port = Some((
+                    nofile,
+                    format!("soft limit of the redis-server listening on port {port} in this network namespace, pid {pid}"),
+                ));
             }
         }
+    }
+    if l.fd_limit.is_none() {
+        l.fd_limit = by_port;
     }
     if l.fd_limit.is_none() {
         if let Some(n) = std::fs::read_to_string("/proc/self/limits").ok().and_then(|t| hard_nofile(&t)) {

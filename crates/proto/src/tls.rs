@@ -197,7 +197,12 @@ pub fn facts(
 pub fn classify(e: &std::io::Error) -> (TlsFailure, String) {
     use std::io::ErrorKind as K;
     if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
-        return (classify_tls(tls), tls.to_string());
+        let mut text = tls.to_string();
+        if text.contains("CaUsedAsEndEntity") {
+            text += " (the server presents a CA certificate as its own certificate, e.g. made with \
+                     `openssl req -x509`; issue a leaf certificate signed by that CA instead)";
+        }
+        return (classify_tls(tls), text);
     }
     let f = match e.kind() {
         K::TimedOut | K::WouldBlock => TlsFailure::Timeout,

@@ -80,9 +80,10 @@ pub fn payload(kind: ReceiverKind, a: &AlertInfo, host: &str) -> Value {
     }
 }
 
-/// An `http://host:port/path` URL (the only scheme this build delivers to).
+/// An `http://` or `https://` URL to deliver to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     pub path: String,
@@ -90,12 +91,11 @@ pub struct HttpUrl {
 
 impl HttpUrl {
     pub fn parse(s: &str) -> Result<HttpUrl, String> {
-        if s.starts_with("https://") {
-            return Err(format!(
-                "{s:?}: https receivers are not supported by this build yet; point it at an HTTP relay on loopback"
-            ));
-        }
-        let rest = s.strip_prefix("http://").ok_or_else(|| format!("{s:?}: expected an http:// URL"))?;
+        let (tls, rest) = match (s.strip_prefix("https://"), s.strip_prefix("http://")) {
+            (Some(r), _) => (true, r),
+            (None, Some(r)) => (false, r),
+            _ => return Err(format!("{s:?}: expected an http:// or https:// URL")),
+        };
         let (auth, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -113,30 +113,58 @@ impl HttpUrl {
                 None => (auth.to_string(), Ok(None)),
             }
         };
-        let port = port.map_err(|_| format!("{s:?}: invalid port"))?.unwrap_or(80);
+        let port = port.map_err(|_| format!("{s:?}: invalid port"))?.unwrap_or(if tls { 443 } else { 80 });
         if host.is_empty() || port == 0 {
             return Err(format!("{s:?}: missing host or port"));
         }
-        Ok(HttpUrl { host, port, path: path.to_string() })
+        Ok(HttpUrl { tls, host, port, path: path.to_string() })
     }
 }
 
-/// POST a JSON body; Ok on a 2xx answer within the deadline.
-pub async fn post_json(url: &str, body: &[u8], deadline: Duration) -> Result<u16, String> {
+fn request_head(u: &HttpUrl, len: usize) -> String {
+    let host_hdr =
+        if u.host.contains(':') { format!("[{}]:{}", u.host, u.port) } else { format!("{}:{}", u.host, u.port) };
+    format!(
+        "POST {} HTTP/1.1\r\nHost: {host_hdr}\r\nUser-Agent: conndoc/{}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n",
+        u.path,
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+fn status_of(url: &str, buf: &[u8]) -> Result<u16, String> {
+    let line = String::from_utf8_lossy(buf);
+    let code = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| format!("{url}: no HTTP status in the answer"))?;
+    if (200..300).contains(&code) {
+        Ok(code)
+    } else {
+        Err(format!("{url}: HTTP {code}"))
+    }
+}
+
+/// POST a JSON body; Ok on a 2xx answer within the deadline. `ca_file` adds trusted CAs
+/// for https (the system store is always used).
+pub async fn post_json(
+    url: &str,
+    body: &[u8],
+    deadline: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> Result<u16, String> {
     let u = HttpUrl::parse(url)?;
+    if u.tls {
+        let (url, body, ca) = (url.to_string(), body.to_vec(), ca_file.map(|p| p.to_path_buf()));
+        return tokio::task::spawn_blocking(move || post_tls(&u, &url, &body, deadline, ca.as_deref()))
+            .await
+            .unwrap_or_else(|e| Err(format!("{e}")));
+    }
     let fut = async {
         let mut s = tokio::net::TcpStream::connect((u.host.as_str(), u.port))
             .await
             .map_err(|e| format!("connect {}:{}: {e}", u.host, u.port))?;
-        let host_hdr =
-            if u.host.contains(':') { format!("[{}]:{}", u.host, u.port) } else { format!("{}:{}", u.host, u.port) };
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {host_hdr}\r\nUser-Agent: conndoc/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            u.path,
-            env!("CARGO_PKG_VERSION"),
-            body.len()
-        );
-        s.write_all(head.as_bytes()).await.map_err(|e| format!("sending to {url}: {e}"))?;
+        s.write_all(request_head(&u, body.len()).as_bytes()).await.map_err(|e| format!("sending to {url}: {e}"))?;
         s.write_all(body).await.map_err(|e| format!("sending to {url}: {e}"))?;
         let mut buf = Vec::with_capacity(512);
         let mut chunk = [0u8; 1024];
@@ -148,22 +176,73 @@ pub async fn post_json(url: &str, body: &[u8], deadline: Duration) -> Result<u16
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        let line = String::from_utf8_lossy(&buf);
-        let code = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| format!("{url}: no HTTP status in the answer"))?;
-        if (200..300).contains(&code) {
-            Ok(code)
-        } else {
-            Err(format!("{url}: HTTP {code}"))
-        }
+        status_of(url, &buf)
     };
     match tokio::time::timeout(deadline, fut).await {
         Ok(r) => r,
         Err(_) => Err(format!("{url}: no answer within {}", crate::config::fmt_duration(deadline))),
     }
+}
+
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    if let Some(p) = ca_file {
+        let pem = std::fs::read(p).map_err(|e| format!("reading CA file {}: {e}", p.display()))?;
+        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let c = c.map_err(|e| format!("CA file {}: {e}", p.display()))?;
+            roots.add(c).map_err(|e| format!("CA file {}: {e}", p.display()))?;
+        }
+    }
+    let cfg =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(std::sync::Arc::new(cfg))
+}
+
+/// HTTPS delivery on a blocking thread: rustls over a std socket with timeouts.
+fn post_tls(
+    u: &HttpUrl,
+    url: &str,
+    body: &[u8],
+    deadline: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let start = std::time::Instant::now();
+    let cfg = tls_config(ca_file)?;
+    let name = rustls::pki_types::ServerName::try_from(u.host.clone()).map_err(|e| format!("{url}: {e}"))?;
+    let addr = (u.host.as_str(), u.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {}: {e}", u.host))?
+        .next()
+        .ok_or_else(|| format!("resolving {}: no address", u.host))?;
+    let tcp = std::net::TcpStream::connect_timeout(&addr, deadline).map_err(|e| format!("connect {addr}: {e}"))?;
+    let left = deadline.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+    tcp.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(left)).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| format!("{url}: {e}"))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(request_head(u, body.len()).as_bytes()).map_err(|e| format!("sending to {url}: {e}"))?;
+    tls.write_all(body).map_err(|e| format!("sending to {url}: {e}"))?;
+    tls.flush().map_err(|e| format!("sending to {url}: {e}"))?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 8192 {
+        match tls.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if !buf.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(format!("reading answer from {url}: {e}")),
+        }
+    }
+    status_of(url, &buf)
 }
 
 /// The body actually sent for an outbox payload (adds PagerDuty's routing key).
@@ -227,11 +306,14 @@ mod tests {
     fn urls() {
         assert_eq!(
             HttpUrl::parse("http://127.0.0.1:9000/hook?a=1").unwrap(),
-            HttpUrl { host: "127.0.0.1".into(), port: 9000, path: "/hook?a=1".into() }
+            HttpUrl { tls: false, host: "127.0.0.1".into(), port: 9000, path: "/hook?a=1".into() }
         );
         assert_eq!(HttpUrl::parse("http://[::1]:81").unwrap().host, "::1");
         assert_eq!(HttpUrl::parse("http://relay").unwrap().port, 80);
-        for bad in ["ftp://x", "http://:80/", "http://h:0/", "http://h:x/", "https://hooks.slack.com/x"] {
+        let s = HttpUrl::parse("https://hooks.slack.com/services/x").unwrap();
+        assert!(s.tls);
+        assert_eq!((s.port, s.path.as_str()), (443, "/services/x"));
+        for bad in ["ftp://x", "http://:80/", "http://h:0/", "http://h:x/", "https://"] {
             assert!(HttpUrl::parse(bad).is_err(), "{bad}");
         }
     }

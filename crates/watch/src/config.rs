@@ -125,6 +125,7 @@ pub struct RawReceiver {
     pub timeout: Option<Spanned<String>>,
     pub retry_max: Option<Spanned<String>>,
     pub send_resolved: Option<bool>,
+    pub ca_file: Option<Spanned<String>>,
 }
 
 /// Values given on the command line; they win over the file.
@@ -203,6 +204,8 @@ pub struct ReceiverConfig {
     pub timeout: Duration,
     pub retry_max: Duration,
     pub send_resolved: bool,
+    /// Extra CA certificates (PEM) trusted for an https receiver.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -259,7 +262,9 @@ pub fn load_str(path: &Path, text: &str, ov: &Overrides) -> Result<Config, Confi
 
 fn field_from_toml_error(msg: &str, line: Option<&str>) -> String {
     // serde's "unknown field `x`" and "missing field `x`" name it in backticks.
-    if let Some(i) = msg.find('`') {
+    let names_field =
+        ["unknown field", "missing field", "duplicate field", "duplicate key"].iter().any(|p| msg.contains(p));
+    if let Some(i) = msg.find('`').filter(|_| names_field) {
         if let Some(j) = msg[i + 1..].find('`') {
             return msg[i + 1..i + 1 + j].to_string();
         }
@@ -676,6 +681,12 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
         Duration::from_millis(100),
         Some(Duration::from_secs(86_400)),
     );
+    let ca_file = r.ca_file.as_ref().map(|c| PathBuf::from(c.get_ref()));
+    if let (Some(c), Some(p)) = (&r.ca_file, &ca_file) {
+        if let Err(e) = std::fs::metadata(p) {
+            v.err(Some(c), &f("ca_file"), format!("cannot read {}: {e}", p.display()));
+        }
+    }
     if v.errors.len() > before {
         return None;
     }
@@ -687,6 +698,7 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
         timeout,
         retry_max,
         send_resolved: r.send_resolved.unwrap_or(true),
+        ca_file,
     })
 }
 
@@ -718,13 +730,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 86_400_000 == 0 && ms > 0 {
+    if ms.is_multiple_of(86_400_000) && ms > 0 {
         format!("{}d", ms / 86_400_000)
-    } else if ms % 3_600_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(3_600_000) && ms > 0 {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

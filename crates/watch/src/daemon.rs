@@ -5,7 +5,7 @@
 use crate::alert::{self, AlertInfo};
 use crate::config::{CheckKind, Config, Overrides, ReceiverKind, TargetConfig};
 use crate::health::{Health, State, Transition};
-use crate::history::{now_ms, Bucket, History, NewAlert, SavedState};
+use crate::history::{now_ms, Bucket, Diagnosis, History, NewAlert, SavedState};
 use crate::metrics::{Hist, Stats};
 use crate::probe::{self, ProbeResult};
 use conndoc_diagnose::Cause;
@@ -453,7 +453,13 @@ impl Daemon {
         let h = self.history.clone();
         let n = name.clone();
         let r = tokio::task::spawn_blocking(move || {
-            h.diagnosed(event_id, &n, &cause, &summary, &json, still_down, &alerts)
+            h.diagnosed(
+                event_id,
+                &n,
+                &Diagnosis { cause: &cause, summary: &summary, report_json: &json },
+                still_down,
+                &alerts,
+            )
         })
         .await;
         if let Ok(Err(e)) = r {
@@ -479,9 +485,16 @@ impl Daemon {
         };
         if still {
             let h = self.history.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || h.diagnosed(event_id, &name, &cause, &summary, &json, true, &[]))
-                    .await;
+            let _ = tokio::task::spawn_blocking(move || {
+                h.diagnosed(
+                    event_id,
+                    &name,
+                    &Diagnosis { cause: &cause, summary: &summary, report_json: &json },
+                    true,
+                    &[],
+                )
+            })
+            .await;
         }
     }
 
@@ -620,7 +633,7 @@ impl Daemon {
                     continue;
                 };
                 let body = alert::wire_body(r, &a.payload);
-                let res = alert::post_json(&r.url, &body, r.timeout).await;
+                let res = alert::post_json(&r.url, &body, r.timeout, r.ca_file.as_deref()).await;
                 let h = self.history.clone();
                 let id = a.id;
                 match res {

@@ -65,7 +65,7 @@ th{background:#eceef2;font-weight:600}
 tr.down td{background:#fdecec}
 code{font-family:ui-monospace,Menlo,monospace;font-size:13px}
 .cause{font-weight:700;color:#b71c1c}.ok{color:#1f8a4c;font-weight:600}
-.muted{color:#6b7280}
+.muted{color:#6b7280}.n-down{color:#c62828}.n-up{color:#1f8a4c}
 .timeline{display:flex;gap:1px;height:28px;margin:8px 0 4px;max-width:960px}
 .timeline span{flex:1;background:#d5d8de}
 .timeline .a100{background:#1f8a4c}.timeline .a50{background:#f0a500}.timeline .a0{background:#c62828}
@@ -100,8 +100,10 @@ pub fn index(d: &Arc<Daemon>) -> String {
     let mut b = String::with_capacity(512 + views.len() * 420);
     let _ = write!(
         b,
-        "<p class=\"counts\"><span id=\"count-down\" style=\"color:#c62828\">{down} down</span><span id=\"count-up\" style=\"color:#1f8a4c\">{up} up</span><span id=\"count-unknown\" class=\"muted\">{unknown} unknown</span></p>\
-         <table id=\"targets\"><thead><tr><th>Target</th><th>State</th><th>Cause</th><th>Since</th><th>Last check</th><th>URL</th></tr></thead><tbody>"
+        "<p class=\"counts\"><span id=\"count-down\" class=\"{}\">{down} down</span><span id=\"count-up\" class=\"{}\">{up} up</span><span id=\"count-unknown\" class=\"muted\">{unknown} unknown</span></p>\
+         <table id=\"targets\"><thead><tr><th>Target</th><th>State</th><th>Cause</th><th>Since</th><th>Last check</th><th>URL</th></tr></thead><tbody>",
+        if down > 0 { "n-down" } else { "muted" },
+        if up > 0 { "n-up" } else { "muted" },
     );
     for v in &views {
         let name = esc(&v.name);

@@ -80,6 +80,14 @@ pub struct PendingAlert {
     pub attempts: u32,
 }
 
+/// A diagnosis as stored with its event.
+#[derive(Debug, Clone, Copy)]
+pub struct Diagnosis<'a> {
+    pub cause: &'a str,
+    pub summary: &'a str,
+    pub report_json: &'a str,
+}
+
 /// A new alert to put into the outbox.
 #[derive(Debug, Clone)]
 pub struct NewAlert {
@@ -189,12 +197,11 @@ impl History {
         &self,
         event_id: i64,
         target: &str,
-        cause: &str,
-        summary: &str,
-        report_json: &str,
+        d: &Diagnosis,
         update_state: bool,
         alerts: &[NewAlert],
     ) -> Result<(), HistoryError> {
+        let (cause, summary, report_json) = (d.cause, d.summary, d.report_json);
         let mut c = self.lock();
         let tx = c.transaction().map_err(|e| self.sql("storing diagnosis", e))?;
         tx.execute(
@@ -446,7 +453,8 @@ mod tests {
         let id = h.transition(&s, State::Up, None, None).unwrap();
         let a =
             NewAlert { receiver: "ops".into(), target: "api".into(), status: "firing".into(), payload: "{}".into() };
-        h.diagnosed(id, "api", "no-listener", "nothing listens", "{\"x\":1}", true, &[a]).unwrap();
+        let d = Diagnosis { cause: "no-listener", summary: "nothing listens", report_json: "{\"x\":1}" };
+        h.diagnosed(id, "api", &d, true, &[a]).unwrap();
         drop(h);
         let h = History::open(&p).unwrap();
         let st = h.load_states().unwrap();

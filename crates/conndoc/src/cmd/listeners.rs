@@ -1,6 +1,185 @@
-#[derive(clap::Args)]
-pub struct Args {}
+//! `conndoc listeners`: the listening TCP sockets with their process, queues and warnings.
 
-pub fn run(_args: Args) -> anyhow::Result<u8> {
-    Err(super::usage("not available yet"))
+use super::usage;
+use conndoc_facts::host::Listener;
+use conndoc_facts::Port;
+use conndoc_host::NetnsSpec;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only listeners on this port.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Look inside this network namespace (name under /run/netns, or a path).
+    #[arg(long, value_name = "NAME|PATH", conflicts_with = "netns_pid")]
+    pub netns: Option<String>,
+    /// Look inside the network namespace of this process (e.g. a container's).
+    #[arg(long, value_name = "PID")]
+    pub netns_pid: Option<u32>,
+}
+
+/// Share of the fd limit at which a process is "near" it.
+const FD_NEAR: f64 = 0.8;
+
+#[derive(Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    listener: &'a Listener,
+    warnings: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    schema: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns: Option<String>,
+    listeners: Vec<Row<'a>>,
+}
+
+fn warnings(l: &Listener) -> Vec<&'static str> {
+    let mut w = Vec::new();
+    if l.loopback_only() {
+        w.push("loopback-only");
+    }
+    if l.v6only == Some(true) {
+        w.push("ipv6-only");
+    }
+    if l.queue_full() {
+        w.push("queue-full");
+    }
+    if l.process.as_ref().and_then(|p| p.fd_fill()).is_some_and(|f| f >= FD_NEAR) {
+        w.push("near-fd-limit");
+    }
+    w
+}
+
+/// `3/128 [#.........]`: accept queue over backlog, ten cells.
+fn fill(l: &Listener) -> String {
+    let (q, b) = (l.accept_queue.0, l.backlog.0);
+    let cells = if b == 0 {
+        if q > 0 {
+            10
+        } else {
+            0
+        }
+    } else {
+        ((q as u64 * 10).div_ceil(b as u64)).min(10) as usize
+    };
+    format!("{q}/{b} [{}{}]", "#".repeat(cells), ".".repeat(10 - cells))
+}
+
+fn table(ls: &[Listener]) -> String {
+    let mut rows = vec![[
+        "ADDRESS".to_string(),
+        "PORT".into(),
+        "FAMILY".into(),
+        "V6ONLY".into(),
+        "QUEUE".into(),
+        "PROCESS".into(),
+        "FDS".into(),
+        "WARNINGS".into(),
+    ]];
+    for l in ls {
+        let p = l.process.as_ref();
+        rows.push([
+            l.local.ip().to_string(),
+            l.port().to_string(),
+            l.family.to_string(),
+            l.v6only.map(|v| if v { "yes" } else { "no" }).unwrap_or("-").to_string(),
+            fill(l),
+            p.map(|p| format!("{}/{}", p.comm, p.pid)).unwrap_or_else(|| "?".into()),
+            p.and_then(|p| {
+                Some(format!("{}/{}", p.open_fds?, p.nofile_soft.map(|n| n.to_string()).unwrap_or("∞".into())))
+            })
+            .unwrap_or_else(|| "-".into()),
+            warnings(l).join(","),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if ls.iter().any(|l| l.process.is_none()) {
+        out.push_str(
+            "(?: owner not found: a process this user may not inspect (run as root), or outside this PID namespace)\n",
+        );
+    }
+    out
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    let port = a.port.as_deref().map(|p| p.parse::<Port>().map_err(|e| usage(format!("--port: {e}")))).transpose()?;
+    let spec = match (&a.netns, a.netns_pid) {
+        (Some(n), _) => {
+            conndoc_host::netns::check_name(n).map_err(usage)?;
+            Some(NetnsSpec::Named(n.clone()))
+        }
+        (None, Some(pid)) => Some(NetnsSpec::Pid(pid)),
+        _ => None,
+    };
+    if let Some(s) = &spec {
+        let path: PathBuf = s.path();
+        std::fs::metadata(&path)
+            .map_err(|e| usage(format!("--netns {}: cannot open {}: {e}", s.label(), path.display())))?;
+    }
+    let ls = conndoc_host::listener_table(port.map(Port::get), spec.as_ref())?;
+    let s = if a.json {
+        let out = Output {
+            schema: "conndoc.listeners/v1",
+            netns: spec.as_ref().map(NetnsSpec::label),
+            listeners: ls.iter().map(|l| Row { listener: l, warnings: warnings(l) }).collect(),
+        };
+        let mut s = serde_json::to_string_pretty(&out)?;
+        s.push('\n');
+        s
+    } else if ls.is_empty() {
+        match port {
+            Some(p) => format!("no TCP listener on port {p}\n"),
+            None => "no TCP listeners\n".to_string(),
+        }
+    } else {
+        table(&ls)
+    };
+    super::diagnose::write_out(&s)?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conndoc_facts::{Family, QueueLen};
+
+    fn l(addr: &str, q: u32, b: u32) -> Listener {
+        let local: std::net::SocketAddr = addr.parse().unwrap();
+        Listener {
+            family: Family::of(&local.ip()),
+            local,
+            v6only: local.is_ipv6().then_some(true),
+            accept_queue: QueueLen(q),
+            backlog: QueueLen(b),
+            uid: 0,
+            inode: 1,
+            process: None,
+        }
+    }
+
+    #[test]
+    fn fill_and_warnings() {
+        assert_eq!(fill(&l("0.0.0.0:80", 0, 128)), "0/128 [..........]");
+        assert_eq!(fill(&l("0.0.0.0:80", 2, 1)), "2/1 [##########]");
+        assert_eq!(fill(&l("0.0.0.0:80", 3, 128)), "3/128 [#.........]");
+        assert_eq!(warnings(&l("127.0.0.1:80", 0, 128)), vec!["loopback-only"]);
+        assert_eq!(warnings(&l("[::]:80", 2, 1)), vec!["ipv6-only", "queue-full"]);
+        let t = table(&[l("127.0.0.1:6379", 0, 511)]);
+        assert!(t.starts_with("ADDRESS"));
+        assert!(t.contains("127.0.0.1  6379"));
+    }
 }

@@ -1,0 +1,54 @@
+//! The rules against recorded facts: every file in tests/evidence/ is the evidence a real
+//! lab scenario gathered (`CONNDOC_LAB_EVIDENCE_DIR=… cargo test -p conndoc --test lab`),
+//! and replaying it must give the verdict that scenario expects. Runs without root.
+
+use std::path::Path;
+
+#[test]
+fn recorded_evidence_gives_the_scenarios_verdict() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/evidence");
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lab/scenarios");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let scenario = std::fs::read_to_string(scenarios.join(format!("{name}.toml")))
+            .unwrap_or_else(|e| panic!("{name}: evidence without a scenario file: {e}"));
+        let scenario: toml::Value = toml::from_str(&scenario).unwrap();
+        let Some(want) = scenario.get("expect").and_then(|e| e.get("cause")).and_then(|c| c.as_str()) else {
+            continue;
+        };
+        let ev: conndoc_facts::Evidence =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = conndoc_diagnose::diagnose(&ev);
+        if report.verdict.cause.code() != want {
+            failures.push(format!("{name}: expected {want}, rules say {}", report.verdict.cause));
+        }
+        // Every critical finding carries evidence (a cause is never named on a guess).
+        for f in &report.findings {
+            if f.severity == conndoc_diagnose::Severity::Critical && f.evidence.is_empty() {
+                failures.push(format!("{name}: finding {} has no evidence", f.cause));
+            }
+        }
+        checked += 1;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= 5, "only {checked} recorded evidence files were checked");
+}
+
+#[test]
+fn root_cause_outranks_its_consequences() {
+    use conndoc_diagnose::Cause::*;
+    // causes.md: "When several causes hold" — the finding that explains the others first.
+    assert!(FdExhaustion.rank() < AcceptQueueOverflow.rank());
+    assert!(FirewallDrop.rank() < ConnectTimeout.rank());
+    assert!(BoundToLoopback.rank() < NoListener.rank());
+    assert!(DnsHostsOverride.rank() < NoListener.rank());
+    assert!(DnsHostsOverride.rank() < HostUnreachable.rank());
+    assert!(FirewallReject.rank() < NoListener.rank());
+    assert!(PortInUse.rank() < ProcessNotRunning.rank());
+}

@@ -1,0 +1,257 @@
+//! The probes against real redis-server processes on loopback (ports this test opens), and
+//! the password on every output path: report JSON, report text, evidence file, Debug.
+//! Skipped (with a message) where redis-server or openssl is not installed.
+
+use conndoc_facts::protocol::{MismatchDirection, ProtocolFacts, ProtocolProbe, TlsFailure};
+use conndoc_facts::{Evidence, Secret, Target};
+use conndoc_proto::redis::{probe, RedisOptions};
+use conndoc_proto::tls::TlsSetup;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "Zq-real-test-pw-4471";
+
+fn have(prog: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {prog}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A redis-server killed on drop.
+struct Redis {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Redis {
+    fn start(port: u16, extra: &[&str]) -> Redis {
+        let mut args = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let p = port.to_string();
+        if !extra.contains(&"--tls-port") {
+            args.extend(["--port", &p]);
+        }
+        args.extend(extra);
+        let child = Command::new("redis-server").args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, addr }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn opts<'a>(pw: Option<&'a Secret>, user: Option<&'a str>, tls: Option<&'a TlsSetup>) -> RedisOptions<'a> {
+    RedisOptions { user, password: pw, tls, timeout: Duration::from_secs(2), config: true }
+}
+
+/// Evidence as the engine would assemble it, for the output-path checks.
+fn evidence(target: Target, p: ProtocolProbe) -> Evidence {
+    let port = target.port.get();
+    let mut ev: Evidence = serde_json::from_value(serde_json::json!({
+        "schema": "conndoc.evidence/v1",
+        "target": target,
+        "options": {"timeout_us": 2000000},
+        "started_at": "2026-11-21T05:00:00Z",
+        "elapsed_us": 1500,
+        "client": {"hostname": "t", "privileges": {"uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true}},
+        "resolution": {"literal": true, "system": {"addresses": [{"address": "127.0.0.1", "source": {"kind": "literal"}}], "timed_out": false, "elapsed_us": 0}},
+        "probes": [{"address": "127.0.0.1", "port": port, "family": "ipv4", "outcome": "connected", "kind": "connected", "elapsed_us": 80, "deadline_us": 2000000}],
+    }))
+    .unwrap();
+    ev.target = target;
+    ev.protocol = Some(ProtocolFacts { probes: vec![p], ..Default::default() });
+    ev
+}
+
+/// The password appears on no output path.
+fn assert_no_secret(ev: &Evidence, secret: &str) {
+    let report = conndoc_diagnose::diagnose(ev);
+    let outputs = [
+        ("evidence file", serde_json::to_string_pretty(ev).unwrap()),
+        ("report json", serde_json::to_string_pretty(&report).unwrap()),
+        ("report text", conndoc_diagnose::render::text(&report, false)),
+        ("report text colour", conndoc_diagnose::render::text(&report, true)),
+        ("evidence debug", format!("{ev:?}")),
+        ("report debug", format!("{report:?}")),
+    ];
+    for (what, s) in outputs {
+        assert!(!s.contains(secret), "{what} contains the password:\n{s}");
+    }
+}
+
+#[test]
+fn healthy_with_password_and_config() {
+    if !have("redis-server") {
+        eprintln!("skipped: redis-server not installed (Debian package redis-server)");
+        return;
+    }
+    let r = Redis::start(free_port(), &["--requirepass", PASSWORD]);
+    let pw = Secret::new(PASSWORD);
+    let p = probe(r.addr, &opts(Some(&pw), None, None));
+    let rf = p.redis.as_ref().unwrap();
+    assert!(rf.pong, "{p:?}");
+    assert_eq!(rf.exchanges[0].command, "AUTH <redacted>");
+    assert_eq!(rf.exchanges[0].reply.as_deref(), Some("OK"));
+    let info = rf.info.as_ref().unwrap();
+    assert_eq!(info.tcp_port, Some(r.addr.port() as u32));
+    assert_eq!(info.maxclients, Some(10000));
+    assert_eq!(rf.config.get("bind").map(String::as_str), Some("127.0.0.1"));
+    assert_eq!(rf.config.get("protected-mode").map(String::as_str), Some("yes"));
+    assert_eq!(rf.config.get("port"), Some(&r.addr.port().to_string()));
+    assert!(rf.config.contains_key("tcp-backlog") && rf.config.contains_key("maxclients"));
+    let t = Target::parse(&format!("redis://:{PASSWORD}@{}", r.addr)).unwrap();
+    let ev = evidence(t, p);
+    assert_eq!(conndoc_diagnose::diagnose(&ev).verdict.cause, conndoc_diagnose::Cause::Ok);
+    assert_no_secret(&ev, PASSWORD);
+}
+
+#[test]
+fn no_password_wrong_password_acl_user() {
+    if !have("redis-server") {
+        eprintln!("skipped: redis-server not installed");
+        return;
+    }
+    let r = Redis::start(
+        free_port(),
+        &["--requirepass", PASSWORD, "--user", "app", "on", ">app-pw-Real-1", "~*", "+@all"],
+    );
+    let p = probe(r.addr, &opts(None, None, None));
+    assert_eq!(p.redis.as_ref().unwrap().first_error.as_ref().unwrap().code, "NOAUTH");
+
+    let wrong = Secret::new("wrong-Real-pw-9");
+    let p = probe(r.addr, &opts(Some(&wrong), Some("app"), None));
+    let rf = p.redis.as_ref().unwrap();
+    assert_eq!(rf.first_error.as_ref().unwrap().code, "WRONGPASS");
+    assert_eq!(rf.exchanges[0].command, "AUTH app <redacted>");
+    let t = Target::parse(&format!("redis://app:wrong-Real-pw-9@{}", r.addr)).unwrap();
+    let ev = evidence(t, p);
+    let report = conndoc_diagnose::diagnose(&ev);
+    assert_eq!(report.verdict.cause, conndoc_diagnose::Cause::RedisAuthFailed);
+    assert_no_secret(&ev, "wrong-Real-pw-9");
+
+    let right = Secret::new("app-pw-Real-1");
+    let p = probe(r.addr, &opts(Some(&right), Some("app"), None));
+    assert!(p.redis.as_ref().unwrap().pong, "{p:?}");
+}
+
+#[test]
+fn max_clients_reply_on_accept() {
+    if !have("redis-server") {
+        eprintln!("skipped: redis-server not installed");
+        return;
+    }
+    let r = Redis::start(free_port(), &["--maxclients", "1"]);
+    // Let Redis drop the start-up check's connection before taking the one slot.
+    std::thread::sleep(Duration::from_millis(200));
+    let _held = TcpStream::connect(r.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let p = probe(r.addr, &opts(None, None, None));
+    let rf = p.redis.as_ref().unwrap();
+    assert!(rf.first_error.as_ref().is_some_and(|e| e.is_max_clients()), "{p:?}");
+    assert!(rf.closed_by_server, "{p:?}");
+    assert_eq!(rf.unsolicited.as_deref(), Some("-ERR max number of clients reached"));
+}
+
+/// A CA and a leaf for `cn` (and 127.0.0.1) signed by it, valid `days`: (ca.pem, leaf.key, leaf.pem).
+fn openssl_chain(dir: &Path, cn: &str, days: u32) -> (PathBuf, PathBuf, PathBuf) {
+    let sh = format!(
+        "set -e; cd {d}; \
+         openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=test-ca -keyout ca.key -out ca.pem; \
+         openssl req -newkey rsa:2048 -nodes -subj /CN={cn} -keyout leaf.key -out leaf.csr; \
+         printf 'subjectAltName=DNS:{cn},IP:127.0.0.1\\n' > ext; \
+         openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days {days} -extfile ext -out leaf.pem",
+        d = dir.display()
+    );
+    let ok = Command::new("sh").args(["-c", &sh]).stderr(Stdio::null()).status().unwrap().success();
+    assert!(ok, "openssl failed");
+    (dir.join("ca.pem"), dir.join("leaf.key"), dir.join("leaf.pem"))
+}
+
+#[test]
+fn tls_redis_both_ways() {
+    if !have("redis-server") || !have("openssl") {
+        eprintln!("skipped: redis-server or openssl not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("conndoc-proto-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, key, pem) = openssl_chain(&dir, "localhost", 5);
+    let port = free_port();
+    let ps = port.to_string();
+    let r = Redis::start(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &ps,
+            "--tls-cert-file",
+            pem.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    // Trusted with --ca: healthy, certificate facts kept, expiry warning (5 days).
+    let setup = TlsSetup::new("localhost", Some(&ca), false).unwrap();
+    let p = probe(r.addr, &opts(None, None, Some(&setup)));
+    let t = p.tls.as_ref().unwrap();
+    assert!(t.ok, "{p:?}");
+    assert_eq!(t.chain[0].subject, "CN=localhost");
+    assert!(t.chain[0].sans.contains(&"DNS:localhost".to_string()));
+    assert!((3..=5).contains(&t.chain[0].expires_in_days), "{:?}", t.chain[0]);
+    assert_eq!(t.chain[0].issuer, "CN=test-ca");
+    assert!(p.redis.as_ref().unwrap().pong);
+    // Not trusted: unknown issuer, chain still recorded.
+    let setup = TlsSetup::new("localhost", None, false).unwrap();
+    let p = probe(r.addr, &opts(None, None, Some(&setup)));
+    assert_eq!(p.tls.as_ref().unwrap().failure, Some(TlsFailure::UnknownIssuer));
+    assert_eq!(p.tls.as_ref().unwrap().chain[0].subject, "CN=localhost");
+    // Wrong name against the trusted certificate.
+    let setup = TlsSetup::new("cache.example", Some(&ca), false).unwrap();
+    let p = probe(r.addr, &opts(None, None, Some(&setup)));
+    assert_eq!(p.tls.as_ref().unwrap().failure, Some(TlsFailure::NameMismatch));
+    // --insecure accepts it.
+    let setup = TlsSetup::new("cache.example", None, true).unwrap();
+    assert!(probe(r.addr, &opts(None, None, Some(&setup))).redis.unwrap().pong);
+    // Plaintext to the TLS port.
+    let p = probe(r.addr, &opts(None, None, None));
+    assert_eq!(p.tls_mismatch.as_ref().unwrap().direction, MismatchDirection::PlaintextToTls, "{p:?}");
+    drop(r);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn silent_server_hits_the_deadline() {
+    // A real listener that accepts and never answers: the probe returns at its deadline.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        drop(s);
+    });
+    let start = Instant::now();
+    let o = RedisOptions { user: None, password: None, tls: None, timeout: Duration::from_millis(300), config: true };
+    let p = probe(addr, &o);
+    assert!(start.elapsed() < Duration::from_millis(700), "took {:?}", start.elapsed());
+    let rf = p.redis.unwrap();
+    assert!(rf.exchanges[0].error.as_deref().unwrap().contains("deadline"), "{rf:?}");
+    t.join().unwrap();
+}

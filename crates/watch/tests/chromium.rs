@@ -1,0 +1,129 @@
+//! A real headless Chromium (Debian package) loads the dashboard while a target turns from
+//! up to down: the rendered DOM says so with the cause, and the screenshots show it (the red
+//! badge and row appear only once the target is down).
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn daemon_child() {
+    maybe_run_child();
+}
+
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        for d in path.to_str()?.split(':') {
+            let c = Path::new(d).join(name);
+            if c.is_file() {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+/// Run Chromium headless with a fresh profile, bounded by `timeout`; returns stdout.
+fn run_chromium(bin: &Path, profile: &Path, args: &[String]) -> String {
+    let out = Command::new("timeout")
+        .arg("90")
+        .arg(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Pixels of exactly this colour in a PNG.
+fn count_color(png_path: &Path, rgb: [u8; 3]) -> usize {
+    let dec = png::Decoder::new(std::fs::File::open(png_path).unwrap());
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let bpp = match info.color_type {
+        png::ColorType::Rgba => 4,
+        png::ColorType::Rgb => 3,
+        other => panic!("unexpected PNG colour type {other:?}"),
+    };
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    buf[..info.buffer_size()].chunks(bpp).filter(|p| p[..3] == rgb).count()
+}
+
+const RED_BADGE: [u8; 3] = [0xc6, 0x28, 0x28];
+const DOWN_ROW: [u8; 3] = [0xfd, 0xec, 0xec];
+const GREEN_BADGE: [u8; 3] = [0x1f, 0x8a, 0x4c];
+
+#[test]
+fn dashboard_shows_target_going_down_with_its_cause() {
+    let Some(bin) = chromium() else {
+        return skip(
+            "dashboard_shows_target_going_down_with_its_cause",
+            "no `chromium` binary (Debian package chromium)",
+        );
+    };
+    let dir = TempDir::new("chromium");
+    let (svc_port, listen) = (free_port(), free_port());
+    let cfg = config(&dir, listen, &[("api", svc_port)], &[]);
+    let svc = Service::start(svc_port);
+    let d = Daemon::start(&cfg, ([127, 0, 0, 1], listen).into(), &dir.path("log"), "daemon_child");
+    d.wait_state("api", "up", Duration::from_secs(20));
+    let url = format!("http://127.0.0.1:{listen}/");
+
+    let dom = run_chromium(&bin, &dir.path("p1"), &["--dump-dom".into(), url.clone()]);
+    assert!(dom.contains("data-target=\"api\" data-state=\"up\" data-cause=\"ok\""), "{dom}");
+    assert!(dom.contains("0 down") && dom.contains("1 up"), "{dom}");
+    let up_png = dir.path("up.png");
+    run_chromium(
+        &bin,
+        &dir.path("p2"),
+        &[format!("--screenshot={}", up_png.display()), "--window-size=1200,500".into(), url.clone()],
+    );
+    assert!(count_color(&up_png, GREEN_BADGE) > 300, "the green UP badge is visible");
+    assert_eq!(count_color(&up_png, DOWN_ROW), 0, "no red row while up");
+    assert_eq!(count_color(&up_png, RED_BADGE), 0, "nothing red while up");
+
+    svc.stop();
+    d.wait_state("api", "down", Duration::from_secs(20));
+    let dom = run_chromium(&bin, &dir.path("p3"), &["--dump-dom".into(), url.clone()]);
+    assert!(dom.contains("data-target=\"api\" data-state=\"down\" data-cause=\"no-listener\""), "{dom}");
+    assert!(dom.contains("<code class=\"cause\">no-listener</code>"), "{dom}");
+    assert!(dom.contains("1 down"), "{dom}");
+    let down_png = dir.path("down.png");
+    run_chromium(
+        &bin,
+        &dir.path("p4"),
+        &[format!("--screenshot={}", down_png.display()), "--window-size=1200,500".into(), url],
+    );
+    assert!(count_color(&down_png, RED_BADGE) > 300, "the red DOWN badge is visible");
+    assert!(count_color(&down_png, DOWN_ROW) > 3000, "the row turned red");
+    assert_eq!(count_color(&down_png, GREEN_BADGE), 0, "no green badge any more");
+
+    // The target's page renders the diagnosis for people.
+    let page =
+        run_chromium(&bin, &dir.path("p5"), &["--dump-dom".into(), format!("http://127.0.0.1:{listen}/target/api")]);
+    assert!(page.contains("id=\"state\">down</span>"), "{page}");
+    assert!(page.contains("<pre id=\"report\">"), "{page}");
+    assert!(page.contains(&format!("127.0.0.1:{svc_port}")), "{page}");
+    if std::env::var_os("KEEP_TEST_DIRS").is_some() {
+        eprintln!("screenshots in {}", dir.0.display());
+    }
+    assert_eq!(d.terminate(), Some(0));
+}
