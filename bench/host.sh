@@ -4,8 +4,8 @@
 #   sudo bench/host.sh [SOCKETS] [RUNS]      (default 50000 sockets, 20 runs each)
 #
 # Builds a lab network namespace (nothing changes outside it), fills its TCP table with
-# SOCKETS sockets (SOCKETS/2 held client connections + their accepted server ends, all on
-# port 7000), adds a quiet listener on 6379, then times whole processes inside the
+# SOCKETS sockets (SOCKETS/2 held client connections + their accepted server ends, over
+# ports 7000-7002), adds a quiet listener on 6379, then times whole processes inside the
 # namespace: `ss -tan`, `ss -tanp`, `ss -tlnp` against conndoc's inspection of one port
 # (examples/inspect: sock_diag with kernel filters + owner lookup + counters + sysctls),
 # `conndoc listeners --port` and `conndoc listeners`. Prints medians and ratios.
@@ -32,14 +32,25 @@ in_ns() { ip netns exec "$NS" "$@"; }
 in_ns ip link set lo up
 in_ns sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
 
-HALF=$((N / 2))
-in_ns bash -c "ulimit -n $((HALF + 100)); exec $BIN/conndoc-labtool serve 127.0.0.1 7000 --backlog 4096" 2>/dev/null &
-PIDS+=($!)
+# A process may hold at most RLIMIT_NOFILE sockets (and raising the hard limit needs
+# CAP_SYS_RESOURCE), so the connections are spread over PAIRS server/client pairs on ports
+# 7000, 7001, …; port 7000 is the "busy" one.
+PAIRS=3
+PER=$(( (N / 2 + PAIRS - 1) / PAIRS ))
+HALF=$PER
+LIMIT=$(ulimit -Hn)
+[ "$LIMIT" = unlimited ] || [ "$PER" -lt $((LIMIT - 50)) ] || { echo "bench/host.sh: $PER connections per process exceed the fd limit $LIMIT" >&2; exit 2; }
 in_ns bash -c "exec $BIN/conndoc-labtool serve 0.0.0.0 6379" 2>/dev/null &
 PIDS+=($!)
+for ((k = 0; k < PAIRS; k++)); do
+  in_ns bash -c "ulimit -n $((PER + 100)); exec $BIN/conndoc-labtool serve 127.0.0.1 $((7000 + k)) --backlog 4096" 2>/dev/null &
+  PIDS+=($!)
+done
 sleep 0.3
-in_ns bash -c "ulimit -n $((HALF + 100)); exec $BIN/conndoc-labtool hold 127.0.0.1 7000 $HALF" 2>/dev/null &
-PIDS+=($!)
+for ((k = 0; k < PAIRS; k++)); do
+  in_ns bash -c "ulimit -n $((PER + 100)); exec $BIN/conndoc-labtool hold 127.0.0.1 $((7000 + k)) $PER" 2>/dev/null &
+  PIDS+=($!)
+done
 for _ in $(seq 1 600); do
   have=$(in_ns ss -Htan | wc -l)
   [ "$have" -ge "$N" ] && break

@@ -102,14 +102,20 @@ impl Capture {
     }
 
     fn echo_replied(&self, t: &IpAddr) -> bool {
-        self.raw.iter().any(|(_, d)| {
-            matches!(parse(d, &self.targets, self.port, self.echo_id), Some((p, true)) if &p.source == t)
-        })
+        self.raw
+            .iter()
+            .any(|(_, d)| matches!(parse(d, &self.targets, self.port, self.echo_id), Some((p, true)) if &p.source == t))
     }
 
     /// Stop: read everything queued, wait up to `grace` for echo replies still missing,
     /// summarise, and write `pcap` when asked.
-    pub fn finish(mut self, grace: Duration, pcap_path: Option<&Path>) -> Result<CaptureFacts, CaptureError> {
+    /// A pcap file that cannot be written does not lose the evidence: its error comes back
+    /// beside the facts.
+    pub fn finish(
+        mut self,
+        grace: Duration,
+        pcap_path: Option<&Path>,
+    ) -> Result<(CaptureFacts, Option<CaptureError>), CaptureError> {
         self.drain()?;
         let deadline = Instant::now() + grace;
         while self.echo_sent.iter().any(|t| !self.echo_replied(t)) {
@@ -150,15 +156,17 @@ impl Capture {
             source: std::io::Error::other("port 0"),
         })?;
         let (flows, baselines) = summarize(&packets, &echo_from, &self.targets, port);
-        let mut facts = CaptureFacts { filter: self.filter.clone(), flows, baselines, packets, pcap_file: None, kernel_drops };
+        let mut facts =
+            CaptureFacts { filter: self.filter.clone(), flows, baselines, packets, pcap_file: None, kernel_drops };
+        let mut pcap_error = None;
         if let Some(path) = pcap_path {
-            let f = std::fs::File::create(path)
-                .map_err(|source| CaptureError::Pcap { path: path.display().to_string(), source })?;
-            pcap::write(std::io::BufWriter::new(f), &records)
-                .map_err(|source| CaptureError::Pcap { path: path.display().to_string(), source })?;
-            facts.pcap_file = Some(path.display().to_string());
+            let written = std::fs::File::create(path).and_then(|f| pcap::write(std::io::BufWriter::new(f), &records));
+            match written {
+                Ok(()) => facts.pcap_file = Some(path.display().to_string()),
+                Err(source) => pcap_error = Some(CaptureError::Pcap { path: path.display().to_string(), source }),
+            }
         }
-        Ok(facts)
+        Ok((facts, pcap_error))
     }
 }
 
@@ -223,8 +231,7 @@ pub fn summarize(
     let mut baselines = Vec::new();
     let pn = port.get();
     for addr in targets {
-        let mut f =
-            FlowSeen { address: *addr, port, syns_sent: 0, syn_ack_ttl: None, rst: None, icmp: None };
+        let mut f = FlowSeen { address: *addr, port, syns_sent: 0, syn_ack_ttl: None, rst: None, icmp: None };
         for p in packets {
             if let Some(t) = &p.tcp {
                 if p.direction == Direction::Sent && p.destination == *addr && t.destination_port == pn {
@@ -241,7 +248,7 @@ pub fn summarize(
                 }
             }
             if let Some(i) = &p.icmp {
-                let about_us = i.about_destination == Some(*addr) && i.about_port.map_or(true, |x| x == pn);
+                let about_us = i.about_destination == Some(*addr) && i.about_port.is_none_or(|x| x == pn);
                 if about_us && f.icmp.is_none() {
                     f.icmp = Some(IcmpReply { from: p.source, ttl: p.ttl, icmp: i.clone() });
                 }
@@ -249,7 +256,12 @@ pub fn summarize(
         }
         flows.push(f);
         if let Some((_, ttl)) = echo_replies.iter().find(|(a, _)| a == addr) {
-            baselines.push(TtlBaseline { address: *addr, source: BaselineSource::IcmpEchoReply, port: None, ttl: *ttl });
+            baselines.push(TtlBaseline {
+                address: *addr,
+                source: BaselineSource::IcmpEchoReply,
+                port: None,
+                ttl: *ttl,
+            });
         } else if let Some((p, t)) = packets.iter().find_map(|p| {
             let t = p.tcp.as_ref()?;
             (p.direction == Direction::Received && p.source == *addr && t.syn && t.ack).then_some((p, t))
@@ -273,8 +285,7 @@ mod tests {
     #[test]
     fn summarises_refused_flow() {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        let pk: Vec<PacketSeen> =
-            [SYN_V4, RST_V4].iter().map(|d| parse(d, &[lo], 6379, 1).unwrap().0).collect();
+        let pk: Vec<PacketSeen> = [SYN_V4, RST_V4].iter().map(|d| parse(d, &[lo], 6379, 1).unwrap().0).collect();
         assert_eq!(pk[0].direction, Direction::Sent);
         assert_eq!(pk[1].direction, Direction::Received);
         let (flows, baselines) = summarize(&pk, &[(lo, Ttl(64))], &[lo], Port::new(6379).unwrap());
@@ -288,7 +299,7 @@ mod tests {
     fn icmp_error_is_tied_to_its_flow() {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let (p, _) = parse(ADMIN_PROHIBITED, &[lo], 6380, 1).unwrap();
-        let (flows, baselines) = summarize(&[p.clone()], &[], &[lo], Port::new(6380).unwrap());
+        let (flows, baselines) = summarize(std::slice::from_ref(&p), &[], &[lo], Port::new(6380).unwrap());
         let i = flows[0].icmp.as_ref().unwrap();
         assert_eq!((i.icmp.icmp_type, i.icmp.code), (3, 13));
         assert!(baselines.is_empty());

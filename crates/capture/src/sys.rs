@@ -7,7 +7,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 const SO_ATTACH_FILTER: libc::c_int = 26;
 const SOL_PACKET: libc::c_int = 263;
 const PACKET_STATISTICS: libc::c_int = 6;
-const SIOCGSTAMP: libc::c_ulong = 0x8906;
 pub const PACKET_OUTGOING: u8 = 4;
 const ETH_P_ALL: u16 = 0x0003;
 
@@ -65,13 +64,29 @@ fn attach(fd: &OwnedFd, prog: &[Insn]) -> io::Result<()> {
 }
 
 #[allow(unsafe_code)]
+fn enable_timestamps(fd: &OwnedFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a c_int option value of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMP,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+#[allow(unsafe_code)]
 fn bind_all(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_protocol = ETH_P_ALL.to_be();
     sll.sll_ifindex = 0; // every interface
-    // SAFETY: sll is a valid sockaddr_ll and its size is passed.
+                         // SAFETY: sll is a valid sockaddr_ll and its size is passed.
     cvt(unsafe {
         libc::bind(
             fd.as_raw_fd(),
@@ -88,44 +103,57 @@ impl PacketSocket {
     pub fn open(prog: &[Insn]) -> io::Result<PacketSocket> {
         let fd = packet_socket()?;
         attach(&fd, prog)?;
+        // Stamp packets on arrival (SCM_TIMESTAMP with each packet).
+        enable_timestamps(&fd)?;
         bind_all(&fd)?;
         Ok(PacketSocket { fd })
     }
 
-    /// Take one queued packet without waiting; None when the queue is empty.
+    /// Take one queued packet without waiting; None when the queue is empty. The receive
+    /// time comes from the SCM_TIMESTAMP control message (SO_TIMESTAMP is on).
     #[allow(unsafe_code)]
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        // SAFETY: zeroed sockaddr_ll is valid; recvfrom writes at most `alen` bytes into
-        // it and at most buf.len() bytes into buf.
+        // SAFETY: all-zero sockaddr_ll and msghdr are valid values; the pointers set below
+        // refer to locals that outlive the recvmsg call, with their true lengths.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut alen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                std::ptr::addr_of_mut!(sll).cast(),
-                &mut alen,
-            )
-        };
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let mut control = [0u64; 16];
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = std::ptr::addr_of_mut!(sll).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: msg describes valid, writable buffers (see above).
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(None),
-                io::ErrorKind::Interrupted => Ok(None),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
                 _ => Err(e),
             };
         }
-        let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
-        // SAFETY: SIOCGSTAMP writes one timeval into tv.
-        let _ = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCGSTAMP as _, std::ptr::addr_of_mut!(tv)) };
+        let (mut ts_sec, mut ts_usec) = (0i64, 0i64);
+        // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen;
+        // an SCM_TIMESTAMP payload is one timeval (read unaligned).
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMP {
+                    let tv: libc::timeval = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    ts_sec = tv.tv_sec;
+                    ts_usec = tv.tv_usec;
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
         Ok(Some(Received {
             len: (n as usize).min(buf.len()),
             pkttype: sll.sll_pkttype,
             ifindex: sll.sll_ifindex,
-            ts_sec: tv.tv_sec as i64,
-            ts_usec: tv.tv_usec as i64,
+            ts_sec,
+            ts_usec,
         }))
     }
 

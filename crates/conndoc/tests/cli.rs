@@ -127,7 +127,8 @@ fn passwords_never_printed() {
             args.push("--json");
         }
         let o = conndoc(&args);
-        let all = format!("{}{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o), std::fs::read_to_string(&ev).unwrap());
+        let all =
+            format!("{}{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o), std::fs::read_to_string(&ev).unwrap());
         assert!(!all.contains("hunter2"), "password leaked: {all}");
         assert!(all.contains("<redacted>"), "{all}");
     }

@@ -83,6 +83,10 @@ pub fn text(r: &Report, color: bool) -> String {
             }
         }
     }
+    if !r.resolution.literal {
+        let _ = writeln!(o, "\n{}", st.bold("Resolved"));
+        let _ = writeln!(o, "  {}", resolution_line(r));
+    }
     if !r.probes.is_empty() {
         let _ = writeln!(o, "\n{}", st.bold("Connects"));
         for p in &r.probes {
@@ -103,4 +107,42 @@ pub fn text(r: &Report, color: bool) -> String {
         }
     }
     o
+}
+
+/// `api.lab → 10.0.0.3 (hosts /etc/hosts:3), 10.0.0.2 (dns); DNS says 10.0.0.2`
+fn resolution_line(r: &Report) -> String {
+    use conndoc_facts::resolve::AddrSource;
+    let res = &r.resolution;
+    let addrs: Vec<String> = res
+        .system
+        .addresses
+        .iter()
+        .map(|a| {
+            let src = match &a.source {
+                AddrSource::Literal => "literal".to_string(),
+                AddrSource::HostsFile { path, line } => format!("hosts {path}:{line}"),
+                AddrSource::Dns => "dns".to_string(),
+                AddrSource::System => "system resolver".to_string(),
+            };
+            format!("{} ({src})", a.address)
+        })
+        .collect();
+    let mut line = format!(
+        "{} → {}",
+        r.target.host,
+        if addrs.is_empty() {
+            res.system.error.clone().unwrap_or_else(|| "no address".into())
+        } else {
+            addrs.join(", ")
+        }
+    );
+    if let Some(d) = &res.dns {
+        let dns: Vec<String> = d.addresses().iter().map(|a| a.to_string()).collect();
+        line.push_str(&format!(
+            "; DNS ({}) says {}",
+            d.servers.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
+            if dns.is_empty() { "nothing".into() } else { dns.join(", ") }
+        ));
+    }
+    line
 }

@@ -43,7 +43,12 @@ pub(crate) fn end(stage: Option<CaptureStage>, ev: &mut Evidence, opts: &Options
             skip(ev, CHECK, reason, hint);
         }
         Some(CaptureStage::Running(c)) => match c.finish(grace, opts.pcap_out.as_deref()) {
-            Ok(facts) => ev.capture = Some(facts),
+            Ok((facts, pcap_error)) => {
+                ev.capture = Some(facts);
+                if let Some(e) = pcap_error {
+                    skip(ev, "pcap file", e.to_string(), None);
+                }
+            }
             Err(e) => skip(ev, CHECK, e.to_string(), None),
         },
     }

@@ -55,11 +55,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     ask.extend(flows.iter().filter_map(|f| f.1));
     ask.dedup();
 
-    let ns_path = opts
-        .netns
-        .as_deref()
-        .map(netns::path_for_name)
-        .or_else(|| opts.netns_pid.map(netns::path_for_pid));
+    let ns_path = opts.netns.as_deref().map(netns::path_for_name).or_else(|| opts.netns_pid.map(netns::path_for_pid));
 
     let ask_c = ask.clone();
     let client = match netns::run_in(None, move || inspect_here(port, &ask_c, cmd_timeout)) {
@@ -94,7 +90,9 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
                 ev,
                 "firewall of the target host",
                 format!("{} is another host: conndoc reads firewall rules only where it runs", ev.target.authority()),
-                Some("run conndoc on the server (target localhost there), or pass --netns for a local namespace".into()),
+                Some(
+                    "run conndoc on the server (target localhost there), or pass --netns for a local namespace".into(),
+                ),
             );
             None
         }

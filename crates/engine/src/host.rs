@@ -28,8 +28,14 @@ pub(crate) fn begin(ev: &Evidence, opts: &Options, addrs: &[IpAddr]) -> Option<H
     if opts.no_host {
         return None;
     }
+    let ours = conndoc_host::procs::current_netns();
     let (scope, netns) = if let Some(pid) = opts.netns_pid {
-        (InspectScope::NetnsPid, Some(NetnsSpec::Pid(pid)))
+        if ours.is_some() && conndoc_host::procs::netns_of(pid) == ours {
+            // The process shares our namespace: nothing to enter, and no container.
+            (InspectScope::Local, None)
+        } else {
+            (InspectScope::NetnsPid, Some(NetnsSpec::Pid(pid)))
+        }
     } else if let Some(n) = &opts.netns {
         (InspectScope::Netns, Some(NetnsSpec::Named(n.clone())))
     } else if !addrs.is_empty() && addrs.iter().any(|a| is_local(ev, a)) {

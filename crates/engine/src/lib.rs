@@ -97,11 +97,29 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     protocol::run(&mut ev, opts);
     host::end(host_stage, &mut ev, opts);
     protocol::after_host(&mut ev, opts);
-    firewall::run(&mut ev, opts);
+    if firewall_relevant(&ev) {
+        firewall::run(&mut ev, opts);
+    }
     client::after_probe(&mut ev);
 
     ev.elapsed_us = Micros::from_duration(start.elapsed());
     Ok(ev)
+}
+
+/// Whether a firewall rule could explain a failure: a silent drop, a local EPERM, an ICMP
+/// error, a reset, or a refusal while a listener exists (or the host was not inspected).
+/// A refusal with no listener anywhere on the port is `no-listener` whatever the rules
+/// say, and a healthy target needs no rule reading: both skip spawning nft/iptables.
+fn firewall_relevant(ev: &Evidence) -> bool {
+    use conndoc_facts::ConnectKind::*;
+    let port = ev.target.port.get();
+    ev.probes.iter().any(|p| match p.kind {
+        Timeout | PermissionDenied | HostUnreachable | NetworkUnreachable | Reset | Other => true,
+        Refused => {
+            ev.host.as_ref().is_none_or(|h| h.listeners.iter().any(|l| l.port() == port && l.accepts(p.address)))
+        }
+        Connected | NoLocalAddress => false,
+    })
 }
 
 /// Record a check that could not run.

@@ -2,13 +2,14 @@
 //! (after host inspection) lint the redis.conf of the redis-server found there.
 
 use crate::{skip, Options};
-use conndoc_facts::host::{HostFacts, ProcessInfo};
+use conndoc_facts::host::{HostFacts, InspectScope, ProcessInfo};
 use conndoc_facts::protocol::{GatewayFacts, ProtocolFacts};
 use conndoc_facts::{Evidence, Host, Scheme};
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use conndoc_host::NetnsSpec;
 use conndoc_proto::{http_probe, redis, tls::TlsSetup};
+use std::net::IpAddr;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 /// At most this many connected addresses are spoken to (each has its own deadline).
 const MAX_ADDRESSES: usize = 4;
@@ -48,51 +49,96 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     } else {
         None
     };
-    let mut facts = ProtocolFacts::default();
-    for addr in addrs {
-        let p = match scheme {
-            Scheme::Redis | Scheme::Rediss => redis::probe(
+    let target = &ev.target;
+    let probe_one = |addr: SocketAddr| match scheme {
+        Scheme::Redis | Scheme::Rediss => redis::probe(
+            addr,
+            &redis::RedisOptions {
+                user: target.user.as_deref(),
+                password: target.password.as_ref(),
+                tls: tls.as_ref(),
+                timeout: opts.timeout,
+                config: true,
+            },
+        ),
+        Scheme::Http | Scheme::Https => {
+            let default = scheme.default_port() == Some(target.port.get());
+            let host_header = if default { host.clone() } else { target.authority() };
+            http_probe::probe(
                 addr,
-                &redis::RedisOptions {
-                    user: ev.target.user.as_deref(),
-                    password: ev.target.password.as_ref(),
+                &http_probe::HttpOptions {
+                    host_header: &host_header,
+                    path: if target.path.is_empty() { "/" } else { &target.path },
                     tls: tls.as_ref(),
                     timeout: opts.timeout,
-                    config: true,
                 },
-            ),
-            Scheme::Http | Scheme::Https => {
-                let default = scheme.default_port() == Some(ev.target.port.get());
-                let host_header = if default { host.clone() } else { ev.target.authority() };
-                http_probe::probe(
-                    addr,
-                    &http_probe::HttpOptions {
-                        host_header: &host_header,
-                        path: if ev.target.path.is_empty() { "/" } else { &ev.target.path },
-                        tls: tls.as_ref(),
-                        timeout: opts.timeout,
-                    },
-                )
-            }
-            Scheme::Tcp => unreachable!("returned above"),
-        };
-        facts.probes.push(p);
+            )
+        }
+        Scheme::Tcp => unreachable!("returned above"),
+    };
+    // One address is spoken to on this thread; several in parallel, so the stage takes one
+    // deadline however many addresses the name has.
+    let mut facts = ProtocolFacts::default();
+    if addrs.len() == 1 {
+        facts.probes.push(probe_one(addrs[0]));
+    } else {
+        facts.probes = std::thread::scope(|s| {
+            let handles: Vec<_> = addrs.iter().map(|a| s.spawn(|| probe_one(*a))).collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
     }
     ev.protocol = Some(facts);
 }
 
 /// After host inspection: lint the redis.conf of the redis-server found there, and read a
 /// gateway's error log when it answered 502/503/504.
-pub(crate) fn after_host(ev: &mut Evidence, _opts: &Options) {
+pub(crate) fn after_host(ev: &mut Evidence, opts: &Options) {
     let Some(host) = ev.host.clone() else { return };
     match ev.target.scheme {
-        Scheme::Redis | Scheme::Rediss => lint_redis_conf(ev, &host),
+        Scheme::Redis | Scheme::Rediss => lint_redis_conf(ev, &host, opts),
         Scheme::Http | Scheme::Https => gateway_log(ev, &host),
         Scheme::Tcp => {}
     }
 }
 
-fn lint_redis_conf(ev: &mut Evidence, host: &HostFacts) {
+/// Ask the redis-server itself for its config file over the inspected host's loopback (from
+/// inside its network namespace), where protected mode does not apply. Used when the remote
+/// probe could not read INFO (protected mode, max clients) and the process title hides it.
+fn config_file_via_loopback(ev: &Evidence, host: &HostFacts, opts: &Options) -> Option<(String, String)> {
+    let port = ev.target.port.get();
+    let l = host.listeners.iter().find(|l| l.port() == port)?;
+    let ip = match l.local.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let addr = SocketAddr::new(ip, port);
+    let tls = if ev.target.scheme.tls() { TlsSetup::new(&ip.to_string(), None, true).ok() } else { None };
+    let o = redis::RedisOptions {
+        user: ev.target.user.as_deref(),
+        password: ev.target.password.as_ref(),
+        tls: tls.as_ref(),
+        timeout: opts.timeout,
+        config: false,
+    };
+    let spec = match host.inspected.as_ref().map(|i| i.scope) {
+        Some(InspectScope::Netns) => opts.netns.clone().map(NetnsSpec::Named),
+        Some(InspectScope::NetnsPid) => opts.netns_pid.map(NetnsSpec::Pid),
+        _ => None,
+    };
+    let probe = match &spec {
+        Some(spec) => conndoc_host::netns::run_in(spec, || redis::probe(addr, &o)).ok()?,
+        None => redis::probe(addr, &o),
+    };
+    let path = probe.redis?.info?.config_file?;
+    let where_ = match &spec {
+        Some(s) => format!("INFO config_file asked over {addr} inside network namespace {}", s.label()),
+        None => format!("INFO config_file asked over {addr}"),
+    };
+    Some((path, where_))
+}
+
+fn lint_redis_conf(ev: &mut Evidence, host: &HostFacts, opts: &Options) {
     let info = ev.protocol.as_ref().and_then(|p| p.probes.iter().find_map(|pr| pr.redis.as_ref()?.info.clone()));
     // Redis rewrites its process title (`redis-server *:6379`), so INFO's config_file is
     // the reliable source; a command line that kept the path is the fallback.
@@ -102,11 +148,20 @@ fn lint_redis_conf(ev: &mut Evidence, host: &HostFacts) {
     }
     let redis_procs: Vec<&ProcessInfo> = procs
         .into_iter()
-        .filter(|p| p.comm.starts_with("redis-server") || p.cmdline.split_whitespace().next().is_some_and(|a| a.ends_with("redis-server")))
+        .filter(|p| {
+            p.comm.starts_with("redis-server")
+                || p.cmdline.split_whitespace().next().is_some_and(|a| a.ends_with("redis-server"))
+        })
         .collect();
-    let from_info = info.as_ref().and_then(|i| i.config_file.clone());
-    let path = from_info.or_else(|| redis_procs.iter().find_map(|p| config_arg(&p.cmdline)));
-    let Some(path) = path else {
+    let from_info = info.as_ref().and_then(|i| i.config_file.clone()).map(|p| (p, "INFO config_file".to_string()));
+    let path = from_info
+        .or_else(|| {
+            redis_procs
+                .iter()
+                .find_map(|p| config_arg(&p.cmdline).map(|c| (c, format!("command line of pid {}", p.pid))))
+        })
+        .or_else(|| if redis_procs.is_empty() { None } else { config_file_via_loopback(ev, host, opts) });
+    let Some((path, source)) = path else {
         if !redis_procs.is_empty() || info.is_some() {
             skip(
                 ev,
@@ -137,7 +192,10 @@ fn lint_redis_conf(ev: &mut Evidence, host: &HostFacts) {
         limits.somaxconn = Some((n as u64, "net.core.somaxconn of the inspected host".into()));
     }
     match conndoc_proto::redis_conf::lint(&path, &limits) {
-        Ok(report) => ev.protocol.get_or_insert_with(Default::default).redis_conf = Some(report),
+        Ok(mut report) => {
+            report.source = Some(source);
+            ev.protocol.get_or_insert_with(Default::default).redis_conf = Some(report)
+        }
         Err(e) => skip(ev, "redis-conf-lint", e.to_string(), Some(format!("conndoc lint {}", path.display()))),
     }
 }
@@ -188,9 +246,9 @@ fn gateway_log(ev: &mut Evidence, host: &HostFacts) {
     // A worker's title has no arguments: read them from its master (the parent).
     let mut master = (nginx.pid, nginx.cmdline.clone());
     if !nginx.cmdline.contains("master process") {
-        let ppid = std::fs::read_to_string(format!("/proc/{}/status", nginx.pid)).ok().and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|v| v.trim().parse::<u32>().ok())
-        });
+        let ppid = std::fs::read_to_string(format!("/proc/{}/status", nginx.pid))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|v| v.trim().parse::<u32>().ok()));
         if let Some(pp) = ppid {
             if let Ok(c) = std::fs::read(format!("/proc/{pp}/cmdline")) {
                 master = (pp, String::from_utf8_lossy(&c).replace('\0', " "));
@@ -228,9 +286,8 @@ fn gateway_log(ev: &mut Evidence, host: &HostFacts) {
     let Some(mut g) = line else { return };
     g.pid = Some(master.0);
     g.error_log = log.display().to_string();
-    g.upstream_on_inspected_host = g.upstream.as_deref().and_then(upstream_ip).map(|ip| {
-        ip.is_loopback() || host.local_addresses.contains(&ip)
-    });
+    g.upstream_on_inspected_host =
+        g.upstream.as_deref().and_then(upstream_ip).map(|ip| ip.is_loopback() || host.local_addresses.contains(&ip));
     ev.protocol.get_or_insert_with(Default::default).gateway = Some(g);
 }
 
@@ -271,7 +328,10 @@ mod tests {
         assert_eq!(nginx_flag(cmd, "-c").as_deref(), Some("/tmp/x/nginx.conf"));
         assert_eq!(nginx_flag(cmd, "-p").as_deref(), Some("/tmp/x"));
         assert_eq!(nginx_flag("nginx: worker process", "-c"), None);
-        assert_eq!(nginx_error_log("daemon off;\n# error_log /no;\nerror_log /var/log/a.log warn;\n").as_deref(), Some("/var/log/a.log"));
+        assert_eq!(
+            nginx_error_log("daemon off;\n# error_log /no;\nerror_log /var/log/a.log warn;\n").as_deref(),
+            Some("/var/log/a.log")
+        );
         assert_eq!(nginx_error_log("error_log stderr;"), None);
         assert_eq!(upstream_ip("http://127.0.0.1:9000/v1"), Some("127.0.0.1".parse().unwrap()));
         assert_eq!(upstream_ip("http://[::1]:80/"), Some("::1".parse().unwrap()));
@@ -304,7 +364,11 @@ mod tests {
                 connect_us: None,
                 tls: None,
                 redis: Some(RedisFacts {
-                    info: Some(RedisInfo { config_file: Some(conf.display().to_string()), process_id: Some(4242), ..Default::default() }),
+                    info: Some(RedisInfo {
+                        config_file: Some(conf.display().to_string()),
+                        process_id: Some(4242),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 http: None,

@@ -390,6 +390,9 @@ impl HttpFacts {
 pub struct LintReport {
     /// The file linted first.
     pub path: String,
+    /// How the file was found during a diagnosis (`INFO config_file`, a command line, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Every file read, in order (the main file, then includes).
     pub files: Vec<String>,
     pub problems: Vec<LintProblem>,
@@ -424,7 +427,10 @@ mod tests {
         assert_eq!(g.upstream.as_deref(), Some("http://127.0.0.1:9000/v1/health"));
         assert_eq!(g.upstream_error.as_deref(), Some("111: Connection refused"));
         let t = r#"2026/11/21 04:50:00 [error] 77#77: *3 upstream timed out (110: Connection timed out) while connecting to upstream, client: 10.0.0.1, server: , request: "GET / HTTP/1.1", upstream: "http://10.0.0.9:80/", host: "x""#;
-        assert_eq!(GatewayFacts::parse_nginx_line(t).unwrap().upstream_error.as_deref(), Some("110: Connection timed out"));
+        assert_eq!(
+            GatewayFacts::parse_nginx_line(t).unwrap().upstream_error.as_deref(),
+            Some("110: Connection timed out")
+        );
         let n = r#"2026/11/21 04:50:00 [error] 77#77: *5 no live upstreams while connecting to upstream, client: 10.0.0.1, server: , request: "GET / HTTP/1.1", upstream: "http://backend/", host: "x""#;
         assert_eq!(GatewayFacts::parse_nginx_line(n).unwrap().upstream_error.as_deref(), Some("no live upstreams"));
         assert!(GatewayFacts::parse_nginx_line("2026/11/21 04:50:00 [notice] 1#1: start worker processes").is_none());
@@ -434,7 +440,10 @@ mod tests {
     fn info_text() {
         let i = RedisInfo::parse("# Server\r\nredis_version:7.0.15\r\ntcp_port:6379\r\nconfig_file:\r\n# Clients\r\nconnected_clients:3\r\nmaxclients:10000\r\n# Stats\r\nrejected_connections:2\r\nrun_id:abc\r\n# Persistence\r\nloading:0\r\n");
         assert_eq!(i.redis_version.as_deref(), Some("7.0.15"));
-        assert_eq!((i.tcp_port, i.connected_clients, i.maxclients, i.rejected_connections), (Some(6379), Some(3), Some(10000), Some(2)));
+        assert_eq!(
+            (i.tcp_port, i.connected_clients, i.maxclients, i.rejected_connections),
+            (Some(6379), Some(3), Some(10000), Some(2))
+        );
         assert_eq!(i.config_file, None);
         assert_eq!(i.loading, Some(false));
         assert!(!i.other.contains_key("run_id"));

@@ -197,7 +197,7 @@ impl Ruleset {
         let mut result = None;
         'hooks: for h in hooks {
             let mut bases: Vec<&BaseChain> =
-                self.bases.iter().filter(|b| b.hook == *h && b.family.map_or(true, |f| f == pkt.family)).collect();
+                self.bases.iter().filter(|b| b.hook == *h && b.family.is_none_or(|f| f == pkt.family)).collect();
             bases.sort_by_key(|b| b.priority);
             for b in bases {
                 match w.run(&b.chain, 0) {

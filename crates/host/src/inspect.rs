@@ -144,7 +144,7 @@ fn inside(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFacts, V
 
     // The expected service: running here, elsewhere, and on which ports it listens.
     let expect = req.expect.as_deref();
-    let mut expected_pids = BTreeSet::new();
+    let mut owner_map: Option<std::collections::BTreeMap<u64, u32>> = None;
     if let Some(name) = expect {
         let mut svc = ExpectedService { name: name.to_string(), ..Default::default() };
         for (pid, here) in procs::find_program(name, netns) {
@@ -152,19 +152,24 @@ fn inside(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFacts, V
             if here == Some(false) {
                 svc.elsewhere.push(info);
             } else {
-                expected_pids.insert(pid);
                 svc.running.push(info);
             }
         }
         if !svc.running.is_empty() {
+            // Which of the namespace's listeners (a short list) are the service's: look
+            // the listeners' owners up rather than reading the service's whole fd table,
+            // which may hold thousands of connections.
             let all = sockets::listeners(None)?;
-            for p in &svc.running {
-                let mine = procs::sockets_of(p.pid);
-                for l in all.iter().filter(|l| mine.contains(&l.inode)) {
-                    let mut l = l.clone();
-                    l.process = Some(p.clone());
-                    svc.listeners.push(l);
-                }
+            let inodes: BTreeSet<u64> = all.iter().map(|l| l.inode).collect();
+            let (owner, _) = procs::owners(&inodes, netns, Some(name));
+            owner_map = Some(owner.clone());
+            for l in all {
+                let Some(p) = owner.get(&l.inode).and_then(|pid| svc.running.iter().find(|p| p.pid == *pid)) else {
+                    continue;
+                };
+                let mut l = l;
+                l.process = Some(p.clone());
+                svc.listeners.push(l);
             }
         }
         facts.expected = Some(svc);
@@ -172,7 +177,10 @@ fn inside(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFacts, V
 
     // Owners of the listeners on the target port.
     let wanted: BTreeSet<u64> = facts.listeners.iter().map(|l| l.inode).collect();
-    let (found, _) = procs::owners(&wanted, netns, expect);
+    let found = match owner_map {
+        Some(m) if wanted.iter().all(|i| m.contains_key(i)) => m,
+        _ => procs::owners(&wanted, netns, expect).0,
+    };
     for l in &mut facts.listeners {
         l.process = found.get(&l.inode).and_then(|&pid| procs::info(pid, netns));
     }
@@ -184,7 +192,6 @@ fn inside(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFacts, V
             Some("run conndoc as root (or with CAP_SYS_PTRACE) to name the owning process"),
         ));
     }
-    let _ = expected_pids;
     Ok((facts, skipped))
 }
 

@@ -120,43 +120,56 @@ pub fn info(pid: u32, target_netns: Option<u64>) -> Option<ProcessInfo> {
     })
 }
 
-/// Socket inodes held by `pid`, reading fds in ascending order and stopping once every
-/// inode in `wanted` is found (listeners are usually among the first fds). With `wanted`
-/// empty, every socket inode of the process.
-fn socket_inodes(pid: u32, wanted: &BTreeSet<u64>, found: &mut BTreeMap<u64, u32>) {
-    let fd_dir = pid_path(pid, "fd");
-    let check = |fd: &str, found: &mut BTreeMap<u64, u32>| {
-        if let Ok(l) = fs::read_link(fd_dir.join(fd)) {
-            if let Some(ino) = l.to_str().and_then(|s| bracket_inode(s, "socket")) {
-                if wanted.is_empty() || wanted.contains(&ino) {
-                    found.entry(ino).or_insert(pid);
-                }
+/// fds below this are tried first in every candidate process, without listing its fd
+/// table: listeners are opened early, so they almost always sit here.
+const LOW_FDS: u32 = 16;
+
+/// Record `pid` as the holder of the socket behind fd `fd`, if it is wanted (or if
+/// `wanted` is empty: every socket).
+fn check_fd(pid: u32, fd: u32, wanted: &BTreeSet<u64>, found: &mut BTreeMap<u64, u32>) {
+    if let Ok(l) = fs::read_link(pid_path(pid, &format!("fd/{fd}"))) {
+        if let Some(ino) = l.to_str().and_then(|s| bracket_inode(s, "socket")) {
+            if wanted.is_empty() || wanted.contains(&ino) {
+                found.entry(ino).or_insert(pid);
             }
-        }
-    };
-    let done = |found: &BTreeMap<u64, u32>| !wanted.is_empty() && wanted.iter().all(|i| found.contains_key(i));
-    // Cheap first pass over the lowest fds without listing a possibly huge fd table.
-    const LOW: u32 = 16;
-    for fd in 0..LOW {
-        check(&fd.to_string(), found);
-        if done(found) {
-            return;
-        }
-    }
-    let Ok(rd) = fs::read_dir(&fd_dir) else { return };
-    let mut fds: Vec<u32> = rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
-    fds.sort_unstable();
-    for fd in fds.into_iter().filter(|&f| f >= LOW) {
-        check(&fd.to_string(), found);
-        if done(found) {
-            return;
         }
     }
 }
 
+fn all_found(wanted: &BTreeSet<u64>, found: &BTreeMap<u64, u32>) -> bool {
+    !wanted.is_empty() && wanted.iter().all(|i| found.contains_key(i))
+}
+
+/// The low fds of `pid`.
+fn scan_low(pid: u32, wanted: &BTreeSet<u64>, found: &mut BTreeMap<u64, u32>) -> bool {
+    for fd in 0..LOW_FDS {
+        check_fd(pid, fd, wanted, found);
+        if all_found(wanted, found) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The rest of `pid`'s fd table, in ascending order, stopping once everything is found.
+fn scan_rest(pid: u32, wanted: &BTreeSet<u64>, found: &mut BTreeMap<u64, u32>) -> bool {
+    let Ok(rd) = fs::read_dir(pid_path(pid, "fd")) else { return false };
+    let mut fds: Vec<u32> =
+        rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter(|&f| f >= LOW_FDS).collect();
+    fds.sort_unstable();
+    for fd in fds {
+        check_fd(pid, fd, wanted, found);
+        if all_found(wanted, found) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Find which process holds each socket inode in `wanted`. Only processes in network
-/// namespace `netns` (when known) are searched; processes named `prefer` first.
-/// Returns inode → pid for those found, and how many processes' fd tables were read.
+/// namespace `netns` (when known) are searched; processes named `prefer` first. First the
+/// low fds of every candidate, then — only for what is still missing — whole fd tables.
+/// Returns inode → pid for those found, and how many whole fd tables were read.
 pub fn owners(wanted: &BTreeSet<u64>, netns: Option<u64>, prefer: Option<&str>) -> (BTreeMap<u64, u32>, usize) {
     let mut found = BTreeMap::new();
     if wanted.is_empty() {
@@ -173,12 +186,16 @@ pub fn owners(wanted: &BTreeSet<u64>, netns: Option<u64>, prefer: Option<&str>) 
         cands.push((!preferred, pid));
     }
     cands.sort_unstable();
+    // Threads share their leader's fd table; /proc lists only leaders.
+    for &(_, pid) in &cands {
+        if scan_low(pid, wanted, &mut found) {
+            return (found, 0);
+        }
+    }
     let mut read = 0;
-    for (_, pid) in cands {
-        // Threads share the fd table with their leader; /proc lists only leaders.
-        socket_inodes(pid, wanted, &mut found);
+    for &(_, pid) in &cands {
         read += 1;
-        if wanted.iter().all(|i| found.contains_key(i)) {
+        if scan_rest(pid, wanted, &mut found) {
             break;
         }
     }
@@ -188,7 +205,9 @@ pub fn owners(wanted: &BTreeSet<u64>, netns: Option<u64>, prefer: Option<&str>) 
 /// Every socket inode held by `pid`.
 pub fn sockets_of(pid: u32) -> BTreeSet<u64> {
     let mut found = BTreeMap::new();
-    socket_inodes(pid, &BTreeSet::new(), &mut found);
+    let none = BTreeSet::new();
+    scan_low(pid, &none, &mut found);
+    scan_rest(pid, &none, &mut found);
     found.into_keys().collect()
 }
 

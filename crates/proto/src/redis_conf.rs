@@ -6,7 +6,6 @@
 //! name the file and line, never the line's text.
 
 use conndoc_facts::protocol::{LintProblem, LintReport};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -212,7 +211,7 @@ fn last<'a>(ds: &'a [Directive], name: &str) -> Option<&'a Directive> {
     ds.iter().rev().find(|d| d.name == name)
 }
 
-fn one_arg<'a>(d: &'a Directive) -> Result<&'a str, ConfError> {
+fn one_arg(d: &Directive) -> Result<&str, ConfError> {
     match d.args.as_slice() {
         [a] => Ok(a),
         _ => Err(ConfError::Malformed {
@@ -480,7 +479,9 @@ pub fn local_limits(config: &Path) -> Limits {
             if same_ns && by_port.is_none() && args.get(1).is_some_and(|a| a.ends_with(&format!(":{port}"))) {
                 by_port = Some((
                     nofile,
-                    format!("soft limit of the redis-server listening on port {port} in this network namespace, pid {pid}"),
+                    format!(
+                        "soft limit of the redis-server listening on port {port} in this network namespace, pid {pid}"
+                    ),
                 ));
             }
         }
@@ -507,11 +508,6 @@ fn hard_nofile(text: &str) -> Option<u64> {
     } else {
         v.parse().ok()
     }
-}
-
-/// Group the effective values by file for display.
-pub fn summary(r: &LintReport) -> BTreeMap<String, String> {
-    r.effective.clone()
 }
 
 #[cfg(test)]

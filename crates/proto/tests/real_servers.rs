@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 const PASSWORD: &str = "Zq-real-test-pw-4471";
 
 fn have(prog: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {prog}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn free_port() -> u16 {
@@ -35,7 +39,8 @@ impl Redis {
             args.extend(["--port", &p]);
         }
         args.extend(extra);
-        let child = Command::new("redis-server").args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child =
+            Command::new("redis-server").args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
@@ -124,10 +129,8 @@ fn no_password_wrong_password_acl_user() {
         eprintln!("skipped: redis-server not installed");
         return;
     }
-    let r = Redis::start(
-        free_port(),
-        &["--requirepass", PASSWORD, "--user", "app", "on", ">app-pw-Real-1", "~*", "+@all"],
-    );
+    let r =
+        Redis::start(free_port(), &["--requirepass", PASSWORD, "--user", "app", "on", ">app-pw-Real-1", "~*", "+@all"]);
     let p = probe(r.addr, &opts(None, None, None));
     assert_eq!(p.redis.as_ref().unwrap().first_error.as_ref().unwrap().code, "NOAUTH");
 

@@ -381,22 +381,18 @@ impl Daemon {
     }
 
     async fn on_transition(self: Arc<Self>, name: String, t: Transition, at_ms: i64) {
-        let (saved, cause_before) = {
+        let saved = {
             let map = self.targets.lock().unwrap();
             let Some(e) = map.get(&name) else { return };
-            (
-                SavedState {
-                    name: name.clone(),
-                    url: e.cfg.url.clone(),
-                    state: t.to,
-                    cause: e.cause.clone(),
-                    since_ms: at_ms,
-                    event_id: None,
-                },
-                e.event_id.and(Some(())),
-            )
+            SavedState {
+                name: name.clone(),
+                url: e.cfg.url.clone(),
+                state: t.to,
+                cause: e.cause.clone(),
+                since_ms: at_ms,
+                event_id: None,
+            }
         };
-        let _ = cause_before;
         let h = self.history.clone();
         let cause = saved.cause.clone();
         let id = match tokio::task::spawn_blocking(move || h.transition(&saved, t.from, cause.as_deref(), None)).await {
@@ -541,7 +537,7 @@ impl Daemon {
         let (cfg, cause) = {
             let map = self.targets.lock().unwrap();
             let Some(e) = map.get(name) else { return };
-            (e.cfg.clone(), String::new())
+            (e.cfg.clone(), String::from("unknown"))
         };
         let h = self.history.clone();
         // The cause it had while down, for the resolved message.

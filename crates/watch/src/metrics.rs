@@ -114,15 +114,41 @@ fn hist(o: &mut String, name: &str, labels: &str, h: &Hist) {
     let _ = writeln!(o, "{name}_sum{b} {}", h.sum);
 }
 
+struct Snap {
+    cfg: std::sync::Arc<crate::config::TargetConfig>,
+    state: State,
+    cause: String,
+    since_ms: i64,
+    duration: Hist,
+    outcomes: BTreeMap<&'static str, u64>,
+    failures_by_cause: BTreeMap<String, u64>,
+    transitions: BTreeMap<&'static str, u64>,
+}
+
 pub fn render(d: &Daemon) -> String {
     let mut o = String::with_capacity(1 << 16);
-    let map = d.targets.lock().unwrap();
-    let n = map.len();
+    // Copy what is needed and let go of the lock at once: probes record into the same map.
+    let snaps: Vec<Snap> = {
+        let map = d.targets.lock().unwrap();
+        map.values()
+            .map(|e| Snap {
+                cfg: e.cfg.clone(),
+                state: e.health.state,
+                cause: e.shown_cause().to_string(),
+                since_ms: e.since_ms,
+                duration: e.duration.clone(),
+                outcomes: e.outcomes.clone(),
+                failures_by_cause: e.failures_by_cause.clone(),
+                transitions: e.transitions.clone(),
+            })
+            .collect()
+    };
+    let n = snaps.len();
     o.reserve(n * 1500);
 
     family(&mut o, "conndoc_target_up", "gauge", "1 when the target is up, 0 when down; absent while unknown.", None);
-    for e in map.values() {
-        let v = match e.health.state {
+    for e in snaps.iter() {
+        let v = match e.state {
             State::Up => 1,
             State::Down => 0,
             State::Unknown => continue,
@@ -134,13 +160,13 @@ pub fn render(d: &Daemon) -> String {
         let _ = writeln!(o, "conndoc_target_up{{{l}}} {v}");
     }
     family(&mut o, "conndoc_target_state", "gauge", "1 for the target's current state (up, down or unknown).", None);
-    for e in map.values() {
+    for e in snaps.iter() {
         for s in [State::Up, State::Down, State::Unknown] {
             let _ = writeln!(
                 o,
                 "conndoc_target_state{{target=\"{}\",state=\"{s}\"}} {}",
                 esc(&e.cfg.name),
-                (e.health.state == s) as u8
+                (e.state == s) as u8
             );
         }
     }
@@ -151,9 +177,9 @@ pub fn render(d: &Daemon) -> String {
         "1 with the cause code of a down target (from its diagnosis).",
         None,
     );
-    for e in map.values().filter(|e| e.health.state == State::Down) {
+    for e in snaps.iter().filter(|e| e.state == State::Down) {
         let _ =
-            writeln!(o, "conndoc_target_cause{{target=\"{}\",cause=\"{}\"}} 1", esc(&e.cfg.name), esc(e.shown_cause()));
+            writeln!(o, "conndoc_target_cause{{target=\"{}\",cause=\"{}\"}} 1", esc(&e.cfg.name), esc(&e.cause));
     }
     family(
         &mut o,
@@ -162,7 +188,7 @@ pub fn render(d: &Daemon) -> String {
         "Unix time of the last state change.",
         Some("seconds"),
     );
-    for e in map.values() {
+    for e in snaps.iter() {
         let _ = writeln!(
             o,
             "conndoc_target_state_since_seconds{{target=\"{}\"}} {}",
@@ -171,7 +197,7 @@ pub fn render(d: &Daemon) -> String {
         );
     }
     family(&mut o, "conndoc_probe_duration_seconds", "histogram", "Duration of the health checks.", Some("seconds"));
-    for e in map.values() {
+    for e in snaps.iter() {
         hist(&mut o, "conndoc_probe_duration_seconds", &format!("target=\"{}\"", esc(&e.cfg.name)), &e.duration);
     }
     family(
@@ -181,7 +207,7 @@ pub fn render(d: &Daemon) -> String {
         "Health checks by outcome (connected, refused, timeout, …).",
         None,
     );
-    for e in map.values() {
+    for e in snaps.iter() {
         for (k, v) in &e.outcomes {
             let _ = writeln!(o, "conndoc_probe_results_total{{target=\"{}\",outcome=\"{k}\"}} {v}", esc(&e.cfg.name));
         }
@@ -193,23 +219,22 @@ pub fn render(d: &Daemon) -> String {
         "Failed health checks by cause code (the diagnosis of the target).",
         None,
     );
-    for e in map.values() {
+    for e in snaps.iter() {
         for (k, v) in &e.failures_by_cause {
             let _ =
                 writeln!(o, "conndoc_probe_failures_total{{target=\"{}\",cause=\"{}\"}} {v}", esc(&e.cfg.name), esc(k));
         }
     }
     family(&mut o, "conndoc_target_transitions", "counter", "State changes by the state entered.", None);
-    for e in map.values() {
+    for e in snaps.iter() {
         for (k, v) in &e.transitions {
             let _ = writeln!(o, "conndoc_target_transitions_total{{target=\"{}\",to=\"{k}\"}} {v}", esc(&e.cfg.name));
         }
     }
     let mut by_state = [0u64; 3];
-    for e in map.values() {
-        by_state[e.health.state as usize] += 1;
+    for e in snaps.iter() {
+        by_state[e.state as usize] += 1;
     }
-    drop(map);
 
     family(&mut o, "conndoc_targets", "gauge", "Targets by state.", None);
     for s in [State::Unknown, State::Up, State::Down] {

@@ -119,6 +119,16 @@ fn check_diagnoses_every_target_once() {
     assert_eq!(lines[1]["report"]["verdict"]["cause"], "no-listener");
     assert_eq!(lines[1]["report"]["probes"][0]["outcome"], "refused");
 
+    // On a terminal (a pty from util-linux `script`) a progress bar is drawn on stderr.
+    if Command::new("script").arg("--version").output().is_ok() {
+        let cmdline = format!("{} check --config {c} >/dev/null", b.display());
+        let out = Command::new("timeout").args(["60", "script", "-qec", &cmdline, "/dev/null"]).output().unwrap();
+        let tty = String::from_utf8_lossy(&out.stdout);
+        assert!(tty.contains("\r[") && tty.contains("2/2 checked, 1 failing"), "{tty:?}");
+    } else {
+        skip("check progress bar", "no `script` binary (Debian package util-linux)");
+    }
+
     let (code, out, _) = run(&b, &["check", "--config", c, "--target", "web"]);
     assert_eq!(code, 0, "all (selected) healthy: {out}");
     let (code, _, err) = run(&b, &["check", "--config", c, "--target", "nope"]);

@@ -229,7 +229,7 @@ fn timeout(ev: &Evidence, p: &ConnectProbe, out: &mut Findings) {
         ),
     );
     let f = route_item(ev, p, with_connect(f, p))
-        .fix(format!("Look for a DROP rule on the server and on the path: `nft list ruleset`, `iptables -S` (conndoc names it when run on the server or with --netns)."))
+        .fix("Look for a DROP rule on the server and on the path: `nft list ruleset`, `iptables -S` (conndoc names it when run on the server or with --netns).")
         .fix(format!("Confirm the SYN leaves and nothing returns: `tcpdump -ni any host {} and port {}`.", p.address, p.port))
         .fix("Check security groups / network ACLs between client and server, and that the host is up (`ping`, console).");
     out.push(f);

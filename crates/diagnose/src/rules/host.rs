@@ -72,9 +72,33 @@ fn with_connect(f: Finding, p: &ConnectProbe) -> Finding {
     f.evidence("connect", text, data)
 }
 
+/// Programs that hold a port on behalf of the real service (port publishing, tunnels,
+/// proxies): a listener owned by one of them is not "another program".
+const FORWARDERS: &[&str] = &[
+    "docker-proxy",
+    "rootlessport",
+    "rootlesskit",
+    "slirp4netns",
+    "pasta",
+    "passt",
+    "kubectl",
+    "socat",
+    "ssh",
+    "sshd",
+    "haproxy",
+    "envoy",
+    "stunnel",
+    "stunnel4",
+];
+
 fn is_expected(h: &HostFacts, p: &ProcessInfo) -> bool {
     let Some(svc) = &h.expected else { return false };
-    svc.running.iter().any(|r| r.pid == p.pid)
+    if svc.running.iter().any(|r| r.pid == p.pid) {
+        return true;
+    }
+    // A variant of the same program (redis-server → redis-stack-server) is no squatter.
+    let stem = svc.name.strip_suffix("-server").unwrap_or(&svc.name);
+    p.comm.contains(stem) || FORWARDERS.contains(&p.comm.as_str())
 }
 
 fn same_family_equivalent(l: &Listener, a: IpAddr) -> bool {
@@ -112,7 +136,7 @@ fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findi
     if !a_loop && ls.iter().all(Listener::loopback_only) {
         let container = h.inspected.as_ref().is_some_and(|i| i.scope == InspectScope::NetnsPid);
         let (cause, what) = if container {
-            (Cause::ContainerBoundToLoopback, "inside its container's network namespace, ")
+            (Cause::ContainerBoundToLoopback, "inside its container's network namespace ")
         } else {
             (Cause::BoundToLoopback, "")
         };
@@ -741,6 +765,18 @@ mod tests {
         let r = diagnose(&ev);
         assert_eq!(r.verdict.cause, Cause::PortInUse);
         assert!(r.finding(Cause::PortInUse).unwrap().summary.contains("pid 99"));
+    }
+
+    #[test]
+    fn forwarders_and_variants_are_not_squatters() {
+        for comm in ["docker-proxy", "redis-stack-ser"] {
+            let mut l = listener("0.0.0.0:7000", None);
+            l.process = Some(proc_(comm, 99));
+            let mut h = host(vec![l]);
+            h.expected = Some(ExpectedService { name: "redis-server".into(), ..Default::default() });
+            let ev = evidence(vec![probe("10.0.0.2", ConnectKind::Connected)], h);
+            assert!(diagnose(&ev).finding(Cause::PortInUse).is_none(), "{comm}");
+        }
     }
 
     #[test]

@@ -138,6 +138,25 @@ fn probe(ev: &Evidence, p: &ProtocolProbe, out: &mut Findings) {
     } else if let Some(e) = &p.error {
         unknown_protocol(&where_, "protocol", e, json!(p), out);
     }
+    // A healthy TLS service: its handshake and certificate are part of the `ok` evidence.
+    if let (Some(t), Some(f)) = (p.tls.as_ref().filter(|t| t.ok), out.get_mut(Cause::Ok)) {
+        let text = format!(
+            "TLS {} with {:?} in {}{}",
+            t.version.as_deref().unwrap_or("?"),
+            t.server_name,
+            t.handshake_us.map(|u| u.to_string()).unwrap_or_default(),
+            if t.insecure { " (not verified: --insecure)" } else { ", certificate verified" }
+        );
+        f.evidence.push(crate::EvidenceItem {
+            kind: "tls-handshake".into(),
+            text,
+            data: json!({"version": t.version, "cipher": t.cipher, "server_name": t.server_name,
+                         "insecure": t.insecure, "handshake_us": t.handshake_us}),
+        });
+        if let Some(c) = t.chain.first() {
+            f.evidence.push(crate::EvidenceItem { kind: "certificate".into(), text: cert_text(c), data: json!(c) });
+        }
+    }
 }
 
 fn unknown_protocol(where_: &str, kind: &str, err: &str, data: serde_json::Value, out: &mut Findings) {
@@ -219,10 +238,22 @@ fn expiry_warning(where_: &str, t: &TlsFacts, out: &mut Findings) {
             out.push(
                 Finding::warning(
                     Cause::CertificateExpiresSoon,
-                    format!("the certificate of {where_} expires in {} days ({})", c.expires_in_days, c.not_after),
+                    if c.expires_in_days < 0 {
+                        format!(
+                            "the certificate of {where_} expired {} days ago ({}); it was accepted only because of --insecure",
+                            -c.expires_in_days,
+                            c.not_after
+                        )
+                    } else {
+                        format!("the certificate of {where_} expires in {} days ({})", c.expires_in_days, c.not_after)
+                    },
                 )
                 .evidence("certificate", cert_text(c), json!(c))
-                .fix("Renew the certificate before it expires"),
+                .fix(if c.expires_in_days < 0 {
+                    "Renew the certificate: clients that verify it are refused"
+                } else {
+                    "Renew the certificate before it expires"
+                }),
             );
         }
     }
@@ -309,9 +340,7 @@ fn redis(where_: &str, p: &ProtocolProbe, r: &RedisFacts, out: &mut Findings) {
                     );
                 }
             }
-            Some(
-                f.fix("Wait until loading finishes (INFO persistence: loading:0); clients should retry on -LOADING"),
-            )
+            Some(f.fix("Wait until loading finishes (INFO persistence: loading:0); clients should retry on -LOADING"))
         } else {
             None
         };
@@ -353,10 +382,16 @@ fn redis(where_: &str, p: &ProtocolProbe, r: &RedisFacts, out: &mut Findings) {
         b.is_empty()
             || b.split_whitespace().any(|a| matches!(a.trim_start_matches('-'), "*" | "0.0.0.0" | "::" | "::*"))
     });
-    if !r.auth_sent {
+    // Redis 6+ answers AUTH on a server without a password with this error, then serves anyway.
+    let auth_unneeded = r.first_error.as_ref().filter(|e| e.text.contains("without any password configured"));
+    if !r.auth_sent || auth_unneeded.is_some() {
+        let (text, data) = match auth_unneeded {
+            Some(e) => (format!("AUTH <redacted> → -{}", e.text), json!({"auth_sent": true, "reply": e.text})),
+            None => ("PING → PONG without AUTH".to_string(), json!({"auth_sent": false})),
+        };
         out.push(
             Finding::warning(Cause::RedisNoPassword, format!("Redis at {where_} answers without a password"))
-                .evidence("redis-reply", "PING → PONG without AUTH".to_string(), json!({"auth_sent": false}))
+                .evidence("redis-reply", text, data)
                 .fix("Set `requirepass` (or ACL users) so only clients with the secret can read and write"),
         );
         if all_interfaces {
@@ -408,7 +443,12 @@ fn lint_findings(ev: &Evidence, out: &mut Findings) {
         return;
     }
     for pr in &l.problems {
-        let text = format!("{}:{}: {} (fix: {})", pr.file, pr.line, pr.message, pr.fix);
+        let at = if pr.line == 0 {
+            format!("{} ({} not set)", pr.file, pr.directive)
+        } else {
+            format!("{}:{}", pr.file, pr.line)
+        };
+        let text = format!("{at}: {} (fix: {})", pr.message, pr.fix);
         let data = json!(pr);
         // Attach to the verdict finding this line explains, else raise it as a warning.
         let target = match pr.code.as_str() {
@@ -626,18 +666,28 @@ mod tests {
             server: Some("nginx/1.22.1".into()),
             ..Default::default()
         });
-        let r =
-            diagnose(&evidence("http://10.77.0.2:8080/", ProtocolFacts { probes: vec![p.clone()], ..Default::default() }));
+        let r = diagnose(&evidence(
+            "http://10.77.0.2:8080/",
+            ProtocolFacts { probes: vec![p.clone()], ..Default::default() },
+        ));
         assert_eq!(r.verdict.cause, Cause::HttpError);
         let f = r.finding(Cause::HttpError).unwrap();
         assert!(f.evidence.iter().any(|e| e.kind == "gateway-hint" && e.text.contains("upstream")));
         assert!(f.evidence.iter().any(|e| e.text.contains("Server: nginx/1.22.1")));
         // With the gateway's own log line (host inspected), the summary names the upstream.
         let mut pf = ProtocolFacts { probes: vec![p.clone()], ..Default::default() };
-        pf.gateway = GatewayFacts::parse_nginx_line(r#"2026/11/21 04:50:00 [error] 77#77: *1 connect() failed (111: Connection refused) while connecting to upstream, client: 10.77.6.1, server: , request: "GET / HTTP/1.1", upstream: "http://127.0.0.1:9000/", host: "api.lab:8080""#);
+        pf.gateway = GatewayFacts::parse_nginx_line(
+            r#"2026/11/21 04:50:00 [error] 77#77: *1 connect() failed (111: Connection refused) while connecting to upstream, client: 10.77.6.1, server: , request: "GET / HTTP/1.1", upstream: "http://127.0.0.1:9000/", host: "api.lab:8080""#,
+        );
         pf.gateway.as_mut().unwrap().upstream_on_inspected_host = Some(true);
         let r = diagnose(&evidence("http://10.77.0.2:8080/", pf));
-        assert!(r.verdict.summary.contains("upstream http://127.0.0.1:9000/, on the inspected host itself (111: Connection refused)"), "{}", r.verdict.summary);
+        assert!(
+            r.verdict
+                .summary
+                .contains("upstream http://127.0.0.1:9000/, on the inspected host itself (111: Connection refused)"),
+            "{}",
+            r.verdict.summary
+        );
         assert!(r.finding(Cause::HttpError).unwrap().remediation.iter().any(|x| x.contains("port 9000")));
         p.http.as_mut().unwrap().status = Some(200);
         p.http.as_mut().unwrap().status_line = Some("HTTP/1.1 200 OK".into());

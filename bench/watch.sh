@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Benchmarks of `conndoc watch` and `conndoc check` (issue 6), side by side in one run:
+#   1. the daemon holding a 5 s schedule over N loopback targets: lateness, CPU, memory,
+#      CPU per probe; the dashboard index and /metrics render time with N targets;
+#   2. prometheus-blackbox-exporter doing tcp_connect probes of the same targets at the same
+#      rate (driven by a real Prometheus): CPU per probe of the exporter;
+#   3. `conndoc check` over N refused ports against `nmap -sT -T5` over the same ports.
+# Everything runs inside a network namespace this script creates (and deletes on exit):
+# the machine's own loopback and port ranges are not touched.
+#
+#   sudo bench/watch.sh                     # N=10000 DURATION=60
+#   sudo N=2000 DURATION=30 bench/watch.sh  # quicker
+# Environment: CONNDOC (binary, default target/release/conndoc or $CARGO_TARGET_DIR/release/conndoc),
+# N, DURATION (measured seconds), WARMUP (seconds), CHECK_CONCURRENCY.
+set -euo pipefail
+
+N=${N:-10000}
+DURATION=${DURATION:-60}
+WARMUP=${WARMUP:-20}
+CHECK_CONCURRENCY=${CHECK_CONCURRENCY:-64}
+INTERVAL=5
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+CONNDOC=${CONNDOC:-${CARGO_TARGET_DIR:-$ROOT/target}/release/conndoc}
+
+need() { command -v "$1" >/dev/null || { echo "bench/watch.sh: $1 is required ($2)" >&2; exit 2; }; }
+[ "$(id -u)" = 0 ] || { echo "bench/watch.sh: run as root (it creates a network namespace)" >&2; exit 2; }
+[ -x "$CONNDOC" ] || { echo "bench/watch.sh: no conndoc binary at $CONNDOC (cargo build --release -p conndoc)" >&2; exit 2; }
+need ip iproute2; need python3 python3; need curl curl; need nmap nmap
+need prometheus prometheus; need prometheus-blackbox-exporter prometheus-blackbox-exporter
+
+NS=cdwbench$$
+WORK=$(mktemp -d /tmp/conndoc-watch-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    ip netns del "$NS" 2>/dev/null || true
+    [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+ip netns add "$NS"
+ip netns exec "$NS" ip link set lo up
+# Run a command inside the namespace with enough file descriptors. An array, not a
+# function, so that `"${NSX[@]}" cmd &` leaves $! = the command's own pid (ip and sh exec).
+NSX=(ip netns exec "$NS" sh -c 'ulimit -n 262144 2>/dev/null; exec "$@"' sh)
+
+FIRST=20000
+LAST=$((FIRST + N - 1))
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, USER_HZ (100/s)
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+metric() { curl -s "http://127.0.0.1:$2/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+# curl inside the namespace
+ncurl() { ip netns exec "$NS" curl -s "$@"; }
+nmetric() { ncurl "http://127.0.0.1:9464/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+
+echo "== $N listening targets on 127.0.0.1:$FIRST-$LAST in namespace $NS; $(nproc) cores; $CONNDOC"
+"${NSX[@]}" python3 "$HERE/watch_server.py" "$FIRST" "$N" > "$WORK/server.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q listening "$WORK/server.log" 2>/dev/null && break; sleep 0.2; done
+
+# ---------------------------------------------------------------- 1. conndoc watch
+{
+    echo "listen = \"127.0.0.1:9464\""
+    echo "history = \"$WORK/history.db\""
+    echo "[defaults]"
+    echo "interval = \"${INTERVAL}s\""
+    echo "timeout = \"2s\""
+    for p in $(seq "$FIRST" "$LAST"); do printf '[[target]]\nname = "t%d"\nurl = "tcp://127.0.0.1:%d"\n' "$p" "$p"; done
+} > "$WORK/watch.toml"
+"$CONNDOC" watch --check-config "$WORK/watch.toml"
+"${NSX[@]}" "$CONNDOC" watch --config "$WORK/watch.toml" 2> "$WORK/watch.log" &
+WPID=$!
+PIDS+=($WPID)
+for _ in $(seq 300); do
+    up=$(nmetric 'conndoc_targets{state="up"}' || true)
+    [ "${up:-0}" = "$N" ] && break
+    sleep 0.5
+done
+echo "all $N targets up; warming up ${WARMUP}s"
+sleep "$WARMUP"
+c0=$(cpu_ticks "$WPID"); p0=$(nmetric conndoc_probes_total); l0=$(nmetric conndoc_probes_late_total)
+s0=$(nmetric conndoc_probes_skipped_total); t0=$(date +%s.%N)
+sleep "$DURATION"
+c1=$(cpu_ticks "$WPID"); p1=$(nmetric conndoc_probes_total); l1=$(nmetric conndoc_probes_late_total)
+s1=$(nmetric conndoc_probes_skipped_total); t1=$(date +%s.%N)
+lagmax=$(nmetric conndoc_schedule_lag_max_seconds)
+down=$(nmetric 'conndoc_targets{state="down"}')
+w_hwm=$(hwm_kb "$WPID")
+# Dashboard and /metrics with N targets: median of 7 requests each.
+med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+dash_s=$(for _ in $(seq 7); do ncurl -o /dev/null -w '%{time_total}\n' http://127.0.0.1:9464/; done | med)
+dash_bytes=$(ncurl http://127.0.0.1:9464/ | wc -c)
+api_s=$(for _ in $(seq 7); do ncurl -o /dev/null -w '%{time_total}\n' http://127.0.0.1:9464/api/targets; done | med)
+met_s=$(for _ in $(seq 7); do ncurl -o /dev/null -w '%{time_total}\n' http://127.0.0.1:9464/metrics; done | med)
+kill -TERM "$WPID"; wait "$WPID" 2>/dev/null || true
+
+w_secs=$(echo "$t1 - $t0" | bc -l)
+w_cpu=$(echo "($c1 - $c0) / 100" | bc -l)
+w_probes=$((p1 - p0))
+w_core=$(echo "100 * $w_cpu / $w_secs" | bc -l)
+w_us=$(echo "1000000 * $w_cpu / $w_probes" | bc -l)
+w_rate=$(echo "$w_probes / $w_secs" | bc -l)
+
+# ---------------------------------------------------------------- 2. blackbox exporter
+cat > "$WORK/blackbox.yml" <<EOF
+modules:
+  tcp_connect:
+    prober: tcp
+    timeout: 2s
+EOF
+{
+    echo "global: {scrape_interval: ${INTERVAL}s, scrape_timeout: 4s}"
+    echo "scrape_configs:"
+    echo "  - job_name: blackbox"
+    echo "    metrics_path: /probe"
+    echo "    params: {module: [tcp_connect]}"
+    echo "    file_sd_configs: [{files: ['$WORK/targets.json']}]"
+    echo "    relabel_configs:"
+    echo "      - {source_labels: [__address__], target_label: __param_target}"
+    echo "      - {source_labels: [__param_target], target_label: instance}"
+    echo "      - {target_label: __address__, replacement: '127.0.0.1:9115'}"
+} > "$WORK/prometheus.yml"
+python3 -c "import json,sys; print(json.dumps([{'targets': ['127.0.0.1:%d' % p for p in range($FIRST, $LAST + 1)]}]))" > "$WORK/targets.json"
+"${NSX[@]}" prometheus-blackbox-exporter --config.file="$WORK/blackbox.yml" --web.listen-address=127.0.0.1:9115 > "$WORK/bb.log" 2>&1 &
+BPID=$!
+PIDS+=($BPID)
+sleep 1
+"${NSX[@]}" prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
+    --web.listen-address=127.0.0.1:9090 > "$WORK/prom.log" 2>&1 &
+PPID_=$!
+PIDS+=($PPID_)
+echo "blackbox exporter driven by Prometheus over the same $N targets; warming up ${WARMUP}s"
+sleep "$WARMUP"
+promq() { ncurl --data-urlencode "query=$1" http://127.0.0.1:9090/api/v1/query | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)'; }
+b0=$(cpu_ticks "$BPID"); tb0=$(date +%s.%N)
+sleep "$DURATION"
+b1=$(cpu_ticks "$BPID"); tb1=$(date +%s.%N)
+b_hwm=$(hwm_kb "$BPID")
+b_probes=$(promq "sum(count_over_time(probe_success{job=\"blackbox\"}[${DURATION}s]))")
+b_ok=$(promq "avg(avg_over_time(probe_success{job=\"blackbox\"}[${DURATION}s]))")
+b_secs=$(echo "$tb1 - $tb0" | bc -l)
+b_cpu=$(echo "($b1 - $b0) / 100" | bc -l)
+b_us=$(echo "1000000 * $b_cpu / $b_probes" | bc -l)
+b_core=$(echo "100 * $b_cpu / $b_secs" | bc -l)
+b_rate=$(echo "$b_probes / $b_secs" | bc -l)
+kill "$PPID_" "$BPID" 2>/dev/null || true
+wait "$PPID_" "$BPID" 2>/dev/null || true
+
+# ---------------------------------------------------------------- 3. check vs nmap (refused ports)
+# Stop the listeners: the same ports now refuse.
+kill "${PIDS[0]}" 2>/dev/null || true
+sleep 1
+{
+    echo "history = \"$WORK/unused.db\""
+    for p in $(seq "$FIRST" "$LAST"); do printf '[[target]]\nname = "p%d"\nurl = "tcp://127.0.0.1:%d"\ntimeout = "2s"\n' "$p" "$p"; done
+} > "$WORK/check.toml"
+cs=$(date +%s.%N)
+"${NSX[@]}" "$CONNDOC" check --config "$WORK/check.toml" --concurrency "$CHECK_CONCURRENCY" --no-progress > "$WORK/check.out" || true
+ce=$(date +%s.%N)
+c_secs=$(echo "$ce - $cs" | bc -l)
+c_rate=$(echo "$N / $c_secs" | bc -l)
+c_nolistener=$(grep -c ' no-listener ' "$WORK/check.out" || true)
+ns_=$(date +%s.%N)
+"${NSX[@]}" nmap -sT -T5 -n -Pn -p "$FIRST-$LAST" 127.0.0.1 > "$WORK/nmap.out"
+ne=$(date +%s.%N)
+n_secs=$(echo "$ne - $ns_" | bc -l)
+n_rate=$(echo "$N / $n_secs" | bc -l)
+n_closed=$(grep -oE '[0-9]+ (closed|filtered)' "$WORK/nmap.out" | head -1 || true)
+
+printf '\n== results (N=%d, interval %ds, measured %ss)\n' "$N" "$INTERVAL" "$DURATION"
+printf 'conndoc watch:     %8.0f probes/s  %6.2f%% of one core  %7.1f µs CPU/probe  peak RSS %d MiB\n' "$w_rate" "$w_core" "$w_us" $((w_hwm / 1024))
+printf '                   late (> 1 interval): %d  skipped: %d  max schedule lag: %ss  down: %s\n' $((l1 - l0)) $((s1 - s0)) "$lagmax" "$down"
+printf 'blackbox exporter: %8.0f probes/s  %6.2f%% of one core  %7.1f µs CPU/probe  peak RSS %d MiB  success %s\n' "$b_rate" "$b_core" "$b_us" $((b_hwm / 1024)) "$b_ok"
+printf 'CPU per probe, conndoc / blackbox: %.3f\n' "$(echo "$w_us / $b_us" | bc -l)"
+printf 'dashboard index (%d targets, %d bytes): %ss median; /api/targets %ss; /metrics %ss\n' "$N" "$dash_bytes" "$dash_s" "$api_s" "$met_s"
+printf 'conndoc check:  %d ports in %.2fs = %8.0f ports/s (concurrency %d), %d with cause no-listener\n' "$N" "$c_secs" "$c_rate" "$CHECK_CONCURRENCY" "$c_nolistener"
+printf 'nmap -sT -T5:   %d ports in %.2fs = %8.0f ports/s (%s)\n' "$N" "$n_secs" "$n_rate" "$n_closed"
+printf 'check rate / nmap rate: %.3f\n' "$(echo "$c_rate / $n_rate" | bc -l)"

@@ -1,0 +1,71 @@
+//! Benchmark helper for bench/firewall.sh: times conndoc's firewall stage (read, build,
+//! evaluate) in the current network namespace and prints one JSON line.
+//!
+//! usage: fwbench DEST_ADDR PORT [RUNS]
+
+use conndoc_facts::firewall::Hook;
+use conndoc_facts::Family;
+use conndoc_firewall::{build, read, Packet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: fwbench DEST_ADDR PORT [RUNS]");
+        std::process::exit(2);
+    }
+    let Ok(dst) = args[1].parse::<IpAddr>() else {
+        eprintln!("fwbench: bad address {}", args[1]);
+        std::process::exit(2);
+    };
+    let Ok(port) = args[2].parse::<u16>() else {
+        eprintln!("fwbench: bad port {}", args[2]);
+        std::process::exit(2);
+    };
+    let runs: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(5).max(1);
+    let pkt = Packet {
+        family: Family::of(&dst),
+        source: Some(if dst.is_ipv4() { "10.77.0.1".parse().unwrap() } else { "fd77::1".parse().unwrap() }),
+        destination: dst,
+        source_port: Some(40000),
+        destination_port: port,
+        input_interface: Some("eth0".into()),
+        output_interface: None,
+    };
+    let (mut t_read, mut t_build, mut t_eval, mut t_total) = (vec![], vec![], vec![], vec![]);
+    let mut rules = 0;
+    let mut verdict = String::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let raw = read(Duration::from_secs(30));
+        let t1 = Instant::now();
+        let (rs, _) = build(&raw);
+        let t2 = Instant::now();
+        let e = rs.evaluate(Hook::Input, &pkt);
+        let t3 = Instant::now();
+        rules = rs.rule_count;
+        verdict = format!(
+            "{} by {}",
+            e.verdict.describe(),
+            e.decided_by.map(|r| r.location()).unwrap_or_else(|| "nothing".into())
+        );
+        t_read.push((t1 - t0).as_secs_f64() * 1e3);
+        t_build.push((t2 - t1).as_secs_f64() * 1e3);
+        t_eval.push((t3 - t2).as_secs_f64() * 1e3);
+        t_total.push((t3 - t0).as_secs_f64() * 1e3);
+    }
+    println!(
+        "{{\"rules\":{rules},\"read_ms\":{:.2},\"build_ms\":{:.2},\"evaluate_ms\":{:.3},\"total_ms\":{:.2},\"verdict\":{:?}}}",
+        median(t_read),
+        median(t_build),
+        median(t_eval),
+        median(t_total),
+        verdict
+    );
+}
