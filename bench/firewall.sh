@@ -3,10 +3,11 @@
 # side by side with the tool a user would reach for, in one hyperfine run.
 #
 # Builds, in network namespaces of its own (nothing touches the machine's namespace):
-#   client ── s0   (10.77.0.2, no firewall rule)
-#          └─ s10k (10.77.1.2, 9,999 non-matching rules, then the accept rule for the port)
+#   client ── s0   (10.77.0.2, one rule: tcp dport 7000 reject with tcp reset)
+#          └─ s10k (10.77.1.2, 9,999 non-matching rules, then the same reject rule)
 # with a listener on port 7000 in both, then times, from the client namespace:
-#   conndoc diagnose → s0 and → s10k (--netns: rules read and evaluated there),
+#   conndoc diagnose → s0 and → s10k (--netns: rules read and evaluated there; both are
+#   firewall-reject, so the firewall stage runs — a healthy target skips it),
 #   `nft list ruleset` in s10k (what a person runs to look), conndoc without CAP_NET_RAW
 #   (no capture) and with capture, plus conndoc's own read/build/evaluate breakdown.
 # Usage: sudo bench/firewall.sh [runs]     (needs root, hyperfine, nft, setpriv, nc)
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-30}
 tgt=${CARGO_TARGET_DIR:-target}
 cargo build --release --quiet -p conndoc
-cargo build --release --quiet -p conndoc-firewall --example fwbench
+cargo build --release --quiet -p conndoc-firewall --example fwbench --example fwparse
 bin=$tgt/release/conndoc
 fwbench=$tgt/release/examples/fwbench
 id=$$
@@ -41,29 +42,42 @@ print("  chain input {")
 print("    type filter hook input priority 0; policy accept;")
 for i in range(9999):
     print(f"    ip saddr 192.0.2.{i % 250} tcp dport {20000 + i} drop")
-print("    tcp dport 7000 accept")
+print("    tcp dport 7000 reject with tcp reset")
 print("  }")
 print("}")
 PY
 ip netns exec $s10k nft -f "$out/rules.nft"
+ip netns exec $s0 nft -f - <<'NFT'
+table inet bench {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    tcp dport 7000 reject with tcp reset
+  }
+}
+NFT
 sleep 0.5
 echo "rules loaded in s10k: $(ip netns exec $s10k nft -a list ruleset | grep -c '# handle' ) lines with a handle" >&2
 
 echo "== conndoc's own breakdown in s10k (median of 10, ms) ==" >&2
 ip netns exec $s10k "$fwbench" 10.77.1.2 7000 10 | tee "$out/fwbench.json" >&2
+ip netns exec $s10k nft -j list ruleset > "$out/r10k.json"
+ip netns exec $s10k nft -a list ruleset > "$out/r10k.txt"
+"$tgt/release/examples/fwparse" "$out/r10k.json" "$out/r10k.txt" | tee "$out/fwparse.json" >&2
 
 noraw="setpriv --inh-caps=-net_raw --ambient-caps=-net_raw --bounding-set=-net_raw"
-ip netns exec $c hyperfine -N --warmup 3 --runs "$runs" --export-json "$out/r.json" \
+ip netns exec $c hyperfine -N -i --warmup 3 --runs "$runs" --export-json "$out/r.json" \
   -n "nft list ruleset (10k rules)" "ip netns exec $s10k nft list ruleset" \
+  -n "nft -j list ruleset (10k rules)" "ip netns exec $s10k nft -j list ruleset" \
   -n "conndoc diagnose, 0 rules" "$bin diagnose tcp://10.77.0.2:7000 --netns $s0 --no-color" \
   -n "conndoc diagnose, 10k rules" "$bin diagnose tcp://10.77.1.2:7000 --netns $s10k --no-color" \
   -n "conndoc diagnose, 0 rules, no capture" "$noraw $bin diagnose tcp://10.77.0.2:7000 --netns $s0 --no-color" \
   >/dev/null
 ip netns exec $c ping -c 20 -i 0.05 -q 10.77.0.2 | tail -1 > "$out/ping.txt"
-python3 - "$out/r.json" "$out/fwbench.json" "$out/ping.txt" <<'PY'
+python3 - "$out/r.json" "$out/fwbench.json" "$out/ping.txt" "$out/fwparse.json" <<'PY'
 import json, sys, re
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 fw = json.load(open(sys.argv[2]))
+fp = json.load(open(sys.argv[4]))
 rtt = float(re.search(r"= [\d.]+/([\d.]+)/", open(sys.argv[3]).read()).group(1))
 med = lambda n: r[n]["median"] * 1e3
 print("| command | median | mean ± σ | ratio to `nft list ruleset` |")
@@ -73,8 +87,10 @@ for name, x in r.items():
     print(f"| {name} | {x['median']*1e3:.1f} ms | {x['mean']*1e3:.1f} ± {x['stddev']*1e3:.1f} ms | {x['median']*1e3/base:.2f}× |")
 print()
 print(f"- 10k rules add **{med('conndoc diagnose, 10k rules') - med('conndoc diagnose, 0 rules'):.1f} ms** to a diagnosis "
-      f"(target ≤ 20 ms); conndoc's own breakdown: read {fw['read_ms']} ms (nft -j + nft -a + *-save), "
+      f"(target ≤ 20 ms); conndoc's own breakdown: read {fw['read_ms']} ms (nft -j ‖ nft -a, then *-save), "
       f"build {fw['build_ms']} ms, evaluate {fw['evaluate_ms']} ms over {fw['rules']} rules; verdict: {fw['verdict']}.")
+print(f"- pure part on the saved output: JSON parse {fp['json_ms']} ms, model build (incl. parse) {fp['build_ms']} ms, "
+      f"evaluation {fp['evaluate_ms']} ms.")
 d = med('conndoc diagnose, 0 rules') - med('conndoc diagnose, 0 rules, no capture')
 print(f"- capture adds **{d:.2f} ms** to the whole run; the probe's round trip here is {rtt:.3f} ms "
       f"(ping), the capture waits for at most one echo round trip after the connect.")

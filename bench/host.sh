@@ -72,6 +72,7 @@ median() {
 ss_tan=$(median ss -tan)
 ss_tanp=$(median ss -tanp)
 ss_tlnp=$(median ss -tlnp)
+insp_plain=$(median "$BIN/examples/inspect" 7000)
 insp_busy=$(median "$BIN/examples/inspect" 7000 conndoc-labtool)
 insp_quiet=$(median "$BIN/examples/inspect" 6379 conndoc-labtool)
 ls_port=$(median "$BIN/conndoc" listeners --port 7000)
@@ -80,7 +81,8 @@ ls_all=$(median "$BIN/conndoc" listeners)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 printf '%-58s %10s %8s\n' "command (median of $RUNS, whole process)" "ms" "ratio"
 printf '%-58s %10s %8s\n' "ss -tan" "$ss_tan" "1"
-printf '%-58s %10s %8s\n' "inspect 7000 (busy port: $HALF conns) vs ss -tan" "$insp_busy" "$(ratio "$insp_busy" "$ss_tan")"
+printf '%-58s %10s %8s\n' "inspect 7000 (busy port: $HALF conns) vs ss -tan" "$insp_plain" "$(ratio "$insp_plain" "$ss_tan")"
+printf '%-58s %10s %8s\n' "  … with --expect conndoc-labtool (7 such processes)" "$insp_busy" "$(ratio "$insp_busy" "$ss_tan")"
 printf '%-58s %10s %8s\n' "inspect 6379 (quiet port) vs ss -tan" "$insp_quiet" "$(ratio "$insp_quiet" "$ss_tan")"
 printf '%-58s %10s %8s\n' "ss -tanp" "$ss_tanp" "1"
 printf '%-58s %10s %8s\n' "conndoc listeners --port 7000 (listener→process) vs ss -tanp" "$ls_port" "$(ratio "$ls_port" "$ss_tanp")"

@@ -3,7 +3,7 @@
 #   1. the daemon holding a 5 s schedule over N loopback targets: lateness, CPU, memory,
 #      CPU per probe; the dashboard index and /metrics render time with N targets;
 #   2. prometheus-blackbox-exporter doing tcp_connect probes of the same targets at the same
-#      rate (driven by a real Prometheus): CPU per probe of the exporter;
+#      rate (driven by bench/watch_bbdriver.py as Prometheus would): its CPU per probe;
 #   3. `conndoc check` over N refused ports against `nmap -sT -T5` over the same ports.
 # Everything runs inside a network namespace this script creates (and deletes on exit):
 # the machine's own loopback and port ranges are not touched.
@@ -11,7 +11,8 @@
 #   sudo bench/watch.sh                     # N=10000 DURATION=60
 #   sudo N=2000 DURATION=30 bench/watch.sh  # quicker
 # Environment: CONNDOC (binary, default target/release/conndoc or $CARGO_TARGET_DIR/release/conndoc),
-# N, DURATION (measured seconds), WARMUP (seconds), CHECK_CONCURRENCY.
+# N, DURATION (measured seconds), WARMUP (seconds), CHECK_CONCURRENCY, CHECK_N (ports for
+# the check/nmap part, default N), KEEP=1 (keep the work directory).
 set -euo pipefail
 
 N=${N:-10000}
@@ -27,7 +28,7 @@ need() { command -v "$1" >/dev/null || { echo "bench/watch.sh: $1 is required ($
 [ "$(id -u)" = 0 ] || { echo "bench/watch.sh: run as root (it creates a network namespace)" >&2; exit 2; }
 [ -x "$CONNDOC" ] || { echo "bench/watch.sh: no conndoc binary at $CONNDOC (cargo build --release -p conndoc)" >&2; exit 2; }
 need ip iproute2; need python3 python3; need curl curl; need nmap nmap
-need prometheus prometheus; need prometheus-blackbox-exporter prometheus-blackbox-exporter
+need prometheus-blackbox-exporter prometheus-blackbox-exporter
 
 NS=cdwbench$$
 WORK=$(mktemp -d /tmp/conndoc-watch-bench.XXXXXX)
@@ -104,77 +105,64 @@ w_us=$(echo "1000000 * $w_cpu / $w_probes" | bc -l)
 w_rate=$(echo "$w_probes / $w_secs" | bc -l)
 
 # ---------------------------------------------------------------- 2. blackbox exporter
-cat > "$WORK/blackbox.yml" <<EOF
-modules:
-  tcp_connect:
-    prober: tcp
-    timeout: 2s
-EOF
-{
-    echo "global: {scrape_interval: ${INTERVAL}s, scrape_timeout: 4s}"
-    echo "scrape_configs:"
-    echo "  - job_name: blackbox"
-    echo "    metrics_path: /probe"
-    echo "    params: {module: [tcp_connect]}"
-    echo "    file_sd_configs: [{files: ['$WORK/targets.json']}]"
-    echo "    relabel_configs:"
-    echo "      - {source_labels: [__address__], target_label: __param_target}"
-    echo "      - {source_labels: [__param_target], target_label: instance}"
-    echo "      - {target_label: __address__, replacement: '127.0.0.1:9115'}"
-} > "$WORK/prometheus.yml"
-python3 -c "import json,sys; print(json.dumps([{'targets': ['127.0.0.1:%d' % p for p in range($FIRST, $LAST + 1)]}]))" > "$WORK/targets.json"
+# Driven like Prometheus would (one /probe per target per interval) by a small asyncio
+# client, because a real Prometheus scraping 2,000 targets/s needs more CPU than the
+# 2-core machine has left; only the exporter's own CPU is counted.
+printf 'modules:\n  tcp_connect:\n    prober: tcp\n    timeout: 2s\n' > "$WORK/blackbox.yml"
 "${NSX[@]}" prometheus-blackbox-exporter --config.file="$WORK/blackbox.yml" --web.listen-address=127.0.0.1:9115 > "$WORK/bb.log" 2>&1 &
 BPID=$!
 PIDS+=($BPID)
 sleep 1
-"${NSX[@]}" prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
-    --web.listen-address=127.0.0.1:9090 > "$WORK/prom.log" 2>&1 &
-PPID_=$!
-PIDS+=($PPID_)
-echo "blackbox exporter driven by Prometheus over the same $N targets; warming up ${WARMUP}s"
+"${NSX[@]}" python3 "$HERE/watch_bbdriver.py" 9115 "$FIRST" "$N" "$INTERVAL" $((WARMUP + DURATION + 5)) > "$WORK/driver.out" 2>&1 &
+DPID=$!
+PIDS+=($DPID)
+echo "blackbox exporter over the same $N targets at the same rate; warming up ${WARMUP}s"
 sleep "$WARMUP"
-promq() { ncurl --data-urlencode "query=$1" http://127.0.0.1:9090/api/v1/query | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)'; }
-b0=$(cpu_ticks "$BPID"); tb0=$(date +%s.%N)
+drv() { tail -1 "$WORK/driver.out"; }
+read -r d0 ok0 late0 < <(drv); b0=$(cpu_ticks "$BPID"); tb0=$(date +%s.%N)
 sleep "$DURATION"
-b1=$(cpu_ticks "$BPID"); tb1=$(date +%s.%N)
+read -r d1 ok1 late1 < <(drv); b1=$(cpu_ticks "$BPID"); tb1=$(date +%s.%N)
 b_hwm=$(hwm_kb "$BPID")
-b_probes=$(promq "sum(count_over_time(probe_success{job=\"blackbox\"}[${DURATION}s]))")
-b_ok=$(promq "avg(avg_over_time(probe_success{job=\"blackbox\"}[${DURATION}s]))")
+b_probes=$((d1 - d0))
+b_ok=$(echo "($ok1 - $ok0) / $b_probes" | bc -l)
+b_late=$((late1 - late0))
 b_secs=$(echo "$tb1 - $tb0" | bc -l)
 b_cpu=$(echo "($b1 - $b0) / 100" | bc -l)
 b_us=$(echo "1000000 * $b_cpu / $b_probes" | bc -l)
 b_core=$(echo "100 * $b_cpu / $b_secs" | bc -l)
 b_rate=$(echo "$b_probes / $b_secs" | bc -l)
-kill "$PPID_" "$BPID" 2>/dev/null || true
-wait "$PPID_" "$BPID" 2>/dev/null || true
+kill "$DPID" "$BPID" 2>/dev/null || true
+wait "$DPID" "$BPID" 2>/dev/null || true
 
 # ---------------------------------------------------------------- 3. check vs nmap (refused ports)
 # Stop the listeners: the same ports now refuse.
 kill "${PIDS[0]}" 2>/dev/null || true
 sleep 1
+CHECK_N=${CHECK_N:-$N}
+CLAST=$((FIRST + CHECK_N - 1))
 {
     echo "history = \"$WORK/unused.db\""
-    for p in $(seq "$FIRST" "$LAST"); do printf '[[target]]\nname = "p%d"\nurl = "tcp://127.0.0.1:%d"\ntimeout = "2s"\n' "$p" "$p"; done
+    for p in $(seq "$FIRST" "$CLAST"); do printf '[[target]]\nname = "p%d"\nurl = "tcp://127.0.0.1:%d"\ntimeout = "2s"\n' "$p" "$p"; done
 } > "$WORK/check.toml"
 cs=$(date +%s.%N)
 "${NSX[@]}" "$CONNDOC" check --config "$WORK/check.toml" --concurrency "$CHECK_CONCURRENCY" --no-progress > "$WORK/check.out" || true
 ce=$(date +%s.%N)
 c_secs=$(echo "$ce - $cs" | bc -l)
-c_rate=$(echo "$N / $c_secs" | bc -l)
+c_rate=$(echo "$CHECK_N / $c_secs" | bc -l)
 c_nolistener=$(grep -c ' no-listener ' "$WORK/check.out" || true)
 ns_=$(date +%s.%N)
-"${NSX[@]}" nmap -sT -T5 -n -Pn -p "$FIRST-$LAST" 127.0.0.1 > "$WORK/nmap.out"
+"${NSX[@]}" nmap -sT -T5 -n -Pn -p "$FIRST-$CLAST" 127.0.0.1 > "$WORK/nmap.out"
 ne=$(date +%s.%N)
 n_secs=$(echo "$ne - $ns_" | bc -l)
-n_rate=$(echo "$N / $n_secs" | bc -l)
+n_rate=$(echo "$CHECK_N / $n_secs" | bc -l)
 n_closed=$(grep -oE '[0-9]+ (closed|filtered)' "$WORK/nmap.out" | head -1 || true)
 
 printf '\n== results (N=%d, interval %ds, measured %ss)\n' "$N" "$INTERVAL" "$DURATION"
 printf 'conndoc watch:     %8.0f probes/s  %6.2f%% of one core  %7.1f µs CPU/probe  peak RSS %d MiB\n' "$w_rate" "$w_core" "$w_us" $((w_hwm / 1024))
 printf '                   late (> 1 interval): %d  skipped: %d  max schedule lag: %ss  down: %s\n' $((l1 - l0)) $((s1 - s0)) "$lagmax" "$down"
-printf 'blackbox exporter: %8.0f probes/s  %6.2f%% of one core  %7.1f µs CPU/probe  peak RSS %d MiB  success %s\n' "$b_rate" "$b_core" "$b_us" $((b_hwm / 1024)) "$b_ok"
+printf 'blackbox exporter: %8.0f probes/s  %6.2f%% of one core  %7.1f µs CPU/probe  peak RSS %d MiB  success %.3f  late requests %d\n' "$b_rate" "$b_core" "$b_us" $((b_hwm / 1024)) "$b_ok" "$b_late"
 printf 'CPU per probe, conndoc / blackbox: %.3f\n' "$(echo "$w_us / $b_us" | bc -l)"
 printf 'dashboard index (%d targets, %d bytes): %ss median; /api/targets %ss; /metrics %ss\n' "$N" "$dash_bytes" "$dash_s" "$api_s" "$met_s"
-printf 'conndoc check:  %d ports in %.2fs = %8.0f ports/s (concurrency %d), %d with cause no-listener\n' "$N" "$c_secs" "$c_rate" "$CHECK_CONCURRENCY" "$c_nolistener"
-printf 'nmap -sT -T5:   %d ports in %.2fs = %8.0f ports/s (%s)\n' "$N" "$n_secs" "$n_rate" "$n_closed"
+printf 'conndoc check:  %d ports in %.2fs = %8.0f ports/s (concurrency %d), %d with cause no-listener\n' "$CHECK_N" "$c_secs" "$c_rate" "$CHECK_CONCURRENCY" "$c_nolistener"
+printf 'nmap -sT -T5:   %d ports in %.2fs = %8.0f ports/s (%s)\n' "$CHECK_N" "$n_secs" "$n_rate" "$n_closed"
 printf 'check rate / nmap rate: %.3f\n' "$(echo "$c_rate / $n_rate" | bc -l)"

@@ -39,7 +39,6 @@ pub struct Capture {
     sock: sys::PacketSocket,
     targets: Vec<IpAddr>,
     port: u16,
-    started: Instant,
     started_wall: SystemTime,
     echo_id: u16,
     echo_sent: Vec<IpAddr>,
@@ -66,7 +65,6 @@ impl Capture {
             sock,
             targets: targets.to_vec(),
             port,
-            started: Instant::now(),
             started_wall: SystemTime::now(),
             echo_id,
             echo_sent: Vec::new(),
@@ -107,7 +105,26 @@ impl Capture {
             .any(|(_, d)| matches!(parse(d, &self.targets, self.port, self.echo_id), Some((p, true)) if &p.source == t))
     }
 
-    /// Stop: read everything queued, wait up to `grace` for echo replies still missing,
+    /// Time from our first SYN to the first RST from `t`, when an RST came.
+    fn rst_round_trip(&self, t: &IpAddr) -> Option<Duration> {
+        let mut syn_at = None;
+        for (r, d) in &self.raw {
+            let Some((p, _)) = parse(d, &self.targets, self.port, self.echo_id) else { continue };
+            let Some(tcp) = &p.tcp else { continue };
+            let at = Duration::from_secs(u64::try_from(r.ts_sec).unwrap_or(0))
+                + Duration::from_micros(u64::try_from(r.ts_usec).unwrap_or(0));
+            if p.direction == Direction::Sent && p.destination == *t && tcp.syn && syn_at.is_none() {
+                syn_at = Some(at);
+            }
+            if p.direction == Direction::Received && p.source == *t && tcp.rst {
+                return Some(syn_at.map(|s| at.saturating_sub(s)).unwrap_or_default());
+            }
+        }
+        None
+    }
+
+    /// Stop: read everything queued, wait (at most `grace`, and only when an RST needs a
+    /// baseline) for echo replies still missing,
     /// summarise, and write `pcap` when asked.
     /// A pcap file that cannot be written does not lose the evidence: its error comes back
     /// beside the facts.
@@ -117,8 +134,14 @@ impl Capture {
         pcap_path: Option<&Path>,
     ) -> Result<(CaptureFacts, Option<CaptureError>), CaptureError> {
         self.drain()?;
-        let deadline = Instant::now() + grace;
-        while self.echo_sent.iter().any(|t| !self.echo_replied(t)) {
+        // The baseline only matters to judge an RST, so wait only for targets that sent
+        // one, and no longer than a few times the SYN→RST round trip (at least 20 ms).
+        let wait = match self.echo_sent.iter().filter_map(|t| self.rst_round_trip(t)).max() {
+            Some(rtt) => grace.min((rtt * 3).max(Duration::from_millis(20))),
+            None => Duration::ZERO,
+        };
+        let deadline = Instant::now() + wait;
+        while self.echo_sent.iter().any(|t| !self.echo_replied(t) && self.rst_round_trip(t).is_some()) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -150,7 +173,6 @@ impl Capture {
             }
             packets.push(p);
         }
-        let _ = self.started;
         let port = Port::new(self.port).ok_or_else(|| CaptureError::Io {
             op: "summarising the capture",
             source: std::io::Error::other("port 0"),

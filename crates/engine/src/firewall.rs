@@ -53,6 +53,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     let dests: Vec<IpAddr> = flows.iter().map(|f| f.0).collect();
     let mut ask: Vec<IpAddr> = dests.clone();
     ask.extend(flows.iter().filter_map(|f| f.1));
+    ask.sort();
     ask.dedup();
 
     let ns_path = opts.netns.as_deref().map(netns::path_for_name).or_else(|| opts.netns_pid.map(netns::path_for_pid));

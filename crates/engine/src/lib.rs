@@ -115,9 +115,12 @@ fn firewall_relevant(ev: &Evidence) -> bool {
     let port = ev.target.port.get();
     ev.probes.iter().any(|p| match p.kind {
         Timeout | PermissionDenied | HostUnreachable | NetworkUnreachable | Reset | Other => true,
-        Refused => {
-            ev.host.as_ref().is_none_or(|h| h.listeners.iter().any(|l| l.port() == port && l.accepts(p.address)))
-        }
+        // The inspected namespace may be a router on the path (the address is not its own):
+        // then a FORWARD rule can forge the refusal.
+        Refused => ev.host.as_ref().is_none_or(|h| {
+            !h.local_addresses.contains(&p.address)
+                || h.listeners.iter().any(|l| l.port() == port && l.accepts(p.address))
+        }),
         Connected | NoLocalAddress => false,
     })
 }

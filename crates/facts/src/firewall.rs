@@ -99,7 +99,7 @@ impl RejectWith {
     pub fn looks_like_refused(&self) -> bool {
         match self {
             RejectWith::TcpReset => true,
-            RejectWith::Icmp { code, .. } => code.contains("port-unreach") || code.contains("port-unreachable"),
+            RejectWith::Icmp { code, .. } => code.starts_with("port-unreach"),
         }
     }
 }

@@ -81,12 +81,15 @@ pub fn run(prog: &str, args: &[&str], timeout: Duration) -> Result<String, Firew
 /// Tools that are not installed are left out; tools that fail say why.
 pub fn read(timeout: Duration) -> RawRulesets {
     let nft = which("nft");
+    // The text listing (rule texts for people) runs beside the JSON one: on a large
+    // ruleset each takes as long as nft needs to dump it.
+    let text_thread = nft.then(|| std::thread::spawn(move || run("nft", &["-a", "list", "ruleset"], timeout).ok()));
     let nft_json = if nft {
         run("nft", &["-j", "list", "ruleset"], timeout).map_err(|e| e.to_string())
     } else {
         Err("nft is not installed".into())
     };
-    let nft_text = if nft_json.is_ok() { run("nft", &["-a", "list", "ruleset"], timeout).ok() } else { None };
+    let nft_text = text_thread.and_then(|t| t.join().ok().flatten()).filter(|_| nft_json.is_ok());
     let mut iptables = Vec::new();
     let tools = [
         (FirewallTool::IptablesNft, "iptables-nft-save"),

@@ -21,10 +21,26 @@ fn families_for(ip: &IpAddr) -> &'static [u8] {
     }
 }
 
-/// Run a dump for each family in `families` with the same filter.
+/// Run a dump with one filter over the families in `families`. Both families are read in
+/// one kernel walk of the TCP hash when the kernel takes the legacy request (it always
+/// has); otherwise one SOCK_DIAG_BY_FAMILY request per family.
 pub fn dump(families: &[u8], states: u32, filter: Bytecode, mut each: impl FnMut(DiagMsg)) -> Result<(), HostError> {
     let mut sock = Socket::open(NlFamily::SockDiag)?;
     let deadline = Instant::now() + DEADLINE;
+    if families.len() > 1 {
+        let req = DiagRequest { family: AF_INET, states, ext: 0, filter: filter.clone() };
+        let mut got = Vec::new();
+        match sock.inet_diag_both(&req, deadline, |m| got.push(m)) {
+            Ok(()) => {
+                got.into_iter().filter(|m| families.contains(&m.family)).for_each(&mut each);
+                return Ok(());
+            }
+            Err(conndoc_netlink::NetlinkError::Kernel { .. }) => {
+                sock = Socket::open(NlFamily::SockDiag)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     for &family in families {
         let req = DiagRequest { family, states, ext: 0, filter: filter.clone() };
         sock.inet_diag(&req, deadline, &mut each)?;

@@ -123,6 +123,26 @@ impl DiagRequest {
     }
 }
 
+/// The legacy TCPDIAG_GETSOCK request (`struct inet_diag_req`). The kernel dumps it with
+/// the family left open (AF_UNSPEC), so one walk of the shared TCP hash returns IPv4 and
+/// IPv6 sockets — half the kernel work of one SOCK_DIAG_BY_FAMILY request per family.
+pub const TCPDIAG_GETSOCK: u16 = 18;
+
+impl DiagRequest {
+    /// Encode as `struct inet_diag_req` (+ bytecode) for [`TCPDIAG_GETSOCK`]; `family` is
+    /// ignored by the kernel for dumps.
+    pub fn encode_compat(&self) -> Vec<u8> {
+        let mut out = vec![self.family, 0, 0, self.ext];
+        out.extend_from_slice(&[0u8; 48]); // inet_diag_sockid
+        out.extend_from_slice(&self.states.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes()); // idiag_dbs
+        if !self.filter.0.is_empty() {
+            push_attr(&mut out, INET_DIAG_REQ_BYTECODE, &self.filter.encode());
+        }
+        out
+    }
+}
+
 /// One socket from an inet_diag reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiagMsg {
@@ -180,6 +200,27 @@ pub fn parse_diag_msg(p: &[u8]) -> Option<DiagMsg> {
 }
 
 impl Socket {
+    /// Run one TCP dump of both families in a single kernel walk (legacy request type),
+    /// handing every matching socket to `each`.
+    pub fn inet_diag_both(
+        &mut self,
+        req: &DiagRequest,
+        deadline: Instant,
+        mut each: impl FnMut(DiagMsg),
+    ) -> Result<(), NetlinkError> {
+        self.dump("tcpdiag", TCPDIAG_GETSOCK, &req.encode_compat(), deadline, |m| {
+            if m.ty == TCPDIAG_GETSOCK {
+                let d = parse_diag_msg(m.payload).ok_or_else(|| NetlinkError::Parse {
+                    what: "inet_diag_msg",
+                    detail: format!("{} byte payload", m.payload.len()),
+                })?;
+                each(d);
+            }
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
     /// Run one TCP sock_diag dump, handing every matching socket to `each`. Open the
     /// socket with [`crate::Family::SockDiag`].
     pub fn inet_diag(
@@ -327,5 +368,30 @@ mod tests {
         assert_eq!(v6.local, "[::]:6379".parse().unwrap());
         assert_eq!((v6.rqueue, v6.wqueue), (0, 511));
         assert_eq!(v6.v6only, Some(true));
+    }
+}
+
+#[cfg(test)]
+mod live {
+    use super::*;
+    use crate::Family;
+    use std::time::Duration;
+
+    #[test]
+    fn one_walk_returns_both_families() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = v4.local_addr().unwrap().port();
+        let v6 = std::net::TcpListener::bind(("::1", port)).unwrap();
+        let mut s = Socket::open(Family::SockDiag).unwrap();
+        let req = DiagRequest {
+            family: AF_INET,
+            states: STATE_LISTEN,
+            ext: 0,
+            filter: Bytecode(vec![Cond::LocalPort { lo: port, hi: port }]),
+        };
+        let mut got = Vec::new();
+        s.inet_diag_both(&req, Instant::now() + Duration::from_secs(2), |m| got.push(m.local)).unwrap();
+        got.sort();
+        assert_eq!(got, vec![v4.local_addr().unwrap(), v6.local_addr().unwrap()]);
     }
 }

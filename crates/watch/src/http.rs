@@ -72,7 +72,12 @@ async fn handle(d: Arc<Daemon>, mut sock: TcpStream) -> std::io::Result<()> {
     } else {
         route(&d, target).await
     };
-    write(&mut sock, resp, head_only).await
+    let large = resp.body.len() > 1 << 20;
+    let r = write(&mut sock, resp, head_only).await;
+    if large {
+        crate::daemon::trim_heap();
+    }
+    r
 }
 
 async fn write(sock: &mut TcpStream, r: Response, head_only: bool) -> std::io::Result<()> {

@@ -3,7 +3,9 @@
 
 use crate::{Cause, Finding, Findings};
 use conndoc_facts::capture::{FlowSeen, TtlBaseline};
-use conndoc_facts::firewall::{Evaluation, FirewallRole, FirewallTool, FwVerdict, HostFirewall, RuleRef};
+use conndoc_facts::firewall::{
+    Evaluation, FirewallRole, FirewallTool, FwVerdict, Hook, HostFirewall, RejectWith, RuleRef,
+};
 use conndoc_facts::{ConnectKind, ConnectProbe, Evidence, Outcome};
 use serde_json::json;
 
@@ -14,7 +16,21 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
         let target = host_eval(ev, FirewallRole::Target, p);
         let client = host_eval(ev, FirewallRole::Client, p);
 
-        let middlebox = middlebox_reset(p, flow, baseline);
+        let mut middlebox = middlebox_reset(p, flow, baseline);
+        if let (Some(f), Some((host, e))) = (middlebox.as_mut(), target) {
+            // An inspected router whose FORWARD path resets the flow is the box that forged it.
+            if e.hook == Hook::Forward && matches!(e.verdict, FwVerdict::Reject(RejectWith::TcpReset)) {
+                if let Some(r) = &e.decided_by {
+                    let (text, data) = rule_item(r);
+                    f.evidence.push(crate::EvidenceItem {
+                        kind: "firewall-rule".into(),
+                        text: format!("{text} on {} resets the flow it forwards", where_(FirewallRole::Target, host)),
+                        data,
+                    });
+                    f.remediation.push(remove_hint(r));
+                }
+            }
+        }
         if let Some(f) = &middlebox {
             out.push(f.clone());
         }
@@ -401,6 +417,25 @@ mod tests {
         // Same TTL as the host: the host sent it, no middlebox.
         ev.capture.as_mut().unwrap().baselines[0].ttl = Ttl(64);
         assert!(diagnose(&ev).finding(Cause::MiddleboxReset).is_none());
+    }
+
+    #[test]
+    fn inspected_router_rule_joins_the_middlebox_finding() {
+        use conndoc_facts::firewall::{Hook, RejectWith};
+        let mut ev = recorded();
+        let cap = ev.capture.as_mut().unwrap();
+        cap.flows[0].icmp = None;
+        cap.flows[0].rst = Some(ReplySeen { from: cap.flows[0].address, ttl: Ttl(64) });
+        cap.baselines[0].ttl = Ttl(63);
+        let fw = ev.firewall.as_mut().unwrap();
+        let t = fw.hosts.iter_mut().find(|h| h.role == FirewallRole::Target).unwrap();
+        t.evaluations[0].hook = Hook::Forward;
+        t.evaluations[0].verdict = FwVerdict::Reject(RejectWith::TcpReset);
+        let r = diagnose(&ev);
+        assert_eq!(r.verdict.cause, Cause::MiddleboxReset);
+        let f = r.finding(Cause::MiddleboxReset).unwrap();
+        assert!(f.evidence.iter().any(|e| e.kind == "firewall-rule" && e.text.contains("handle 2")), "{f:?}");
+        assert!(f.remediation.iter().any(|s| s.contains("nft delete rule inet lab input handle 2")));
     }
 
     #[test]
