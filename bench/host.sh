@@ -7,7 +7,8 @@
 # SOCKETS sockets (SOCKETS/2 held client connections + their accepted server ends, over
 # ports 7000-7002), adds a quiet listener on 6379, then times whole processes inside the
 # namespace: `ss -tan`, `ss -tanp`, `ss -tlnp` against conndoc's inspection of one port
-# (examples/inspect: sock_diag with kernel filters + owner lookup + counters + sysctls),
+# (examples/inspect: sock_diag with kernel filters + owner lookup + counters + sysctls;
+# THOROUGH=1 adds the per-port state walk that runs after a failed probe),
 # `conndoc listeners --port` and `conndoc listeners`. Prints medians and ratios.
 set -euo pipefail
 N=${1:-50000}
@@ -24,6 +25,8 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # Anything else still inside the namespace was started by this script.
+  for p in $(ip netns pids "$NS" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
   ip netns del "$NS" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -40,15 +43,16 @@ PER=$(( (N / 2 + PAIRS - 1) / PAIRS ))
 HALF=$PER
 LIMIT=$(ulimit -Hn)
 [ "$LIMIT" = unlimited ] || [ "$PER" -lt $((LIMIT - 50)) ] || { echo "bench/host.sh: $PER connections per process exceed the fd limit $LIMIT" >&2; exit 2; }
-in_ns bash -c "exec $BIN/conndoc-labtool serve 0.0.0.0 6379" 2>/dev/null &
+# `ip netns exec` and `bash -c exec` both replace themselves, so $! is the labtool's pid.
+ip netns exec "$NS" bash -c "exec $BIN/conndoc-labtool serve 0.0.0.0 6379" 2>/dev/null &
 PIDS+=($!)
 for ((k = 0; k < PAIRS; k++)); do
-  in_ns bash -c "ulimit -n $((PER + 100)); exec $BIN/conndoc-labtool serve 127.0.0.1 $((7000 + k)) --backlog 4096" 2>/dev/null &
+  ip netns exec "$NS" bash -c "ulimit -n $((PER + 100)); exec $BIN/conndoc-labtool serve 127.0.0.1 $((7000 + k)) --backlog 4096" 2>/dev/null &
   PIDS+=($!)
 done
 sleep 0.3
 for ((k = 0; k < PAIRS; k++)); do
-  in_ns bash -c "ulimit -n $((PER + 100)); exec $BIN/conndoc-labtool hold 127.0.0.1 $((7000 + k)) $PER" 2>/dev/null &
+  ip netns exec "$NS" bash -c "ulimit -n $((PER + 100)); exec $BIN/conndoc-labtool hold 127.0.0.1 $((7000 + k)) $PER" 2>/dev/null &
   PIDS+=($!)
 done
 for _ in $(seq 1 600); do
@@ -73,6 +77,7 @@ ss_tan=$(median ss -tan)
 ss_tanp=$(median ss -tanp)
 ss_tlnp=$(median ss -tlnp)
 insp_plain=$(median "$BIN/examples/inspect" 7000)
+insp_thorough=$(median env THOROUGH=1 "$BIN/examples/inspect" 7000)
 insp_busy=$(median "$BIN/examples/inspect" 7000 conndoc-labtool)
 insp_quiet=$(median "$BIN/examples/inspect" 6379 conndoc-labtool)
 ls_port=$(median "$BIN/conndoc" listeners --port 7000)
@@ -83,6 +88,7 @@ printf '%-58s %10s %8s\n' "command (median of $RUNS, whole process)" "ms" "ratio
 printf '%-58s %10s %8s\n' "ss -tan" "$ss_tan" "1"
 printf '%-58s %10s %8s\n' "inspect 7000 (busy port: $HALF conns) vs ss -tan" "$insp_plain" "$(ratio "$insp_plain" "$ss_tan")"
 printf '%-58s %10s %8s\n' "  … with --expect conndoc-labtool (7 such processes)" "$insp_busy" "$(ratio "$insp_busy" "$ss_tan")"
+printf '%-58s %10s %8s\n' "  … thorough (after a failed probe: + per-port state walk)" "$insp_thorough" "$(ratio "$insp_thorough" "$ss_tan")"
 printf '%-58s %10s %8s\n' "inspect 6379 (quiet port) vs ss -tan" "$insp_quiet" "$(ratio "$insp_quiet" "$ss_tan")"
 printf '%-58s %10s %8s\n' "ss -tanp" "$ss_tanp" "1"
 printf '%-58s %10s %8s\n' "conndoc listeners --port 7000 (listener→process) vs ss -tanp" "$ls_port" "$(ratio "$ls_port" "$ss_tanp")"

@@ -27,17 +27,17 @@ async def worker(q):
                 writer.write(
                     f"GET /probe?module=tcp_connect&target=127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
                 )
-                head = await reader.readuntil(b"\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
                 length = 0
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":")[1])
-                body = await reader.readexactly(length)
+                body = await asyncio.wait_for(reader.readexactly(length), 10)
                 done += 1
                 if b"\nprobe_success 1" in body:
                     ok += 1
                 break
-            except (OSError, asyncio.IncompleteReadError, ValueError):
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
                 if writer is not None:
                     writer.close()
                 reader = writer = None

@@ -16,8 +16,15 @@ pub(crate) enum CaptureStage {
     Failed { reason: String, hint: Option<String> },
 }
 
-pub(crate) fn begin(ev: &Evidence, _opts: &Options, addrs: &[IpAddr]) -> Option<CaptureStage> {
+pub(crate) fn begin(ev: &Evidence, opts: &Options, addrs: &[IpAddr]) -> Option<CaptureStage> {
     if addrs.is_empty() {
+        return None;
+    }
+    // A target on this host has no path to observe: the socket table and the ruleset say
+    // all a capture would, and closing an AF_PACKET socket waits for an RCU grace period
+    // (~10-30 ms, most of a local diagnosis). `--pcap` still asks for the file.
+    let local = |a: &IpAddr| a.is_loopback() || ev.client.local_addresses.contains(a);
+    if opts.pcap_out.is_none() && addrs.iter().all(local) {
         return None;
     }
     Some(match Capture::start(addrs, ev.target.port.get()) {

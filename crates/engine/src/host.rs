@@ -49,6 +49,7 @@ pub(crate) fn begin(ev: &Evidence, opts: &Options, addrs: &[IpAddr]) -> Option<H
         scope,
         netns,
         privileges: ev.client.privileges.clone(),
+        thorough: false,
     };
     // A failure here shows again (and is recorded) in `end`.
     let base = conndoc_host::baseline(&req).ok();
@@ -62,7 +63,9 @@ pub(crate) fn end(stage: Option<HostStage>, ev: &mut Evidence, opts: &Options) {
         }
         return;
     };
-    match conndoc_host::inspect(&stage.req, stage.base.as_ref()) {
+    let mut req = stage.req;
+    req.thorough = ev.probes.is_empty() || ev.probes.iter().any(|p| !p.ok());
+    match conndoc_host::inspect(&req, stage.base.as_ref()) {
         Ok((facts, skipped)) => {
             ev.host = Some(facts);
             ev.skipped.extend(skipped);

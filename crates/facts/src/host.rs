@@ -184,6 +184,16 @@ impl TcpCounters {
     }
 }
 
+/// The namespace's socket totals (/proc/net/sockstat, "TCP:" line): read in O(1),
+/// whatever the size of the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SockStat {
+    pub inuse: u64,
+    pub orphan: u64,
+    pub time_wait: u64,
+    pub alloc: u64,
+}
+
 /// Counter deltas over the probe, and the totals since boot (after the probe).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterDeltas {
@@ -285,6 +295,13 @@ pub struct HostFacts {
     /// TIME_WAIT, CLOSE_WAIT, SYN_RECV …).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub port_sockets: BTreeMap<SocketState, u32>,
+    /// Whether `port_sockets` was read. It is read when the probe failed, or when the
+    /// namespace's totals or counters point at TIME_WAIT or SYN-queue trouble; a healthy
+    /// check skips that walk of the kernel's connection table.
+    #[serde(default)]
+    pub port_sockets_read: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockstat: Option<SockStat>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<ExpectedService>,
     #[serde(default)]

@@ -3,6 +3,7 @@
 //! in bench/host.sh times it against `ss`).
 //!
 //! `cargo run --release -p conndoc-host --example inspect -- PORT [EXPECTED-PROCESS]`
+//! With `THOROUGH=1` in the environment it reads everything, as after a failed probe.
 
 use conndoc_facts::host::InspectScope;
 use conndoc_facts::{Port, Privileges};
@@ -19,6 +20,7 @@ fn main() {
         expect: args.next(),
         scope: InspectScope::Local,
         netns: None,
+        thorough: std::env::var_os("THOROUGH").is_some_and(|v| v == "1"),
         privileges: Privileges {
             uid: std::fs::read_to_string("/proc/self/status")
                 .ok()

@@ -5,7 +5,7 @@
 //! thread, not of a thread that entered another namespace with setns.
 
 use crate::HostError;
-use conndoc_facts::host::TcpCounters;
+use conndoc_facts::host::{SockStat, TcpCounters};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -61,6 +61,19 @@ pub fn counters_from(netstat: &str, snmp: &str) -> Result<TcpCounters, String> {
     })
 }
 
+/// The "TCP:" line of /proc/net/sockstat: `TCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1`.
+pub fn parse_sockstat(text: &str) -> Option<SockStat> {
+    let line = text.lines().find_map(|l| l.strip_prefix("TCP:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let get = |k: &str| -> Option<u64> { words.chunks(2).find(|c| c[0] == k)?.get(1)?.parse().ok() };
+    Some(SockStat { inuse: get("inuse")?, orphan: get("orphan")?, time_wait: get("tw")?, alloc: get("alloc")? })
+}
+
+/// The socket totals of the calling thread's network namespace.
+pub fn read_sockstat() -> Option<SockStat> {
+    parse_sockstat(&std::fs::read_to_string("/proc/thread-self/net/sockstat").ok()?)
+}
+
 /// Read the counters of the calling thread's network namespace.
 pub fn read() -> Result<TcpCounters, HostError> {
     let rd = |name: &str| {
@@ -98,6 +111,16 @@ Udp: InDatagrams NoPorts\nUdp: 5 1\n";
         assert_eq!(c.attempt_fails, 15);
         assert_eq!(c.out_rsts, 33);
         assert_eq!(c.passive_opens, 900);
+    }
+
+    #[test]
+    fn sockstat_line() {
+        // /proc/net/sockstat as Linux prints it (net/ipv4/proc.c sockstat_seq_show)
+        let t = "sockets: used 213\nTCP: inuse 50003 orphan 0 tw 1200 alloc 50010 mem 30\nUDP: inuse 2 mem 1\n";
+        let s = parse_sockstat(t).unwrap();
+        assert_eq!((s.inuse, s.orphan, s.time_wait, s.alloc), (50003, 0, 1200, 50010));
+        assert!(parse_sockstat("UDP: inuse 2\n").is_none());
+        assert!(read_sockstat().is_some());
     }
 
     #[test]

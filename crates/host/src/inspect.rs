@@ -21,7 +21,12 @@ pub struct InspectRequest {
     /// The namespace to enter (None: the current one).
     pub netns: Option<NetnsSpec>,
     pub privileges: Privileges,
+    /// Read everything even when nothing points at trouble (set when the probe failed).
+    pub thorough: bool,
 }
+
+/// TIME_WAIT sockets in the namespace from which the per-port state walk is worth it.
+const TIME_WAIT_WALK: u64 = 500;
 
 /// Counters read before the probe.
 #[derive(Debug, Clone)]
@@ -124,10 +129,6 @@ fn inside(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFacts, V
         Err(e) => skipped.push(skip("local addresses", e.to_string(), None)),
     }
     facts.listeners = sockets::listeners(Some(port))?;
-    match sockets::sockets_on_port(port) {
-        Ok(m) => facts.port_sockets = m,
-        Err(e) => skipped.push(skip("sockets on the target port", e.to_string(), None)),
-    }
     if let Some(b) = base {
         match counters::read() {
             Ok(after) => {
@@ -141,6 +142,22 @@ fn inside(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFacts, V
         }
     }
     facts.sysctls = sysctl::read_all();
+    facts.sockstat = counters::read_sockstat();
+
+    // The per-port state counts need a walk of the kernel's whole connection table (the
+    // filter saves copying, not walking): do it when something points at trouble.
+    let d = facts.counters.as_ref().map(|c| c.delta).unwrap_or_default();
+    let syn_trouble = d.syncookies_sent + d.req_q_full_drop + d.req_q_full_do_cookies + d.listen_drops > 0;
+    let tw = facts.sockstat.map_or(u64::MAX, |s| s.time_wait);
+    if req.thorough || base.is_none() || syn_trouble || tw >= TIME_WAIT_WALK {
+        match sockets::sockets_on_port(port) {
+            Ok(m) => {
+                facts.port_sockets = m;
+                facts.port_sockets_read = true;
+            }
+            Err(e) => skipped.push(skip("sockets on the target port", e.to_string(), None)),
+        }
+    }
 
     // The expected service: running here, elsewhere, and on which ports it listens.
     let expect = req.expect.as_deref();
@@ -232,6 +249,7 @@ mod tests {
             scope: InspectScope::Local,
             netns: None,
             privileges: Privileges::default(),
+            thorough: true,
         };
         let base = baseline(&req).unwrap();
         let (facts, _) = inspect(&req, Some(&base)).unwrap();
@@ -242,6 +260,8 @@ mod tests {
         assert!(svc.running.iter().any(|p| p.pid == std::process::id()));
         assert!(svc.listeners.iter().any(|x| x.port() == port.get()));
         assert!(facts.counters.is_some());
+        assert!(facts.port_sockets_read);
+        assert!(facts.sockstat.is_some());
         assert!(facts.sysctls.somaxconn.is_some());
         assert!(facts.local_addresses.iter().any(|a| a.is_loopback()));
         let table = listener_table(Some(port.get()), None).unwrap();

@@ -127,6 +127,14 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// Scheduling granularity: a check starts at most this much after its slot (plus jitter).
+pub const SCHED_TICK: Duration = Duration::from_millis(10);
+
+fn round_up(d: Duration, tick: Duration) -> Duration {
+    let t = tick.as_nanos().max(1);
+    Duration::from_nanos((d.as_nanos().div_ceil(t) * t) as u64)
+}
+
 fn hash(s: &str) -> u64 {
     // FNV-1a: a stable per-target phase across restarts and reloads.
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
@@ -162,7 +170,7 @@ pub fn trim_heap() {}
 pub fn run_blocking(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) -> Result<(), WatchError> {
     limit_malloc_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .max_blocking_threads(64)
         .enable_all()
         .thread_name("conndoc-watch")
@@ -291,7 +299,9 @@ impl Daemon {
             rng ^= rng >> 7;
             rng ^= rng << 17;
             let jitter = Duration::from_nanos(((rng % 10_000) as f64 / 10_000.0 * jitter_frac * iv_ns as f64) as u64);
-            let due = nominal + jitter;
+            // Rounded up to the scheduler tick so checks due within the same 10 ms wake
+            // together: thousands of targets cost ~100 wake-ups a second, not thousands.
+            let due = self.epoch + round_up(nominal + jitter - self.epoch, SCHED_TICK);
             tokio::select! {
                 _ = tokio::time::sleep_until(due.into()) => {}
                 _ = stop.changed() => return,

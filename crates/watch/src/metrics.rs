@@ -180,8 +180,7 @@ pub fn render(d: &Daemon) -> String {
         None,
     );
     for e in snaps.iter().filter(|e| e.state == State::Down) {
-        let _ =
-            writeln!(o, "conndoc_target_cause{{target=\"{}\",cause=\"{}\"}} 1", esc(&e.cfg.name), esc(&e.cause));
+        let _ = writeln!(o, "conndoc_target_cause{{target=\"{}\",cause=\"{}\"}} 1", esc(&e.cfg.name), esc(&e.cause));
     }
     family(
         &mut o,

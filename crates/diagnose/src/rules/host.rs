@@ -829,6 +829,59 @@ mod tests {
     }
 
     #[test]
+    fn service_manager_and_audit_evidence() {
+        use conndoc_facts::host::{AvcDenial, JournalLine, UnitState};
+        // Facts as the parsers produce them from the systemctl/journalctl/audit fixtures.
+        let mut h = host(vec![]);
+        h.expected = Some(ExpectedService { name: "redis-server".into(), ..Default::default() });
+        h.unit = Some(UnitState {
+            unit: "redis-server.service".into(),
+            load_state: "loaded".into(),
+            active_state: "failed".into(),
+            sub_state: "failed".into(),
+            result: "exit-code".into(),
+            main_pid: None,
+            exec_main_status: Some(1),
+            exec_main_code: Some(1),
+            journal: vec![
+                JournalLine {
+                    time_us: 1,
+                    pid: Some(2817),
+                    identifier: Some("redis-server".into()),
+                    message: "Could not create server TCP listening socket *:6380: bind: Permission denied".into(),
+                },
+                JournalLine {
+                    time_us: 2,
+                    pid: Some(1),
+                    identifier: Some("systemd".into()),
+                    message: "redis-server.service: Main process exited, code=exited, status=1/FAILURE".into(),
+                },
+                JournalLine { time_us: 3, pid: Some(2817), identifier: None, message: "Server initialized".into() },
+            ],
+        });
+        h.avc_denials = vec![AvcDenial {
+            permission: "name_bind".into(),
+            pid: Some(2817),
+            comm: Some("redis-server".into()),
+            port: Some(6380),
+            scontext: "system_u:system_r:redis_t:s0".into(),
+            tcontext: "system_u:object_r:unreserved_port_t:s0".into(),
+            tclass: "tcp_socket".into(),
+            permissive: false,
+            line: "type=AVC msg=audit(1700000123.456:913): avc:  denied  { name_bind } for  pid=2817".into(),
+        }];
+        let ev = evidence(vec![probe("10.0.0.2", ConnectKind::Refused)], h);
+        let r = diagnose(&ev);
+        assert_eq!(r.verdict.cause, Cause::SelinuxDenied, "the denial explains why the process is not running");
+        assert!(r.finding(Cause::SelinuxDenied).unwrap().evidence.iter().any(|e| e.kind == "audit"));
+        let down = r.finding(Cause::ProcessNotRunning).unwrap();
+        assert!(down.evidence.iter().any(|e| e.kind == "service-manager" && e.text.contains("exited with status 1")));
+        let journal: Vec<_> = down.evidence.iter().filter(|e| e.kind == "journal").collect();
+        assert_eq!(journal.len(), 2, "only the telling lines: {journal:?}");
+        assert!(journal[1].text.contains("status=1/FAILURE"));
+    }
+
+    #[test]
     fn warnings_only_when_healthy() {
         let mut h = host(vec![listener("0.0.0.0:7000", None)]);
         h.sysctls.somaxconn = Some(64);
