@@ -6,11 +6,11 @@
 use crate::{skip, Options};
 use conndoc_facts::firewall::{FirewallFacts, FirewallRole, Hook, HostFirewall};
 use conndoc_facts::{Evidence, Family};
-use conndoc_firewall::{build, inspect_here, netns, HostView, Packet};
+use conndoc_firewall::{build, inspect_here, HostView, Packet};
+use conndoc_host::netns::{run_in, NetnsSpec};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-const CHECK: &str = "firewall";
 
 /// The source address the kernel picks towards `dst` (no packet is sent).
 fn source_towards(dst: IpAddr) -> Option<IpAddr> {
@@ -56,23 +56,14 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     ask.sort();
     ask.dedup();
 
-    let ns_path = opts.netns.as_deref().map(netns::path_for_name).or_else(|| opts.netns_pid.map(netns::path_for_pid));
-
-    let ask_c = ask.clone();
-    let client = match netns::run_in(None, move || inspect_here(port, &ask_c, cmd_timeout)) {
-        Ok(v) => v,
-        Err(e) => {
-            skip(ev, CHECK, e.to_string(), None);
-            return;
-        }
-    };
+    let spec = opts.netns.clone().map(NetnsSpec::Named).or(opts.netns_pid.map(NetnsSpec::Pid));
+    let client = inspect_here(port, &ask, cmd_timeout);
     let mut facts = FirewallFacts::default();
 
     // The target host.
-    let target: Option<(HostView, Option<String>)> = match &ns_path {
-        Some(path) => {
-            let ask_t = ask.clone();
-            match netns::run_in(Some(path), move || inspect_here(port, &ask_t, cmd_timeout)) {
+    let target: Option<(HostView, Option<String>)> = match &spec {
+        Some(spec) => {
+            match run_in(spec, || inspect_here(port, &ask, cmd_timeout)) {
                 Ok(v) => Some((v, ev.options.netns.clone())),
                 Err(e) => {
                     skip(

@@ -7,7 +7,6 @@
 
 pub mod ipt;
 pub mod model;
-pub mod netns;
 pub mod nft;
 pub mod read;
 

@@ -908,3 +908,24 @@ pub struct TargetView {
     pub diagnosing: bool,
     pub interval: Duration,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_ticks_and_phases() {
+        let t = SCHED_TICK;
+        assert_eq!(round_up(Duration::from_millis(0), t), Duration::ZERO);
+        assert_eq!(round_up(Duration::from_millis(1), t), Duration::from_millis(10));
+        assert_eq!(round_up(Duration::from_millis(10), t), Duration::from_millis(10));
+        assert_eq!(round_up(Duration::from_micros(10_001), t), Duration::from_millis(20));
+        // Phases are stable per name and spread over the interval.
+        assert_eq!(hash("api"), hash("api"));
+        let iv = 5_000_000_000u64;
+        let phases: std::collections::BTreeSet<u64> =
+            (0..1000).map(|i| hash(&format!("t{i}")) % iv / 500_000_000).collect();
+        assert_eq!(phases.len(), 10, "1000 targets fall into every tenth of the interval");
+        assert_eq!(rfc3339(1_795_235_274), "2026-11-21T04:27:54Z");
+    }
+}
