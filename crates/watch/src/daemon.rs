@@ -111,21 +111,7 @@ pub fn log(level: &str, msg: impl AsRef<str>) {
     eprintln!("{} {level} {}", rfc3339(secs), msg.as_ref());
 }
 
-pub fn rfc3339(secs: u64) -> String {
-    // Same civil-from-days conversion as conndoc-probe's, kept local to avoid the dependency.
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
+pub use conndoc_probe::time::rfc3339;
 
 /// Scheduling granularity: a check starts at most this much after its slot (plus jitter).
 pub const SCHED_TICK: Duration = Duration::from_millis(10);

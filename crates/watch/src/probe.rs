@@ -31,16 +31,10 @@ impl ProbeResult {
 }
 
 pub fn kind_label(k: ConnectKind) -> &'static str {
+    // Metric label values: `other` where the report says `error`.
     match k {
-        ConnectKind::Connected => "connected",
-        ConnectKind::Refused => "refused",
-        ConnectKind::Timeout => "timeout",
-        ConnectKind::HostUnreachable => "host-unreachable",
-        ConnectKind::NetworkUnreachable => "network-unreachable",
-        ConnectKind::NoLocalAddress => "no-local-address",
-        ConnectKind::PermissionDenied => "permission-denied",
-        ConnectKind::Reset => "reset",
         ConnectKind::Other => "other",
+        k => k.as_str(),
     }
 }
 
