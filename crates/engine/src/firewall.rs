@@ -11,7 +11,6 @@ use conndoc_host::netns::{run_in, NetnsSpec};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-
 /// The source address the kernel picks towards `dst` (no packet is sent).
 fn source_towards(dst: IpAddr) -> Option<IpAddr> {
     let any: SocketAddr = match dst {
@@ -62,20 +61,18 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
 
     // The target host.
     let target: Option<(HostView, Option<String>)> = match &spec {
-        Some(spec) => {
-            match run_in(spec, || inspect_here(port, &ask, cmd_timeout)) {
-                Ok(v) => Some((v, ev.options.netns.clone())),
-                Err(e) => {
-                    skip(
-                        ev,
-                        "firewall of the target host",
-                        e.to_string(),
-                        Some("entering a network namespace needs root (CAP_SYS_ADMIN)".into()),
-                    );
-                    None
-                }
+        Some(spec) => match run_in(spec, || inspect_here(port, &ask, cmd_timeout)) {
+            Ok(v) => Some((v, ev.options.netns.clone())),
+            Err(e) => {
+                skip(
+                    ev,
+                    "firewall of the target host",
+                    e.to_string(),
+                    Some("entering a network namespace needs root (CAP_SYS_ADMIN)".into()),
+                );
+                None
             }
-        }
+        },
         None if dests.iter().any(|d| client.local.contains(d)) => Some((client.clone(), None)),
         None => {
             skip(

@@ -102,6 +102,24 @@ pub struct ProtocolProbe {
     pub error: Option<String>,
 }
 
+impl ProtocolProbe {
+    /// A probe of `kind` at `address:port` with nothing learned yet.
+    pub fn empty(address: IpAddr, port: Port, kind: ProtocolKind, tls_requested: bool) -> ProtocolProbe {
+        ProtocolProbe {
+            address,
+            port,
+            kind,
+            tls_requested,
+            connect_us: None,
+            tls: None,
+            redis: None,
+            http: None,
+            tls_mismatch: None,
+            error: None,
+        }
+    }
+}
+
 /// TLS on one side only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsMismatch {

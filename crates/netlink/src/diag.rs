@@ -206,19 +206,9 @@ impl Socket {
         &mut self,
         req: &DiagRequest,
         deadline: Instant,
-        mut each: impl FnMut(DiagMsg),
+        each: impl FnMut(DiagMsg),
     ) -> Result<(), NetlinkError> {
-        self.dump("tcpdiag", TCPDIAG_GETSOCK, &req.encode_compat(), deadline, |m| {
-            if m.ty == TCPDIAG_GETSOCK {
-                let d = parse_diag_msg(m.payload).ok_or_else(|| NetlinkError::Parse {
-                    what: "inet_diag_msg",
-                    detail: format!("{} byte payload", m.payload.len()),
-                })?;
-                each(d);
-            }
-            Ok(())
-        })
-        .map(|_| ())
+        self.diag_dump("tcpdiag", TCPDIAG_GETSOCK, &req.encode_compat(), deadline, each)
     }
 
     /// Run one TCP sock_diag dump, handing every matching socket to `each`. Open the
@@ -227,10 +217,21 @@ impl Socket {
         &mut self,
         req: &DiagRequest,
         deadline: Instant,
+        each: impl FnMut(DiagMsg),
+    ) -> Result<(), NetlinkError> {
+        self.diag_dump("sock_diag", SOCK_DIAG_BY_FAMILY, &req.encode(), deadline, each)
+    }
+
+    fn diag_dump(
+        &mut self,
+        what: &'static str,
+        ty: u16,
+        payload: &[u8],
+        deadline: Instant,
         mut each: impl FnMut(DiagMsg),
     ) -> Result<(), NetlinkError> {
-        self.dump("sock_diag", SOCK_DIAG_BY_FAMILY, &req.encode(), deadline, |m| {
-            if m.ty == SOCK_DIAG_BY_FAMILY {
+        self.dump(what, ty, payload, deadline, |m| {
+            if m.ty == ty {
                 let d = parse_diag_msg(m.payload).ok_or_else(|| NetlinkError::Parse {
                     what: "inet_diag_msg",
                     detail: format!("{} byte payload", m.payload.len()),

@@ -23,18 +23,8 @@ pub struct HttpOptions<'a> {
 const NGINX_PLAIN_TO_TLS: &str = "The plain HTTP request was sent to HTTPS port";
 
 pub fn probe(addr: SocketAddr, o: &HttpOptions<'_>) -> ProtocolProbe {
-    let mut p = ProtocolProbe {
-        address: addr.ip(),
-        port: Port::new(addr.port()).unwrap_or(Port::new(80).expect("non-zero")),
-        kind: ProtocolKind::Http,
-        tls_requested: o.tls.is_some(),
-        connect_us: None,
-        tls: None,
-        redis: None,
-        http: None,
-        tls_mismatch: None,
-        error: None,
-    };
+    let port = Port::new(addr.port()).unwrap_or(Port::new(80).expect("non-zero"));
+    let mut p = ProtocolProbe::empty(addr.ip(), port, ProtocolKind::Http, o.tls.is_some());
     let req = http::request(o.host_header, o.path);
     let mut h = HttpFacts {
         request_line: String::from_utf8_lossy(&req[..req.iter().position(|&b| b == b'\r').unwrap_or(0)]).into(),

@@ -138,18 +138,8 @@ fn cmd(args: &[&str]) -> (String, Vec<u8>) {
 
 /// Probe one address. Never panics; every failure is a fact in the result.
 pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
-    let mut p = ProtocolProbe {
-        address: addr.ip(),
-        port: Port::new(addr.port()).unwrap_or(Port::new(6379).expect("non-zero")),
-        kind: ProtocolKind::Redis,
-        tls_requested: o.tls.is_some(),
-        connect_us: None,
-        tls: None,
-        redis: None,
-        http: None,
-        tls_mismatch: None,
-        error: None,
-    };
+    let port = Port::new(addr.port()).unwrap_or(Port::new(6379).expect("non-zero"));
+    let mut p = ProtocolProbe::empty(addr.ip(), port, ProtocolKind::Redis, o.tls.is_some());
     let deadline = Instant::now() + o.timeout;
     let start = Instant::now();
     let tcp = match conn::connect(addr, deadline) {

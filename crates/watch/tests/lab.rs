@@ -143,11 +143,7 @@ fn lab_target_off_on_and_firewalled() {
     // diagnosis (the target's namespace is inspected, `netns` in the config) names the rule.
     sh(&["ip", "netns", "exec", &s, "nft", "add table inet cdw; add chain inet cdw in { type filter hook input priority 0; }; add rule inet cdw in tcp dport 8080 drop"]);
     let cause = wait_state(&db, "down", &log).unwrap_or_default();
-    assert!(
-        cause == "firewall-drop",
-        "cause {cause:?}; log: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    assert!(cause == "firewall-drop", "cause {cause:?}; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
     eprintln!("firewalled lab target diagnosed as {cause}");
     sh(&["ip", "netns", "exec", &s, "nft", "delete table inet cdw"]);
     wait_state(&db, "up", &log);
