@@ -68,13 +68,13 @@ pub fn text(r: &Report, color: bool) -> String {
     if !rest.is_empty() {
         let _ = writeln!(o, "\n{}", st.bold("Also found"));
         for f in rest {
-            let _ = writeln!(
-                o,
-                "  {} {}: {}",
-                st.sev(f.severity, &format!("{:?}", f.severity).to_lowercase()),
-                f.cause,
-                f.summary
-            );
+            // A critical finding the verdict explains is its consequence (causes.md).
+            let label = if f.severity == Severity::Critical && f.cause.rank() > r.verdict.cause.rank() {
+                "consequence".to_string()
+            } else {
+                format!("{:?}", f.severity).to_lowercase()
+            };
+            let _ = writeln!(o, "  {} {}: {}", st.sev(f.severity, &label), f.cause, f.summary);
             for e in f.evidence.iter().take(4) {
                 let _ = writeln!(o, "      • {}", e.text);
             }

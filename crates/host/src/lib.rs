@@ -11,6 +11,7 @@ pub mod kmsg;
 pub mod netns;
 pub mod procs;
 pub mod redact;
+pub mod snapshot;
 pub mod sockets;
 pub mod sysctl;
 pub mod systemd;
