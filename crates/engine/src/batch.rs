@@ -8,13 +8,11 @@
 
 use crate::{gather, EngineError, Options};
 use conndoc_facts::{
-    ConnectKind, ConnectProbe, Errno, Evidence, Family, Host, Micros, RunOptions, Scheme, SkippedCheck, Target,
-    EVIDENCE_SCHEMA,
+    ConnectKind, ConnectProbe, Errno, Evidence, Family, Host, Micros, Port, RunOptions, Scheme, Target, EVIDENCE_SCHEMA,
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -62,56 +60,106 @@ pub fn gather_each(
     for (i, (t, o)) in items.into_iter().enumerate() {
         match fast_address(&template, &t, &o) {
             Some(ip) => fast.push((i, t, o, ip)),
-            None => slow.push((i, t, o)),
+            None => slow.push(Job::Gather(i, Box::new((t, o)))),
         }
     }
 
-    if !fast.is_empty() {
-        let base = conndoc_host::counters::read().ok().map(|c| conndoc_host::Baseline { counters: c, at: Instant::now() });
-        let targets: Vec<(SocketAddr, Duration)> =
-            fast.iter().map(|(_, t, o, ip)| (SocketAddr::new(*ip, t.port.get()), o.timeout)).collect();
-        let probes = connect_many(&targets);
-        let ports: BTreeSet<u16> =
-            fast.iter().zip(&probes).filter(|(_, p)| p.kind == ConnectKind::Refused).map(|(f, _)| f.1.port.get()).collect();
-        let snap = if ports.is_empty() { None } else { conndoc_host::snapshot::snapshot(&ports, base.as_ref()).ok() };
-        for ((i, t, o, ip), (probe, started_at)) in fast.into_iter().zip(probes.into_iter().zip(start_times(&targets))) {
-            let facts = snap.as_ref().filter(|_| probe.kind == ConnectKind::Refused).and_then(|s| s.facts_for(t.port));
-            match facts {
-                // A refusal at one of the namespace's own addresses with no listener on
-                // the port: no firewall or protocol stage would run (see firewall_relevant).
-                Some((facts, skipped)) if facts.local_addresses.contains(&ip) => {
-                    let mut ev = template.clone();
-                    ev.options = RunOptions {
-                        timeout_us: Micros::from_duration(o.timeout),
-                        family: o.family,
-                        expect_process: None,
-                        netns: None,
-                    };
-                    ev.started_at = started_at;
-                    ev.resolution = conndoc_probe::resolve::resolve(&t, o.family, o.timeout);
-                    ev.elapsed_us = Micros(probe.elapsed_us.0 + facts.elapsed_us.0);
-                    ev.probes = vec![probe];
-                    ev.host = Some(facts);
-                    ev.skipped.extend(skipped);
-                    ev.target = t;
-                    each(i, Ok(ev));
-                }
-                _ => slow.push((i, t, o)),
+    // Connects and snapshots run here, chunk by chunk, while `concurrency` workers hand
+    // the assembled evidence to the caller (CPU work) and run the full gathers (mostly
+    // waiting): the two overlap on a multi-core machine.
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let (gtx, grx) = std::sync::mpsc::channel::<Job>();
+    let (rx, grx) = (Mutex::new(rx), Mutex::new(grx));
+    // Assembled evidence is CPU work: one worker per core but the one connecting (more
+    // only adds allocator and page-fault contention and slows the connects). Full
+    // gathers mostly wait: `concurrency` of them.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let ready_workers = cores.saturating_sub(1).min(concurrency).max(1);
+    let gather_workers = concurrency.clamp(1, (fast.len() + slow.len()).max(1));
+    let work = |rx: &Mutex<std::sync::mpsc::Receiver<Job>>| loop {
+        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        match job {
+            Ok(Job::Ready(i, ev)) => each(i, Ok(*ev)),
+            Ok(Job::Gather(i, to)) => {
+                let (t, o) = *to;
+                each(i, gather(t, &o))
+            }
+            Err(_) => break,
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 0..ready_workers {
+            s.spawn(|| work(&rx));
+        }
+        for _ in 0..gather_workers {
+            s.spawn(|| work(&grx));
+        }
+        let mut fast = fast.into_iter().peekable();
+        while fast.peek().is_some() {
+            let chunk: Vec<_> = fast.by_ref().take(CHUNK).collect();
+            for job in fast_chunk(&template, chunk) {
+                let _ = match job {
+                    Job::Ready(..) => tx.send(job),
+                    Job::Gather(..) => gtx.send(job),
+                };
             }
         }
-    }
-
-    let next = AtomicUsize::new(0);
-    let slow = &slow;
-    std::thread::scope(|s| {
-        for _ in 0..concurrency.clamp(1, slow.len().max(1)) {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Relaxed);
-                let Some((i, t, o)) = slow.get(k) else { break };
-                each(*i, gather(t.clone(), o));
-            });
+        for job in slow {
+            let _ = gtx.send(job);
         }
+        drop(tx);
+        drop(gtx);
+        // Connecting is over: this thread helps with what is left of the assembled ones.
+        work(&rx);
     });
+}
+
+/// Targets connected together and inspected with one snapshot.
+const CHUNK: usize = 1024;
+
+/// Connect to one chunk of fast-path targets, snapshot the namespace once, and assemble
+/// each plain refusal's evidence; the rest become full gathers.
+fn fast_chunk(template: &Evidence, fast: Vec<(usize, Target, Options, IpAddr)>) -> Vec<Job> {
+    // Counters before the connects, so their deltas cover this chunk's probes.
+    let base = conndoc_host::counters::read().ok().map(|c| conndoc_host::Baseline { counters: c, at: Instant::now() });
+    let targets: Vec<(IpAddr, Port, Duration)> = fast.iter().map(|(_, t, o, ip)| (*ip, t.port, o.timeout)).collect();
+    let started_at = conndoc_probe::time::now_rfc3339();
+    let probes = connect_many(&targets);
+    let ports: BTreeSet<u16> =
+        fast.iter().zip(&probes).filter(|(_, p)| p.kind == ConnectKind::Refused).map(|(f, _)| f.1.port.get()).collect();
+    let snap = if ports.is_empty() { None } else { conndoc_host::snapshot::snapshot(&ports, base.as_ref()).ok() };
+    let mut jobs = Vec::with_capacity(fast.len());
+    for ((i, t, o, ip), probe) in fast.into_iter().zip(probes) {
+        let facts = snap.as_ref().filter(|_| probe.kind == ConnectKind::Refused).and_then(|s| s.facts_for(t.port));
+        match facts {
+            // A refusal at one of the namespace's own addresses with no listener on the
+            // port: no firewall, capture or protocol stage would run (see firewall_relevant).
+            Some((facts, skipped)) if facts.local_addresses.contains(&ip) => {
+                let mut ev = template.clone();
+                ev.options = RunOptions {
+                    timeout_us: Micros::from_duration(o.timeout),
+                    family: o.family,
+                    expect_process: None,
+                    netns: None,
+                };
+                ev.started_at = started_at.clone();
+                ev.resolution = conndoc_probe::resolve::resolve(&t, o.family, o.timeout);
+                ev.elapsed_us = Micros(probe.elapsed_us.0 + facts.elapsed_us.0);
+                ev.probes = vec![probe];
+                ev.host = Some(facts);
+                ev.skipped.extend(skipped);
+                ev.target = t;
+                jobs.push(Job::Ready(i, Box::new(ev)));
+            }
+            _ => jobs.push(Job::Gather(i, Box::new((t, o)))),
+        }
+    }
+    jobs
+}
+
+enum Job {
+    Ready(usize, Box<Evidence>),
+    Gather(usize, Box<(Target, Options)>),
 }
 
 /// The address to probe when the target can take the fast path: a TCP address literal on
@@ -129,12 +177,6 @@ fn fast_address(template: &Evidence, t: &Target, o: &Options) -> Option<IpAddr> 
     (plain && crate::host::is_local(template, &ip)).then_some(ip)
 }
 
-/// RFC 3339 start time of each connect (they all start within the same run).
-fn start_times(targets: &[(SocketAddr, Duration)]) -> impl Iterator<Item = String> {
-    let now = conndoc_probe::time::now_rfc3339();
-    std::iter::repeat_n(now, targets.len())
-}
-
 struct Pending {
     index: usize,
     sock: Socket,
@@ -144,18 +186,18 @@ struct Pending {
 
 /// Connect to every address, [`WINDOW`] at a time, each with its own deadline, and
 /// classify each result the way [`conndoc_probe::connect::connect_one`] does.
-pub fn connect_many(targets: &[(SocketAddr, Duration)]) -> Vec<ConnectProbe> {
+pub fn connect_many(targets: &[(IpAddr, Port, Duration)]) -> Vec<ConnectProbe> {
     let mut out: Vec<ConnectProbe> = targets
         .iter()
-        .map(|(sa, timeout)| ConnectProbe {
-            address: sa.ip(),
-            port: conndoc_facts::Port::new(sa.port()).unwrap_or(conndoc_facts::Port::MIN),
-            family: Family::of(&sa.ip()),
+        .map(|&(address, port, timeout)| ConnectProbe {
+            address,
+            port,
+            family: Family::of(&address),
             outcome: ConnectKind::Other.outcome(),
             kind: ConnectKind::Other,
             errno: None,
             elapsed_us: Micros(0),
-            deadline_us: Micros::from_duration(*timeout),
+            deadline_us: Micros::from_duration(timeout),
             local: None,
             syn_retransmits: None,
         })
@@ -164,9 +206,9 @@ pub fn connect_many(targets: &[(SocketAddr, Duration)]) -> Vec<ConnectProbe> {
     let mut pending: Vec<Pending> = Vec::new();
     while next < targets.len() || !pending.is_empty() {
         while pending.len() < WINDOW && next < targets.len() {
-            let (sa, timeout) = targets[next];
+            let (ip, port, timeout) = targets[next];
             let start = Instant::now();
-            match start_connect(sa) {
+            match start_connect(SocketAddr::new(ip, port.get())) {
                 Ok(Some(sock)) => pending.push(Pending { index: next, sock, start, deadline: start + timeout }),
                 Ok(None) => finish(&mut out[next], None, start, Ok(())),
                 Err((sock, e)) => finish(&mut out[next], sock.as_ref(), start, Err(e)),
@@ -210,10 +252,9 @@ pub fn connect_many(targets: &[(SocketAddr, Duration)]) -> Vec<ConnectProbe> {
 
 /// A non-blocking connect: Ok(Some) while in progress, Ok(None) when already connected.
 fn start_connect(sa: SocketAddr) -> Result<Option<Socket>, (Option<Socket>, std::io::Error)> {
-    let sock = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP)).map_err(|e| (None, e))?;
-    if let Err(e) = sock.set_nonblocking(true) {
-        return Err((Some(sock), e));
-    }
+    // SOCK_NONBLOCK at creation: two fcntl calls fewer per port.
+    let sock =
+        Socket::new(Domain::for_address(sa), Type::STREAM.nonblocking(), Some(Protocol::TCP)).map_err(|e| (None, e))?;
     match sock.connect(&SockAddr::from(sa)) {
         Ok(()) => Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(Some(sock)),
@@ -250,7 +291,3 @@ fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> std::io::Result<usize> {
         Ok(rc as usize)
     }
 }
-
-/// Unused placeholder removed below.
-#[allow(dead_code)]
-fn _skipped(_: &[SkippedCheck]) {}

@@ -17,7 +17,7 @@ pub(crate) struct HostStage {
 }
 
 /// Whether `addr` is this namespace's own: loopback, or on a local interface.
-fn is_local(ev: &Evidence, addr: &IpAddr) -> bool {
+pub(crate) fn is_local(ev: &Evidence, addr: &IpAddr) -> bool {
     addr.is_loopback()
         || addr.is_unspecified()
         || ev.client.local_addresses.contains(addr)
@@ -65,7 +65,17 @@ pub(crate) fn end(stage: Option<HostStage>, ev: &mut Evidence, opts: &Options) {
     };
     let mut req = stage.req;
     req.thorough = ev.probes.is_empty() || ev.probes.iter().any(|p| !p.ok());
-    match conndoc_host::inspect(&req, stage.base.as_ref()) {
+    // The pid a Redis server reported about itself (INFO process_id) is most likely the
+    // listener's owner: trying it first spares a search of the process table. The host
+    // crate checks it against the socket's inode, so a pid from another pid namespace is
+    // harmless.
+    let hint: Vec<u32> = ev
+        .protocol
+        .iter()
+        .flat_map(|p| &p.probes)
+        .filter_map(|pr| pr.redis.as_ref()?.info.as_ref()?.process_id)
+        .collect();
+    match conndoc_host::inspect::inspect_hinted(&req, stage.base.as_ref(), &hint) {
         Ok((facts, skipped)) => {
             ev.host = Some(facts);
             ev.skipped.extend(skipped);

@@ -4,11 +4,14 @@
 //! runs while connecting, and the protocol and host stages see the connect results.
 //! Each area has its own module with a begin/end (or one-shot) stage.
 
+mod batch;
 mod capture;
 mod client;
 mod firewall;
 mod host;
 mod protocol;
+
+pub use batch::{connect_many, gather_each, gather_many};
 
 use conndoc_facts::{Evidence, Family, Micros, RunOptions, SkippedCheck, Target, EVIDENCE_SCHEMA};
 use std::path::PathBuf;

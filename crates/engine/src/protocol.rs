@@ -160,7 +160,15 @@ fn lint_redis_conf(ev: &mut Evidence, host: &HostFacts, opts: &Options) {
                 .iter()
                 .find_map(|p| config_arg(&p.cmdline).map(|c| (c, format!("command line of pid {}", p.pid))))
         })
-        .or_else(|| if redis_procs.is_empty() { None } else { config_file_via_loopback(ev, host, opts) });
+        // Asking again over loopback only helps when the probe could not read INFO: when it
+        // could, the server has no config file to name (it runs on built-in defaults).
+        .or_else(|| {
+            if redis_procs.is_empty() || info.is_some() {
+                None
+            } else {
+                config_file_via_loopback(ev, host, opts)
+            }
+        });
     let Some((path, source)) = path else {
         if !redis_procs.is_empty() || info.is_some() {
             skip(

@@ -8,7 +8,7 @@ use conndoc_facts::host::{
     CounterDeltas, ExpectedService, HostFacts, InspectScope, Inspected, KernelEvent, Listener, TcpCounters,
 };
 use conndoc_facts::{Micros, Port, Privileges, SkippedCheck};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// What to inspect.
@@ -25,8 +25,10 @@ pub struct InspectRequest {
     pub thorough: bool,
 }
 
-/// TIME_WAIT sockets in the namespace from which the per-port state walk is worth it.
-const TIME_WAIT_WALK: u64 = 500;
+/// TIME_WAIT sockets in the namespace from which the per-port state walk is worth it: the
+/// time-wait-pileup warning (crates/diagnose, rules/host.rs) needs 1000 on the one port, so
+/// fewer in the whole namespace cannot make it fire.
+const TIME_WAIT_WALK: u64 = 1000;
 
 /// Counters read before the probe.
 #[derive(Debug, Clone)]
@@ -55,8 +57,18 @@ fn skip(check: &str, reason: impl Into<String>, hint: Option<&str>) -> SkippedCh
 /// skipped, never as a failure of the whole inspection — except when the namespace itself
 /// cannot be entered or the socket table cannot be read.
 pub fn inspect(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFacts, Vec<SkippedCheck>), HostError> {
+    inspect_hinted(req, base, &[])
+}
+
+/// [`inspect`], with pids that probably own the port's listener (for instance the
+/// `process_id` a Redis server reported) tried before the process table is searched.
+pub fn inspect_hinted(
+    req: &InspectRequest,
+    base: Option<&Baseline>,
+    owner_hint: &[u32],
+) -> Result<(HostFacts, Vec<SkippedCheck>), HostError> {
     let start = Instant::now();
-    let (mut facts, mut skipped) = in_scope(req, || inside(req, base))??;
+    let (mut facts, mut skipped) = in_scope(req, || inside(req, base, owner_hint))??;
     facts.inspected = Some(Inspected {
         scope: req.scope,
         netns: req.netns.as_ref().map(NetnsSpec::label),
@@ -64,26 +76,14 @@ pub fn inspect(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFac
     });
     // Host-wide sources, read from conndoc's own thread.
     let expect = req.expect.as_deref();
-    match kmsg::read_events(Duration::from_millis(300), Duration::from_secs(600)) {
-        Ok(events) => {
-            facts.kernel_log = events
-                .into_iter()
-                .filter(|e| match e {
-                    KernelEvent::SynFlood { port, .. } => *port == req.port.get(),
-                    KernelEvent::OomKill { comm, .. } => expect.is_some_and(|x| procs::is_program(comm, &[], x)),
-                })
-                .collect();
-            // The same warning repeats (one per listener start): keep each line once, the
-            // newest few.
-            let mut seen = BTreeSet::new();
-            facts.kernel_log.reverse();
-            facts.kernel_log.retain(|e| seen.insert(format!("{e:?}")));
-            facts.kernel_log.truncate(5);
-            facts.kernel_log.reverse();
-        }
-        Err(e) => facts.unavailable.push(format!("kernel log (/dev/kmsg): {e}")),
+    // When the port is served as expected and no drop counter rose, the kernel log (SYN
+    // floods count only with rising drop counters, OOM kills only for a service that is
+    // down) and the unit state (shown with a down or displaced service) change no finding.
+    let quiet = quiet(req, &facts);
+    if !quiet {
+        kernel_log(req, &mut facts);
     }
-    if let Some(name) = expect {
+    if let Some(name) = expect.filter(|_| !quiet) {
         if req.scope == InspectScope::NetnsPid {
             facts
                 .unavailable
@@ -114,8 +114,55 @@ pub fn inspect(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFac
     Ok((facts, skipped))
 }
 
+/// The probe succeeded (not thorough), the port has listeners whose owners are known (and
+/// are the expected program, when one is expected), and no drop counter rose over it.
+fn quiet(req: &InspectRequest, facts: &HostFacts) -> bool {
+    let Some(c) = facts.counters.as_ref() else { return false };
+    let d = c.delta;
+    let drops = d.listen_overflows + d.listen_drops + d.syncookies_sent + d.req_q_full_drop + d.req_q_full_do_cookies;
+    !req.thorough && drops == 0 && served_as_expected(&facts.listeners, req.expect.as_deref())
+}
+
+/// Every listener's owner is known and, when a program is expected, is that program.
+fn served_as_expected(listeners: &[Listener], expect: Option<&str>) -> bool {
+    !listeners.is_empty()
+        && listeners.iter().all(|l| {
+            l.process
+                .as_ref()
+                .is_some_and(|p| expect.is_none_or(|x| procs::is_program(&p.comm, std::slice::from_ref(&p.cmdline), x)))
+        })
+}
+
+/// Matching kernel log events of the last ten minutes.
+fn kernel_log(req: &InspectRequest, facts: &mut HostFacts) {
+    let expect = req.expect.as_deref();
+    match kmsg::read_events(Duration::from_millis(300), Duration::from_secs(600)) {
+        Ok(events) => {
+            facts.kernel_log = events
+                .into_iter()
+                .filter(|e| match e {
+                    KernelEvent::SynFlood { port, .. } => *port == req.port.get(),
+                    KernelEvent::OomKill { comm, .. } => expect.is_some_and(|x| procs::is_program(comm, &[], x)),
+                })
+                .collect();
+            // The same warning repeats (one per listener start): keep each line once, the
+            // newest few.
+            let mut seen = BTreeSet::new();
+            facts.kernel_log.reverse();
+            facts.kernel_log.retain(|e| seen.insert(format!("{e:?}")));
+            facts.kernel_log.truncate(5);
+            facts.kernel_log.reverse();
+        }
+        Err(e) => facts.unavailable.push(format!("kernel log (/dev/kmsg): {e}")),
+    }
+}
+
 /// The part that must run inside the target namespace.
-fn inside(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFacts, Vec<SkippedCheck>), HostError> {
+fn inside(
+    req: &InspectRequest,
+    base: Option<&Baseline>,
+    owner_hint: &[u32],
+) -> Result<(HostFacts, Vec<SkippedCheck>), HostError> {
     let mut skipped = Vec::new();
     let port = req.port.get();
     let netns = procs::current_netns();
@@ -159,47 +206,58 @@ fn inside(req: &InspectRequest, base: Option<&Baseline>) -> Result<(HostFacts, V
         }
     }
 
-    // The expected service: running here, elsewhere, and on which ports it listens.
+    // Owners of the listeners on the target port: the hinted pids and the expected
+    // program's processes are tried before the rest of the process table.
     let expect = req.expect.as_deref();
-    let mut owner_map: Option<std::collections::BTreeMap<u64, u32>> = None;
+    let wanted: BTreeSet<u64> = facts.listeners.iter().map(|l| l.inode).collect();
+    let (found, _) = procs::owners_hinted(&wanted, netns, expect, owner_hint);
+    let mut cache = BTreeMap::new();
+    for l in &mut facts.listeners {
+        l.process =
+            found.get(&l.inode).and_then(|&pid| cache.entry(pid).or_insert_with(|| procs::info(pid, netns)).clone());
+    }
+
+    // The expected service: running here, elsewhere, and on which ports it listens.
     if let Some(name) = expect {
         let mut svc = ExpectedService { name: name.to_string(), ..Default::default() };
-        for (pid, here) in procs::find_program(name, netns) {
-            let Some(info) = procs::info(pid, netns) else { continue };
-            if here == Some(false) {
-                svc.elsewhere.push(info);
-            } else {
-                svc.running.push(info);
+        if served_as_expected(&facts.listeners, expect) {
+            // It serves the port: its owners are the service, and no finding asks where
+            // else it runs or listens (those explain a port nobody serves).
+            for p in facts.listeners.iter().filter_map(|l| l.process.as_ref()) {
+                if !svc.running.iter().any(|r| r.pid == p.pid) {
+                    svc.running.push(p.clone());
+                }
             }
-        }
-        if !svc.running.is_empty() {
-            // Which of the namespace's listeners (a short list) are the service's: look
-            // the listeners' owners up rather than reading the service's whole fd table,
-            // which may hold thousands of connections.
-            let all = sockets::listeners(None)?;
-            let inodes: BTreeSet<u64> = all.iter().map(|l| l.inode).collect();
-            let (owner, _) = procs::owners(&inodes, netns, Some(name));
-            owner_map = Some(owner.clone());
-            for l in all {
-                let Some(p) = owner.get(&l.inode).and_then(|pid| svc.running.iter().find(|p| p.pid == *pid)) else {
+            svc.listeners = facts.listeners.clone();
+        } else {
+            for (pid, here) in procs::find_program(name, netns) {
+                let Some(info) = cache.get(&pid).cloned().flatten().or_else(|| procs::info(pid, netns)) else {
                     continue;
                 };
-                let mut l = l;
-                l.process = Some(p.clone());
-                svc.listeners.push(l);
+                if here == Some(false) {
+                    svc.elsewhere.push(info);
+                } else {
+                    svc.running.push(info);
+                }
+            }
+            if !svc.running.is_empty() {
+                // Which of the namespace's listeners (a short list) are the service's: look
+                // the listeners' owners up rather than reading the service's whole fd
+                // table, which may hold thousands of connections.
+                let all = sockets::listeners(None)?;
+                let inodes: BTreeSet<u64> = all.iter().map(|l| l.inode).collect();
+                let (owner, _) = procs::owners(&inodes, netns, Some(name));
+                for l in all {
+                    let Some(p) = owner.get(&l.inode).and_then(|pid| svc.running.iter().find(|p| p.pid == *pid)) else {
+                        continue;
+                    };
+                    let mut l = l;
+                    l.process = Some(p.clone());
+                    svc.listeners.push(l);
+                }
             }
         }
         facts.expected = Some(svc);
-    }
-
-    // Owners of the listeners on the target port.
-    let wanted: BTreeSet<u64> = facts.listeners.iter().map(|l| l.inode).collect();
-    let found = match owner_map {
-        Some(m) if wanted.iter().all(|i| m.contains_key(i)) => m,
-        _ => procs::owners(&wanted, netns, expect).0,
-    };
-    for l in &mut facts.listeners {
-        l.process = found.get(&l.inode).and_then(|&pid| procs::info(pid, netns));
     }
     let missing = facts.listeners.iter().filter(|l| l.process.is_none()).count();
     if missing > 0 && !req.privileges.root() && !req.privileges.cap_sys_ptrace {
@@ -267,5 +325,36 @@ mod tests {
         let table = listener_table(Some(port.get()), None).unwrap();
         assert_eq!(table.len(), 1);
         assert_eq!(table[0].process.as_ref().map(|p| p.pid), Some(std::process::id()));
+    }
+
+    #[test]
+    fn a_served_port_is_inspected_from_its_owner() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = Port::new(l.local_addr().unwrap().port()).unwrap();
+        let me = std::process::id();
+        let req = InspectRequest {
+            port,
+            expect: Some(procs::comm(me).unwrap()),
+            scope: InspectScope::Local,
+            netns: None,
+            privileges: Privileges::default(),
+            thorough: false,
+        };
+        let base = baseline(&req).unwrap();
+        // pid 1 does not hold the socket: a hint is checked, never trusted.
+        for hint in [&[1, me][..], &[1][..], &[]] {
+            let (facts, _) = inspect_hinted(&req, Some(&base), hint).unwrap();
+            assert_eq!(facts.listeners.len(), 1, "{hint:?}");
+            let owner = facts.listeners[0].process.as_ref().expect("owner found");
+            assert_eq!(owner.pid, me, "{hint:?}");
+            // What the healthy-path warnings read: fd limit, backlog, somaxconn, counters.
+            assert!(owner.nofile_soft.is_some() && owner.open_fds.is_some());
+            assert!(facts.listeners[0].backlog.0 > 0);
+            assert!(facts.sysctls.somaxconn.is_some());
+            assert!(facts.counters.is_some());
+            let svc = facts.expected.as_ref().unwrap();
+            assert_eq!(svc.running.iter().map(|p| p.pid).collect::<Vec<_>>(), [me]);
+            assert!(svc.listeners.iter().any(|x| x.port() == port.get()));
+        }
     }
 }

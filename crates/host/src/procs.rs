@@ -177,23 +177,53 @@ fn scan_rest(pid: u32, wanted: &BTreeSet<u64>, found: &mut BTreeMap<u64, u32>) -
 /// low fds of every candidate, then — only for what is still missing — whole fd tables.
 /// Returns inode → pid for those found, and how many whole fd tables were read.
 pub fn owners(wanted: &BTreeSet<u64>, netns: Option<u64>, prefer: Option<&str>) -> (BTreeMap<u64, u32>, usize) {
+    owners_hinted(wanted, netns, prefer, &[])
+}
+
+/// [`owners`], trying first the low fds of the `hint` pids (say, the pid a server reported
+/// about itself) and then of the processes named `prefer`, before reading anything about
+/// the rest of the process table. A hint is only a guess: the fd link naming the socket's
+/// inode is the proof, so a wrong pid (another pid namespace, a restart) costs nothing.
+pub fn owners_hinted(
+    wanted: &BTreeSet<u64>,
+    netns: Option<u64>,
+    prefer: Option<&str>,
+    hint: &[u32],
+) -> (BTreeMap<u64, u32>, usize) {
     let mut found = BTreeMap::new();
     if wanted.is_empty() {
         return (found, 0);
     }
+    for &pid in hint {
+        if scan_low(pid, wanted, &mut found) {
+            return (found, 0);
+        }
+    }
+    let all = pids();
+    let mut preferred = BTreeSet::new();
+    if let Some(name) = prefer {
+        // comm alone (one small read per process) picks the likely owners out.
+        for &pid in &all {
+            if comm(pid).is_some_and(|c| is_program(&c, &[], name)) {
+                preferred.insert(pid);
+                if scan_low(pid, wanted, &mut found) {
+                    return (found, 0);
+                }
+            }
+        }
+    }
     let mut cands: Vec<(bool, u32)> = Vec::new();
-    for pid in pids() {
+    for &pid in &all {
         if let Some(ns) = netns {
             if netns_of(pid) != Some(ns) {
                 continue;
             }
         }
-        let preferred = prefer.is_some_and(|n| comm(pid).is_some_and(|c| is_program(&c, &[], n)));
-        cands.push((!preferred, pid));
+        cands.push((!preferred.contains(&pid), pid));
     }
     cands.sort_unstable();
     // Threads share their leader's fd table; /proc lists only leaders.
-    for &(_, pid) in &cands {
+    for &(_, pid) in cands.iter().filter(|(other, _)| *other) {
         if scan_low(pid, wanted, &mut found) {
             return (found, 0);
         }
@@ -280,6 +310,11 @@ Max open files            1024                 524288               files     \n
         let wanted: BTreeSet<u64> = ls.iter().map(|x| x.inode).collect();
         let (found, _) = owners(&wanted, current_netns(), None);
         assert_eq!(found.get(&ls[0].inode), Some(&me));
+        // A hint that holds no such socket is dropped; the right one is enough on its own.
+        let (hinted, _) = owners_hinted(&wanted, current_netns(), None, &[1]);
+        assert_eq!(hinted.get(&ls[0].inode), Some(&me));
+        let (hinted, read) = owners_hinted(&wanted, current_netns(), None, &[me]);
+        assert_eq!((hinted.get(&ls[0].inode), read), (Some(&me), 0));
         let p = info(me, current_netns()).unwrap();
         assert!(p.open_fds.unwrap() >= 3);
         assert!(p.nofile_soft.is_some());

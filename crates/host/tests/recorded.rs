@@ -2,7 +2,8 @@
 
 #[test]
 fn real_audit_records_give_the_bind_denials() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/audit-avc-recorded.log")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/audit-avc-recorded.log")).unwrap();
     let d = conndoc_host::audit::bind_denials(&text);
     assert_eq!(d.len(), 2, "the SYSCALL record is not a denial: {d:?}");
     assert_eq!(d[0].port, Some(4881));

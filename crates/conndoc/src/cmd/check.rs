@@ -61,25 +61,25 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         return Err(usage(format!("{}: no targets to check", a.config.display())));
     }
     let n = targets.len();
-    let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let failing = AtomicUsize::new(0);
     let rows: Mutex<Vec<Option<Row>>> = Mutex::new((0..n).map(|_| None).collect());
     let progress = !a.no_progress && std::io::stderr().is_terminal();
     let start = Instant::now();
     std::thread::scope(|s| {
-        for _ in 0..a.concurrency.min(n) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Relaxed);
-                let Some(t) = targets.get(i) else { break };
-                let row = check_one(t);
+        s.spawn(|| {
+            // Host-wide facts once for all targets; plain refusals without a listener are
+            // assembled from them, everything else gets its own full gather.
+            let items = targets.iter().map(|t| (t.target.clone(), t.engine_options())).collect();
+            conndoc_engine::gather_each(items, a.concurrency, &|i, r| {
+                let row = to_row(&targets[i], r, a.json);
                 if !row.healthy {
                     failing.fetch_add(1, Relaxed);
                 }
                 rows.lock().unwrap()[i] = Some(row);
                 done.fetch_add(1, Relaxed);
             });
-        }
+        });
         if progress {
             s.spawn(|| {
                 let mut err = std::io::stderr();
@@ -148,8 +148,12 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     Ok(if all_ok { 0 } else { 1 })
 }
 
-fn check_one(t: &conndoc_watch::config::TargetConfig) -> Row {
-    match conndoc_engine::gather(t.target.clone(), &t.engine_options()) {
+fn to_row(
+    t: &conndoc_watch::config::TargetConfig,
+    r: Result<conndoc_facts::Evidence, conndoc_engine::EngineError>,
+    keep_report: bool,
+) -> Row {
+    match r {
         Ok(ev) => {
             let rep = conndoc_diagnose::diagnose(&ev);
             let latency = rep.probes.iter().filter(|p| p.ok()).map(|p| p.elapsed_us.as_duration()).min();
@@ -159,7 +163,8 @@ fn check_one(t: &conndoc_watch::config::TargetConfig) -> Row {
                 cause: rep.verdict.cause.code().to_string(),
                 summary: rep.verdict.summary.clone(),
                 latency,
-                report: Some(rep),
+                // Only --json prints it: thousands of reports kept for nothing cost memory.
+                report: keep_report.then_some(rep),
             }
         }
         Err(e) => Row {
