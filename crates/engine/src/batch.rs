@@ -7,9 +7,7 @@
 //! through [`crate::gather`] unchanged, so each target's evidence is what `gather` gives.
 
 use crate::{gather, EngineError, Options};
-use conndoc_facts::{
-    ConnectKind, ConnectProbe, Errno, Evidence, Family, Host, Micros, Port, RunOptions, Scheme, Target, EVIDENCE_SCHEMA,
-};
+use conndoc_facts::{ConnectKind, ConnectProbe, Errno, Evidence, Family, Host, Micros, Port, Scheme, Target};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -35,24 +33,8 @@ pub fn gather_each(
     each: &(dyn Fn(usize, Result<Evidence, EngineError>) + Sync),
 ) {
     let client = conndoc_probe::client::basics();
-    let mut template = Evidence {
-        schema: EVIDENCE_SCHEMA.into(),
-        options: RunOptions { timeout_us: Micros(0), family: None, expect_process: None, netns: None },
-        started_at: String::new(),
-        elapsed_us: Micros(0),
-        client,
-        resolution: Default::default(),
-        probes: Vec::new(),
-        host: None,
-        firewall: None,
-        capture: None,
-        protocol: None,
-        skipped: Vec::new(),
-        target: match items.first() {
-            Some((t, _)) => t.clone(),
-            None => return,
-        },
-    };
+    let Some((first, _)) = items.first() else { return };
+    let mut template = crate::new_evidence(first.clone(), &Options::default(), client);
     crate::client::local_addresses(&mut template);
 
     let mut fast = Vec::new();
@@ -136,12 +118,7 @@ fn fast_chunk(template: &Evidence, fast: Vec<(usize, Target, Options, IpAddr)>) 
             // port: no firewall, capture or protocol stage would run (see firewall_relevant).
             Some((facts, skipped)) if facts.local_addresses.contains(&ip) => {
                 let mut ev = template.clone();
-                ev.options = RunOptions {
-                    timeout_us: Micros::from_duration(o.timeout),
-                    family: o.family,
-                    expect_process: None,
-                    netns: None,
-                };
+                ev.options = crate::run_options(&t, &o);
                 ev.started_at = started_at.clone();
                 ev.resolution = conndoc_probe::resolve::resolve(&t, o.family, o.timeout);
                 ev.elapsed_us = Micros(probe.elapsed_us.0 + facts.elapsed_us.0);
@@ -189,18 +166,7 @@ struct Pending {
 pub fn connect_many(targets: &[(IpAddr, Port, Duration)]) -> Vec<ConnectProbe> {
     let mut out: Vec<ConnectProbe> = targets
         .iter()
-        .map(|&(address, port, timeout)| ConnectProbe {
-            address,
-            port,
-            family: Family::of(&address),
-            outcome: ConnectKind::Other.outcome(),
-            kind: ConnectKind::Other,
-            errno: None,
-            elapsed_us: Micros(0),
-            deadline_us: Micros::from_duration(timeout),
-            local: None,
-            syn_retransmits: None,
-        })
+        .map(|&(address, port, timeout)| conndoc_probe::connect::unstarted(address, port, timeout))
         .collect();
     let mut next = 0;
     let mut pending: Vec<Pending> = Vec::new();

@@ -65,29 +65,7 @@ pub enum EngineError {
 /// Gather every fact about `target`.
 pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     let start = Instant::now();
-    let mut ev = Evidence {
-        schema: EVIDENCE_SCHEMA.into(),
-        options: RunOptions {
-            timeout_us: Micros::from_duration(opts.timeout),
-            family: opts.family,
-            expect_process: opts
-                .expect_process
-                .clone()
-                .or_else(|| target.scheme.expected_process().map(str::to_string)),
-            netns: opts.netns.clone().or(opts.netns_pid.map(|p| format!("pid:{p}"))),
-        },
-        started_at: conndoc_probe::time::now_rfc3339(),
-        elapsed_us: Micros(0),
-        client: conndoc_probe::client::basics(),
-        resolution: Default::default(),
-        probes: Vec::new(),
-        host: None,
-        firewall: None,
-        capture: None,
-        protocol: None,
-        skipped: Vec::new(),
-        target,
-    };
+    let mut ev = new_evidence(target, opts, conndoc_probe::client::basics());
 
     client::local_addresses(&mut ev);
     ev.resolution = conndoc_probe::resolve::resolve(&ev.target, opts.family, opts.timeout);
@@ -107,6 +85,35 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
 
     ev.elapsed_us = Micros::from_duration(start.elapsed());
     Ok(ev)
+}
+
+/// What the evidence records of the options a run had.
+pub(crate) fn run_options(target: &Target, opts: &Options) -> RunOptions {
+    RunOptions {
+        timeout_us: Micros::from_duration(opts.timeout),
+        family: opts.family,
+        expect_process: opts.expect_process.clone().or_else(|| target.scheme.expected_process().map(str::to_string)),
+        netns: opts.netns.clone().or(opts.netns_pid.map(|p| format!("pid:{p}"))),
+    }
+}
+
+/// The evidence of one run before anything is gathered.
+pub(crate) fn new_evidence(target: Target, opts: &Options, client: conndoc_facts::ClientFacts) -> Evidence {
+    Evidence {
+        schema: EVIDENCE_SCHEMA.into(),
+        options: run_options(&target, opts),
+        started_at: conndoc_probe::time::now_rfc3339(),
+        elapsed_us: Micros(0),
+        client,
+        resolution: Default::default(),
+        probes: Vec::new(),
+        host: None,
+        firewall: None,
+        capture: None,
+        protocol: None,
+        skipped: Vec::new(),
+        target,
+    }
 }
 
 /// Whether a firewall rule could explain a failure: a silent drop, a local EPERM, an ICMP

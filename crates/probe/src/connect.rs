@@ -12,11 +12,9 @@ pub fn connect_all(addrs: &[IpAddr], port: Port, timeout: Duration) -> Vec<Conne
     handles.into_iter().filter_map(|h| h.join().ok()).collect()
 }
 
-/// Connect once and classify. The socket is closed before returning.
-pub fn connect_one(address: IpAddr, port: Port, timeout: Duration) -> ConnectProbe {
-    let sa = SocketAddr::new(address, port.get());
-    let start = Instant::now();
-    let mut probe = ConnectProbe {
+/// A connect to `address:port` with this deadline, before it has a result.
+pub fn unstarted(address: IpAddr, port: Port, timeout: Duration) -> ConnectProbe {
+    ConnectProbe {
         address,
         port,
         family: Family::of(&address),
@@ -27,7 +25,14 @@ pub fn connect_one(address: IpAddr, port: Port, timeout: Duration) -> ConnectPro
         deadline_us: Micros::from_duration(timeout),
         local: None,
         syn_retransmits: None,
-    };
+    }
+}
+
+/// Connect once and classify. The socket is closed before returning.
+pub fn connect_one(address: IpAddr, port: Port, timeout: Duration) -> ConnectProbe {
+    let sa = SocketAddr::new(address, port.get());
+    let start = Instant::now();
+    let mut probe = unstarted(address, port, timeout);
     let sock = match Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP)) {
         Ok(s) => s,
         Err(e) => {
