@@ -31,6 +31,10 @@ fn unreadable(view: &HostView) -> Option<String> {
     Some(nft_err.clone())
 }
 
+fn skip_unreadable(ev: &mut Evidence, check: &str, reason: String) {
+    skip(ev, check, reason, Some("reading nftables/iptables rules needs root (CAP_NET_ADMIN)".into()));
+}
+
 fn dev_of(view: &HostView, addr: IpAddr) -> Option<String> {
     view.route_dev.iter().find(|(a, _)| *a == addr).map(|(_, d)| d.clone())
 }
@@ -89,12 +93,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
 
     if let Some((view, namespace)) = target {
         match unreadable(&view) {
-            Some(reason) => skip(
-                ev,
-                "firewall of the target host",
-                reason,
-                Some("reading nftables/iptables rules needs root (CAP_NET_ADMIN)".into()),
-            ),
+            Some(reason) => skip_unreadable(ev, "firewall of the target host", reason),
             None => {
                 let (rs, sources) = build(&view.raw);
                 let mut evaluations = Vec::new();
@@ -130,12 +129,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
 
     // The client's OUTPUT path.
     match unreadable(&client) {
-        Some(reason) => skip(
-            ev,
-            "firewall of this host (OUTPUT)",
-            reason,
-            Some("reading nftables/iptables rules needs root (CAP_NET_ADMIN)".into()),
-        ),
+        Some(reason) => skip_unreadable(ev, "firewall of this host (OUTPUT)", reason),
         None => {
             let (rs, sources) = build(&client.raw);
             let evaluations = flows

@@ -152,15 +152,7 @@ fn packets_item(flow: Option<&FlowSeen>, baseline: Option<&TtlBaseline>) -> Opti
         parts.push(format!("RST from {} with TTL {}", r.from, r.ttl.0));
     }
     if let Some(i) = &f.icmp {
-        parts.push(format!(
-            "{} type {} code {} ({}) from {} with TTL {}",
-            proto_label(&i.icmp.protocol),
-            i.icmp.icmp_type,
-            i.icmp.code,
-            i.icmp.name,
-            i.from,
-            i.ttl.0
-        ));
+        parts.push(icmp_text(i));
     }
     if f.rst.is_none() && f.icmp.is_none() && f.syn_ack_ttl.is_none() {
         parts.push("no reply".into());
@@ -330,23 +322,24 @@ fn icmp_unreachable(p: &ConnectProbe, flow: Option<&FlowSeen>) -> Option<Finding
     } else {
         format!("{} answers for {}: {}", i.from, p.address, i.icmp.name)
     };
-    let mut f = Finding::critical(Cause::HostUnreachable, summary).evidence(
-        "icmp",
-        format!(
-            "{} type {} code {} ({}) from {} with TTL {}",
-            proto_label(&i.icmp.protocol),
-            i.icmp.icmp_type,
-            i.icmp.code,
-            i.icmp.name,
-            i.from,
-            i.ttl.0
-        ),
-        json!(i),
-    );
+    let mut f = Finding::critical(Cause::HostUnreachable, summary).evidence("icmp", icmp_text(i), json!(i));
     if admin {
         f = f.fix(format!("Ask whoever runs {} which rule rejects traffic to {}:{}.", i.from, p.address, p.port));
     }
     Some(f)
+}
+
+/// `ICMP type 3 code 3 (port unreachable) from 10.0.0.2 with TTL 64`
+fn icmp_text(i: &conndoc_facts::capture::IcmpReply) -> String {
+    format!(
+        "{} type {} code {} ({}) from {} with TTL {}",
+        proto_label(&i.icmp.protocol),
+        i.icmp.icmp_type,
+        i.icmp.code,
+        i.icmp.name,
+        i.from,
+        i.ttl.0
+    )
 }
 
 fn proto_label(p: &str) -> &'static str {
