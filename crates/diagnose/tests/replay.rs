@@ -28,6 +28,13 @@ fn recorded_evidence_gives_the_scenarios_verdict() {
         if report.verdict.cause.code() != want {
             failures.push(format!("{name}: expected {want}, rules say {}", report.verdict.cause));
         }
+        // Every finding the scenario asserts (warnings too) comes back from the facts alone.
+        let expected = scenario.get("expect").and_then(|e| e.get("finding")).and_then(|f| f.as_array());
+        for want in expected.into_iter().flatten().filter_map(|f| f.get("cause").and_then(|c| c.as_str())) {
+            if !report.findings.iter().any(|f| f.cause.code() == want) {
+                failures.push(format!("{name}: the scenario expects a {want} finding, the rules give none"));
+            }
+        }
         // Every critical finding carries evidence (a cause is never named on a guess).
         for f in &report.findings {
             if f.severity == conndoc_diagnose::Severity::Critical && f.evidence.is_empty() {

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! conndoc-labtool listen ADDR PORT [--backlog N] [--no-accept] [--v6only]
-//! conndoc-labtool serve  ADDR PORT                 accept and keep every connection
+//! conndoc-labtool serve  ADDR PORT [--close]       accept and keep (or at once close) every connection
+//! conndoc-labtool churn  ADDR PORT COUNT           open and close COUNT connections, one after another
 //! conndoc-labtool hold   ADDR PORT COUNT           open COUNT connections and keep them
 //! conndoc-labtool run    SCENARIO.toml CONNDOC     build a scenario, run conndoc, print the result
 //! ```
@@ -30,6 +31,7 @@ fn dispatch(args: &[String]) -> Result<(), String> {
         "listen" => listen(rest, false),
         "serve" => listen(rest, true),
         "hold" => hold(rest),
+        "churn" => churn(rest),
         "run" => run(rest),
         _ => Err("usage: conndoc-labtool listen|serve|hold|run … (see crates/lab/src/tool.rs)".into()),
     }
@@ -50,6 +52,8 @@ fn listen(a: &[String], serve: bool) -> Result<(), String> {
     let backlog: i32 =
         flag_value(a, "--backlog").map(|v| v.parse().map_err(|_| "bad --backlog")).transpose()?.unwrap_or(128);
     let no_accept = a.iter().any(|x| x == "--no-accept");
+    // The server closing first leaves the TIME_WAIT sockets on its own side.
+    let close = serve && a.iter().any(|x| x == "--close");
     let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
     s.set_reuse_address(true).map_err(|e| e.to_string())?;
     if sa.is_ipv6() {
@@ -65,6 +69,7 @@ fn listen(a: &[String], serve: bool) -> Result<(), String> {
             continue;
         }
         match s.accept() {
+            Ok((c, _)) if close => drop(c),
             Ok((c, _)) => held.push(c),
             Err(e) => {
                 // At the fd limit: keep the listener, back off, try again.
@@ -89,6 +94,30 @@ fn hold(a: &[String]) -> Result<(), String> {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// Open and close COUNT connections in turn, waiting for the server's FIN (if it closes
+/// first) before closing. Exits non-zero when fewer than COUNT connects succeeded.
+fn churn(a: &[String]) -> Result<(), String> {
+    use std::io::Read;
+    let sa = addr(a)?;
+    let count: usize = a.get(2).ok_or("missing COUNT")?.parse().map_err(|_| "bad COUNT")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut ok = 0;
+    for _ in 0..count.min(100_000) {
+        if std::time::Instant::now() > deadline {
+            break;
+        }
+        let Ok(mut c) = TcpStream::connect_timeout(&sa, Duration::from_secs(2)) else { continue };
+        ok += 1;
+        let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = c.read(&mut [0u8; 64]);
+    }
+    eprintln!("churn: {ok} of {count} connections to {sa} opened and closed");
+    if ok < count {
+        return Err(format!("only {ok} of {count} connects to {sa} succeeded"));
+    }
+    Ok(())
 }
 
 fn run(a: &[String]) -> Result<(), String> {
