@@ -59,6 +59,7 @@ causes! {
     TlsRequired = "tls-required", 65;
     TlsHandshakeFailed = "tls-handshake-failed", 66;
     HttpError = "http-error", 67;
+    RedisSelectFailed = "redis-select-failed", 68;
     HostUnreachable = "host-unreachable", 70;
     NoListener = "no-listener", 80;
     ConnectTimeout = "connect-timeout", 85;

@@ -59,6 +59,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
                 tls: tls.as_ref(),
                 timeout: opts.timeout,
                 config: true,
+                db: target.db,
             },
         ),
         Scheme::Http | Scheme::Https => {
@@ -120,6 +121,7 @@ fn config_file_via_loopback(ev: &Evidence, host: &HostFacts, opts: &Options) -> 
         tls: tls.as_ref(),
         timeout: opts.timeout,
         config: false,
+        db: None,
     };
     let spec = match host.inspected.as_ref().map(|i| i.scope) {
         Some(InspectScope::Netns) => opts.netns.clone().map(NetnsSpec::Named),

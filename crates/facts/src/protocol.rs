@@ -274,6 +274,12 @@ pub struct RedisFacts {
     /// The first error reply, classified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_error: Option<RedisError>,
+    /// The database the URL names (`redis://host/N`), selected before PING.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<u32>,
+    /// The error SELECT got (the whole line after `-`), when it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select_error: Option<String>,
     /// The server closed (FIN or RST) the connection before the probe was done.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub closed_by_server: bool,

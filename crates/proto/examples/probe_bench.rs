@@ -20,7 +20,14 @@ fn main() {
         std::process::exit(2);
     };
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
-    let o = RedisOptions { user: None, password: None, tls: None, timeout: Duration::from_secs(2), config: false };
+    let o = RedisOptions {
+        user: None,
+        password: None,
+        tls: None,
+        timeout: Duration::from_secs(2),
+        config: false,
+        db: None,
+    };
     let mut probes = Vec::with_capacity(n);
     let mut connects = Vec::with_capacity(n);
     // Warm up, then interleave so both see the same machine state.

@@ -1,11 +1,11 @@
 //! The HTTP(S) probe: one GET with phase timings (connect, TLS, first byte, headers), the
 //! status line and the `Server`/`Via` headers.
 
-use crate::conn::{self, Conn};
+use crate::conn;
 use crate::http;
 use crate::tls::TlsSetup;
 use crate::{confirm_tls_port, mismatch_from_first_bytes};
-use conndoc_facts::protocol::{HttpFacts, MismatchDirection, ProtocolKind, ProtocolProbe, TlsFailure, TlsMismatch};
+use conndoc_facts::protocol::{HttpFacts, MismatchDirection, ProtocolKind, ProtocolProbe, TlsMismatch};
 use conndoc_facts::{Micros, Port};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -41,26 +41,19 @@ pub fn probe(addr: SocketAddr, o: &HttpOptions<'_>) -> ProtocolProbe {
     };
     h.connect_us = Some(Micros::from_duration(start.elapsed()));
     p.connect_us = h.connect_us;
-    let mut c = match o.tls {
-        Some(setup) => {
-            let (c, facts, first) = conn::handshake(tcp, setup);
-            h.tls_us = facts.handshake_us;
-            let failure = facts.failure;
-            p.tls = Some(facts);
-            match c {
-                Some(c) => c,
-                None => {
-                    p.tls_mismatch = mismatch_from_first_bytes(&first, true).or_else(|| {
-                        matches!(failure, Some(TlsFailure::Closed | TlsFailure::Timeout | TlsFailure::NotTls))
-                            .then(|| confirm_plain_http(addr, o))
-                            .flatten()
-                    });
-                    p.http = Some(h);
-                    return p;
-                }
-            }
+    let mut c = match crate::secure(tcp, o.tls, || confirm_plain_http(addr, o)) {
+        crate::Secured::Ready(c, tls) => {
+            h.tls_us = tls.as_ref().and_then(|t| t.handshake_us);
+            p.tls = tls;
+            c
         }
-        None => Conn::Plain(tcp),
+        crate::Secured::Failed(tls, mismatch) => {
+            h.tls_us = tls.handshake_us;
+            p.tls = Some(tls);
+            p.tls_mismatch = mismatch;
+            p.http = Some(h);
+            return p;
+        }
     };
     let sent = Instant::now();
     if let Err(e) = c.write_all(&req).and_then(|_| c.flush()) {

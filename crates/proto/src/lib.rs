@@ -12,7 +12,7 @@ pub mod redis_conf;
 pub mod resp;
 pub mod tls;
 
-use conndoc_facts::protocol::{MismatchDirection, TlsMismatch};
+use conndoc_facts::protocol::{MismatchDirection, TlsFacts, TlsFailure, TlsMismatch};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,35 @@ pub fn mismatch_from_first_bytes(first: &[u8], sent_tls: bool) -> Option<TlsMism
         });
     }
     None
+}
+
+/// A connection ready for the protocol, or the TLS handshake that failed.
+pub enum Secured {
+    Ready(conn::Conn, Option<TlsFacts>),
+    /// The handshake failed; the mismatch says whether the port speaks plaintext.
+    Failed(TlsFacts, Option<TlsMismatch>),
+}
+
+/// Wrap `tcp` in TLS when `setup` is given. When the handshake fails without a readable
+/// answer, `confirm_plain` re-dials in plaintext to tell a plaintext-only port from a dead one.
+pub fn secure(
+    tcp: conn::TimedTcp,
+    setup: Option<&tls::TlsSetup>,
+    confirm_plain: impl FnOnce() -> Option<TlsMismatch>,
+) -> Secured {
+    let Some(setup) = setup else { return Secured::Ready(conn::Conn::Plain(tcp), None) };
+    let (c, facts, first) = conn::handshake(tcp, setup);
+    match c {
+        Some(c) => Secured::Ready(c, Some(facts)),
+        None => {
+            let mismatch = mismatch_from_first_bytes(&first, true).or_else(|| {
+                matches!(facts.failure, Some(TlsFailure::Closed | TlsFailure::Timeout | TlsFailure::NotTls))
+                    .then(confirm_plain)
+                    .flatten()
+            });
+            Secured::Failed(facts, mismatch)
+        }
+    }
 }
 
 /// Plaintext got nothing back: does a TLS handshake on the same port get an answer?

@@ -6,8 +6,7 @@ use crate::resp::{self, Reply};
 use crate::tls::TlsSetup;
 use crate::{confirm_tls_port, looks_like_tls, mismatch_from_first_bytes};
 use conndoc_facts::protocol::{
-    Exchange, MismatchDirection, ProtocolKind, ProtocolProbe, RedisError, RedisFacts, RedisInfo, TlsFailure,
-    TlsMismatch,
+    Exchange, MismatchDirection, ProtocolKind, ProtocolProbe, RedisError, RedisFacts, RedisInfo, TlsMismatch,
 };
 use conndoc_facts::{Micros, Port, Secret};
 use std::io::{self, Read, Write};
@@ -24,9 +23,11 @@ pub struct RedisOptions<'a> {
     pub timeout: Duration,
     /// Ask CONFIG GET (skipped by the benchmark's minimal probe).
     pub config: bool,
+    /// `redis://host/N`: SELECT N before PING (0, the default database, is not sent).
+    pub db: Option<u32>,
 }
 
-pub const CONFIG_KEYS: [&str; 5] = ["bind", "protected-mode", "maxclients", "port", "tcp-backlog"];
+pub const CONFIG_KEYS: [&str; 6] = ["bind", "protected-mode", "maxclients", "port", "tcp-backlog", "databases"];
 
 /// Replies read from a connection, with what ended it.
 struct Session {
@@ -150,24 +151,16 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
         }
     };
     p.connect_us = Some(Micros::from_duration(start.elapsed()));
-    let conn = match o.tls {
-        Some(setup) => {
-            let (c, facts, first) = conn::handshake(tcp, setup);
-            let failure = facts.failure;
-            p.tls = Some(facts);
-            match c {
-                Some(c) => c,
-                None => {
-                    p.tls_mismatch = mismatch_from_first_bytes(&first, true).or_else(|| {
-                        matches!(failure, Some(TlsFailure::Closed | TlsFailure::Timeout | TlsFailure::NotTls))
-                            .then(|| confirm_plain_redis(addr, o.timeout))
-                            .flatten()
-                    });
-                    return p;
-                }
-            }
+    let conn = match crate::secure(tcp, o.tls, || confirm_plain_redis(addr, o.timeout)) {
+        crate::Secured::Ready(c, tls) => {
+            p.tls = tls;
+            c
         }
-        None => Conn::Plain(tcp),
+        crate::Secured::Failed(tls, mismatch) => {
+            p.tls = Some(tls);
+            p.tls_mismatch = mismatch;
+            return p;
+        }
     };
     let mut s = Session { conn, buf: Vec::new(), closed: false, failed: None, garbage: None };
     let mut r = RedisFacts::default();
@@ -188,8 +181,23 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
         let res = s.exchange(&[auth_command(o.user, pw)]);
         note(&mut r, &res);
     }
-    let res = s.exchange(&[cmd(&["PING"]), cmd(&["INFO", "server", "clients", "stats", "persistence"])]);
+    // SELECT, PING and INFO in one round trip.
+    let db = o.db.filter(|&n| n > 0);
+    let mut cmds = Vec::with_capacity(3);
+    if let Some(n) = db {
+        cmds.push(cmd(&["SELECT", &n.to_string()]));
+    }
+    cmds.push(cmd(&["PING"]));
+    cmds.push(cmd(&["INFO", "server", "clients", "stats", "persistence"]));
+    let mut res = s.exchange(&cmds);
     note(&mut r, &res);
+    if let Some(n) = db {
+        r.db = Some(n);
+        if let Some(Reply::Error(e)) = &res[0].1 {
+            r.select_error = Some(e.clone());
+        }
+        res.remove(0);
+    }
     r.pong = matches!(&res[0].1, Some(Reply::Simple(t)) if t == "PONG");
     match &res[1].1 {
         Some(Reply::Bulk(Some(b))) => r.info = Some(RedisInfo::parse(&String::from_utf8_lossy(b))),

@@ -129,8 +129,9 @@ pub fn encode(args: &[&[u8]]) -> Vec<u8> {
 }
 
 impl Reply {
-    /// The reply as redis-cli would show it, on one line per element: `+PONG` → `PONG`,
-    /// `-NOAUTH …` → `-NOAUTH …`, bulk text as is.
+    /// The reply as redis-cli would show it: `+PONG` → `PONG`, `-NOAUTH …` → `-NOAUTH …`,
+    /// bulk text as is; an array on one line, its strings quoted (`["bind", "127.0.0.1"]`),
+    /// so evidence lines stay one line each.
     pub fn text(&self) -> String {
         let mut s = String::new();
         self.render(&mut s);
@@ -149,12 +150,22 @@ impl Reply {
             Reply::Bulk(None) | Reply::Array(None) => s.push_str("(nil)"),
             Reply::Bulk(Some(b)) => s.push_str(&String::from_utf8_lossy(b)),
             Reply::Array(Some(items)) => {
+                s.push('[');
                 for (i, it) in items.iter().enumerate() {
                     if i > 0 {
-                        s.push('\n');
+                        s.push_str(", ");
                     }
-                    it.render(s);
+                    match it {
+                        Reply::Bulk(Some(b)) => {
+                            let _ = write!(s, "{:?}", String::from_utf8_lossy(b));
+                        }
+                        Reply::Simple(t) => {
+                            let _ = write!(s, "{t:?}");
+                        }
+                        it => it.render(s),
+                    }
                 }
+                s.push(']');
             }
         }
     }
@@ -238,6 +249,12 @@ mod tests {
         assert_eq!(one(b"*-1\r\n"), Reply::Array(None));
         // Bulk containing CRLF must be length-delimited, not line-delimited.
         assert_eq!(one(b"$4\r\na\r\nb\r\n").bulk_text().unwrap(), "a\r\nb");
+    }
+
+    #[test]
+    fn arrays_render_on_one_line() {
+        let r = one(b"*4\r\n$4\r\nbind\r\n$18\r\n127.0.0.1 -::1 \"x\"\r\n:3\r\n*0\r\n");
+        assert_eq!(r.text(), r#"["bind", "127.0.0.1 -::1 \"x\"", (integer) 3, []]"#);
     }
 
     #[test]

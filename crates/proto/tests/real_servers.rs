@@ -59,7 +59,7 @@ impl Drop for Redis {
 }
 
 fn opts<'a>(pw: Option<&'a Secret>, user: Option<&'a str>, tls: Option<&'a TlsSetup>) -> RedisOptions<'a> {
-    RedisOptions { user, password: pw, tls, timeout: Duration::from_secs(2), config: true }
+    RedisOptions { user, password: pw, tls, timeout: Duration::from_secs(2), config: true, db: None }
 }
 
 /// Evidence as the engine would assemble it, for the output-path checks.
@@ -251,7 +251,14 @@ fn silent_server_hits_the_deadline() {
         drop(s);
     });
     let start = Instant::now();
-    let o = RedisOptions { user: None, password: None, tls: None, timeout: Duration::from_millis(300), config: true };
+    let o = RedisOptions {
+        user: None,
+        password: None,
+        tls: None,
+        timeout: Duration::from_millis(300),
+        config: true,
+        db: None,
+    };
     let p = probe(addr, &o);
     assert!(start.elapsed() < Duration::from_millis(700), "took {:?}", start.elapsed());
     let rf = p.redis.unwrap();

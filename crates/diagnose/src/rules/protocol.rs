@@ -341,6 +341,27 @@ fn redis(where_: &str, p: &ProtocolProbe, r: &RedisFacts, out: &mut Findings) {
                 }
             }
             Some(f.fix("Wait until loading finishes (INFO persistence: loading:0); clients should retry on -LOADING"))
+        } else if r.select_error.as_deref() == Some(e.text.as_str()) {
+            let n = r.db.unwrap_or(0);
+            let mut f = with_replies(Finding::critical(
+                Cause::RedisSelectFailed,
+                format!("Redis at {where_} refused database {n} from the URL: SELECT {n} → -{}", e.text),
+            ));
+            let databases = r.config.get("databases");
+            if let Some(d) = databases {
+                f = f.evidence("redis-config", format!("CONFIG GET databases → {d}"), json!({"databases": d}));
+            }
+            if e.text.contains("cluster mode") {
+                f = f.fix("Redis Cluster has only database 0: drop the /N from the URL (and SELECT from the client)");
+            } else {
+                let below = databases
+                    .map(|d| format!(" (databases is {d}: 0 to {})", d.parse::<u32>().unwrap_or(1).saturating_sub(1)))
+                    .unwrap_or_default();
+                f = f
+                    .fix(format!("Use a database the server has{below}: fix the /N in the client's URL"))
+                    .fix("Or raise `databases` in redis.conf and restart Redis");
+            }
+            Some(f)
         } else {
             None
         };
@@ -361,21 +382,24 @@ fn redis(where_: &str, p: &ProtocolProbe, r: &RedisFacts, out: &mut Findings) {
         out.push(f.fix("Read the Redis log; check that the port serves Redis (and whether it expects TLS)."));
         return;
     }
-    // Healthy: keep the reply as the `ok` evidence, then the warnings.
+    // Healthy: keep the reply as the `ok` evidence (with the SELECT of the URL's database),
+    // then the warnings.
     let ping = r.exchanges.iter().find(|e| e.command == "PING");
     if let Some(pe) = ping {
-        out.push(
-            Finding::new(
-                Cause::Ok,
-                crate::Severity::Info,
-                format!("Redis at {where_} answered PING with PONG in {}", pe.elapsed_us),
-            )
-            .evidence(
-                "redis-reply",
-                format!("PING → {} ({})", pe.reply.as_deref().unwrap_or(""), pe.elapsed_us),
-                json!(pe),
-            ),
+        let in_db = r.db.map(|n| format!(" (database {n})")).unwrap_or_default();
+        let mut f = Finding::new(
+            Cause::Ok,
+            crate::Severity::Info,
+            format!("Redis at {where_} answered PING with PONG in {}{in_db}", pe.elapsed_us),
         );
+        for e in r.exchanges.iter().filter(|e| e.command.starts_with("SELECT ") || e.command == "PING") {
+            f = f.evidence(
+                "redis-reply",
+                format!("{} → {} ({})", e.command, e.reply.as_deref().unwrap_or(""), e.elapsed_us),
+                json!(e),
+            );
+        }
+        out.push(f);
     }
     let bind = r.config.get("bind");
     let all_interfaces = bind.is_some_and(|b| {
