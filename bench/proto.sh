@@ -6,7 +6,8 @@
 # Starts its own redis-server on a free loopback port (killed at exit), builds release
 # binaries into ${CARGO_TARGET_DIR:-target}, and prints a Markdown table of medians and ratios:
 #   1. in-process probe (connect + PING + INFO) vs redis-benchmark -c 1 -t ping per-request
-#      latency plus one connect (and vs redis-benchmark -k 0, which reconnects per request);
+#      latency plus one connect, vs the floor (a bare client doing the same exchange, no
+#      parsing), and vs redis-benchmark -k 0 (which reconnects per request);
 #   2. the whole `conndoc diagnose redis://…` process vs `redis-cli ping`.
 set -eu
 N=${1:-3000}
@@ -60,8 +61,11 @@ print(f"|---|---|---|")
 print(f"| redis-benchmark -c 1 -t ping, p50 per request (keep-alive) | {rb_k1:.0f} µs | |")
 print(f"| one TCP connect, p50 | {probe['connect_p50_us']:.0f} µs | |")
 print(f"| redis-benchmark -c 1 -k 0 -t ping, p50 (reconnect per request) | {rb_k0:.0f} µs | |")
+print(f"| floor: bare client, connect + PING + INFO pipelined + close, p50 | {probe['floor_p50_us']:.0f} µs | "
+      f"{probe['floor_p50_us'] / base:.2f}× ping+connect |")
 print(f"| conndoc in-process probe: connect + PING + INFO, p50 (n={probe['n']}) | {probe['probe_p50_us']:.0f} µs | "
-      f"{probe['probe_p50_us'] / base:.2f}× ping+connect; {probe['probe_p50_us'] / rb_k0:.2f}× ping -k 0 |")
+      f"{probe['probe_p50_us'] / base:.2f}× ping+connect; {probe['probe_p50_us'] / probe['floor_p50_us']:.2f}× floor; "
+      f"{probe['probe_p50_us'] / rb_k0:.2f}× ping -k 0 |")
 print(f"| redis-cli ping (process) | {med['redis-cli ping']:.1f} ms | 1.00× |")
 print(f"| conndoc diagnose redis:// (process, host inspected) | {med['conndoc diagnose']:.1f} ms | "
       f"{med['conndoc diagnose'] / med['redis-cli ping']:.2f}× |")
