@@ -387,6 +387,9 @@ impl Lab {
             (None, None) => unreachable!("validated: target or argv"),
         };
         argv.insert(0, bin.display().to_string());
+        for (i, w) in spec.wrap.iter().enumerate() {
+            argv.insert(i, self.expand(w));
+        }
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns]).args(&argv).envs(&spec.env).stdin(Stdio::null());
         let start = Instant::now();
@@ -520,9 +523,14 @@ pub fn check(exp: &scenario::Expect, out: &RunOutput) -> Vec<String> {
 
 /// Build the scenario, run conndoc, check; Err carries a readable failure report.
 pub fn run_scenario(s: &Scenario, conndoc: &Path) -> Result<RunOutput, String> {
-    let lab = Lab::build(s).map_err(|e| format!("{}: {e}", s.name))?;
+    let mut lab = Lab::build(s).map_err(|e| format!("{}: {e}", s.name))?;
     let out = lab.run_conndoc(conndoc, &s.diagnose).map_err(|e| format!("{}: {e}", s.name))?;
-    let errs = check(&s.expect, &out);
+    let mut errs = check(&s.expect, &out);
+    for (i, st) in s.after.iter().enumerate() {
+        if let Err(e) = lab.step(i, st) {
+            errs.push(format!("after step {}: {e}", i + 1));
+        }
+    }
     if errs.is_empty() {
         return Ok(out);
     }

@@ -25,6 +25,10 @@ pub struct Scenario {
     #[serde(default, rename = "step")]
     pub steps: Vec<Step>,
     pub diagnose: RunSpec,
+    /// Steps run after conndoc (before teardown), e.g. checking a `--pcap` file; a failing
+    /// one fails the scenario.
+    #[serde(default, rename = "after")]
+    pub after: Vec<Step>,
     pub expect: Expect,
     #[serde(skip)]
     pub path: PathBuf,
@@ -124,6 +128,10 @@ pub struct RunSpec {
     /// Environment variables for the run.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// A command conndoc runs under (e.g. `setpriv --bounding-set=-net_raw …` to drop a
+    /// capability), placed between `ip netns exec NS` and conndoc.
+    #[serde(default)]
+    pub wrap: Vec<String>,
     /// Kill the run after this long (default 30000).
     #[serde(default)]
     pub deadline_ms: Option<u64>,
@@ -223,18 +231,21 @@ impl Scenario {
                 return bad(format!("dns names unknown host {}", d.host));
             }
         }
-        for (i, s) in self.steps.iter().enumerate() {
+        let steps = self.steps.iter().map(|s| ("step", s)).chain(self.after.iter().map(|s| ("after step", s)));
+        let mut n = std::collections::HashMap::new();
+        for (what, s) in steps {
+            let i = n.entry(what).and_modify(|i| *i += 1).or_insert(1);
             if let Some(h) = &s.host {
                 if !known(h) {
-                    return bad(format!("step {} names unknown host {h}", i + 1));
+                    return bad(format!("{what} {i} names unknown host {h}"));
                 }
             }
             let actions = [s.sh.is_some(), s.spawn.is_some(), s.kill.is_some(), s.sleep_ms.is_some()];
             if actions.iter().filter(|a| **a).count() != 1 && s.wait_listen.is_none() {
-                return bad(format!("step {} must have exactly one of sh, spawn, kill, sleep_ms", i + 1));
+                return bad(format!("{what} {i} must have exactly one of sh, spawn, kill, sleep_ms"));
             }
             if (s.sh.is_some() || s.spawn.is_some() || s.wait_listen.is_some()) && s.host.is_none() {
-                return bad(format!("step {} needs a host", i + 1));
+                return bad(format!("{what} {i} needs a host"));
             }
         }
         if !known(&self.diagnose.from) {
