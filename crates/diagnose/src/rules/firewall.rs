@@ -183,14 +183,7 @@ fn reject_finding(
             e.verdict.describe().trim_start_matches("reject with ")
         ),
     );
-    if let Some(r) = r {
-        let (text, data) = rule_item(r);
-        f = f.evidence("firewall-rule", text, data);
-    }
-    for j in &e.path {
-        let (text, data) = rule_item(j);
-        f = f.evidence("firewall-path", format!("reached through {text}"), data);
-    }
+    f = with_rule(f, e);
     f = f.evidence(
         "connect",
         format!("{}:{} {:?} {}", p.address, p.port, p.outcome, p.errno.as_ref().map(|e| e.as_str()).unwrap_or("")),
@@ -224,6 +217,19 @@ fn reject_finding(
     f
 }
 
+/// The deciding rule (or policy) and the jumps that led to it.
+fn with_rule(mut f: Finding, e: &Evaluation) -> Finding {
+    if let Some(r) = e.decided_by.as_ref() {
+        let (text, data) = rule_item(r);
+        f = f.evidence("firewall-rule", text, data);
+    }
+    for j in &e.path {
+        let (text, data) = rule_item(j);
+        f = f.evidence("firewall-path", format!("reached through {text}"), data);
+    }
+    f
+}
+
 fn drop_finding(
     ev: &Evidence,
     p: &ConnectProbe,
@@ -242,14 +248,7 @@ fn drop_finding(
         Cause::FirewallDrop,
         format!("{what} on {place} silently drops the SYN to {}:{}", p.address, p.port),
     );
-    if let Some(r) = r {
-        let (text, data) = rule_item(r);
-        f = f.evidence("firewall-rule", text, data);
-    }
-    for j in &e.path {
-        let (text, data) = rule_item(j);
-        f = f.evidence("firewall-path", format!("reached through {text}"), data);
-    }
+    f = with_rule(f, e);
     let retrans = p.syn_retransmits.map(|n| format!(", {n} SYN retransmissions")).unwrap_or_default();
     f = f.evidence("connect", format!("{}:{} timed out after {}{retrans}", p.address, p.port, p.elapsed_us), json!(p));
     if let Some((text, data)) = packets_item(flow, None) {
