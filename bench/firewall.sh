@@ -10,6 +10,8 @@
 #   firewall-reject, so the firewall stage runs — a healthy target skips it),
 #   `nft list ruleset` in s10k (what a person runs to look), conndoc without CAP_NET_RAW
 #   (no capture) and with capture, plus conndoc's own read/build/evaluate breakdown.
+# conndoc reads nftables over netlink (fwbench reports that read alone as netlink_ms);
+# `nft -j list ruleset` and fwparse show what the fallback (no netlink) would cost.
 # Usage: sudo bench/firewall.sh [runs]     (needs root, hyperfine, nft, setpriv, nc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,9 +89,10 @@ for name, x in r.items():
     print(f"| {name} | {x['median']*1e3:.1f} ms | {x['mean']*1e3:.1f} ± {x['stddev']*1e3:.1f} ms | {x['median']*1e3/base:.2f}× |")
 print()
 print(f"- 10k rules add **{med('conndoc diagnose, 10k rules') - med('conndoc diagnose, 0 rules'):.1f} ms** to a diagnosis "
-      f"(target ≤ 20 ms); conndoc's own breakdown: read {fw['read_ms']} ms (nft -j ‖ nft -a, then *-save), "
+      f"(target ≤ 20 ms); conndoc's own breakdown: read {fw['read_ms']} ms ({fw['source']}, with the four *-save), "
+      f"of which the netlink dump and decode alone {fw['netlink_ms']} ms, "
       f"build {fw['build_ms']} ms, evaluate {fw['evaluate_ms']} ms over {fw['rules']} rules; verdict: {fw['verdict']}.")
-print(f"- pure part on the saved output: JSON parse {fp['json_ms']} ms, model build (incl. parse) {fp['build_ms']} ms, "
+print(f"- the `nft -j` fallback, pure part on its saved output: JSON parse {fp['json_ms']} ms, model build (incl. parse) {fp['build_ms']} ms, "
       f"evaluation {fp['evaluate_ms']} ms.")
 d = med('conndoc diagnose, 0 rules') - med('conndoc diagnose, 0 rules, no capture')
 print(f"- capture adds **{d:.2f} ms** to the whole run; the probe's round trip here is {rtt:.3f} ms "

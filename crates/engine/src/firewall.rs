@@ -24,11 +24,11 @@ fn source_towards(dst: IpAddr) -> Option<IpAddr> {
 
 /// Nothing could be read at all (no tool, or no permission): the reason, else None.
 fn unreadable(view: &HostView) -> Option<String> {
-    let nft_err = view.raw.nft_json.as_ref().err()?;
+    let nft_err = view.raw.nft_error()?;
     if view.raw.iptables.iter().any(|(_, r)| r.is_ok()) {
         return None;
     }
-    Some(nft_err.clone())
+    Some(nft_err)
 }
 
 fn skip_unreadable(ev: &mut Evidence, check: &str, reason: String) {
@@ -60,23 +60,26 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     ask.dedup();
 
     let spec = opts.netns.clone().map(NetnsSpec::Named).or(opts.netns_pid.map(NetnsSpec::Pid));
-    let client = inspect_here(port, &ask, cmd_timeout);
+    // This host and the target namespace are read at the same time.
+    let (client, target_view) = std::thread::scope(|s| {
+        let target = spec.as_ref().map(|spec| s.spawn(|| run_in(spec, || inspect_here(port, &ask, cmd_timeout))));
+        let client = inspect_here(port, &ask, cmd_timeout);
+        (client, target.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
+    });
     let mut facts = FirewallFacts::default();
 
     // The target host.
-    let target: Option<(HostView, Option<String>)> = match &spec {
-        Some(spec) => match run_in(spec, || inspect_here(port, &ask, cmd_timeout)) {
-            Ok(v) => Some((v, ev.options.netns.clone())),
-            Err(e) => {
-                skip(
-                    ev,
-                    "firewall of the target host",
-                    e.to_string(),
-                    Some("entering a network namespace needs root (CAP_SYS_ADMIN)".into()),
-                );
-                None
-            }
-        },
+    let target: Option<(HostView, Option<String>)> = match target_view {
+        Some(Ok(v)) => Some((v, ev.options.netns.clone())),
+        Some(Err(e)) => {
+            skip(
+                ev,
+                "firewall of the target host",
+                e.to_string(),
+                Some("entering a network namespace needs root (CAP_SYS_ADMIN)".into()),
+            );
+            None
+        }
         None if dests.iter().any(|d| client.local.contains(d)) => Some((client.clone(), None)),
         None => {
             skip(

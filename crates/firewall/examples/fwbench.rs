@@ -1,11 +1,12 @@
 //! Benchmark helper for bench/firewall.sh: times conndoc's firewall stage (read, build,
-//! evaluate) in the current network namespace and prints one JSON line.
+//! evaluate) in the current network namespace, and the netlink dump of nf_tables on its
+//! own, and prints one JSON line.
 //!
 //! usage: fwbench DEST_ADDR PORT [RUNS]
 
 use conndoc_facts::firewall::Hook;
 use conndoc_facts::Family;
-use conndoc_firewall::{build, read, Packet};
+use conndoc_firewall::{build, nfnl, read, Packet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -38,14 +39,16 @@ fn main() {
         input_interface: Some("eth0".into()),
         output_interface: None,
     };
-    let (mut t_read, mut t_build, mut t_eval, mut t_total) = (vec![], vec![], vec![], vec![]);
+    let (mut t_read, mut t_build, mut t_eval, mut t_total, mut t_nl) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut source = String::new();
     let mut rules = 0;
     let mut verdict = String::new();
     for _ in 0..runs {
         let t0 = Instant::now();
         let raw = read(Duration::from_secs(30));
         let t1 = Instant::now();
-        let (rs, _) = build(&raw);
+        let (rs, sources) = build(&raw);
+        source = sources.first().map(|s| s.command.clone()).unwrap_or_default();
         let t2 = Instant::now();
         let e = rs.evaluate(Hook::Input, &pkt);
         let t3 = Instant::now();
@@ -59,9 +62,15 @@ fn main() {
         t_build.push((t2 - t1).as_secs_f64() * 1e3);
         t_eval.push((t3 - t2).as_secs_f64() * 1e3);
         t_total.push((t3 - t0).as_secs_f64() * 1e3);
+        let t4 = Instant::now();
+        let ok = nfnl::read(Duration::from_secs(30)).is_ok();
+        if ok {
+            t_nl.push(t4.elapsed().as_secs_f64() * 1e3);
+        }
     }
+    let netlink_ms = if t_nl.is_empty() { -1.0 } else { median(t_nl) };
     println!(
-        "{{\"rules\":{rules},\"read_ms\":{:.2},\"build_ms\":{:.2},\"evaluate_ms\":{:.3},\"total_ms\":{:.2},\"verdict\":{:?}}}",
+        "{{\"rules\":{rules},\"source\":{source:?},\"netlink_ms\":{netlink_ms:.2},\"read_ms\":{:.2},\"build_ms\":{:.2},\"evaluate_ms\":{:.3},\"total_ms\":{:.2},\"verdict\":{:?}}}",
         median(t_read),
         median(t_build),
         median(t_eval),

@@ -25,7 +25,7 @@ fn main() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
     let t_json = t0.elapsed();
     drop(v);
-    let raw = RawRulesets { nft_json: Ok(json), nft_text: text, iptables: vec![] };
+    let raw = RawRulesets::from_nft(Ok(json), text);
     let t1 = Instant::now();
     let (rs, _) = build(&raw);
     let t_build = t1.elapsed();

@@ -1,12 +1,13 @@
 //! Reads nftables and iptables rulesets and evaluates which rule the probe's packet meets.
 //!
-//! Reading ([`read`]) runs the tools a person would run (`nft -j list ruleset`,
-//! `iptables-legacy-save`, …) in the calling thread's network namespace; building
+//! Reading ([`read`]) dumps nftables over netlink ([`nfnl`]; `nft -j list ruleset` only when
+//! that fails) and runs the `*-save` tools in the calling thread's network namespace; building
 //! ([`build`]) and evaluating ([`Ruleset::evaluate`]) are pure and tested against recorded
 //! output of those tools.
 
 pub mod ipt;
 pub mod model;
+pub mod nfnl;
 pub mod nft;
 pub mod read;
 
@@ -65,35 +66,45 @@ pub fn build(raw: &RawRulesets) -> (Ruleset, Vec<RulesetSource>) {
             }),
         }
     }
-    let nft_source = match &raw.nft_json {
+    let nft_source = match &raw.nft_netlink {
+        Some(nl) => {
+            let part = nfnl::without_tables(&nl.ruleset, &skip);
+            let n = part.rule_count;
+            rs.extend(part);
+            RulesetSource { tool: FirewallTool::Nftables, command: NETLINK_COMMAND.into(), rules: n, error: None }
+        }
+        None => nft_json_source(raw, &skip, &mut rs),
+    };
+    sources.insert(0, nft_source);
+    (rs, sources)
+}
+
+/// `RulesetSource::command` when the ruleset was read over netlink: what was read, and the
+/// command a person runs to see the same.
+pub const NETLINK_COMMAND: &str = "nf_tables netlink dump (nft list ruleset)";
+
+/// The `nft -j list ruleset` fallback.
+fn nft_json_source(raw: &RawRulesets, skip: &HashSet<(String, String)>, rs: &mut Ruleset) -> RulesetSource {
+    let command = "nft -j list ruleset";
+    match &raw.nft_json {
         Ok(json) => {
             let texts = raw.nft_text.as_deref().map(nft::parse_text).unwrap_or_default();
-            match nft::parse_json(json, &texts, 0, &skip) {
+            match nft::parse_json(json, &texts, 0, skip) {
                 Ok(part) => {
                     let n = part.rule_count;
                     rs.extend(part);
-                    RulesetSource {
-                        tool: FirewallTool::Nftables,
-                        command: "nft -j list ruleset".into(),
-                        rules: n,
-                        error: None,
-                    }
+                    RulesetSource { tool: FirewallTool::Nftables, command: command.into(), rules: n, error: None }
                 }
                 Err(e) => RulesetSource {
                     tool: FirewallTool::Nftables,
-                    command: "nft -j list ruleset".into(),
+                    command: command.into(),
                     rules: 0,
                     error: Some(e.to_string()),
                 },
             }
         }
-        Err(e) => RulesetSource {
-            tool: FirewallTool::Nftables,
-            command: "nft -j list ruleset".into(),
-            rules: 0,
-            error: Some(e.clone()),
-        },
-    };
-    sources.insert(0, nft_source);
-    (rs, sources)
+        Err(_) => {
+            RulesetSource { tool: FirewallTool::Nftables, command: command.into(), rules: 0, error: raw.nft_error() }
+        }
+    }
 }

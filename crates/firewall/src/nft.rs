@@ -302,6 +302,16 @@ fn match_cond(
     let left = m.get("left").ok_or("match without left side")?;
     let right = m.get("right").ok_or("match without right side")?;
 
+    // `tcp flags syn` / `tcp flags fin,rst` (op "in"): any of those flags set;
+    // `tcp flags == syn`: exactly those.
+    if is_payload(left, "tcp", "flags") {
+        let value = tcp_flags(right).ok_or_else(|| format!("tcp flags {right}"))?;
+        return Ok(vec![match m.get("op").and_then(Value::as_str) {
+            Some("in") => Cond::Masked { key: Key::TcpFlags, mask: value, op: Op::NotIn, value: 0 },
+            _ => Cond::Masked { key: Key::TcpFlags, mask: 0xff, op, value },
+        }]);
+    }
+
     // `tcp flags & (fin|syn|rst|ack) == syn`
     if let Some(and) = left.get("&").and_then(Value::as_array) {
         if and.len() == 2 && is_payload(&and[0], "tcp", "flags") {

@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 /// Raw output of every tool, or why it could not be read.
 #[derive(Debug, Clone)]
 pub struct RawRulesets {
+    /// The nf_tables ruleset read over netlink; when present the `nft` outputs are not used.
+    pub nft_netlink: Option<crate::nfnl::NetlinkRuleset>,
+    /// Why the netlink read failed (then `nft -j` was run instead).
+    pub netlink_error: Option<String>,
+    /// `nft -j list ruleset`: the fallback (Err when not run or failed).
     pub nft_json: Result<String, String>,
     /// `nft -a list ruleset`, for the rule texts.
     pub nft_text: Option<String>,
@@ -80,16 +85,28 @@ pub fn run(prog: &str, args: &[&str], timeout: Duration) -> Result<String, Firew
 /// Read every ruleset present on this host (the calling thread's network namespace).
 /// Tools that are not installed are left out; tools that fail say why.
 pub fn read(timeout: Duration) -> RawRulesets {
-    let nft = which("nft");
-    // The text listing (rule texts for people) runs beside the JSON one: on a large
-    // ruleset each takes as long as nft needs to dump it.
-    let text_thread = nft.then(|| std::thread::spawn(move || run("nft", &["-a", "list", "ruleset"], timeout).ok()));
-    let nft_json = if nft {
-        run("nft", &["-j", "list", "ruleset"], timeout).map_err(|e| e.to_string())
-    } else {
-        Err("nft is not installed".into())
-    };
-    let nft_text = text_thread.and_then(|t| t.join().ok().flatten()).filter(|_| nft_json.is_ok());
+    // nftables over netlink (no process, no printing and parsing of nft's listing), on a
+    // thread of its own — threads share the namespace of the one that made them — while
+    // the `*-save` tools run here.
+    std::thread::scope(|s| {
+        let netlink = s.spawn(move || crate::nfnl::read(timeout));
+        let iptables = read_iptables(timeout);
+        let (nft_netlink, netlink_error) = match netlink.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
+            Ok(d) => (Some(d), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        // Only when netlink failed: `nft -j` (which also says why, e.g. no permission).
+        let (nft_json, nft_text) = if nft_netlink.is_some() {
+            (Err("not run: the ruleset was read over netlink".to_string()), None)
+        } else {
+            read_nft_json(timeout)
+        };
+        RawRulesets { nft_netlink, netlink_error, nft_json, nft_text, iptables }
+    })
+}
+
+/// Every `*-save` tool installed, run in turn.
+fn read_iptables(timeout: Duration) -> Vec<(FirewallTool, Result<String, String>)> {
     let mut iptables = Vec::new();
     let tools = [
         (FirewallTool::IptablesNft, "iptables-nft-save"),
@@ -121,7 +138,40 @@ pub fn read(timeout: Duration) -> RawRulesets {
             iptables.push((tool, out));
         }
     }
-    RawRulesets { nft_json, nft_text, iptables }
+    iptables
+}
+
+impl RawRulesets {
+    /// Why nftables could not be read at all (None when it was, either way): the fallback's
+    /// failure, with the netlink read's.
+    pub fn nft_error(&self) -> Option<String> {
+        if self.nft_netlink.is_some() {
+            return None;
+        }
+        let e = self.nft_json.as_ref().err()?;
+        Some(match &self.netlink_error {
+            Some(nl) => format!("{e} (netlink: {nl})"),
+            None => e.clone(),
+        })
+    }
+
+    /// Only `nft` output (recorded fixtures, the fallback path).
+    pub fn from_nft(nft_json: Result<String, String>, nft_text: Option<String>) -> RawRulesets {
+        RawRulesets { nft_netlink: None, netlink_error: None, nft_json, nft_text, iptables: Vec::new() }
+    }
+}
+
+/// The fallback: `nft -j list ruleset` with `nft -a list ruleset` beside it (rule texts).
+pub fn read_nft_json(timeout: Duration) -> (Result<String, String>, Option<String>) {
+    if !which("nft") {
+        return (Err("nft is not installed".into()), None);
+    }
+    // The text listing runs beside the JSON one: on a large ruleset each takes as long as
+    // nft needs to dump it.
+    let text_thread = std::thread::spawn(move || run("nft", &["-a", "list", "ruleset"], timeout).ok());
+    let nft_json = run("nft", &["-j", "list", "ruleset"], timeout).map_err(|e| e.to_string());
+    let nft_text = text_thread.join().ok().flatten().filter(|_| nft_json.is_ok());
+    (nft_json, nft_text)
 }
 
 /// TCP listeners on `port` in the calling thread's network namespace, as `addr:port`.
@@ -222,9 +272,13 @@ pub fn parse_route_dev(out: &str) -> Option<String> {
 /// Read the rulesets, the listeners on `port`, which of `addrs` are local and how each of
 /// `addrs` is routed — all in the calling thread's network namespace.
 pub fn inspect_here(port: u16, addrs: &[IpAddr], timeout: Duration) -> HostView {
-    let raw = read(timeout);
-    let listeners = listeners_on_port(port).ok();
-    let local = addrs.iter().copied().filter(|a| is_local(*a)).collect();
-    let route_dev = addrs.iter().filter_map(|a| route_dev(*a, timeout).map(|d| (*a, d))).collect();
-    HostView { raw, listeners, local, route_dev }
+    // The rulesets are read on a thread (same namespace) while the rest is looked up here.
+    std::thread::scope(|s| {
+        let raw = s.spawn(move || read(timeout));
+        let listeners = listeners_on_port(port).ok();
+        let local = addrs.iter().copied().filter(|a| is_local(*a)).collect();
+        let route_dev = addrs.iter().filter_map(|a| route_dev(*a, timeout).map(|d| (*a, d))).collect();
+        let raw = raw.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        HostView { raw, listeners, local, route_dev }
+    })
 }

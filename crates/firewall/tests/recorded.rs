@@ -10,7 +10,7 @@ fn fixture(name: &str) -> String {
 }
 
 fn nft_only(json: &str, text: &str) -> Ruleset {
-    let raw = RawRulesets { nft_json: Ok(fixture(json)), nft_text: Some(fixture(text)), iptables: vec![] };
+    let raw = RawRulesets::from_nft(Ok(fixture(json)), Some(fixture(text)));
     let (rs, sources) = build(&raw);
     assert!(sources[0].error.is_none(), "{:?}", sources[0]);
     rs
@@ -130,26 +130,25 @@ fn nft_unknown_statement_does_not_fail_the_read() {
       {"chain":{"family":"inet","table":"t","name":"in","handle":1,"type":"filter","hook":"input","prio":0,"policy":"drop"}},
       {"rule":{"family":"inet","table":"t","chain":"in","handle":2,"expr":[{"future-thing":{"x":1}},{"accept":null}]}},
       {"rule":{"family":"inet","table":"t","chain":"in","handle":3,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"tcp","field":"dport"}},"right":6379}},{"accept":null}]}}]}"#;
-    let raw = RawRulesets { nft_json: Ok(json.into()), nft_text: None, iptables: vec![] };
+    let raw = RawRulesets::from_nft(Ok(json.into()), None);
     let (rs, _) = build(&raw);
     let e = rs.evaluate(Hook::Input, &v4("10.77.0.1", 6379));
     assert_eq!(e.verdict, FwVerdict::Accept);
     assert_eq!(e.decided_by.unwrap().handle, Some(3));
     assert_eq!(e.not_understood.len(), 1);
     assert!(e.not_understood[0].reason.contains("future-thing"));
-    let raw = RawRulesets { nft_json: Ok("{not json".into()), nft_text: None, iptables: vec![] };
+    let raw = RawRulesets::from_nft(Ok("{not json".into()), None);
     let (_, sources) = build(&raw);
     assert!(sources[0].error.as_ref().unwrap().contains("not JSON"));
 }
 
 fn legacy() -> Ruleset {
     let raw = RawRulesets {
-        nft_json: Err("nft is not installed".into()),
-        nft_text: None,
         iptables: vec![
             (FirewallTool::IptablesLegacy, Ok(fixture("iptables-legacy.save"))),
             (FirewallTool::Ip6tablesLegacy, Ok(fixture("ip6tables-legacy.save"))),
         ],
+        ..RawRulesets::from_nft(Err("nft is not installed".into()), None)
     };
     let (rs, sources) = build(&raw);
     assert_eq!(sources.len(), 3);
@@ -231,9 +230,8 @@ fn ip6tables_legacy_verdicts() {
 #[test]
 fn iptables_nft_tables_are_read_from_the_save_output() {
     let raw = RawRulesets {
-        nft_json: Ok(fixture("iptables-nft-nft.json")),
-        nft_text: Some(fixture("iptables-nft-nft.txt")),
         iptables: vec![(FirewallTool::IptablesNft, Ok(fixture("iptables-nft.save")))],
+        ..RawRulesets::from_nft(Ok(fixture("iptables-nft-nft.json")), Some(fixture("iptables-nft-nft.txt")))
     };
     let (rs, sources) = build(&raw);
     // nft shows only its native table; the ip filter table comes from iptables-nft-save.
