@@ -347,26 +347,57 @@ pub const INFO_KEPT: &[&str] = &[
 impl RedisInfo {
     /// Parse the text of an INFO reply (`# Section` headers, `key:value` lines).
     pub fn parse(text: &str) -> RedisInfo {
+        RedisInfo::parse_bytes(text.as_bytes())
+    }
+
+    /// [`RedisInfo::parse`] on the reply's bytes as they came (no UTF-8 pass over the whole
+    /// reply: only the values kept are decoded). One scan per line finds its end and its
+    /// first colon; section headers (`# Server`) and blank lines have no colon.
+    pub fn parse_bytes(b: &[u8]) -> RedisInfo {
         let mut info = RedisInfo::default();
-        for line in text.lines() {
-            let line = line.trim_end_matches('\r');
-            if line.is_empty() || line.starts_with('#') {
-                continue;
+        let mut i = 0;
+        while i < b.len() {
+            let start = i;
+            let mut colon = None;
+            while i < b.len() && b[i] != b'\n' {
+                if b[i] == b':' && colon.is_none() {
+                    colon = Some(i);
+                }
+                i += 1;
             }
-            let Some((k, v)) = line.split_once(':') else { continue };
+            let end = if i > start && b[i - 1] == b'\r' { i - 1 } else { i };
+            i += 1;
+            let Some(c) = colon.filter(|&c| c < end) else { continue };
+            let (k, v) = (&b[start..c], &b[c + 1..end]);
+            let text = || String::from_utf8_lossy(v).into_owned();
+            let num = || std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
+            // One match over every key kept (the INFO_KEPT ones spelled out): a reply has
+            // ~120 lines and most match nothing.
             match k {
-                "redis_version" => info.redis_version = Some(v.into()),
-                "tcp_port" => info.tcp_port = v.parse().ok(),
-                "process_id" => info.process_id = v.parse().ok(),
-                "config_file" => info.config_file = Some(v.into()).filter(|s: &String| !s.is_empty()),
-                "executable" => info.executable = Some(v.into()).filter(|s: &String| !s.is_empty()),
-                "connected_clients" => info.connected_clients = v.parse().ok(),
-                "maxclients" => info.maxclients = v.parse().ok(),
-                "rejected_connections" => info.rejected_connections = v.parse().ok(),
-                "total_connections_received" => info.total_connections_received = v.parse().ok(),
-                "loading" => info.loading = Some(v == "1"),
-                _ if INFO_KEPT.contains(&k) => {
-                    info.other.insert(k.into(), v.into());
+                b"redis_version" => info.redis_version = Some(text()),
+                b"tcp_port" => info.tcp_port = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
+                b"process_id" => info.process_id = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
+                b"config_file" => info.config_file = Some(text()).filter(|s| !s.is_empty()),
+                b"executable" => info.executable = Some(text()).filter(|s| !s.is_empty()),
+                b"connected_clients" => info.connected_clients = num(),
+                b"maxclients" => info.maxclients = num(),
+                b"rejected_connections" => info.rejected_connections = num(),
+                b"total_connections_received" => info.total_connections_received = num(),
+                b"loading" => info.loading = Some(v == b"1"),
+                b"redis_mode"
+                | b"os"
+                | b"uptime_in_seconds"
+                | b"blocked_clients"
+                | b"total_commands_processed"
+                | b"instantaneous_ops_per_sec"
+                | b"evicted_clients"
+                | b"total_error_replies"
+                | b"loading_eta_seconds"
+                | b"loading_loaded_perc"
+                | b"loading_total_bytes"
+                | b"rdb_last_bgsave_status"
+                | b"aof_enabled" => {
+                    info.other.insert(String::from_utf8_lossy(k).into_owned(), text());
                 }
                 _ => {}
             }
@@ -458,6 +489,23 @@ mod tests {
         let n = r#"2026/11/21 04:50:00 [error] 77#77: *5 no live upstreams while connecting to upstream, client: 10.0.0.1, server: , request: "GET / HTTP/1.1", upstream: "http://backend/", host: "x""#;
         assert_eq!(GatewayFacts::parse_nginx_line(n).unwrap().upstream_error.as_deref(), Some("no live upstreams"));
         assert!(GatewayFacts::parse_nginx_line("2026/11/21 04:50:00 [notice] 1#1: start worker processes").is_none());
+    }
+
+    #[test]
+    fn info_keeps_every_listed_key() {
+        let text: String = INFO_KEPT.iter().map(|k| format!("{k}:7\r\n")).collect();
+        let i = RedisInfo::parse(&format!("# Server\r\n{text}"));
+        for k in INFO_KEPT.iter().filter(|k| **k != "tcp_port") {
+            assert_eq!(i.other.get(*k).map(String::as_str), Some("7"), "{k}");
+        }
+        assert_eq!(i.tcp_port, Some(7));
+        // Bare \n line ends, a colon in the value, bytes that are not UTF-8 in a value.
+        let i = RedisInfo::parse_bytes(
+            b"redis_version:7.2.4\nexecutable:/opt/r\xffdis:x\nmaxclients:12\n:orphan\nloading:1",
+        );
+        assert_eq!(i.redis_version.as_deref(), Some("7.2.4"));
+        assert_eq!(i.executable.as_deref(), Some("/opt/r\u{fffd}dis:x"));
+        assert_eq!((i.maxclients, i.loading), (Some(12), Some(true)));
     }
 
     #[test]

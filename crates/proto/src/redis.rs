@@ -200,12 +200,12 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
     }
     r.pong = matches!(&res[0].1, Some(Reply::Simple(t)) if t == "PONG");
     match &res[1].1 {
-        Some(Reply::Bulk(Some(b))) => r.info = Some(RedisInfo::parse(&String::from_utf8_lossy(b))),
+        Some(Reply::Bulk(Some(b))) => r.info = Some(RedisInfo::parse_bytes(b)),
         // Before 7.0 INFO takes one section: fall back to the whole default INFO.
         Some(Reply::Error(e)) if e.contains("wrong number of arguments") || e.contains("syntax") => {
             let res = s.exchange(&[cmd(&["INFO"])]);
             if let Some(Reply::Bulk(Some(b))) = &res[0].1 {
-                r.info = Some(RedisInfo::parse(&String::from_utf8_lossy(b)));
+                r.info = Some(RedisInfo::parse_bytes(b));
             }
             r.exchanges.extend(res.into_iter().map(|(e, _)| e));
         }
@@ -244,7 +244,7 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
     if r.info.as_ref().and_then(|i| i.rejected_connections).unwrap_or(0) > 0 && !s.closed {
         let res = s.exchange(&[cmd(&["INFO", "stats"])]);
         if let (Some(Reply::Bulk(Some(b))), Some(info)) = (&res[0].1, r.info.as_mut()) {
-            info.rejected_connections_after = RedisInfo::parse(&String::from_utf8_lossy(b)).rejected_connections;
+            info.rejected_connections_after = RedisInfo::parse_bytes(b).rejected_connections;
         }
         r.exchanges.push(res[0].0.clone());
     }
