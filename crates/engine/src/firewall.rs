@@ -2,7 +2,8 @@
 //!
 //! The target host is the namespace named with `--netns`/`--netns-pid` (entered on a
 //! dedicated thread), or this host when the target address is local. The client's own
-//! OUTPUT path is always evaluated. Reading is read-only (`nft list`, `*-save`).
+//! OUTPUT path is always evaluated. Reading is read-only (nf_tables over netlink, `*-save`);
+//! the only write is conndoc's own cache of big decoded rulesets (docs/firewall.md).
 use crate::{skip, Options};
 use conndoc_facts::firewall::{FirewallFacts, FirewallRole, Hook, HostFirewall};
 use conndoc_facts::{Evidence, Family};

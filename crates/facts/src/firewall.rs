@@ -219,6 +219,12 @@ pub struct RulesetSource {
     pub rules: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// nf_tables generation id (`NFT_MSG_GETGEN`) the rules are consistent with (netlink only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    /// True when the rules came from conndoc's cache of this generation, not a dump made now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// The firewall of one host (namespace) and the evaluations made against it.

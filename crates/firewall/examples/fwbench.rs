@@ -1,6 +1,8 @@
 //! Benchmark helper for bench/firewall.sh: times conndoc's firewall stage (read, build,
-//! evaluate) in the current network namespace, and the netlink dump of nf_tables on its
-//! own, and prints one JSON line.
+//! evaluate) in the current network namespace (with the ruleset cache as the environment
+//! says: bench/firewall.sh sets `CONNDOC_NO_CACHE=1` for the cold figures), the netlink dump
+//! of nf_tables on its own (no cache), and reads that hit the cache in memory and on disk;
+//! prints one JSON line.
 //!
 //! usage: fwbench DEST_ADDR PORT [RUNS]
 
@@ -63,18 +65,67 @@ fn main() {
         t_eval.push((t3 - t2).as_secs_f64() * 1e3);
         t_total.push((t3 - t0).as_secs_f64() * 1e3);
         let t4 = Instant::now();
-        let ok = nfnl::read(Duration::from_secs(30)).is_ok();
+        let ok = nfnl::read_with(Duration::from_secs(30), &conndoc_firewall::cache::CacheConfig::off()).is_ok();
         if ok {
             t_nl.push(t4.elapsed().as_secs_f64() * 1e3);
         }
     }
     let netlink_ms = if t_nl.is_empty() { -1.0 } else { median(t_nl) };
+    let c = cache_times(runs);
     println!(
-        "{{\"rules\":{rules},\"source\":{source:?},\"netlink_ms\":{netlink_ms:.2},\"read_ms\":{:.2},\"build_ms\":{:.2},\"evaluate_ms\":{:.3},\"total_ms\":{:.2},\"verdict\":{:?}}}",
+        "{{\"rules\":{rules},\"source\":{source:?},\"netlink_ms\":{netlink_ms:.2},\"read_ms\":{:.2},\"build_ms\":{:.2},\"evaluate_ms\":{:.3},\"total_ms\":{:.2},\"verdict\":{:?},{c}}}",
         median(t_read),
         median(t_build),
         median(t_eval),
         median(t_total),
         verdict
     );
+}
+
+/// The cache (medians, ms): GETGEN + a hit in memory, GETGEN + a hit on disk (file read and
+/// decoded), and the file decode alone; the file's size.
+fn cache_times(runs: usize) -> String {
+    use conndoc_firewall::cache::{self, CacheConfig, CacheLevel, MIN_OBJECTS};
+    let dir = std::env::temp_dir().join(format!("fwbench-cache-{}", std::process::id()));
+    let disk = CacheConfig { memory: false, dir: Some(dir.clone()), min_objects: MIN_OBJECTS };
+    let mem = CacheConfig { memory: true, dir: None, min_objects: MIN_OBJECTS };
+    let t = Duration::from_secs(30);
+    let first = nfnl::read_with(t, &disk).ok();
+    let _ = nfnl::read_with(t, &mem);
+    let (mut t_mem, mut t_disk, mut t_load) = (vec![], vec![], vec![]);
+    let mut hits = (0, 0);
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        hits.0 += u32::from(nfnl::read_with(t, &mem).is_ok_and(|r| r.cached == Some(CacheLevel::Memory)));
+        t_mem.push(t0.elapsed().as_secs_f64() * 1e3);
+        let t0 = Instant::now();
+        hits.1 += u32::from(nfnl::read_with(t, &disk).is_ok_and(|r| r.cached == Some(CacheLevel::Disk)));
+        t_disk.push(t0.elapsed().as_secs_f64() * 1e3);
+        if let Some(r) = &first {
+            let cookie = std::fs::read_dir(&dir)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .and_then(|e| u64::from_str_radix(e.file_name().to_string_lossy().split('.').next()?, 16).ok());
+            let t0 = Instant::now();
+            let ok = cookie.and_then(|c| cache::load(&dir, c, r.generation)).is_some();
+            if ok {
+                t_load.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let bytes: u64 =
+        std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    let m = |v: Vec<f64>| if v.is_empty() { -1.0 } else { median(v) };
+    format!(
+        "\"memory_hit_ms\":{:.3},\"disk_hit_ms\":{:.2},\"file_load_ms\":{:.2},\"file_bytes\":{bytes},\"hits\":\"{}/{} memory, {}/{} disk\"",
+        m(t_mem),
+        m(t_disk),
+        m(t_load),
+        hits.0,
+        runs,
+        hits.1,
+        runs
+    )
 }

@@ -1,7 +1,7 @@
 //! `iptables-save` / `ip6tables-save` output (legacy and nf_tables back-ends alike).
 //! An option conndoc does not know makes that rule "not understood", never the read fail.
 
-use crate::model::{Action, BaseChain, Chain, ChainId, Cond, Elem, Key, Op, Rule, Ruleset};
+use crate::model::{Action, BaseChain, ChainId, Cond, Elem, Key, Op, Rule, Ruleset};
 use crate::nft::proto_number;
 use conndoc_facts::firewall::{FirewallTool, Hook, RejectWith, RuleRef};
 use conndoc_facts::Family;
@@ -114,7 +114,7 @@ pub fn parse_save(text: &str, tool: FirewallTool, family: Family, source: usize)
             let mut it = decl.split_whitespace();
             let chain = it.next().unwrap_or_default().to_string();
             let policy = it.next().unwrap_or("-");
-            rs.chains.entry((source, fam.clone(), table.clone(), chain.clone())).or_insert(Chain { rules: Vec::new() });
+            rs.chains.entry((source, fam.clone(), table.clone(), chain.clone())).or_default();
             if policy != "-" {
                 policies.insert(chain.clone(), (policy != "DROP", lineno, format!(":{chain} {policy}")));
             }
@@ -133,7 +133,7 @@ pub fn parse_save(text: &str, tool: FirewallTool, family: Family, source: usize)
         }
         let chain = w[1].clone();
         let id: ChainId = (source, fam.clone(), table.clone(), chain.clone());
-        let ch = rs.chains.entry(id).or_insert(Chain { rules: Vec::new() });
+        let ch = std::sync::Arc::make_mut(rs.chains.entry(id).or_default());
         let reference = RuleRef {
             tool,
             family: fam.clone(),

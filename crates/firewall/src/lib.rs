@@ -3,8 +3,10 @@
 //! Reading ([`read`]) dumps nftables over netlink ([`nfnl`]; `nft -j list ruleset` only when
 //! that fails) and runs the `*-save` tools in the calling thread's network namespace; building
 //! ([`build`]) and evaluating ([`Ruleset::evaluate`]) are pure and tested against recorded
-//! output of those tools.
+//! output of those tools. A decoded nf_tables ruleset is kept by (namespace, generation)
+//! and used again while the kernel's generation id is unchanged ([`cache`]).
 
+pub mod cache;
 pub mod ipt;
 pub mod model;
 pub mod nfnl;
@@ -55,6 +57,8 @@ pub fn build(raw: &RawRulesets) -> (Ruleset, Vec<RulesetSource>) {
                     command: tool.list_command().into(),
                     rules: part.rule_count,
                     error: None,
+                    generation: None,
+                    cached: false,
                 });
                 rs.extend(part);
             }
@@ -63,6 +67,8 @@ pub fn build(raw: &RawRulesets) -> (Ruleset, Vec<RulesetSource>) {
                 command: tool.list_command().into(),
                 rules: 0,
                 error: Some(e.clone()),
+                generation: None,
+                cached: false,
             }),
         }
     }
@@ -71,7 +77,18 @@ pub fn build(raw: &RawRulesets) -> (Ruleset, Vec<RulesetSource>) {
             let part = nfnl::without_tables(&nl.ruleset, &skip);
             let n = part.rule_count;
             rs.extend(part);
-            RulesetSource { tool: FirewallTool::Nftables, command: NETLINK_COMMAND.into(), rules: n, error: None }
+            let command = match nl.cached {
+                None => NETLINK_COMMAND.to_string(),
+                Some(_) => cached_command(nl.generation),
+            };
+            RulesetSource {
+                tool: FirewallTool::Nftables,
+                command,
+                rules: n,
+                error: None,
+                generation: Some(nl.generation),
+                cached: nl.cached.is_some(),
+            }
         }
         None => nft_json_source(raw, &skip, &mut rs),
     };
@@ -83,6 +100,12 @@ pub fn build(raw: &RawRulesets) -> (Ruleset, Vec<RulesetSource>) {
 /// command a person runs to see the same.
 pub const NETLINK_COMMAND: &str = "nf_tables netlink dump (nft list ruleset)";
 
+/// `RulesetSource::command` when the netlink read found the generation unchanged since an
+/// earlier read and used that read's rules (see [`cache`]).
+pub fn cached_command(generation: u32) -> String {
+    format!("nf_tables ruleset cached at generation {generation} (unchanged since it was read; nft list ruleset)")
+}
+
 /// The `nft -j list ruleset` fallback.
 fn nft_json_source(raw: &RawRulesets, skip: &HashSet<(String, String)>, rs: &mut Ruleset) -> RulesetSource {
     let command = "nft -j list ruleset";
@@ -93,18 +116,32 @@ fn nft_json_source(raw: &RawRulesets, skip: &HashSet<(String, String)>, rs: &mut
                 Ok(part) => {
                     let n = part.rule_count;
                     rs.extend(part);
-                    RulesetSource { tool: FirewallTool::Nftables, command: command.into(), rules: n, error: None }
+                    RulesetSource {
+                        tool: FirewallTool::Nftables,
+                        command: command.into(),
+                        rules: n,
+                        error: None,
+                        generation: None,
+                        cached: false,
+                    }
                 }
                 Err(e) => RulesetSource {
                     tool: FirewallTool::Nftables,
                     command: command.into(),
                     rules: 0,
                     error: Some(e.to_string()),
+                    generation: None,
+                    cached: false,
                 },
             }
         }
-        Err(_) => {
-            RulesetSource { tool: FirewallTool::Nftables, command: command.into(), rules: 0, error: raw.nft_error() }
-        }
+        Err(_) => RulesetSource {
+            tool: FirewallTool::Nftables,
+            command: command.into(),
+            rules: 0,
+            error: raw.nft_error(),
+            generation: None,
+            cached: false,
+        },
     }
 }

@@ -5,6 +5,7 @@ use conndoc_facts::firewall::{Evaluation, FwVerdict, Hook, NotUnderstood, Packet
 use conndoc_facts::Family;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The probe's packet: a TCP SYN opening a new connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +122,7 @@ pub struct Rule {
     pub not_understood: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Chain {
     pub rules: Vec<Rule>,
 }
@@ -143,7 +144,9 @@ pub type ChainId = (usize, String, String, String);
 
 #[derive(Debug, Default, Clone)]
 pub struct Ruleset {
-    pub chains: HashMap<ChainId, Chain>,
+    /// Shared, so that copying a ruleset (a cached one, one without some tables) is cheap;
+    /// `Arc::make_mut` to change one.
+    pub chains: HashMap<ChainId, Arc<Chain>>,
     pub bases: Vec<BaseChain>,
     /// Rules anywhere that could not be read at all.
     pub not_understood_total: u32,

@@ -13,9 +13,11 @@ pub mod expr;
 pub use decode::{to_ruleset, without_tables, Builder};
 pub use expr::{CmpOp, Data, Expr, NfFamily, Verdict};
 
+use crate::cache::{CacheConfig, CacheLevel};
 use conndoc_netlink::{attrs, messages, Attr};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NETLINK_NETFILTER: i32 = 12;
@@ -387,14 +389,46 @@ pub fn dump(deadline: Instant) -> Result<RawDump, NfnlError> {
 pub struct NetlinkRuleset {
     pub generation: u32,
     /// Every table (iptables-nft's too: see [`decode::without_tables`]), source index 0.
-    pub ruleset: crate::model::Ruleset,
+    pub ruleset: Arc<crate::model::Ruleset>,
+    /// None: dumped now; else the cache level the decode of this generation came from.
+    pub cached: Option<CacheLevel>,
+}
+
+/// The ruleset of the calling thread's namespace, from the cache when its generation is
+/// unchanged since an earlier read, else dumped (see [`crate::cache`]; `CONNDOC_NO_CACHE=1`
+/// turns the cache off).
+pub fn read(timeout: Duration) -> Result<NetlinkRuleset, NfnlError> {
+    read_with(timeout, &CacheConfig::from_env())
+}
+
+/// [`read`] with the cache levels given.
+pub fn read_with(timeout: Duration, cfg: &CacheConfig) -> Result<NetlinkRuleset, NfnlError> {
+    let deadline = Instant::now() + timeout;
+    if !cfg.enabled() {
+        return read_dump(deadline).map(|(r, _)| r);
+    }
+    // One GETGEN round trip on a socket of this namespace, which also names it. Failing
+    // that (e.g. no permission), the dump below says why.
+    let now = NfSocket::open(deadline).ok().and_then(|mut s| {
+        let cookie = crate::cache::netns_cookie(std::os::fd::AsFd::as_fd(&s.sock))?;
+        Some((cookie, s.generation().ok()??.0))
+    });
+    if let Some((cookie, generation)) = now {
+        if let Some((ruleset, level)) = crate::cache::lookup(cfg, cookie, generation, interface_names) {
+            return Ok(NetlinkRuleset { generation, ruleset, cached: Some(level) });
+        }
+    }
+    let (r, provenance) = read_dump(deadline)?;
+    if let Some((cookie, _)) = now {
+        crate::cache::store(cfg, cookie, r.generation, &r.ruleset, &provenance);
+    }
+    Ok(r)
 }
 
 /// Dump and decode the ruleset of the calling thread's namespace. Receiving and decoding
 /// overlap: one thread (in the same namespace) takes messages from the kernel while this
 /// one turns them into rules.
-pub fn read(timeout: Duration) -> Result<NetlinkRuleset, NfnlError> {
-    let deadline = Instant::now() + timeout;
+fn read_dump(deadline: Instant) -> Result<(NetlinkRuleset, decode::Provenance), NfnlError> {
     // Messages go over in batches of framed bytes (type, length, payload): one channel
     // send and one allocation per message would cost more than the overlap saves.
     type Batch = Option<Vec<u8>>;
@@ -446,7 +480,8 @@ pub fn read(timeout: Duration) -> Result<NetlinkRuleset, NfnlError> {
         if let Some(what) = bad {
             return Err(NfnlError::Parse { what, detail: "missing name or table".into() });
         }
-        Ok(NetlinkRuleset { generation, ruleset: b.finish() })
+        let provenance = b.provenance();
+        Ok((NetlinkRuleset { generation, ruleset: Arc::new(b.finish()), cached: None }, provenance))
     })
 }
 

@@ -2,7 +2,7 @@
 //! one rule "not understood" (reported), never the whole read fail. Rule text for people
 //! comes from `nft -a list ruleset` (matched by handle).
 
-use crate::model::{Action, BaseChain, Chain, ChainId, Cond, Elem, Key, Op, Rule, Ruleset, IPPROTO_TCP};
+use crate::model::{Action, BaseChain, ChainId, Cond, Elem, Key, Op, Rule, Ruleset, IPPROTO_TCP};
 use crate::FirewallError;
 use conndoc_facts::firewall::{FirewallTool, Hook, RejectWith, RuleRef};
 use conndoc_facts::Family;
@@ -112,7 +112,7 @@ pub fn parse_json(
                 continue;
             }
             let id: ChainId = (source, family.clone(), table.clone(), name.clone());
-            rs.chains.entry(id.clone()).or_insert(Chain { rules: Vec::new() });
+            rs.chains.entry(id.clone()).or_default();
             let hook = match ch.get("hook").and_then(Value::as_str) {
                 Some("prerouting") => Hook::Prerouting,
                 Some("input") => Hook::Input,
@@ -164,7 +164,7 @@ pub fn parse_json(
             .and_then(|h| texts.get(&(family.clone(), table.clone(), chain.clone(), h)).cloned())
             .unwrap_or_else(|| r.get("expr").map(|e| e.to_string()).unwrap_or_default());
         let id: ChainId = (source, family.clone(), table.clone(), chain.clone());
-        let ch = rs.chains.entry(id).or_insert(Chain { rules: Vec::new() });
+        let ch = std::sync::Arc::make_mut(rs.chains.entry(id).or_default());
         let reference = RuleRef {
             tool: FirewallTool::Nftables,
             family: family.clone(),

@@ -56,7 +56,7 @@ impl Netns {
     /// Both readings, in the namespace: (netlink, nft -j, nft -a text).
     fn read_both(&self) -> (Ruleset, Ruleset, nft::RuleTexts) {
         run_in(&NetnsSpec::Named(self.0.clone()), || {
-            let nl = nfnl::read(T).expect("netlink dump").ruleset;
+            let nl = std::sync::Arc::unwrap_or_clone(nfnl::read(T).expect("netlink dump").ruleset);
             let (json, text) = read::read_nft_json(T);
             let texts = nft::parse_text(&text.expect("nft -a list ruleset"));
             let js = nft::parse_json(&json.expect("nft -j list ruleset"), &texts, 0, &HashSet::new()).unwrap();

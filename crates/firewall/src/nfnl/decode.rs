@@ -15,6 +15,7 @@ use conndoc_facts::firewall::{FirewallTool, Hook, RejectWith, RuleRef};
 use conndoc_facts::Family;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// Sets by family, table and name.
 #[derive(Debug, Default)]
@@ -43,6 +44,21 @@ pub struct Builder {
     /// Interface names for `meta iif`/`oif`; read on first need when None.
     ifnames: Option<HashMap<u32, String>>,
     last_chain: Option<(NfFamily, ChainId)>,
+    /// Whether the interface names were looked up here (they then shape the rules).
+    ifnames_read: bool,
+    /// Tables, chains, sets, set elements and rules taken: how big the ruleset is.
+    objects: usize,
+}
+
+/// What besides the generation id a decoded ruleset depends on (for [`crate::cache`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// Tables + chains + sets + set elements + rules.
+    pub objects: usize,
+    /// A set whose elements change without a commit (timeouts, packet-path updates).
+    pub volatile_sets: bool,
+    /// Interface index → name as read for `meta iif`/`oif`, sorted (None: not needed).
+    pub ifnames: Option<Vec<(u32, String)>>,
 }
 
 impl Builder {
@@ -54,13 +70,28 @@ impl Builder {
             dormant: HashSet::new(),
             ifnames: ifnames.map(|v| v.into_iter().collect()),
             last_chain: None,
+            ifnames_read: false,
+            objects: 0,
         }
+    }
+
+    /// What the ruleset built so far depends on besides the kernel's generation id.
+    pub fn provenance(&self) -> Provenance {
+        let volatile_sets =
+            self.sets.0.values().flat_map(|t| t.values()).flat_map(|s| s.values()).any(SetMsg::changes_without_commit);
+        let ifnames = self.ifnames.as_ref().filter(|_| self.ifnames_read).map(|m| {
+            let mut v: Vec<(u32, String)> = m.iter().map(|(i, n)| (*i, n.clone())).collect();
+            v.sort();
+            v
+        });
+        Provenance { objects: self.objects, volatile_sets, ifnames }
     }
 
     /// Take one message of the dump (`NFT_MSG_NEW*` payload); one that cannot be read is
     /// an error naming its kind.
     pub fn add(&mut self, ty: super::MsgType, p: &[u8]) -> Result<(), &'static str> {
         use super::MsgType as M;
+        self.objects += 1;
         match ty {
             M::NewTable => self.add_table(TableMsg::parse(p).ok_or("table")?),
             M::NewChain => self.add_chain(&ChainMsg::parse(p).ok_or("chain")?),
@@ -79,6 +110,8 @@ impl Builder {
     }
 
     pub fn add_elems(&mut self, e: SetElemsMsg) {
+        // One message carries many elements: count each (add() counted the message).
+        self.objects += e.elems.len().saturating_sub(1);
         if let Some(set) = self.sets.get_mut(e.family, &e.table, &e.set) {
             set.elems.extend(e.elems);
         }
@@ -86,7 +119,7 @@ impl Builder {
 
     pub fn add_chain(&mut self, ch: &ChainMsg) {
         let id: ChainId = (self.source, ch.family.name(), ch.table.clone(), ch.name.clone());
-        self.rs.chains.entry(id.clone()).or_insert(Chain { rules: Vec::new() });
+        self.rs.chains.entry(id.clone()).or_default();
         let Some((hooknum, prio)) = ch.hook else { return };
         // Address translation chains do not filter; a dormant table sees no packet.
         if ch.kind.as_deref() == Some("nat") || self.dormant.contains(&(ch.family, ch.table.clone())) {
@@ -130,6 +163,7 @@ impl Builder {
     pub fn add_rule(&mut self, r: &RuleMsg) {
         if self.ifnames.is_none() && r.exprs.iter().any(Expr::needs_ifindex) {
             self.ifnames = Some(super::interface_names().into_iter().collect());
+            self.ifnames_read = true;
         }
         let empty = HashMap::new();
         let decoded = decode_rule(r, &self.sets, self.ifnames.as_ref().unwrap_or(&empty));
@@ -137,10 +171,11 @@ impl Builder {
         let same = self.last_chain.as_ref().is_some_and(|(f, id)| *f == r.family && id.2 == r.table && id.3 == r.chain);
         if !same {
             let id: ChainId = (self.source, r.family.name(), r.table.clone(), r.chain.clone());
-            self.rs.chains.entry(id.clone()).or_insert(Chain { rules: Vec::new() });
+            self.rs.chains.entry(id.clone()).or_default();
             self.last_chain = Some((r.family, id));
         }
         let Some(ch) = self.last_chain.as_ref().and_then(|(_, id)| self.rs.chains.get_mut(id)) else { return };
+        let ch = Arc::make_mut(ch);
         let reference = RuleRef {
             tool: FirewallTool::Nftables,
             family: r.family.name(),

@@ -181,6 +181,8 @@ pub fn udata_comment(b: &[u8]) -> Option<String> {
 pub const NFT_SET_ANONYMOUS: u32 = 0x1;
 pub const NFT_SET_INTERVAL: u32 = 0x4;
 pub const NFT_SET_MAP: u32 = 0x8;
+pub const NFT_SET_TIMEOUT: u32 = 0x10;
+pub const NFT_SET_EVAL: u32 = 0x20;
 pub const NFT_SET_CONCAT: u32 = 0x80;
 pub const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 
@@ -225,6 +227,11 @@ impl SetMsg {
     }
     pub fn verdict_map(&self) -> bool {
         self.flags & NFT_SET_MAP != 0 && self.data_type == Some(0xffff_ff00)
+    }
+    /// Elements can come and go without a ruleset commit (packet-path `add @set`, element
+    /// timeouts), so the generation id does not tell when this set changed.
+    pub fn changes_without_commit(&self) -> bool {
+        self.flags & (NFT_SET_TIMEOUT | NFT_SET_EVAL) != 0
     }
 }
 
