@@ -42,6 +42,7 @@ LAST=$((FIRST + N - 1))
 
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 : > "$WORK/c.times"; : > "$WORK/n.times"
 status=0
 for r in $(seq "$RUNS"); do
@@ -61,6 +62,7 @@ c_nolistener=$(grep -c ' no-listener ' "$WORK/check.out" || true)
 c_causes=$(awk 'NR>1 && ($2=="up" || $2=="down") {print $3}' "$WORK/check.out" | sort | uniq -c | sort -rn | awk '{printf "%s%s×%s", sep, $2, $1; sep=", "}')
 n_closed=$(grep -oE '[0-9]+ (closed|filtered) (tcp )?ports' "$WORK/nmap.out" | head -1 || true)
 
+printf '== %s, load average %s (before the runs: %s)\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(cut -d' ' -f1-3 /proc/loadavg)" "$LOAD0"
 printf '== %d refused loopback ports (%d-%d) in namespace %s, median of %d runs each\n' "$N" "$FIRST" "$LAST" "$NS" "$RUNS"
 printf 'conndoc check (concurrency %d): %.3fs = %8.0f ports/s, exit %d, causes: %s (%d no-listener rows)\n' \
     "$CONCURRENCY" "$c_secs" "$c_rate" "$status" "$c_causes" "$c_nolistener"

@@ -2,6 +2,11 @@
 //! them, the connects run together from one thread (non-blocking sockets and poll), and a
 //! refused port with no listener gets its evidence assembled from that one snapshot.
 //!
+//! The connecting thread only connects (the critical path); a helper thread takes each
+//! chunk's snapshot while the next chunk connects; evidence is assembled, handed over and
+//! dropped on the worker threads (the CPU work runs on the other core, and each allocation
+//! is freed by the thread that made it).
+//!
 //! Everything else (names to resolve, protocol schemes, other namespaces, an expected
 //! process, a connect that did not end in a plain refusal, a port with a listener) goes
 //! through [`crate::gather`] unchanged, so each target's evidence is what `gather` gives.
@@ -57,11 +62,22 @@ pub fn gather_each(
     // gathers mostly wait: `concurrency` of them.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let ready_workers = cores.saturating_sub(1).min(concurrency).max(1);
-    let gather_workers = concurrency.clamp(1, (fast.len() + slow.len()).max(1));
-    let work = |rx: &Mutex<std::sync::mpsc::Receiver<Job>>| loop {
+    // Spawned as gathers turn up (spawning 64 threads up front slowed the first connects).
+    let max_gather_workers = concurrency.clamp(1, (fast.len() + slow.len()).max(1));
+    // `fwd`: where a ready job that needs a full gather after all goes (each holder of a
+    // sender keeps the gather workers alive until it is done).
+    let work = |rx: &Mutex<std::sync::mpsc::Receiver<Job>>, fwd: Option<std::sync::mpsc::Sender<Job>>| loop {
         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
         match job {
-            Ok(Job::Ready(i, ev)) => each(i, Ok(*ev)),
+            Ok(Job::Ready(i, f, chunk)) => match assemble(&template, *f, &chunk) {
+                Ok(ev) => each(i, Ok(ev)),
+                Err(to) => match &fwd {
+                    Some(g) => {
+                        let _ = g.send(Job::Gather(i, to));
+                    }
+                    None => each(i, gather(to.0, &to.1)),
+                },
+            },
             Ok(Job::Gather(i, to)) => {
                 let (t, o) = *to;
                 each(i, gather(t, &o))
@@ -71,71 +87,135 @@ pub fn gather_each(
     };
     std::thread::scope(|s| {
         for _ in 0..ready_workers {
-            s.spawn(|| work(&rx));
+            let g = gtx.clone();
+            s.spawn(|| work(&rx, Some(g)));
         }
-        for _ in 0..gather_workers {
-            s.spawn(|| work(&grx));
-        }
-        let mut fast = fast.into_iter().peekable();
-        while fast.peek().is_some() {
-            let chunk: Vec<_> = fast.by_ref().take(CHUNK).collect();
-            for job in fast_chunk(&template, chunk) {
-                let _ = match job {
-                    Job::Ready(..) => tx.send(job),
-                    Job::Gather(..) => gtx.send(job),
-                };
+        // At least one from the start: a ready job may be forwarded to them at any time.
+        let mut gather_workers = 0;
+        let mut gathers = slow.len().max(1);
+        let more_gather_workers = |gathers: usize, spawned: &mut usize| {
+            while *spawned < gathers.min(max_gather_workers) {
+                s.spawn(|| work(&grx, None));
+                *spawned += 1;
             }
-        }
+        };
+        more_gather_workers(gathers, &mut gather_workers);
         for job in slow {
             let _ = gtx.send(job);
         }
-        drop(tx);
-        drop(gtx);
+        // Each chunk's snapshot is taken on a helper thread while this one connects the
+        // next chunk: the connects are the critical path.
+        let (stx, srx) = std::sync::mpsc::channel::<Connected>();
+        let helper_gtx = gtx.clone();
+        s.spawn(move || {
+            for c in srx {
+                for job in inspect_chunk(c) {
+                    let _ = match job {
+                        Job::Ready(..) => tx.send(job),
+                        Job::Gather(..) => {
+                            gathers += 1;
+                            helper_gtx.send(job)
+                        }
+                    };
+                }
+                more_gather_workers(gathers, &mut gather_workers);
+            }
+        });
+        let mut fast = fast.into_iter().peekable();
+        let mut spare = Spare::default();
+        while fast.peek().is_some() {
+            let chunk: Vec<_> = fast.by_ref().take(CHUNK).collect();
+            let _ = stx.send(connect_chunk(chunk, &mut spare));
+        }
+        drop(spare);
+        drop(stx);
         // Connecting is over: this thread helps with what is left of the assembled ones.
-        work(&rx);
+        work(&rx, Some(gtx));
     });
 }
 
 /// Targets connected together and inspected with one snapshot.
 const CHUNK: usize = 1024;
 
-/// Connect to one chunk of fast-path targets, snapshot the namespace once, and assemble
-/// each plain refusal's evidence; the rest become full gathers.
-fn fast_chunk(template: &Evidence, fast: Vec<(usize, Target, Options, IpAddr)>) -> Vec<Job> {
+/// One chunk of fast-path targets after its connects.
+struct Connected {
+    fast: Vec<(usize, Target, Options, IpAddr)>,
+    probes: Vec<ConnectProbe>,
+    base: Option<conndoc_host::Baseline>,
+    started_at: String,
+}
+
+/// Connect to one chunk of fast-path targets.
+fn connect_chunk(fast: Vec<(usize, Target, Options, IpAddr)>, spare: &mut Spare) -> Connected {
     // Counters before the connects, so their deltas cover this chunk's probes.
     let base = conndoc_host::counters::read().ok().map(|c| conndoc_host::Baseline { counters: c, at: Instant::now() });
     let targets: Vec<(IpAddr, Port, Duration)> = fast.iter().map(|(_, t, o, ip)| (*ip, t.port, o.timeout)).collect();
     let started_at = conndoc_probe::time::now_rfc3339();
-    let probes = connect_many(&targets);
+    let probes = connect_reusing(&targets, spare);
+    Connected { fast, probes, base, started_at }
+}
+
+/// Snapshot the namespace once for a connected chunk: a plain refusal with no listener
+/// becomes a ready job (evidence assembled by a worker), the rest full gathers. The
+/// counter deltas run from before the chunk's connects to the snapshot (which may overlap
+/// the next chunk's connects).
+fn inspect_chunk(c: Connected) -> Vec<Job> {
+    let Connected { fast, probes, base, started_at } = c;
     let ports: BTreeSet<u16> =
         fast.iter().zip(&probes).filter(|(_, p)| p.kind == ConnectKind::Refused).map(|(f, _)| f.1.port.get()).collect();
     let snap = if ports.is_empty() { None } else { conndoc_host::snapshot::snapshot(&ports, base.as_ref()).ok() };
+    let chunk = std::sync::Arc::new(Chunk { snap, started_at });
     let mut jobs = Vec::with_capacity(fast.len());
     for ((i, t, o, ip), probe) in fast.into_iter().zip(probes) {
-        let facts = snap.as_ref().filter(|_| probe.kind == ConnectKind::Refused).and_then(|s| s.facts_for(t.port));
-        match facts {
-            // A refusal at one of the namespace's own addresses with no listener on the
-            // port: no firewall, capture or protocol stage would run (see firewall_relevant).
-            Some((facts, skipped)) if facts.local_addresses.contains(&ip) => {
-                let mut ev = template.clone();
-                ev.options = crate::run_options(&t, &o);
-                ev.started_at = started_at.clone();
-                ev.resolution = conndoc_probe::resolve::resolve(&t, o.family, o.timeout);
-                ev.elapsed_us = Micros(probe.elapsed_us.0 + facts.elapsed_us.0);
-                ev.probes = vec![probe];
-                ev.host = Some(facts);
-                ev.skipped.extend(skipped);
-                ev.target = t;
-                jobs.push(Job::Ready(i, Box::new(ev)));
-            }
-            _ => jobs.push(Job::Gather(i, Box::new((t, o)))),
+        let ready =
+            probe.kind == ConnectKind::Refused && chunk.snap.as_ref().is_some_and(|s| !s.has_listener(t.port.get()));
+        if ready {
+            jobs.push(Job::Ready(i, Box::new(Fast { target: t, opts: o, ip, probe }), chunk.clone()));
+        } else {
+            jobs.push(Job::Gather(i, Box::new((t, o))));
         }
     }
     jobs
 }
 
+/// What one chunk's targets share.
+struct Chunk {
+    snap: Option<conndoc_host::snapshot::Snapshot>,
+    started_at: String,
+}
+
+struct Fast {
+    target: Target,
+    opts: Options,
+    ip: IpAddr,
+    probe: ConnectProbe,
+}
+
+/// The evidence of a plain refusal, from the chunk's snapshot; `Err` when the target
+/// needs a full gather after all.
+fn assemble(template: &Evidence, f: Fast, chunk: &Chunk) -> Result<Evidence, Box<(Target, Options)>> {
+    let Fast { target: t, opts: o, ip, probe } = f;
+    match chunk.snap.as_ref().and_then(|s| s.facts_for(t.port)) {
+        // A refusal at one of the namespace's own addresses with no listener on the
+        // port: no firewall, capture or protocol stage would run (see firewall_relevant).
+        Some((facts, skipped)) if facts.local_addresses.contains(&ip) => {
+            let mut ev = template.clone();
+            ev.options = crate::run_options(&t, &o);
+            ev.started_at = chunk.started_at.clone();
+            ev.resolution = conndoc_probe::resolve::resolve(&t, o.family, o.timeout);
+            ev.elapsed_us = Micros(probe.elapsed_us.0 + facts.elapsed_us.0);
+            ev.probes = vec![probe];
+            ev.host = Some(facts);
+            ev.skipped.extend(skipped);
+            ev.target = t;
+            Ok(ev)
+        }
+        _ => Err(Box::new((t, o))),
+    }
+}
+
 enum Job {
-    Ready(usize, Box<Evidence>),
+    Ready(usize, Box<Fast>, std::sync::Arc<Chunk>),
     Gather(usize, Box<(Target, Options)>),
 }
 
@@ -164,6 +244,60 @@ struct Pending {
 /// Connect to every address, [`WINDOW`] at a time, each with its own deadline, and
 /// classify each result the way [`conndoc_probe::connect::connect_one`] does.
 pub fn connect_many(targets: &[(IpAddr, Port, Duration)]) -> Vec<ConnectProbe> {
+    connect_reusing(targets, &mut Spare::default())
+}
+
+/// Sockets whose connect was refused, disconnected and ready for the next connect: a
+/// refused port then costs two connect calls instead of socket + connect + close (the
+/// kernel's socket set-up and tear-down were a third of the connecting thread's time).
+#[derive(Default)]
+struct Spare {
+    v4: Vec<Socket>,
+    v6: Vec<Socket>,
+}
+
+impl Spare {
+    fn take(&mut self, sa: &SocketAddr) -> Option<Socket> {
+        if sa.is_ipv4() {
+            self.v4.pop()
+        } else {
+            self.v6.pop()
+        }
+    }
+    /// Keep a refused socket for another connect. Refused means the kernel already moved
+    /// it to CLOSE (its port released, no RST to send); connecting it to AF_UNSPEC resets
+    /// the socket layer's state so that the next connect starts afresh.
+    fn keep(&mut self, sock: Socket, v4: bool) {
+        if self.v4.len() + self.v6.len() < WINDOW && disconnect(&sock).is_ok() {
+            if v4 {
+                self.v4.push(sock)
+            } else {
+                self.v6.push(sock)
+            }
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn disconnect(sock: &Socket) -> std::io::Result<()> {
+    let sa = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: `sa` is a valid, initialised sockaddr whose size is passed with it; the fd is
+    // owned by `sock` and stays open for the call.
+    let rc = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            &sa,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn connect_reusing(targets: &[(IpAddr, Port, Duration)], spare: &mut Spare) -> Vec<ConnectProbe> {
     let mut out: Vec<ConnectProbe> = targets
         .iter()
         .map(|&(address, port, timeout)| conndoc_probe::connect::unstarted(address, port, timeout))
@@ -174,10 +308,16 @@ pub fn connect_many(targets: &[(IpAddr, Port, Duration)]) -> Vec<ConnectProbe> {
         while pending.len() < WINDOW && next < targets.len() {
             let (ip, port, timeout) = targets[next];
             let start = Instant::now();
-            match start_connect(SocketAddr::new(ip, port.get())) {
+            let sa = SocketAddr::new(ip, port.get());
+            match start_connect(sa, spare.take(&sa)) {
                 Ok(Some(sock)) => pending.push(Pending { index: next, sock, start, deadline: start + timeout }),
                 Ok(None) => finish(&mut out[next], None, start, Ok(())),
-                Err((sock, e)) => finish(&mut out[next], sock.as_ref(), start, Err(e)),
+                Err((sock, e)) => {
+                    finish(&mut out[next], sock.as_ref(), start, Err(e));
+                    if let Some(s) = sock.filter(|_| out[next].kind == ConnectKind::Refused) {
+                        spare.keep(s, ip.is_ipv4());
+                    }
+                }
             }
             next += 1;
         }
@@ -204,6 +344,9 @@ pub fn connect_many(targets: &[(IpAddr, Port, Duration)]) -> Vec<ConnectProbe> {
                     Ok(Some(e)) | Err(e) => Err(e),
                 };
                 finish(&mut out[p.index], Some(&p.sock), p.start, r);
+                if out[p.index].kind == ConnectKind::Refused {
+                    spare.keep(p.sock, targets[p.index].0.is_ipv4());
+                }
             } else if now >= p.deadline {
                 let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
                 finish(&mut out[p.index], Some(&p.sock), p.start, Err(e));
@@ -216,11 +359,15 @@ pub fn connect_many(targets: &[(IpAddr, Port, Duration)]) -> Vec<ConnectProbe> {
     out
 }
 
-/// A non-blocking connect: Ok(Some) while in progress, Ok(None) when already connected.
-fn start_connect(sa: SocketAddr) -> Result<Option<Socket>, (Option<Socket>, std::io::Error)> {
-    // SOCK_NONBLOCK at creation: two fcntl calls fewer per port.
-    let sock =
-        Socket::new(Domain::for_address(sa), Type::STREAM.nonblocking(), Some(Protocol::TCP)).map_err(|e| (None, e))?;
+/// A non-blocking connect (on a spare socket when there is one): Ok(Some) while in
+/// progress, Ok(None) when already connected.
+fn start_connect(sa: SocketAddr, spare: Option<Socket>) -> Result<Option<Socket>, (Option<Socket>, std::io::Error)> {
+    let sock = match spare {
+        Some(s) => s,
+        // SOCK_NONBLOCK at creation: two fcntl calls fewer per port.
+        None => Socket::new(Domain::for_address(sa), Type::STREAM.nonblocking(), Some(Protocol::TCP))
+            .map_err(|e| (None, e))?,
+    };
     match sock.connect(&SockAddr::from(sa)) {
         Ok(()) => Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(Some(sock)),

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+mod fast;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_HISTORY: &str = "/var/lib/conndoc/history.db";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -94,9 +96,10 @@ pub struct RawDefaults {
     pub timeout: Option<Spanned<String>>,
     pub failures_before_down: Option<Spanned<i64>>,
     pub successes_before_up: Option<Spanned<i64>>,
+    pub close: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
     pub name: Option<Spanned<String>>,
@@ -111,9 +114,10 @@ pub struct RawTarget {
     pub expect: Option<Spanned<String>>,
     pub no_host: Option<bool>,
     pub password_file: Option<Spanned<String>>,
+    pub close: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawReceiver {
     pub name: Option<Spanned<String>>,
@@ -159,12 +163,14 @@ pub struct TargetConfig {
     pub netns: Option<String>,
     pub expect: Option<String>,
     pub no_host: bool,
+    /// How a health check's connection is closed (`close = "rst"` or `"fin"`).
+    pub close: crate::probe::Close,
 }
 
 impl TargetConfig {
     /// Whether a change of this target must reset its state (what is probed changed).
     pub fn same_probe(&self, o: &TargetConfig) -> bool {
-        self.url == o.url && self.netns == o.netns
+        self.url == o.url && self.netns == o.netns && self.close == o.close
     }
     /// Engine options for a full diagnosis of this target.
     pub fn engine_options(&self) -> conndoc_engine::Options {
@@ -236,8 +242,12 @@ pub fn load(path: &Path, ov: &Overrides) -> Result<Config, ConfigErrors> {
 
 /// Parse and validate config text as if read from `path`.
 pub fn load_str(path: &Path, text: &str, ov: &Overrides) -> Result<Config, ConfigErrors> {
-    let mut v = Validator { file: path.to_path_buf(), text, errors: Vec::new() };
-    let raw: RawConfig = match toml::from_str(text) {
+    let mut v = Validator { file: path.to_path_buf(), text, lines: Vec::new(), errors: Vec::new() };
+    let parsed = match fast::parse(text) {
+        Some(r) => Ok(r),
+        None => toml::from_str(text),
+    };
+    let raw: RawConfig = match parsed {
         Ok(r) => r,
         Err(e) => {
             let line = e.span().map(|s| v.line(s.start)).unwrap_or(0);
@@ -280,16 +290,27 @@ fn field_from_toml_error(msg: &str, line: Option<&str>) -> String {
 struct Validator<'a> {
     file: PathBuf,
     text: &'a str,
+    /// Offsets of the line ends, built at the first error (a line lookup is then a binary
+    /// search, not a scan of the file: a file with thousands of errors stays fast).
+    lines: Vec<usize>,
     errors: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
-    fn line(&self, offset: usize) -> usize {
-        self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    fn line(&mut self, offset: usize) -> usize {
+        if self.lines.is_empty() {
+            self.lines = self.text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i).collect();
+        }
+        self.lines.partition_point(|&nl| nl < offset.min(self.text.len())) + 1
     }
-    fn err<T>(&mut self, s: Option<&Spanned<T>>, field: &str, message: impl Into<String>) {
+    fn err<T>(&mut self, s: Option<&Spanned<T>>, field: impl fmt::Display, message: impl Into<String>) {
         let line = s.map(|s| self.line(s.span().start)).unwrap_or(0);
-        self.errors.push(ConfigError { file: self.file.clone(), line, field: field.into(), message: message.into() });
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            field: field.to_string(),
+            message: message.into(),
+        });
     }
 
     fn validate(&mut self, raw: RawConfig, ov: &Overrides) -> Config {
@@ -371,15 +392,24 @@ impl Validator<'_> {
             1000,
         );
 
-        let mut targets = Vec::new();
-        let mut seen = BTreeMap::new();
+        let def_close = close_kind(self, d.close.as_ref(), "defaults.close", crate::probe::Close::default());
+        let mut targets = Vec::with_capacity(raw.target.len());
+        let mut seen = std::collections::HashMap::with_capacity(raw.target.len());
         for (i, t) in raw.target.iter().enumerate() {
-            if let Some(tc) = validate_target(self, i, t, def_interval, def_timeout, def_fail as u32, def_succ as u32) {
-                if let Some(prev) = seen.insert(tc.name.clone(), i) {
+            let defaults = TargetDefaults {
+                interval: def_interval,
+                timeout: def_timeout,
+                failures: def_fail as u32,
+                successes: def_succ as u32,
+                close: def_close,
+            };
+            if let Some(tc) = validate_target(self, i, t, &defaults) {
+                let name = t.get_ref().name.as_ref().map_or("", |n| n.get_ref().as_str());
+                if let Some(prev) = seen.insert(name, i) {
                     let at = t.get_ref().name.as_ref();
                     self.err(
                         at,
-                        &format!("target[{i}].name"),
+                        format!("target[{i}].name"),
                         format!("duplicate target name {:?} (also target[{prev}])", tc.name),
                     );
                 }
@@ -394,7 +424,7 @@ impl Validator<'_> {
                     let at = r.get_ref().name.as_ref();
                     self.err(
                         at,
-                        &format!("receiver[{i}].name"),
+                        format!("receiver[{i}].name"),
                         format!("duplicate receiver name {:?} (also receiver[{prev}])", rc.name),
                     );
                 }
@@ -421,7 +451,7 @@ impl Validator<'_> {
     fn duration(
         &mut self,
         s: Option<&Spanned<String>>,
-        field: &str,
+        field: impl fmt::Display,
         default: Duration,
         min: Duration,
         max: Option<Duration>,
@@ -448,7 +478,7 @@ impl Validator<'_> {
         }
     }
 
-    fn int(&mut self, s: Option<&Spanned<i64>>, field: &str, default: i64, min: i64, max: i64) -> i64 {
+    fn int(&mut self, s: Option<&Spanned<i64>>, field: impl fmt::Display, default: i64, min: i64, max: i64) -> i64 {
         match s {
             None => default,
             Some(v) if (min..=max).contains(v.get_ref()) => *v.get_ref(),
@@ -488,45 +518,65 @@ fn validate_listen(v: &mut Validator, file: Option<&Spanned<String>>, flag: Opti
     }
 }
 
-fn validate_target(
+/// What `[defaults]` gives every target.
+struct TargetDefaults {
+    interval: Duration,
+    timeout: Option<Duration>,
+    failures: u32,
+    successes: u32,
+    close: crate::probe::Close,
+}
+
+fn close_kind(
     v: &mut Validator,
-    i: usize,
-    st: &Spanned<RawTarget>,
-    def_interval: Duration,
-    def_timeout: Option<Duration>,
-    def_fail: u32,
-    def_succ: u32,
-) -> Option<TargetConfig> {
+    s: Option<&Spanned<String>>,
+    field: impl fmt::Display,
+    default: crate::probe::Close,
+) -> crate::probe::Close {
+    match s.map(|c| c.get_ref().as_str()) {
+        None => default,
+        Some("rst") => crate::probe::Close::Reset,
+        Some("fin") => crate::probe::Close::Fin,
+        Some(o) => {
+            v.err(s, field, format!("{o:?}: expected \"rst\" (reset, the default) or \"fin\""));
+            default
+        }
+    }
+}
+
+fn validate_target(v: &mut Validator, i: usize, st: &Spanned<RawTarget>, d: &TargetDefaults) -> Option<TargetConfig> {
+    let (def_interval, def_timeout, def_fail, def_succ) = (d.interval, d.timeout, d.failures, d.successes);
     let t = st.get_ref();
-    let f = |name: &str| format!("target[{i}].{name}");
+    // Field names are only spelled out when there is an error to report.
+    let f = |name: &'static str| Field("target", i, name);
     let before = v.errors.len();
     let name = match &t.name {
         None => {
-            v.err(Some(st), &f("name"), "missing: every target needs a name");
+            v.err(Some(st), f("name"), "missing: every target needs a name");
             String::new()
         }
         Some(n) if !valid_name(n.get_ref()) => {
-            v.err(Some(n), &f("name"), format!("{:?}: use 1 to 100 letters, digits, '.', '_' or '-'", n.get_ref()));
+            v.err(Some(n), f("name"), format!("{:?}: use 1 to 100 letters, digits, '.', '_' or '-'", n.get_ref()));
             String::new()
         }
         Some(n) => n.get_ref().clone(),
     };
     let (url, target) = match &t.url {
         None => {
-            v.err(Some(st), &f("url"), "missing: e.g. url = \"tcp://127.0.0.1:8100\"");
+            v.err(Some(st), f("url"), "missing: e.g. url = \"tcp://127.0.0.1:8100\"");
             (String::new(), None)
         }
         Some(u) => match Target::parse(u.get_ref()) {
             Ok(tg) => (u.get_ref().clone(), Some(tg)),
             Err(e) => {
-                v.err(Some(u), &f("url"), e.to_string());
+                v.err(Some(u), f("url"), e.to_string());
                 (String::new(), None)
             }
         },
     };
     let interval = v.duration(
         t.interval.as_ref(),
-        &f("interval"),
+        f("interval"),
         def_interval,
         Duration::from_millis(100),
         Some(Duration::from_secs(86_400)),
@@ -534,7 +584,7 @@ fn validate_target(
     let timeout = match &t.timeout {
         Some(_) => v.duration(
             t.timeout.as_ref(),
-            &f("timeout"),
+            f("timeout"),
             DEFAULT_TIMEOUT,
             Duration::from_millis(1),
             Some(Duration::from_secs(600)),
@@ -544,12 +594,12 @@ fn validate_target(
     if timeout > interval {
         v.err(
             t.timeout.as_ref(),
-            &f("timeout"),
+            f("timeout"),
             format!("{} is longer than the interval {}", fmt_duration(timeout), fmt_duration(interval)),
         );
     }
-    let failures = v.int(t.failures_before_down.as_ref(), &f("failures_before_down"), def_fail as i64, 1, 1000) as u32;
-    let successes = v.int(t.successes_before_up.as_ref(), &f("successes_before_up"), def_succ as i64, 1, 1000) as u32;
+    let failures = v.int(t.failures_before_down.as_ref(), f("failures_before_down"), def_fail as i64, 1, 1000) as u32;
+    let successes = v.int(t.successes_before_up.as_ref(), f("successes_before_up"), def_succ as i64, 1, 1000) as u32;
     let labels = match &t.labels {
         None => BTreeMap::new(),
         Some(l) => {
@@ -557,7 +607,7 @@ fn validate_target(
                 if !valid_label_name(k) || k == "target" || k.starts_with("__") {
                     v.err(
                         Some(l),
-                        &f(&format!("labels.{k}")),
+                        format!("target[{i}].labels.{k}"),
                         "label names are [a-zA-Z_][a-zA-Z0-9_]*, not `target`, not starting with __",
                     );
                 }
@@ -569,10 +619,11 @@ fn validate_target(
         None | Some("connect") => CheckKind::Connect,
         Some("diagnose") => CheckKind::Diagnose,
         Some(o) => {
-            v.err(t.check.as_ref(), &f("check"), format!("{o:?}: expected \"connect\" or \"diagnose\""));
+            v.err(t.check.as_ref(), f("check"), format!("{o:?}: expected \"connect\" or \"diagnose\""));
             CheckKind::Connect
         }
     };
+    let close = close_kind(v, t.close.as_ref(), f("close"), d.close);
     let mut target = target?;
     if let Some(pf) = &t.password_file {
         match std::fs::read_to_string(pf.get_ref()) {
@@ -580,8 +631,8 @@ fn validate_target(
                 target.password = Some(Secret::new(s.trim_end_matches(['\n', '\r'])));
                 target.has_password = true;
             }
-            Ok(_) => v.err(Some(pf), &f("password_file"), format!("{} is empty", pf.get_ref())),
-            Err(e) => v.err(Some(pf), &f("password_file"), format!("cannot read {}: {e}", pf.get_ref())),
+            Ok(_) => v.err(Some(pf), f("password_file"), format!("{} is empty", pf.get_ref())),
+            Err(e) => v.err(Some(pf), f("password_file"), format!("cannot read {}: {e}", pf.get_ref())),
         }
     }
     if v.errors.len() > before {
@@ -600,20 +651,21 @@ fn validate_target(
         netns: t.netns.as_ref().map(|n| n.get_ref().clone()),
         expect: t.expect.as_ref().map(|n| n.get_ref().clone()),
         no_host: t.no_host.unwrap_or(false),
+        close,
     })
 }
 
 fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> Option<ReceiverConfig> {
     let r = sr.get_ref();
-    let f = |name: &str| format!("receiver[{i}].{name}");
+    let f = |name: &'static str| Field("receiver", i, name);
     let before = v.errors.len();
     let name = match &r.name {
         None => {
-            v.err(Some(sr), &f("name"), "missing: every receiver needs a name");
+            v.err(Some(sr), f("name"), "missing: every receiver needs a name");
             String::new()
         }
         Some(n) if !valid_name(n.get_ref()) => {
-            v.err(Some(n), &f("name"), format!("{:?}: use 1 to 100 letters, digits, '.', '_' or '-'", n.get_ref()));
+            v.err(Some(n), f("name"), format!("{:?}: use 1 to 100 letters, digits, '.', '_' or '-'", n.get_ref()));
             String::new()
         }
         Some(n) => n.get_ref().clone(),
@@ -623,20 +675,20 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
         Some("slack") => ReceiverKind::Slack,
         Some("pagerduty") => ReceiverKind::Pagerduty,
         Some(o) => {
-            v.err(r.kind.as_ref(), &f("type"), format!("{o:?}: expected \"webhook\", \"slack\" or \"pagerduty\""));
+            v.err(r.kind.as_ref(), f("type"), format!("{o:?}: expected \"webhook\", \"slack\" or \"pagerduty\""));
             ReceiverKind::Webhook
         }
     };
     let url = match (&r.url, kind) {
         (None, ReceiverKind::Pagerduty) => PAGERDUTY_URL.to_string(),
         (None, _) => {
-            v.err(Some(sr), &f("url"), "missing: the address to POST alerts to");
+            v.err(Some(sr), f("url"), "missing: the address to POST alerts to");
             String::new()
         }
         (Some(u), _) => match crate::alert::HttpUrl::parse(u.get_ref()) {
             Ok(_) => u.get_ref().clone(),
             Err(e) => {
-                v.err(Some(u), &f("url"), e);
+                v.err(Some(u), f("url"), e);
                 String::new()
             }
         },
@@ -646,16 +698,16 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
         (None, Some(p)) => match std::fs::read_to_string(p.get_ref()) {
             Ok(s) if !s.trim().is_empty() => Some(Secret::new(s.trim())),
             Ok(_) => {
-                v.err(Some(p), &f("routing_key_file"), format!("{} is empty", p.get_ref()));
+                v.err(Some(p), f("routing_key_file"), format!("{} is empty", p.get_ref()));
                 None
             }
             Err(e) => {
-                v.err(Some(p), &f("routing_key_file"), format!("cannot read {}: {e}", p.get_ref()));
+                v.err(Some(p), f("routing_key_file"), format!("cannot read {}: {e}", p.get_ref()));
                 None
             }
         },
         (Some(k), Some(_)) => {
-            v.err(Some(k), &f("routing_key"), "give routing_key or routing_key_file, not both");
+            v.err(Some(k), f("routing_key"), "give routing_key or routing_key_file, not both");
             None
         }
         (None, None) => None,
@@ -663,20 +715,20 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
     if kind == ReceiverKind::Pagerduty && routing_key.is_none() && v.errors.len() == before {
         v.err(
             Some(sr),
-            &f("routing_key"),
+            f("routing_key"),
             "missing: PagerDuty needs the integration's routing key (routing_key_file is preferred)",
         );
     }
     let timeout = v.duration(
         r.timeout.as_ref(),
-        &f("timeout"),
+        f("timeout"),
         DEFAULT_RECEIVER_TIMEOUT,
         Duration::from_millis(10),
         Some(Duration::from_secs(120)),
     );
     let retry_max = v.duration(
         r.retry_max.as_ref(),
-        &f("retry_max"),
+        f("retry_max"),
         DEFAULT_RETRY_MAX,
         Duration::from_millis(100),
         Some(Duration::from_secs(86_400)),
@@ -684,7 +736,7 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
     let ca_file = r.ca_file.as_ref().map(|c| PathBuf::from(c.get_ref()));
     if let (Some(c), Some(p)) = (&r.ca_file, &ca_file) {
         if let Err(e) = std::fs::metadata(p) {
-            v.err(Some(c), &f("ca_file"), format!("cannot read {}: {e}", p.display()));
+            v.err(Some(c), f("ca_file"), format!("cannot read {}: {e}", p.display()));
         }
     }
     if v.errors.len() > before {
@@ -700,6 +752,16 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
         send_resolved: r.send_resolved.unwrap_or(true),
         ca_file,
     })
+}
+
+/// `target[3].interval`, formatted only when needed.
+#[derive(Clone, Copy)]
+struct Field(&'static str, usize, &'static str);
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}].{}", self.0, self.1, self.2)
+    }
 }
 
 fn valid_name(s: &str) -> bool {
@@ -836,6 +898,93 @@ interval = "1s"
         assert!(e[0].contains("receiver[0].routing_key: missing"), "{e:?}");
         let e = errs("[[receiver]]\nname = \"x\"\nurl = \"ftp://h/\"\n");
         assert!(e[0].starts_with("w.toml:3: receiver[0].url: "), "{e:?}");
+    }
+
+    /// The fast reader (config/fast.rs) must build exactly what toml builds, spans
+    /// included, or decline; and it must take the usual files.
+    #[test]
+    fn fast_reader_agrees_with_toml() {
+        let taken = [
+            include_str!("../../../examples/watch.toml").to_string(),
+            "listen = \"127.0.0.1:9464\"\nhistory = \"/var/lib/conndoc/history.db\"\n\n[[target]]\nname = \"api\"\nurl = \"tcp://127.0.0.1:8100\"\ninterval = \"1s\"\n".into(),
+            (0..50).map(|i| format!("[[target]]\nname = \"p{i}\"\nurl = \"tcp://127.0.0.1:{i}\"\ntimeout = \"2s\"\n")).collect(),
+            "[[target]]\n[[target]] # c\n\n[[target]]\nname='a'\n[target.labels]\n[[target]]\n".into(),
+            "[[target]]\nname = \"a\"  # x\n\n# y\n".into(),
+            "\r\n# c\r\njitter = 0.25\r\nconcurrency = +12\r\n[defaults]\r\ninterval = \"5s\"\r\n".into(),
+            "[[target]]\r\nname = \"a\"\r\nlabels = {}\r\n[[receiver]]\r\nname = \"r\"\r\nsend_resolved = false".into(),
+            "[[target]]\nname = \"\"\nurl = 'tcp://h:1'\nlabels = { a = \"b\", c_d = 'é' }\nno_host = true\n".into(),
+            "[[target]]\nname = \"x\"\nfailures_before_down = -3\n[target.labels]\nk = \"v\"\nz = \"w\" # c\n[[target]]\nname = \"y\"\n".into(),
+            "max_history_mb = 0\nlisten = \"no\"\n\t[[target]]\t\n\tname\t=\t\"t\"\n".into(),
+            "".into(),
+            "# only a comment".into(),
+        ];
+        let declined = [
+            "listen = \"a\\tb\"\n",             // escapes
+            "listen = \"\"\"a\"\"\"\n",         // multi-line strings
+            "listen = \"a\"\nlisten = \"b\"\n", // duplicate key
+            "listn = \"a\"\n",                  // unknown key
+            "concurrency = \"a\"\n",            // wrong type
+            "concurrency = 012\n",
+            "concurrency = 1_000\n",
+            "jitter = 1\n",
+            "jitter = 1e-1\n",
+            "[ defaults ]\n",
+            "[defaults]\n[defaults]\n",
+            "[target]\nname = \"a\"\n",
+            "[target.labels]\n",
+            "[[target]]\nlabels = { a = \"b\" }\n[target.labels]\n",
+            "[[target]]\nlabels = { a = \"b\", }\n",
+            "[[target]]\nlabels.a = \"b\"\n",
+            "[[target]]\n\"name\" = \"b\"\n",
+            "[[target]]\nname = \"b\" x\n",
+            "[[target]]\nname = \"b\nc\"\n",
+            "listen = \n",
+            "listen = \"a\"\r",
+            "\u{feff}listen = \"a\"\n",
+            "listen = \"a\u{1}\"\n",
+            "[[receiver]]\n[target.labels]\n",
+        ];
+        for text in taken.iter().map(String::as_str).chain(declined) {
+            let fast = fast::parse(text);
+            let slow = toml::from_str::<RawConfig>(text);
+            if let Some(f) = &fast {
+                let slow =
+                    slow.as_ref().unwrap_or_else(|e| panic!("fast reader took what toml rejects ({e}):\n{text}"));
+                assert_eq!(format!("{f:?}"), format!("{slow:?}"), "{text}");
+            }
+        }
+        for text in &taken {
+            assert!(fast::parse(text).is_some(), "fast reader declined:\n{text}");
+        }
+        for text in declined {
+            assert!(fast::parse(text).is_none(), "fast reader took:\n{text}");
+        }
+    }
+
+    #[test]
+    fn many_targets_and_errors_keep_their_lines() {
+        let mut text = String::new();
+        for i in 0..3000 {
+            text.push_str(&format!(
+                "[[target]]\nname = \"t{i}\"\nurl = \"tcp://127.0.0.1:{}\"\ninterval = \"x\"\n",
+                i + 1
+            ));
+        }
+        let e = errs(&text);
+        assert_eq!(e.len(), 3000);
+        assert!(e[2999].starts_with("w.toml:12000: target[2999].interval: "), "{}", e[2999]);
+    }
+
+    #[test]
+    fn close_defaults_to_reset_and_is_validated() {
+        use crate::probe::Close;
+        let c = ok("[defaults]\nclose = \"fin\"\n[[target]]\nname = \"a\"\nurl = \"h:1\"\n[[target]]\nname = \"b\"\nurl = \"h:2\"\nclose = \"rst\"\n");
+        assert_eq!((c.targets[0].close, c.targets[1].close), (Close::Fin, Close::Reset));
+        assert_eq!(ok("[[target]]\nname = \"a\"\nurl = \"h:1\"\n").targets[0].close, Close::Reset);
+        let e = errs("[[target]]\nname = \"a\"\nurl = \"h:1\"\nclose = \"linger\"\n");
+        assert!(e[0].starts_with("w.toml:4: target[0].close: "), "{e:?}");
+        let e = errs("[defaults]\nclose = \"x\"\n");
+        assert!(e[0].starts_with("w.toml:2: defaults.close: "), "{e:?}");
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub fn render(d: &Daemon) -> String {
             })
             .collect()
     };
+    let mut snaps = snaps;
+    snaps.sort_unstable_by(|a, b| a.cfg.name.cmp(&b.cfg.name));
     let n = snaps.len();
     o.reserve(n * 1200);
 

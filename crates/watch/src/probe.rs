@@ -3,8 +3,68 @@
 //! the state machine says a target went down.
 
 use conndoc_facts::{ConnectKind, Host, Target};
+use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+
+/// How a probe's established connection is closed (`close` in the config, docs/watch.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Close {
+    /// With a reset, like HAProxy's health checks: no FIN exchange and no TIME_WAIT socket
+    /// left on the prober (at 2,000 probes/s a FIN close keeps ~120,000 of them), and the
+    /// socket is reused for the next probe.
+    #[default]
+    Reset,
+    /// With the normal FIN handshake, for servers that log or alarm on resets.
+    Fin,
+}
+
+impl Close {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Close::Reset => "rst",
+            Close::Fin => "fin",
+        }
+    }
+}
+
+/// Sockets kept between probes with [`Close::Reset`]. A probe on loopback (or any
+/// handshake that is over when `connect` returns) then costs a connect, a second connect
+/// that reports the result and, after a success, a disconnect (which sends the reset) and
+/// the read of the error it leaves: 4 system calls instead of socket + setsockopt + connect +
+/// 2 epoll_ctl + getsockopt + close, and the kernel neither creates nor frees a socket. A
+/// slower handshake is waited for with the socket registered in the reactor for that
+/// probe only. At most as many sockets are kept as probes run at once.
+#[derive(Default)]
+pub struct Sockets {
+    v4: Mutex<Vec<Socket>>,
+    v6: Mutex<Vec<Socket>>,
+}
+
+impl Sockets {
+    fn list(&self, a: &SocketAddr) -> &Mutex<Vec<Socket>> {
+        if a.is_ipv4() {
+            &self.v4
+        } else {
+            &self.v6
+        }
+    }
+    fn take(&self, a: &SocketAddr) -> std::io::Result<Socket> {
+        if let Some(s) = self.list(a).lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(s);
+        }
+        Socket::new(Domain::for_address(*a), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))
+    }
+    fn put(&self, a: &SocketAddr, s: Socket) {
+        self.list(a).lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    }
+    /// Sockets kept now.
+    pub fn kept(&self) -> usize {
+        self.v4.lock().map_or(0, |v| v.len()) + self.v6.lock().map_or(0, |v| v.len())
+    }
+}
 
 /// What one health check saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +116,14 @@ pub async fn addresses(t: &Target, deadline: Duration) -> Vec<SocketAddr> {
     }
 }
 
-/// Connect to the target within `timeout`: the first address that connects makes it healthy.
+/// Connect to the target within `timeout`: the first address that connects makes it
+/// healthy. The connection is closed with a reset on a fresh socket.
 pub async fn check(t: &Target, timeout: Duration) -> ProbeResult {
+    check_with(t, timeout, Close::Reset, None).await
+}
+
+/// [`check`] closing the way `close` says, reusing `sockets` for [`Close::Reset`].
+pub async fn check_with(t: &Target, timeout: Duration, close: Close, sockets: Option<&Sockets>) -> ProbeResult {
     let start = Instant::now();
     let addrs = addresses(t, timeout).await;
     if addrs.is_empty() {
@@ -70,7 +136,10 @@ pub async fn check(t: &Target, timeout: Duration) -> ProbeResult {
             last = ProbeResult { kind: ConnectKind::Timeout, elapsed: start.elapsed(), errno: None, unresolved: false };
             break;
         }
-        let (kind, errno) = connect_one(a, left).await;
+        let (kind, errno) = match (close, sockets) {
+            (Close::Reset, Some(pool)) => connect_reusing(pool, a, left).await,
+            _ => connect_one(a, left, close).await,
+        };
         last = ProbeResult { kind, elapsed: start.elapsed(), errno, unresolved: false };
         if kind == ConnectKind::Connected {
             break;
@@ -79,18 +148,128 @@ pub async fn check(t: &Target, timeout: Duration) -> ProbeResult {
     last
 }
 
-/// One connect. The socket is closed with an RST (SO_LINGER 0) so thousands of probes a
-/// second leave no TIME_WAIT sockets behind to exhaust the local port range.
-pub async fn connect_one(a: SocketAddr, timeout: Duration) -> (ConnectKind, Option<i32>) {
+/// One connect on a fresh socket. With [`Close::Reset`] it is closed with an RST
+/// (SO_LINGER 0) so thousands of probes a second leave no TIME_WAIT sockets behind to
+/// exhaust the local port range.
+pub async fn connect_one(a: SocketAddr, timeout: Duration, close: Close) -> (ConnectKind, Option<i32>) {
     let sock = match if a.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() } {
         Ok(s) => s,
         Err(e) => return (classify(&e), e.raw_os_error()),
     };
-    let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+    if close == Close::Reset {
+        let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+    }
     match tokio::time::timeout(timeout, sock.connect(a)).await {
         Ok(Ok(_stream)) => (ConnectKind::Connected, None),
         Ok(Err(e)) => (classify(&e), e.raw_os_error()),
         Err(_) => (ConnectKind::Timeout, None),
+    }
+}
+
+/// One connect on a kept socket (see [`Sockets`]). The socket goes back to the pool after
+/// a result the kernel has fully settled (connected and reset, or refused); after a
+/// timeout or an unexpected error it is closed instead.
+pub async fn connect_reusing(pool: &Sockets, a: SocketAddr, timeout: Duration) -> (ConnectKind, Option<i32>) {
+    let sock = match pool.take(&a) {
+        Ok(s) => s,
+        Err(e) => return (classify(&e), e.raw_os_error()),
+    };
+    let sa = socket2::SockAddr::from(a);
+    match sock.connect(&sa) {
+        Ok(()) => return settle(pool, a, sock, Ok(())),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return settle(pool, a, sock, Err(e)),
+    }
+    // On loopback the whole handshake ran inside that connect: ask before waiting.
+    if let Some(r) = outcome(&sock, &sa) {
+        return settle(pool, a, sock, r);
+    }
+    // Registered afresh for this wait only: readiness (closed states are sticky in the
+    // reactor) never carries over from an earlier probe on the same socket.
+    let afd = match register(sock) {
+        Ok(f) => f,
+        Err(e) => return (classify(&e), e.raw_os_error()),
+    };
+    let wait = async {
+        loop {
+            let mut ready = afd.writable().await?;
+            match outcome(afd.get_ref(), &sa) {
+                Some(r) => return r,
+                // Woken but still connecting: a closed state cannot be cleared, so it
+                // would wake us again at once; it means the connection is gone anyway.
+                None if ready.ready().is_write_closed() => {
+                    let e = afd.get_ref().take_error()?;
+                    return Err(e.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::ECONNABORTED)));
+                }
+                None => ready.clear_ready(),
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(r) => settle(pool, a, afd.into_inner(), r),
+        // Still in SYN_SENT: dropping the socket closes it.
+        Err(_) => (ConnectKind::Timeout, None),
+    }
+}
+
+/// Connecting again reports how a non-blocking connect ended: 0 once connected, its error
+/// once it failed (the kernel then also disconnects the socket), EALREADY (`None`) while
+/// the handshake runs.
+fn outcome(sock: &Socket, sa: &socket2::SockAddr) -> Option<std::io::Result<()>> {
+    match sock.connect(sa) {
+        Err(e) if e.raw_os_error() == Some(libc::EALREADY) => None,
+        Err(e) if e.raw_os_error() == Some(libc::EISCONN) => Some(Ok(())),
+        r => Some(r),
+    }
+}
+
+/// Classify the result and return the socket to the pool when it can start a new connect.
+fn settle(pool: &Sockets, a: SocketAddr, sock: Socket, r: std::io::Result<()>) -> (ConnectKind, Option<i32>) {
+    match r {
+        Ok(()) => {
+            // AF_UNSPEC disconnects: an RST to the server, the port released, and
+            // ECONNRESET left pending, which the take_error below clears.
+            if disconnect(&sock).is_ok() && sock.take_error().is_ok() {
+                pool.put(&a, sock);
+            }
+            (ConnectKind::Connected, None)
+        }
+        Err(e) => {
+            let kind = classify(&e);
+            // A failed connect already left the socket disconnected (the kernel's
+            // sock_error path), with its error consumed.
+            if kind == ConnectKind::Refused {
+                pool.put(&a, sock);
+            }
+            (kind, e.raw_os_error())
+        }
+    }
+}
+
+/// Watch the socket for writability only (the server's close needs no wake-up).
+#[allow(unsafe_code)]
+fn register(s: Socket) -> std::io::Result<AsyncFd<Socket>> {
+    // SAFETY: the Socket owns its fd, which stays open and the same for the AsyncFd's whole
+    // life (into_inner gives the same Socket back).
+    unsafe { AsyncFd::register_with_interest(s, tokio::io::Interest::WRITABLE) }.map_err(std::io::Error::from)
+}
+
+#[allow(unsafe_code)]
+fn disconnect(sock: &Socket) -> std::io::Result<()> {
+    let sa = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: `sa` is a valid, initialised sockaddr whose size is passed with it; the fd is
+    // owned by `sock` and stays open for the call.
+    let rc = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            &sa,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -122,5 +301,68 @@ mod tests {
         assert_eq!(r.kind, ConnectKind::Refused, "{r:?}");
         assert_eq!(r.errno, Some(libc::ECONNREFUSED));
         assert_eq!(r.outcome_label(), "refused");
+    }
+
+    /// What the server sees of one probe: a reset (read fails) or a FIN (read returns 0).
+    fn server_sees(l: &std::net::TcpListener) -> Result<usize, i32> {
+        use std::io::Read;
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c.read(&mut [0u8; 16]).map_err(|e| e.raw_os_error().unwrap_or(-1))
+    }
+
+    #[tokio::test]
+    async fn kept_sockets_reset_reconnect_and_refuse() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = Target::parse(&format!("127.0.0.1:{port}")).unwrap();
+        let pool = Sockets::default();
+        for _ in 0..5 {
+            let r = check_with(&t, Duration::from_secs(2), Close::Reset, Some(&pool)).await;
+            assert_eq!(r.kind, ConnectKind::Connected, "{r:?}");
+            assert_eq!(server_sees(&l), Err(libc::ECONNRESET), "closed with a reset");
+            assert_eq!(pool.kept(), 1, "one socket, reused");
+        }
+        drop(l);
+        for _ in 0..3 {
+            let r = check_with(&t, Duration::from_secs(2), Close::Reset, Some(&pool)).await;
+            assert_eq!((r.kind, r.errno), (ConnectKind::Refused, Some(libc::ECONNREFUSED)), "{r:?}");
+            assert_eq!(pool.kept(), 1);
+        }
+    }
+
+    /// A kept socket that connected before, then a SYN nobody answers (the listener's
+    /// accept queue is full, so its SYNs are dropped): the probe times out on time.
+    #[tokio::test]
+    async fn kept_socket_times_out_after_a_success() {
+        let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        l.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        l.listen(1).unwrap();
+        let port = l.local_addr().unwrap().as_socket().unwrap().port();
+        let t = Target::parse(&format!("127.0.0.1:{port}")).unwrap();
+        let pool = Sockets::default();
+        let mut kinds = Vec::new();
+        for _ in 0..4 {
+            let start = Instant::now();
+            let r = check_with(&t, Duration::from_millis(300), Close::Reset, Some(&pool)).await;
+            assert!(start.elapsed() < Duration::from_secs(2), "{r:?} took {:?}", start.elapsed());
+            kinds.push(r.kind);
+        }
+        // Backlog 1 holds two connections that are never accepted.
+        assert_eq!(kinds[..2], [ConnectKind::Connected, ConnectKind::Connected], "{kinds:?}");
+        assert_eq!(kinds[2..], [ConnectKind::Timeout, ConnectKind::Timeout], "{kinds:?}");
+    }
+
+    #[tokio::test]
+    async fn fin_close_and_fresh_socket_reset() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = Target::parse(&format!("127.0.0.1:{port}")).unwrap();
+        let r = check_with(&t, Duration::from_secs(2), Close::Fin, None).await;
+        assert_eq!(r.kind, ConnectKind::Connected, "{r:?}");
+        assert_eq!(server_sees(&l), Ok(0), "closed with a FIN");
+        let r = check(&t, Duration::from_secs(2)).await;
+        assert_eq!(r.kind, ConnectKind::Connected, "{r:?}");
+        assert_eq!(server_sees(&l), Err(libc::ECONNRESET), "closed with a reset");
     }
 }
