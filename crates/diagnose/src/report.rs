@@ -90,7 +90,7 @@ pub struct Report {
     pub findings: Vec<Finding>,
     pub probes: Vec<ConnectProbe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<serde_json::Value>,
+    pub host: Option<conndoc_facts::host::HostFacts>,
     /// How each name turned into addresses.
     pub resolution: conndoc_facts::Resolution,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -145,7 +145,7 @@ pub(crate) fn assemble(ev: &Evidence, mut findings: Vec<Finding>) -> Report {
         verdict,
         findings,
         probes: ev.probes.clone(),
-        host: ev.host.as_ref().and_then(|h| serde_json::to_value(h).ok()),
+        host: ev.host.clone(),
         resolution: ev.resolution.clone(),
         skipped: ev.skipped.clone(),
         started_at: ev.started_at.clone(),
