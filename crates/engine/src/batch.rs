@@ -268,32 +268,13 @@ impl Spare {
     /// it to CLOSE (its port released, no RST to send); connecting it to AF_UNSPEC resets
     /// the socket layer's state so that the next connect starts afresh.
     fn keep(&mut self, sock: Socket, v4: bool) {
-        if self.v4.len() + self.v6.len() < WINDOW && disconnect(&sock).is_ok() {
+        if self.v4.len() + self.v6.len() < WINDOW && conndoc_probe::connect::disconnect(&sock).is_ok() {
             if v4 {
                 self.v4.push(sock)
             } else {
                 self.v6.push(sock)
             }
         }
-    }
-}
-
-#[allow(unsafe_code)]
-fn disconnect(sock: &Socket) -> std::io::Result<()> {
-    let sa = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
-    // SAFETY: `sa` is a valid, initialised sockaddr whose size is passed with it; the fd is
-    // owned by `sock` and stays open for the call.
-    let rc = unsafe {
-        libc::connect(
-            std::os::fd::AsRawFd::as_raw_fd(sock),
-            &sa,
-            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 

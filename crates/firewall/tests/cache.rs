@@ -4,72 +4,20 @@
 //! ruleset and checks that the next read sees the change. Needs root and nft; namespaces and
 //! directories are removed also when a case fails.
 
+mod common;
+
+use common::{root_with_nft, Netns, T};
 use conndoc_facts::firewall::{FwVerdict, Hook, RejectWith};
 use conndoc_facts::Family;
 use conndoc_firewall::cache::{CacheConfig, CacheLevel, MIN_OBJECTS};
 use conndoc_firewall::nfnl::{self, NetlinkRuleset};
 use conndoc_firewall::{build, Packet, RawRulesets};
 use conndoc_host::netns::{run_in, NetnsSpec};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::process::Command;
 
-const T: Duration = Duration::from_secs(10);
-
-fn root_with_nft() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false);
-    let nft = Command::new("nft").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
-    if !(root && nft) {
-        eprintln!("skipped: needs root and nft");
-    }
-    root && nft
-}
-
-static N: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace that is deleted when dropped (also on panic).
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("cdcache{}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add {name}");
-        Netns(name)
-    }
-
-    fn nft(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nft");
-        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn load(&self, rules: &str) {
-        self.nft(&["-f", "-"], Some(rules));
-    }
-
-    fn read(&self, cfg: &CacheConfig) -> NetlinkRuleset {
-        run_in(&NetnsSpec::Named(self.0.clone()), || nfnl::read_with(T, cfg)).expect("enter namespace").expect("read")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+fn read(ns: &Netns, cfg: &CacheConfig) -> NetlinkRuleset {
+    run_in(&NetnsSpec::Named(ns.0.clone()), || nfnl::read_with(T, cfg)).expect("enter namespace").expect("read")
 }
 
 /// A directory of the test's own, removed when dropped.
@@ -77,8 +25,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> TempDir {
-        let d =
-            std::env::temp_dir().join(format!("cdcache-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let d = std::env::temp_dir().join(format!("cdcache-{}-{}", std::process::id(), common::unique()));
         let _ = std::fs::remove_dir_all(&d);
         TempDir(d)
     }
@@ -142,17 +89,17 @@ fn big_ruleset_is_cached_until_a_rule_changes() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("cdcache");
     let dir = TempDir::new();
     ns.load(&big(1200, "counter"));
 
     // Miss: dumped, and a file appears.
-    let first = ns.read(&disk(&dir.0));
+    let first = read(&ns, &disk(&dir.0));
     assert_eq!(first.cached, None);
     assert_eq!(verdict(&first), FwVerdict::Accept);
     assert_eq!(dir.files().len(), 1, "{:?}", dir.files());
     // Hit: the same generation, from the file; the same rules and evaluation.
-    let second = ns.read(&disk(&dir.0));
+    let second = read(&ns, &disk(&dir.0));
     assert_eq!(second.cached, Some(CacheLevel::Disk));
     assert_eq!(second.generation, first.generation);
     assert_eq!(second.ruleset.rule_count, 1201);
@@ -172,11 +119,11 @@ fn big_ruleset_is_cached_until_a_rule_changes() {
 
     // A rule that rejects the probe: the next read misses and sees it.
     ns.nft(&["add", "rule", "inet", "t", "input", "tcp", "dport", "7000", "reject", "with", "tcp", "reset"], None);
-    let third = ns.read(&disk(&dir.0));
+    let third = read(&ns, &disk(&dir.0));
     assert_eq!(third.cached, None);
     assert_ne!(third.generation, first.generation);
     assert_eq!(verdict(&third), FwVerdict::Reject(RejectWith::TcpReset));
-    let fourth = ns.read(&disk(&dir.0));
+    let fourth = read(&ns, &disk(&dir.0));
     assert_eq!(fourth.cached, Some(CacheLevel::Disk));
     assert_eq!(verdict(&fourth), FwVerdict::Reject(RejectWith::TcpReset));
     assert_eq!(dir.files().len(), 1, "one file per namespace: {:?}", dir.files());
@@ -184,7 +131,7 @@ fn big_ruleset_is_cached_until_a_rule_changes() {
     // Deleted again: accepted again, from a fresh dump.
     let h = handle_of(&ns, "tcp dport 7000 reject");
     ns.nft(&["delete", "rule", "inet", "t", "input", "handle", &h], None);
-    let fifth = ns.read(&disk(&dir.0));
+    let fifth = read(&ns, &disk(&dir.0));
     assert_eq!(fifth.cached, None);
     assert_eq!(verdict(&fifth), FwVerdict::Accept);
 }
@@ -194,18 +141,18 @@ fn memory_level_sees_changes_too() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("cdcache");
     ns.load(&big(1200, "counter"));
-    let first = ns.read(&memory());
+    let first = read(&ns, &memory());
     assert_eq!(first.cached, None);
-    let second = ns.read(&memory());
+    let second = read(&ns, &memory());
     assert_eq!(second.cached, Some(CacheLevel::Memory));
     assert!(std::sync::Arc::ptr_eq(&first.ruleset, &second.ruleset), "the same decode, not a copy");
     ns.nft(&["insert", "rule", "inet", "t", "input", "tcp", "dport", "7000", "drop"], None);
-    let third = ns.read(&memory());
+    let third = read(&ns, &memory());
     assert_eq!(third.cached, None);
     assert_eq!(verdict(&third), FwVerdict::Drop);
-    assert_eq!(ns.read(&memory()).cached, Some(CacheLevel::Memory));
+    assert_eq!(read(&ns, &memory()).cached, Some(CacheLevel::Memory));
 }
 
 #[test]
@@ -213,21 +160,21 @@ fn small_ruleset_leaves_no_file() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("cdcache");
     let dir = TempDir::new();
     ns.load(&big(20, "tcp dport 7000 drop"));
     for _ in 0..2 {
-        let r = ns.read(&CacheConfig { memory: true, ..disk(&dir.0) });
+        let r = read(&ns, &CacheConfig { memory: true, ..disk(&dir.0) });
         assert_eq!(r.cached, None);
         assert_eq!(verdict(&r), FwVerdict::Drop);
     }
     assert!(dir.files().is_empty(), "{:?}", dir.files());
     // A namespace that shrinks leaves no file behind either.
     ns.load(&format!("flush ruleset\n{}", big(1200, "counter")));
-    ns.read(&disk(&dir.0));
+    read(&ns, &disk(&dir.0));
     assert_eq!(dir.files().len(), 1);
     ns.load(&format!("flush ruleset\n{}", big(20, "counter")));
-    assert_eq!(ns.read(&disk(&dir.0)).cached, None);
+    assert_eq!(read(&ns, &disk(&dir.0)).cached, None);
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
 
@@ -236,13 +183,13 @@ fn sets_that_change_without_a_commit_are_not_cached() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("cdcache");
     let dir = TempDir::new();
     let rules = big(1200, "ip saddr @seen drop")
         .replace(" chain input {", " set seen { type ipv4_addr; flags timeout; timeout 1h; }\n chain input {");
     ns.load(&rules);
     for _ in 0..2 {
-        assert_eq!(ns.read(&CacheConfig { memory: true, ..disk(&dir.0) }).cached, None);
+        assert_eq!(read(&ns, &CacheConfig { memory: true, ..disk(&dir.0) }).cached, None);
     }
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
@@ -252,21 +199,21 @@ fn a_damaged_file_is_ignored_and_replaced() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("cdcache");
     let dir = TempDir::new();
     ns.load(&big(1200, "tcp dport 7000 drop"));
-    ns.read(&disk(&dir.0));
+    read(&ns, &disk(&dir.0));
     let file = dir.files().pop().expect("cache file");
     let good = std::fs::read(&file).unwrap();
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 0x01;
     for bad in [flipped, good[..good.len() / 3].to_vec(), b"not a cache file".to_vec(), Vec::new()] {
         std::fs::write(&file, &bad).unwrap();
-        let r = ns.read(&disk(&dir.0));
+        let r = read(&ns, &disk(&dir.0));
         assert_eq!(r.cached, None, "a damaged file is not used");
         assert_eq!(verdict(&r), FwVerdict::Drop);
         assert_eq!(std::fs::read(&file).unwrap().len(), good.len(), "replaced by a sound one");
-        assert_eq!(ns.read(&disk(&dir.0)).cached, Some(CacheLevel::Disk));
+        assert_eq!(read(&ns, &disk(&dir.0)).cached, Some(CacheLevel::Disk));
     }
 }
 
@@ -282,22 +229,22 @@ fn namespaces_with_the_same_generation_never_share_an_entry() {
     let ino = |ns: &Netns| {
         std::fs::metadata(format!("/run/netns/{}", ns.0)).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok()
     };
-    let a = Netns::new();
+    let a = Netns::new("cdcache");
     a.load(&big(1200, "tcp dport 7000 drop"));
-    let ra = a.read(&both);
+    let ra = read(&a, &both);
     assert_eq!(verdict(&ra), FwVerdict::Drop);
-    assert_eq!(a.read(&both).cached, Some(CacheLevel::Memory));
+    assert_eq!(read(&a, &both).cached, Some(CacheLevel::Memory));
     let ino_a = ino(&a);
     drop(a);
-    let b = Netns::new();
+    let b = Netns::new("cdcache");
     b.load(&big(1200, "tcp dport 7000 reject with tcp reset"));
-    let rb = b.read(&both);
+    let rb = read(&b, &both);
     assert_eq!(rb.generation, ra.generation, "the case this test is about: equal generation ids");
     eprintln!("namespace inode A {ino_a:?}, B {:?}", ino(&b));
     assert_eq!(rb.cached, None);
     assert_eq!(verdict(&rb), FwVerdict::Reject(RejectWith::TcpReset));
     // And from disk alone, in a process that never saw either namespace (memory off).
-    let rb2 = b.read(&disk(&dir.0));
+    let rb2 = read(&b, &disk(&dir.0));
     assert_eq!(rb2.cached, Some(CacheLevel::Disk));
     assert_eq!(verdict(&rb2), FwVerdict::Reject(RejectWith::TcpReset));
     assert_eq!(dir.files().len(), 2, "one file per namespace cookie: {:?}", dir.files());
@@ -321,7 +268,7 @@ fn environment_turns_the_cache_on_and_off() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("cdcache");
     let dir = TempDir::new();
     ns.load(&big(1200, "tcp dport 7000 drop"));
     let child = |no_cache: bool| {

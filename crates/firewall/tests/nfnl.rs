@@ -4,72 +4,30 @@
 //! same rule (table, chain, handle) either way, and that rules read as `nft -a` prints them.
 //! Needs root and nft; the namespaces are removed also when a case fails.
 
+mod common;
+
+use common::{root_with_nft, Netns, T};
 use conndoc_facts::firewall::{FwVerdict, Hook, RejectWith};
 use conndoc_facts::Family;
 use conndoc_firewall::model::Ruleset;
 use conndoc_firewall::{build, nfnl, nft, read, Packet};
 use conndoc_host::netns::{run_in, NetnsSpec};
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(10);
-
-fn root_with_nft() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false);
-    let nft = Command::new("nft").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
-    if !(root && nft) {
-        eprintln!("skipped: needs root and nft");
-    }
-    root && nft
-}
-
-/// A network namespace that is deleted when dropped (also on panic).
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("cdnfnl{}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add {name}");
-        Netns(name)
-    }
-
-    fn nft_load(&self, rules: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nft");
-        child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "nft -f: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// Both readings, in the namespace: (netlink, nft -j, nft -a text).
-    fn read_both(&self) -> (Ruleset, Ruleset, nft::RuleTexts) {
-        run_in(&NetnsSpec::Named(self.0.clone()), || {
-            let nl = std::sync::Arc::unwrap_or_clone(nfnl::read(T).expect("netlink dump").ruleset);
-            let (json, text) = read::read_nft_json(T);
-            let texts = nft::parse_text(&text.expect("nft -a list ruleset"));
-            let js = nft::parse_json(&json.expect("nft -j list ruleset"), &texts, 0, &HashSet::new()).unwrap();
-            (nl, js, texts)
-        })
-        .expect("enter namespace")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// Both readings, in the namespace: (netlink, nft -j, nft -a text).
+fn read_both(ns: &Netns) -> (Ruleset, Ruleset, nft::RuleTexts) {
+    run_in(&NetnsSpec::Named(ns.0.clone()), || {
+        let nl = std::sync::Arc::unwrap_or_clone(nfnl::read(T).expect("netlink dump").ruleset);
+        let (json, text) = read::read_nft_json(T);
+        let texts = nft::parse_text(&text.expect("nft -a list ruleset"));
+        let js = nft::parse_json(&json.expect("nft -j list ruleset"), &texts, 0, &HashSet::new()).unwrap();
+        (nl, js, texts)
+    })
+    .expect("enter namespace")
 }
 
 const V4_SOURCES: &[&str] =
@@ -268,9 +226,9 @@ fn lab_shapes_read_the_same_both_ways() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
-    ns.nft_load(LAB);
-    let (nl, js, texts) = ns.read_both();
+    let ns = Netns::new("cdnfnl");
+    ns.load(LAB);
+    let (nl, js, texts) = read_both(&ns);
     assert_texts(&nl, &texts);
     assert!(assert_same(&nl, &js, &[]) > 1000);
     // the shapes the lab asserts on, spelled out
@@ -301,9 +259,9 @@ fn families_sets_and_rejects_read_the_same_both_ways() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
-    ns.nft_load(FAMILIES);
-    let (nl, js, texts) = ns.read_both();
+    let ns = Netns::new("cdnfnl");
+    ns.load(FAMILIES);
+    let (nl, js, texts) = read_both(&ns);
     assert_texts(&nl, &texts);
     assert!(assert_same(&nl, &js, &[]) > 1000);
     let e = nl.evaluate(Hook::Input, &v6("2001:db8::1", 90));
@@ -333,11 +291,9 @@ fn recorded_fixture_ruleset_reads_the_same_both_ways() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
-    ns.nft_load(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nfnl-mixed.nft")).unwrap(),
-    );
-    let (nl, js, texts) = ns.read_both();
+    let ns = Netns::new("cdnfnl");
+    ns.load(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nfnl-mixed.nft")).unwrap());
+    let (nl, js, texts) = read_both(&ns);
     assert_texts(&nl, &texts);
     // 83 and 84 meet a verdict map, which only the netlink reading evaluates
     assert!(assert_same(&nl, &js, &[83, 84]) > 1000);
@@ -348,8 +304,8 @@ fn verdict_maps_are_evaluated() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
-    ns.nft_load(
+    let ns = Netns::new("cdnfnl");
+    ns.load(
         r#"table inet vm {
   chain input {
     type filter hook input priority 0; policy accept;
@@ -360,7 +316,7 @@ fn verdict_maps_are_evaluated() {
   chain rej { reject with tcp reset; }
 }"#,
     );
-    let (nl, js, texts) = ns.read_both();
+    let (nl, js, texts) = read_both(&ns);
     assert_texts(&nl, &texts);
     let vmap = |e: &conndoc_facts::firewall::Evaluation| e.decided_by.as_ref().and_then(|r| r.handle);
     let e = nl.evaluate(Hook::Input, &v4("10.77.0.1", 7000));
@@ -379,10 +335,8 @@ fn verdict_maps_are_evaluated() {
 
     // A dormant table sees no packet: its drop policy does not count. (nft 1.0.6's JSON
     // prints its release name as the table's flags, so only netlink can tell.)
-    ns.nft_load(
-        "table inet sleepy { flags dormant; chain input { type filter hook input priority -50; policy drop; }; }",
-    );
-    let (nl, _, _) = ns.read_both();
+    ns.load("table inet sleepy { flags dormant; chain input { type filter hook input priority -50; policy drop; }; }");
+    let (nl, _, _) = read_both(&ns);
     assert!(nl.bases.iter().all(|b| b.chain.2 != "sleepy"));
     assert!(nl.chains.keys().any(|c| c.2 == "sleepy"));
     let e = nl.evaluate(Hook::Input, &v6("fd77::1", 7003));
@@ -394,8 +348,8 @@ fn build_prefers_netlink_and_skips_the_text_listing() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
-    ns.nft_load(LAB);
+    let ns = Netns::new("cdnfnl");
+    ns.load(LAB);
     let raw = run_in(&NetnsSpec::Named(ns.0.clone()), || read::read(T)).unwrap();
     assert!(raw.nft_netlink.is_some(), "{:?}", raw.netlink_error);
     assert!(raw.nft_text.is_none() && raw.nft_json.is_err(), "nft was run on the fast path");
@@ -424,8 +378,8 @@ fn without_cap_net_admin_the_read_falls_back() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
-    ns.nft_load(LAB);
+    let ns = Netns::new("cdnfnl");
+    ns.load(LAB);
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.0, "setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin"])
@@ -439,27 +393,11 @@ fn without_cap_net_admin_the_read_falls_back() {
 }
 
 fn v4(src: &str, port: u16) -> Packet {
-    Packet {
-        family: Family::Ipv4,
-        source: Some(src.parse().unwrap()),
-        destination: "10.77.0.2".parse().unwrap(),
-        source_port: Some(40000),
-        destination_port: port,
-        input_interface: Some("eth0".into()),
-        output_interface: None,
-    }
+    common::packet(Family::Ipv4, src, "10.77.0.2", port, "eth0")
 }
 
 fn v6(src: &str, port: u16) -> Packet {
-    Packet {
-        family: Family::Ipv6,
-        source: Some(src.parse().unwrap()),
-        destination: "fd77::2".parse().unwrap(),
-        source_port: Some(40000),
-        destination_port: port,
-        input_interface: Some("eth0".into()),
-        output_interface: None,
-    }
+    common::packet(Family::Ipv6, src, "fd77::2", port, "eth0")
 }
 
 /// The same comparison on recorded output (no root needed): the kernel's bytes of
@@ -491,7 +429,7 @@ fn reads_stay_consistent_while_the_ruleset_changes() {
     if !root_with_nft() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("cdnfnl");
     let state = |x: u16| {
         let mut f = format!(
             "flush ruleset\ntable inet race {{\n set s {{ type inet_service; elements = {{ {x} }} }}\n chain c {{\n  type filter hook input priority 0;\n  tcp dport @s accept\n"
@@ -507,7 +445,7 @@ fn reads_stay_consistent_while_the_ruleset_changes() {
     let (a, b) = (dir.join("a.nft"), dir.join("b.nft"));
     std::fs::write(&a, state(1)).unwrap();
     std::fs::write(&b, state(2)).unwrap();
-    ns.nft_load(&state(1));
+    ns.load(&state(1));
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (mut ok, mut changing) = (0, 0);
     std::thread::scope(|s| {

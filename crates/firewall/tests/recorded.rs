@@ -1,6 +1,8 @@
 //! Parsing and evaluation against output recorded from the real tools (fixtures/record.sh
 //! re-records them inside a throw-away network namespace).
 
+mod common;
+
 use conndoc_facts::firewall::{FirewallTool, FwVerdict, Hook, RejectWith};
 use conndoc_facts::Family;
 use conndoc_firewall::{build, Packet, RawRulesets, Ruleset};
@@ -17,27 +19,11 @@ fn nft_only(json: &str, text: &str) -> Ruleset {
 }
 
 fn v4(src: &str, port: u16) -> Packet {
-    Packet {
-        family: Family::Ipv4,
-        source: Some(src.parse().unwrap()),
-        destination: "10.77.0.2".parse().unwrap(),
-        source_port: Some(40000),
-        destination_port: port,
-        input_interface: Some("veth0".into()),
-        output_interface: None,
-    }
+    common::packet(Family::Ipv4, src, "10.77.0.2", port, "veth0")
 }
 
 fn v6(src: &str, port: u16) -> Packet {
-    Packet {
-        family: Family::Ipv6,
-        source: Some(src.parse().unwrap()),
-        destination: "fd77::2".parse().unwrap(),
-        source_port: Some(40000),
-        destination_port: port,
-        input_interface: Some("veth0".into()),
-        output_interface: None,
-    }
+    common::packet(Family::Ipv6, src, "fd77::2", port, "veth0")
 }
 
 fn icmp(family: &str, code: &str) -> FwVerdict {

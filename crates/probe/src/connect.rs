@@ -98,6 +98,28 @@ fn tcp_info_bytes(sock: &Socket) -> Option<[u8; 104]> {
     (rc == 0 && len as usize >= 8).then_some(buf)
 }
 
+/// `connect(AF_UNSPEC)`: abort the socket's connection (an RST to the peer when it was
+/// established) and leave the socket unconnected, ready to connect again — a connect check
+/// then costs no socket creation and leaves no TIME_WAIT behind.
+#[allow(unsafe_code)]
+pub fn disconnect(sock: &Socket) -> std::io::Result<()> {
+    let sa = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: `sa` is a valid, initialised sockaddr whose size is passed with it; the fd is
+    // owned by `sock` and stays open for the call.
+    let rc = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            &sa,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

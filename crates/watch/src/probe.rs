@@ -229,7 +229,7 @@ fn settle(pool: &Sockets, a: SocketAddr, sock: Socket, r: std::io::Result<()>) -
         Ok(()) => {
             // AF_UNSPEC disconnects: an RST to the server, the port released, and
             // ECONNRESET left pending, which the take_error below clears.
-            if disconnect(&sock).is_ok() && sock.take_error().is_ok() {
+            if conndoc_probe::connect::disconnect(&sock).is_ok() && sock.take_error().is_ok() {
                 pool.put(&a, sock);
             }
             (ConnectKind::Connected, None)
@@ -252,25 +252,6 @@ fn register(s: Socket) -> std::io::Result<AsyncFd<Socket>> {
     // SAFETY: the Socket owns its fd, which stays open and the same for the AsyncFd's whole
     // life (into_inner gives the same Socket back).
     unsafe { AsyncFd::register_with_interest(s, tokio::io::Interest::WRITABLE) }.map_err(std::io::Error::from)
-}
-
-#[allow(unsafe_code)]
-fn disconnect(sock: &Socket) -> std::io::Result<()> {
-    let sa = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
-    // SAFETY: `sa` is a valid, initialised sockaddr whose size is passed with it; the fd is
-    // owned by `sock` and stays open for the call.
-    let rc = unsafe {
-        libc::connect(
-            std::os::fd::AsRawFd::as_raw_fd(sock),
-            &sa,
-            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,79 @@
+//! What the kernel tests share: a namespace of their own and the probe's packet.
+#![allow(dead_code)] // each test binary uses a part
+
+use conndoc_facts::Family;
+use conndoc_firewall::Packet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub const T: Duration = Duration::from_secs(10);
+
+pub fn root_with_nft() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false);
+    let nft = Command::new("nft").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !(root && nft) {
+        eprintln!("skipped: needs root and nft");
+    }
+    root && nft
+}
+
+/// A number unique in this test process (namespace and directory names).
+pub fn unique() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// A network namespace that is deleted when dropped (also on panic).
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = format!("{prefix}{}x{}", std::process::id(), unique());
+        let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name}");
+        Netns(name)
+    }
+
+    /// `nft ARGS` inside the namespace, with `stdin`; panics unless it succeeds.
+    pub fn nft(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nft");
+        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn load(&self, rules: &str) {
+        self.nft(&["-f", "-"], Some(rules));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The probe's SYN from `src` to `dst`:`port`, arriving on `iface`.
+pub fn packet(family: Family, src: &str, dst: &str, port: u16, iface: &str) -> Packet {
+    Packet {
+        family,
+        source: Some(src.parse().unwrap()),
+        destination: dst.parse().unwrap(),
+        source_port: Some(40000),
+        destination_port: port,
+        input_interface: Some(iface.into()),
+        output_interface: None,
+    }
+}
