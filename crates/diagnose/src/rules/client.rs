@@ -179,13 +179,29 @@ fn refused(ev: &Evidence, p: &ConnectProbe, out: &mut Findings) {
         Cause::NoListener,
         format!("Nothing accepts connections on {}: the host answered the SYN with a reset (ECONNREFUSED)", addr(p)),
     );
-    let f = with_connect(f, p)
-        .fix(format!(
-            "On the server, check what listens: `ss -tlnp 'sport = :{}'` (or `conndoc listeners --port {}`).",
-            p.port, p.port
-        ))
-        .fix("Start the service, or point the client at the port it really listens on.")
-        .fix("If something listens but only on 127.0.0.1 or another address, change its bind address.");
+    let f = with_connect(f, p);
+    // With the server's socket table read, "check what listens" is done: nothing does.
+    let f = match &ev.host {
+        Some(h) => {
+            let netns = h
+                .inspected
+                .as_ref()
+                .and_then(|i| i.netns.as_deref())
+                .map(|n| format!(" --netns {n}"))
+                .unwrap_or_default();
+            f.fix(format!(
+                "Start the service that should listen on port {} (its unit, container or supervisor), or point the client at the port it really listens on (`conndoc listeners{netns}` lists what listens there now).",
+                p.port
+            ))
+        }
+        None => f
+            .fix(format!(
+                "On the server, check what listens: `ss -tlnp 'sport = :{}'` (or `conndoc listeners --port {}`).",
+                p.port, p.port
+            ))
+            .fix("Start the service, or point the client at the port it really listens on.")
+            .fix("If something listens but only on 127.0.0.1 or another address, change its bind address."),
+    };
     let skipped = ev.skipped.iter().find(|s| s.check == "server-side inspection");
     let f = if let (None, Some(s)) = (&ev.host, skipped) {
         // The server was named (--netns, or it is this host) but could not be read: say so,
