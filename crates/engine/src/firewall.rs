@@ -40,6 +40,20 @@ fn dev_of(view: &HostView, addr: IpAddr) -> Option<String> {
     view.route_dev.iter().find(|(a, _)| *a == addr).map(|(_, d)| d.clone())
 }
 
+/// The probe's SYN of one flow (destination, source, source port) as a rule sees it.
+fn syn(flow: (IpAddr, Option<IpAddr>, Option<u16>), port: u16, iif: Option<String>, oif: Option<String>) -> Packet {
+    let (dst, src, sport) = flow;
+    Packet {
+        family: Family::of(&dst),
+        source: src,
+        destination: dst,
+        source_port: sport,
+        destination_port: port,
+        input_interface: iif,
+        output_interface: oif,
+    }
+}
+
 pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     if ev.probes.is_empty() {
         return;
@@ -108,15 +122,8 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
                         Some(s) => dev_of(&view, *s),
                         None => None,
                     };
-                    let pkt = Packet {
-                        family: Family::of(dst),
-                        source: *src,
-                        destination: *dst,
-                        source_port: *sport,
-                        destination_port: port,
-                        input_interface: iif,
-                        output_interface: if local { None } else { dev_of(&view, *dst) },
-                    };
+                    let oif = if local { None } else { dev_of(&view, *dst) };
+                    let pkt = syn((*dst, *src, *sport), port, iif, oif);
                     evaluations.push(rs.evaluate(if local { Hook::Input } else { Hook::Forward }, &pkt));
                 }
                 facts.hosts.push(HostFirewall {
@@ -139,15 +146,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
             let evaluations = flows
                 .iter()
                 .map(|(dst, src, sport)| {
-                    let pkt = Packet {
-                        family: Family::of(dst),
-                        source: *src,
-                        destination: *dst,
-                        source_port: *sport,
-                        destination_port: port,
-                        input_interface: None,
-                        output_interface: dev_of(&client, *dst),
-                    };
+                    let pkt = syn((*dst, *src, *sport), port, None, dev_of(&client, *dst));
                     rs.evaluate(Hook::Output, &pkt)
                 })
                 .collect();
