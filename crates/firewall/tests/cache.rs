@@ -6,41 +6,18 @@
 
 mod common;
 
-use common::{root_with_nft, Netns, T};
+use common::{root_with_nft, Netns, TempDir, T};
 use conndoc_facts::firewall::{FwVerdict, Hook, RejectWith};
 use conndoc_facts::Family;
 use conndoc_firewall::cache::{CacheConfig, CacheLevel, MIN_OBJECTS};
 use conndoc_firewall::nfnl::{self, NetlinkRuleset};
 use conndoc_firewall::{build, Packet, RawRulesets};
 use conndoc_host::netns::{run_in, NetnsSpec};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn read(ns: &Netns, cfg: &CacheConfig) -> NetlinkRuleset {
     run_in(&NetnsSpec::Named(ns.0.clone()), || nfnl::read_with(T, cfg)).expect("enter namespace").expect("read")
-}
-
-/// A directory of the test's own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let d = std::env::temp_dir().join(format!("cdcache-{}-{}", std::process::id(), common::unique()));
-        let _ = std::fs::remove_dir_all(&d);
-        TempDir(d)
-    }
-    fn files(&self) -> Vec<PathBuf> {
-        let Ok(rd) = std::fs::read_dir(&self.0) else { return Vec::new() };
-        let mut v: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn disk(dir: &Path) -> CacheConfig {
@@ -90,7 +67,7 @@ fn big_ruleset_is_cached_until_a_rule_changes() {
         return;
     }
     let ns = Netns::new("cdcache");
-    let dir = TempDir::new();
+    let dir = TempDir::new("cdcache");
     ns.load(&big(1200, "counter"));
 
     // Miss: dumped, and a file appears.
@@ -161,7 +138,7 @@ fn small_ruleset_leaves_no_file() {
         return;
     }
     let ns = Netns::new("cdcache");
-    let dir = TempDir::new();
+    let dir = TempDir::new("cdcache");
     ns.load(&big(20, "tcp dport 7000 drop"));
     for _ in 0..2 {
         let r = read(&ns, &CacheConfig { memory: true, ..disk(&dir.0) });
@@ -184,7 +161,7 @@ fn sets_that_change_without_a_commit_are_not_cached() {
         return;
     }
     let ns = Netns::new("cdcache");
-    let dir = TempDir::new();
+    let dir = TempDir::new("cdcache");
     let rules = big(1200, "ip saddr @seen drop")
         .replace(" chain input {", " set seen { type ipv4_addr; flags timeout; timeout 1h; }\n chain input {");
     ns.load(&rules);
@@ -200,7 +177,7 @@ fn a_damaged_file_is_ignored_and_replaced() {
         return;
     }
     let ns = Netns::new("cdcache");
-    let dir = TempDir::new();
+    let dir = TempDir::new("cdcache");
     ns.load(&big(1200, "tcp dport 7000 drop"));
     read(&ns, &disk(&dir.0));
     let file = dir.files().pop().expect("cache file");
@@ -224,7 +201,7 @@ fn namespaces_with_the_same_generation_never_share_an_entry() {
     if !root_with_nft() {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("cdcache");
     let both = CacheConfig { memory: true, ..disk(&dir.0) };
     let ino = |ns: &Netns| {
         std::fs::metadata(format!("/run/netns/{}", ns.0)).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok()
@@ -269,7 +246,7 @@ fn environment_turns_the_cache_on_and_off() {
         return;
     }
     let ns = Netns::new("cdcache");
-    let dir = TempDir::new();
+    let dir = TempDir::new("cdcache");
     ns.load(&big(1200, "tcp dport 7000 drop"));
     let child = |no_cache: bool| {
         let mut c = Command::new("ip");

@@ -440,9 +440,9 @@ fn reads_stay_consistent_while_the_ruleset_changes() {
         f.push_str(" }\n}\n");
         f
     };
-    let dir = std::env::temp_dir().join(format!("cdnfnl-race-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (a, b) = (dir.join("a.nft"), dir.join("b.nft"));
+    let tmp = common::TempDir::new("cdnfnl-race");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let (a, b) = (tmp.0.join("a.nft"), tmp.0.join("b.nft"));
     std::fs::write(&a, state(1)).unwrap();
     std::fs::write(&b, state(2)).unwrap();
     ns.load(&state(1));
@@ -495,6 +495,5 @@ fn reads_stay_consistent_while_the_ruleset_changes() {
         .unwrap();
         stop.store(true, Ordering::SeqCst);
     });
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(ok > 10, "{ok} consistent reads, {changing} gave up");
 }

@@ -189,9 +189,8 @@ fn tls_redis_both_ways() {
         eprintln!("skipped: redis-server or openssl not installed");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("conndoc-proto-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ca, key, pem) = openssl_chain(&dir, "localhost", 5);
+    let dir = TempDir::new("conndoc-proto-tls");
+    let (ca, key, pem) = openssl_chain(&dir.0, "localhost", 5);
     let port = free_port();
     let ps = port.to_string();
     let r = Redis::start(
@@ -237,7 +236,23 @@ fn tls_redis_both_ways() {
     let p = probe(r.addr, &opts(None, None, None));
     assert_eq!(p.tls_mismatch.as_ref().unwrap().direction, MismatchDirection::PlaintextToTls, "{p:?}");
     drop(r);
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A directory of the test's own, removed when dropped (also when the test fails).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use conndoc_facts::Family;
 use conndoc_firewall::Packet;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -75,5 +76,30 @@ pub fn packet(family: Family, src: &str, dst: &str, port: u16, iface: &str) -> P
         destination_port: port,
         input_interface: Some(iface.into()),
         output_interface: None,
+    }
+}
+
+/// A directory of the test's own (created empty), removed when dropped, also on panic.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), unique()));
+        let _ = std::fs::remove_dir_all(&d);
+        TempDir(d)
+    }
+
+    /// The files in it, sorted (none when it does not exist yet).
+    pub fn files(&self) -> Vec<PathBuf> {
+        let Ok(rd) = std::fs::read_dir(&self.0) else { return Vec::new() };
+        let mut v: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
