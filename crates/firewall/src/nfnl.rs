@@ -14,23 +14,12 @@ pub use decode::{to_ruleset, without_tables, Builder};
 pub use expr::{CmpOp, Data, Expr, NfFamily, Verdict};
 
 use crate::cache::{CacheConfig, CacheLevel};
-use conndoc_netlink::{attrs, messages, Attr};
-use socket2::{Domain, Protocol, Socket, Type};
-use std::io::Read;
+use conndoc_netlink::{attrs, Attr, NetlinkError, Replies, NLM_F_ACK, NLM_F_DUMP};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNETLINK_V0: u8 = 0;
-
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_OVERRUN: u16 = 4;
 
 /// `enum nf_tables_msg_types` (the ones conndoc reads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,53 +137,40 @@ fn request(family: u8, attrs_out: &[(u16, &[u8])]) -> Vec<u8> {
     p
 }
 
-fn encode(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let len = 16 + payload.len();
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(&flags.to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 fn cstr(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
     v
 }
 
-/// A NETLINK_NETFILTER socket in the calling thread's network namespace.
+/// A NETLINK_NETFILTER socket in the calling thread's network namespace, with the
+/// deadline of the whole read.
 struct NfSocket {
-    sock: Socket,
-    seq: u32,
-    buf: Vec<u8>,
+    sock: conndoc_netlink::Socket,
     deadline: Instant,
-    start: Instant,
 }
 
-/// Outcome of receiving one request's replies.
-enum Replies {
-    Done {
-        interrupted: bool,
-    },
-    /// ENOBUFS: the kernel dropped messages; the read is started over.
-    Lost,
+impl From<NetlinkError> for NfnlError {
+    fn from(e: NetlinkError) -> NfnlError {
+        match e {
+            NetlinkError::Open { source, .. } => NfnlError::Open(source),
+            NetlinkError::Send { what, source } => NfnlError::Send { what, source },
+            NetlinkError::Recv { what, source } => NfnlError::Recv { what, source },
+            NetlinkError::Timeout { what, after } => NfnlError::Timeout { what, ms: after.as_millis() },
+            NetlinkError::Kernel { what, errno } => NfnlError::Kernel { what, errno },
+            NetlinkError::Parse { what, detail } => NfnlError::Parse { what, detail },
+            NetlinkError::Lost { what } => NfnlError::Parse { what, detail: "replies lost".into() },
+        }
+    }
 }
 
 impl NfSocket {
     fn open(deadline: Instant) -> Result<NfSocket, NfnlError> {
-        let sock = Socket::new(Domain::from(libc::AF_NETLINK), Type::RAW, Some(Protocol::from(NETLINK_NETFILTER)))
-            .map_err(NfnlError::Open)?;
-        // Dumps are paced by our reads, but set elements of many sets come back to back.
-        let _ = sock.set_recv_buffer_size(1 << 20);
-        Ok(NfSocket { sock, seq: 0, buf: vec![0; 64 * 1024], deadline, start: Instant::now() })
+        Ok(NfSocket { sock: conndoc_netlink::Socket::open(conndoc_netlink::Family::Netfilter)?, deadline })
     }
 
-    /// Send one request and hand each reply message of this request to `each`, until
-    /// NLMSG_DONE (dumps) or the ACK (single requests), an error, or the deadline.
+    /// Send one request and hand each reply message of it to `each`, until NLMSG_DONE
+    /// (dumps) or the ACK (single requests), an error, or the deadline.
     fn exchange(
         &mut self,
         what: &'static str,
@@ -203,65 +179,7 @@ impl NfSocket {
         payload: &[u8],
         mut each: impl FnMut(u16, &[u8]) -> Result<(), NfnlError>,
     ) -> Result<Replies, NfnlError> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let req = encode(ty.nlmsg_type(), NLM_F_REQUEST | flags, seq, payload);
-        loop {
-            match self.sock.send(&req) {
-                Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(NfnlError::Send { what, source }),
-            }
-        }
-        let mut interrupted = false;
-        loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(NfnlError::Timeout { what, ms: self.start.elapsed().as_millis() });
-            }
-            self.sock
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .map_err(|source| NfnlError::Recv { what, source })?;
-            let n = match (&self.sock).read(&mut self.buf) {
-                Ok(n) => n,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    return Err(NfnlError::Timeout { what, ms: self.start.elapsed().as_millis() })
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Replies::Lost),
-                Err(source) => return Err(NfnlError::Recv { what, source }),
-            };
-            if n == 0 {
-                return Err(NfnlError::Parse { what, detail: "empty datagram".into() });
-            }
-            for msg in messages(&self.buf[..n]) {
-                let msg = msg.map_err(|detail| NfnlError::Parse { what, detail })?;
-                if msg.seq != seq {
-                    continue; // a late reply to an earlier request
-                }
-                interrupted |= msg.flags & NLM_F_DUMP_INTR != 0;
-                match msg.ty {
-                    NLMSG_DONE => return Ok(Replies::Done { interrupted }),
-                    NLMSG_ERROR => {
-                        let code = msg
-                            .payload
-                            .get(..4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                            .ok_or_else(|| NfnlError::Parse { what, detail: "short NLMSG_ERROR".into() })?;
-                        if code == 0 {
-                            return Ok(Replies::Done { interrupted }); // the ACK
-                        }
-                        // Lost messages, or a dump the kernel asks to start over: read again.
-                        if code == -libc::ENOBUFS || code == -libc::EINTR || code == -libc::EAGAIN {
-                            return Ok(Replies::Lost);
-                        }
-                        return Err(NfnlError::Kernel { what, errno: std::io::Error::from_raw_os_error(-code) });
-                    }
-                    NLMSG_OVERRUN => return Ok(Replies::Lost),
-                    ty => each(ty, msg.payload)?,
-                }
-            }
-        }
+        self.sock.request(what, ty.nlmsg_type(), flags, payload, self.deadline, |m| each(m.ty, m.payload))
     }
 
     /// The ruleset's generation id (NFT_MSG_GETGEN; it changes with every commit) and the
@@ -540,8 +458,13 @@ mod tests {
         let a: Vec<_> = attrs(&p[4..]).collect();
         assert_eq!(a.len(), 2);
         assert_eq!(a[1].string(), "__set0");
-        let m = encode(MsgType::GetSetElem.nlmsg_type(), NLM_F_REQUEST | NLM_F_DUMP, 9, &p);
-        let parsed: Vec<_> = messages(&m).map(Result::unwrap).collect();
+        let m = conndoc_netlink::encode(
+            MsgType::GetSetElem.nlmsg_type(),
+            conndoc_netlink::NLM_F_REQUEST | NLM_F_DUMP,
+            9,
+            &p,
+        );
+        let parsed: Vec<_> = conndoc_netlink::messages(&m).map(Result::unwrap).collect();
         assert_eq!(parsed[0].ty, 0x0a0d);
         assert_eq!(parsed[0].flags, 0x301);
     }

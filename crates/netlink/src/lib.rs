@@ -1,5 +1,5 @@
-//! Minimal rtnetlink/sock_diag client: open, send a dump request, iterate messages and
-//! attributes.
+//! Minimal netlink client (rtnetlink, sock_diag, nfnetlink): open, send a request, iterate
+//! messages and attributes.
 //!
 //! Everything that touches bytes is a pure function over `&[u8]` (tested against byte
 //! fixtures); [`Socket`] only moves those bytes to and from the kernel with a deadline.
@@ -13,7 +13,7 @@ mod wire;
 
 pub use diag::{Bytecode, Cond, DiagMsg, DiagRequest};
 pub use route::{addresses, links, neighbours, IfAddr, Link, NeighEntry};
-pub use wire::{attrs, messages, Attr, Message, NLMSG_HDRLEN};
+pub use wire::{attrs, encode, messages, Attr, Message, NLMSG_HDRLEN};
 
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 use std::io::Read;
@@ -36,6 +36,8 @@ pub enum NetlinkError {
     Kernel { what: &'static str, errno: std::io::Error },
     #[error("malformed {what} message: {detail}")]
     Parse { what: &'static str, detail: String },
+    #[error("{what} replies were lost (ENOBUFS or an interrupted dump): read again")]
+    Lost { what: &'static str },
 }
 
 /// Which netlink family to speak.
@@ -43,6 +45,7 @@ pub enum NetlinkError {
 pub enum Family {
     Route,
     SockDiag,
+    Netfilter,
 }
 
 impl Family {
@@ -50,17 +53,20 @@ impl Family {
         match self {
             Family::Route => libc::NETLINK_ROUTE,
             Family::SockDiag => libc::NETLINK_SOCK_DIAG,
+            Family::Netfilter => libc::NETLINK_NETFILTER,
         }
     }
     fn name(self) -> &'static str {
         match self {
             Family::Route => "NETLINK_ROUTE",
             Family::SockDiag => "NETLINK_SOCK_DIAG",
+            Family::Netfilter => "NETLINK_NETFILTER",
         }
     }
 }
 
 pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_DUMP: u16 = 0x300;
 /// The dump was interrupted by a table change: its content may be inconsistent.
 pub const NLM_F_DUMP_INTR: u16 = 0x10;
@@ -94,18 +100,43 @@ impl Socket {
         msg_type: u16,
         payload: &[u8],
         deadline: Instant,
-        mut each: impl FnMut(&Message<'_>) -> Result<(), NetlinkError>,
+        each: impl FnMut(&Message<'_>) -> Result<(), NetlinkError>,
     ) -> Result<bool, NetlinkError> {
+        match self.request(what, msg_type, NLM_F_DUMP, payload, deadline, each)? {
+            Replies::Done { interrupted } => Ok(interrupted),
+            Replies::Lost => Err(NetlinkError::Lost { what }),
+        }
+    }
+
+    /// Send one request (`msg_type`, `flags` besides NLM_F_REQUEST, payload) and hand each
+    /// reply message of it to `each`, until NLMSG_DONE (dumps) or the ACK, an error, or
+    /// `deadline`. Lost replies (ENOBUFS, an overrun, a dump the kernel asks to restart)
+    /// come back as [`Replies::Lost`] for the caller to read again.
+    pub fn request<E: From<NetlinkError>>(
+        &mut self,
+        what: &'static str,
+        msg_type: u16,
+        flags: u16,
+        payload: &[u8],
+        deadline: Instant,
+        mut each: impl FnMut(&Message<'_>) -> Result<(), E>,
+    ) -> Result<Replies, E> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let req = wire::encode(msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, payload);
-        self.sock.send(&req).map_err(|source| NetlinkError::Send { what, source })?;
+        let req = wire::encode(msg_type, NLM_F_REQUEST | flags, seq, payload);
+        loop {
+            match self.sock.send(&req) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(NetlinkError::Send { what, source }.into()),
+            }
+        }
         let start = Instant::now();
         let mut interrupted = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(NetlinkError::Timeout { what, after: start.elapsed() });
+                return Err(NetlinkError::Timeout { what, after: start.elapsed() }.into());
             }
             self.sock
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))
@@ -113,13 +144,14 @@ impl Socket {
             let n = match (&self.sock).read(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Err(NetlinkError::Timeout { what, after: start.elapsed() })
+                    return Err(NetlinkError::Timeout { what, after: start.elapsed() }.into())
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(NetlinkError::Recv { what, source }),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Replies::Lost),
+                Err(source) => return Err(NetlinkError::Recv { what, source }.into()),
             };
             if n == 0 {
-                return Err(NetlinkError::Parse { what, detail: "empty datagram".into() });
+                return Err(NetlinkError::Parse { what, detail: "empty datagram".into() }.into());
             }
             for msg in messages(&self.buf[..n]) {
                 let msg = msg.map_err(|detail| NetlinkError::Parse { what, detail })?;
@@ -129,29 +161,51 @@ impl Socket {
                 interrupted |= msg.flags & NLM_F_DUMP_INTR != 0;
                 match msg.ty {
                     NLMSG_DONE => {
-                        // sock_diag puts an int status in DONE; a negative one is an error.
+                        // DONE carries the dump's int status; a negative one is an error.
                         if let Some(code) = wire::read_i32(msg.payload, 0) {
                             if code < 0 {
                                 return Err(NetlinkError::Kernel {
                                     what,
                                     errno: std::io::Error::from_raw_os_error(-code),
-                                });
+                                }
+                                .into());
                             }
                         }
-                        return Ok(interrupted);
+                        return Ok(Replies::Done { interrupted });
                     }
                     NLMSG_ERROR => {
                         let code = wire::read_i32(msg.payload, 0)
                             .ok_or_else(|| NetlinkError::Parse { what, detail: "short NLMSG_ERROR".into() })?;
                         if code == 0 {
-                            return Ok(interrupted); // an ACK
+                            return Ok(Replies::Done { interrupted }); // the ACK
                         }
-                        return Err(NetlinkError::Kernel { what, errno: std::io::Error::from_raw_os_error(-code) });
+                        if code == -libc::ENOBUFS || code == -libc::EINTR || code == -libc::EAGAIN {
+                            return Ok(Replies::Lost);
+                        }
+                        let errno = std::io::Error::from_raw_os_error(-code);
+                        return Err(NetlinkError::Kernel { what, errno }.into());
                     }
-                    NLMSG_OVERRUN => return Err(NetlinkError::Parse { what, detail: "overrun".into() }),
+                    NLMSG_OVERRUN => return Ok(Replies::Lost),
                     _ => each(&msg)?,
                 }
             }
         }
     }
+}
+
+impl std::os::fd::AsFd for Socket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+/// How the replies to one request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replies {
+    Done {
+        /// The kernel flagged the dump as interrupted (NLM_F_DUMP_INTR).
+        interrupted: bool,
+    },
+    /// Replies were lost (ENOBUFS, an overrun, EINTR/EAGAIN from the kernel): read again.
+    Lost,
 }

@@ -98,7 +98,7 @@ pub fn attrs(buf: &[u8]) -> impl Iterator<Item = Attr<'_>> {
 }
 
 /// Encode one request message.
-pub(crate) fn encode(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+pub fn encode(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
     let len = NLMSG_HDRLEN + payload.len();
     let mut out = Vec::with_capacity(align4(len));
     out.extend_from_slice(&(len as u32).to_ne_bytes());
