@@ -324,17 +324,23 @@ Max open files            1024                 524288               files     \n
         // process's other test threads open and close files meanwhile).
         let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
         let pid = child.id();
-        // Until exec, the child still holds the forked copies of this process's fds.
+        // Until exec has closed them, the child still holds copies of this process's fds:
+        // compare once two listings around the count agree.
+        let list = || fs::read_dir(pid_path(pid, "fd")).map(|d| d.count() as u64).ok();
+        let mut seen = Vec::new();
         for _ in 0..200 {
-            if comm(pid).as_deref() == Some("sleep") {
-                break;
+            let (before, counted, after) = (list(), fd_count(pid), list());
+            if before.is_some() && before == after {
+                seen.push((counted, before));
+                if comm(pid).as_deref() == Some("sleep") {
+                    break;
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let listed = fs::read_dir(pid_path(pid, "fd")).unwrap().count() as u64;
-        let counted = fd_count(pid);
         let _ = child.kill();
         let _ = child.wait();
-        assert_eq!(counted, Some(listed));
+        let (counted, listed) = *seen.last().expect("a stable listing");
+        assert_eq!(counted, listed, "{seen:?}");
     }
 }
