@@ -55,6 +55,16 @@ pub enum QType {
     Aaaa,
 }
 
+impl QType {
+    /// The record type's name (`AAAA`), as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QType::A => "A",
+            QType::Aaaa => "AAAA",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DnsOutcome {

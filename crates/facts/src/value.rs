@@ -128,6 +128,24 @@ impl SocketState {
             NewSynRecv => 12,
         }
     }
+    /// The kernel's name (`TIME_WAIT`), as in the JSON and in text output.
+    pub fn as_str(self) -> &'static str {
+        use SocketState::*;
+        match self {
+            Established => "ESTABLISHED",
+            SynSent => "SYN_SENT",
+            SynRecv => "SYN_RECV",
+            FinWait1 => "FIN_WAIT1",
+            FinWait2 => "FIN_WAIT2",
+            TimeWait => "TIME_WAIT",
+            Close => "CLOSE",
+            CloseWait => "CLOSE_WAIT",
+            LastAck => "LAST_ACK",
+            Listen => "LISTEN",
+            Closing => "CLOSING",
+            NewSynRecv => "NEW_SYN_RECV",
+        }
+    }
 }
 
 /// Address family of a socket or an address.

@@ -2,9 +2,11 @@
 //! inside the client namespace and checks the report. Everything built is torn down by
 //! [`Lab`]'s `Drop`, also when a test fails or panics.
 
+pub mod check;
 pub mod scenario;
 pub mod tool;
 
+pub use check::check;
 pub use scenario::Scenario;
 
 use serde_json::Value;
@@ -430,95 +432,6 @@ impl Drop for Lab {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// Check a run against the scenario's expectations; returns every mismatch.
-pub fn check(exp: &scenario::Expect, out: &RunOutput) -> Vec<String> {
-    let mut errs = Vec::new();
-    let json = out.json.as_ref();
-    let cause = json.and_then(|j| j.pointer("/verdict/cause")).and_then(Value::as_str);
-    if let Some(c) = &exp.cause {
-        if cause != Some(c.as_str()) {
-            errs.push(format!("verdict.cause: expected {c:?}, got {cause:?}"));
-        }
-    }
-    let want_exit = exp.exit.or_else(|| exp.cause.as_ref().map(|c| if c == "ok" { 0 } else { 1 }));
-    if let Some(x) = want_exit {
-        if out.status != Some(x) {
-            errs.push(format!("exit status: expected {x}, got {:?}", out.status));
-        }
-    }
-    if let Some(ms) = exp.max_elapsed_ms {
-        if out.elapsed > Duration::from_millis(ms) {
-            errs.push(format!("took {:?}, more than the allowed {ms} ms", out.elapsed));
-        }
-    }
-    for f in &exp.findings {
-        let found = json
-            .and_then(|j| j.get("findings"))
-            .and_then(Value::as_array)
-            .and_then(|a| a.iter().find(|x| x.get("cause").and_then(Value::as_str) == Some(f.cause.as_str())));
-        let Some(found) = found else {
-            errs.push(format!("no finding with cause {:?}", f.cause));
-            continue;
-        };
-        if let Some(sev) = &f.severity {
-            if found.get("severity").and_then(Value::as_str) != Some(sev.as_str()) {
-                errs.push(format!("finding {}: severity is not {sev}", f.cause));
-            }
-        }
-        let kinds: Vec<&str> = found
-            .get("evidence")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|e| e.get("kind").and_then(Value::as_str)).collect())
-            .unwrap_or_default();
-        for k in &f.evidence {
-            if !kinds.contains(&k.as_str()) {
-                errs.push(format!("finding {}: no evidence of kind {k:?} (has {kinds:?})", f.cause));
-            }
-        }
-        let text = found.to_string();
-        for c in &f.contains {
-            if !text.contains(c.as_str()) {
-                errs.push(format!("finding {}: does not contain {c:?}", f.cause));
-            }
-        }
-    }
-    for j in &exp.json {
-        let v = json.and_then(|x| x.pointer(&j.pointer));
-        if j.exists == Some(true) && v.is_none() {
-            errs.push(format!("{}: missing", j.pointer));
-        }
-        if let Some(eq) = &j.equals {
-            if v != Some(eq) {
-                errs.push(format!(
-                    "{}: expected {eq}, got {}",
-                    j.pointer,
-                    v.map(|x| x.to_string()).unwrap_or("nothing".into())
-                ));
-            }
-        }
-        if let Some(c) = &j.contains {
-            let s = v.map(|x| x.to_string()).unwrap_or_default();
-            if !s.contains(c.as_str()) {
-                errs.push(format!("{}: {s} does not contain {c:?}", j.pointer));
-            }
-        }
-    }
-    for a in &exp.absent {
-        if out.stdout.contains(a.as_str()) || out.stderr.contains(a.as_str()) {
-            errs.push(format!("output contains {a:?}, which must never be printed"));
-        }
-    }
-    for c in &exp.stdout_contains {
-        if !out.stdout.contains(c.as_str()) {
-            errs.push(format!("stdout does not contain {c:?}"));
-        }
-    }
-    if json.is_none() && (exp.cause.is_some() || !exp.findings.is_empty() || !exp.json.is_empty()) {
-        errs.push("stdout is not one JSON object".into());
-    }
-    errs
 }
 
 /// Build the scenario, run conndoc, check; Err carries a readable failure report.

@@ -150,39 +150,85 @@ pub struct Expect {
     pub findings: Vec<ExpectFinding>,
     #[serde(default)]
     pub json: Vec<ExpectJson>,
+    /// Entries of the report's `skipped` list, found by their `check` name.
+    #[serde(default)]
+    pub skipped: Vec<ExpectSkipped>,
     /// Strings that must NOT appear anywhere in stdout or stderr (e.g. a password).
     #[serde(default)]
     pub absent: Vec<String>,
     /// Strings stdout must contain (for text output runs).
     #[serde(default)]
     pub stdout_contains: Vec<String>,
+    /// Strings stderr must contain.
+    #[serde(default)]
+    pub stderr_contains: Vec<String>,
 }
 
+/// A finding, found by its cause code. Text checks look only at the field they name: the
+/// cause code itself (or the summary that repeats it) never satisfies an evidence check.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectFinding {
     pub cause: String,
+    /// `false`: no finding with this cause may exist (no other key allowed then).
+    #[serde(default = "yes")]
+    pub exists: bool,
     #[serde(default)]
     pub severity: Option<String>,
     /// Evidence kinds the finding must carry.
     #[serde(default)]
     pub evidence: Vec<String>,
-    /// Strings the finding's JSON must contain.
+    /// Strings each of which must occur in the `text` of one of the finding's evidence items.
     #[serde(default)]
     pub contains: Vec<String>,
+    /// Strings that must occur in no evidence item's `text`.
+    #[serde(default)]
+    pub not_contains: Vec<String>,
+    /// Strings the finding's `summary` must contain.
+    #[serde(default)]
+    pub summary_contains: Vec<String>,
+    /// Strings each of which must occur in one of the finding's remediation steps.
+    #[serde(default)]
+    pub remediation_contains: Vec<String>,
+    /// Strings the finding's `partial` note must contain (the note must exist).
+    #[serde(default)]
+    pub partial_contains: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectJson {
     pub pointer: String,
+    /// The value at the pointer must equal this.
     #[serde(default)]
     pub equals: Option<serde_json::Value>,
+    /// The value at the pointer must contain this: a string value as itself, any other value
+    /// as its JSON text.
     #[serde(default)]
     pub contains: Option<String>,
-    /// The value at the pointer must exist (any value).
+    /// `true`: a value must exist at the pointer; `false`: none may.
     #[serde(default)]
     pub exists: Option<bool>,
+}
+
+/// An entry of the report's `skipped` list, found by its `check` name (not its position).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSkipped {
+    pub check: String,
+    /// `false`: the check must not be listed as skipped (no other key allowed then).
+    #[serde(default = "yes")]
+    pub exists: bool,
+    /// Strings the entry's `reason` must contain.
+    #[serde(default)]
+    pub reason_contains: Vec<String>,
+    /// Strings the entry's `hint` must contain (the hint must exist).
+    #[serde(default)]
+    pub hint_contains: Vec<String>,
 }
 
 impl Scenario {
@@ -254,6 +300,75 @@ impl Scenario {
         if self.diagnose.target.is_none() == self.diagnose.argv.is_none() {
             return bad("diagnose needs exactly one of target or argv".into());
         }
+        self.expect.validate().or_else(bad)
+    }
+}
+
+impl Expect {
+    /// Reject expectations that could never fail or contradict themselves.
+    pub fn validate(&self) -> Result<(), String> {
+        for f in &self.findings {
+            let extra = f.severity.is_some()
+                || !f.evidence.is_empty()
+                || !f.contains.is_empty()
+                || !f.not_contains.is_empty()
+                || !f.summary_contains.is_empty()
+                || !f.remediation_contains.is_empty()
+                || !f.partial_contains.is_empty();
+            if !f.exists && extra {
+                return Err(format!("expect.finding {}: exists = false takes no other key", f.cause));
+            }
+            if let Some(e) =
+                [&f.contains, &f.not_contains, &f.summary_contains, &f.remediation_contains, &f.partial_contains]
+                    .iter()
+                    .flat_map(|v| v.iter())
+                    .find(|s| s.is_empty())
+            {
+                return Err(format!("expect.finding {}: an empty string {e:?} matches anything", f.cause));
+            }
+        }
+        for j in &self.json {
+            if !(j.pointer.is_empty() || j.pointer.starts_with('/')) {
+                return Err(format!("expect.json pointer {:?} must be empty or start with /", j.pointer));
+            }
+            if j.equals.is_none() && j.contains.is_none() && j.exists.is_none() {
+                return Err(format!("expect.json {}: needs equals, contains or exists", j.pointer));
+            }
+            if j.exists == Some(false) && (j.equals.is_some() || j.contains.is_some()) {
+                return Err(format!("expect.json {}: exists = false takes no equals/contains", j.pointer));
+            }
+            if j.contains.as_deref() == Some("") {
+                return Err(format!("expect.json {}: an empty contains matches anything", j.pointer));
+            }
+        }
+        for k in &self.skipped {
+            let has_text_checks = !k.reason_contains.is_empty() || !k.hint_contains.is_empty();
+            if !k.exists && has_text_checks {
+                return Err(format!("expect.skipped {}: exists = false takes no other key", k.check));
+            }
+        }
+        let strs = self.absent.iter().chain(&self.stdout_contains).chain(&self.stderr_contains);
+        if strs.clone().any(String::is_empty) {
+            return Err("expect: an empty string in absent/stdout_contains/stderr_contains".into());
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every scenario in the repository parses and validates (runs without root).
+    #[test]
+    fn every_scenario_file_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lab/scenarios");
+        let all = Scenario::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert!(all.len() > 10, "only {} scenarios found in {}", all.len(), dir.display());
+        let mut names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(n, names.len(), "scenario names are unique");
     }
 }

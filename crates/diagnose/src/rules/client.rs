@@ -102,7 +102,7 @@ fn resolution_failed(ev: &Evidence, out: &mut Findings) {
         for q in &d.queries {
             f = f.evidence(
                 "dns-query",
-                format!("{} {:?} {} → {}", q.server, q.qtype, d.name, outcome_text(&q.outcome, q.elapsed_us)),
+                format!("{} {} {} → {}", q.server, q.qtype.as_str(), d.name, outcome_text(&q.outcome, q.elapsed_us)),
                 json!(q),
             );
         }
@@ -334,7 +334,7 @@ fn no_local_port(ev: &Evidence, p: &ConnectProbe, out: &mut Findings) {
     }
     match usage {
         Some(u) => {
-            let states: Vec<String> = u.by_state.iter().map(|(s, n)| format!("{n} {s:?}")).collect();
+            let states: Vec<String> = u.by_state.iter().map(|(s, n)| format!("{n} {}", s.as_str())).collect();
             f = f.evidence(
                 "sockets-by-state",
                 format!(

@@ -184,11 +184,8 @@ fn reject_finding(
         ),
     );
     f = with_rule(f, e);
-    f = f.evidence(
-        "connect",
-        format!("{}:{} {:?} {}", p.address, p.port, p.outcome, p.errno.as_ref().map(|e| e.as_str()).unwrap_or("")),
-        json!(p),
-    );
+    let (text, data) = crate::rules::client::connect_item(p);
+    f = f.evidence("connect", text, data);
     if role == FirewallRole::Target {
         match &host.listeners_on_port {
             Some(l) if !l.is_empty() => {

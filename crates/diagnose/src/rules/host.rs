@@ -544,7 +544,7 @@ fn warnings(ev: &Evidence, h: &HostFacts, out: &mut Findings) {
                 Cause::TimeWaitPileup,
                 format!("{tw} connections on port {} sit in TIME_WAIT", ev.target.port),
             )
-            .evidence("socket-states", format!("port {}: {:?}", ev.target.port, h.port_sockets), json!(h.port_sockets))
+            .evidence("socket-states", socket_states_text(ev.target.port, &h.port_sockets), json!(h.port_sockets))
             .evidence(
                 "sysctl",
                 format!(
@@ -604,6 +604,12 @@ fn warnings(ev: &Evidence, h: &HostFacts, out: &mut Findings) {
             }
         }
     }
+}
+
+/// `port 7000: 1200 TIME_WAIT, 3 ESTABLISHED` (kernel state names, as `ss` users know them).
+fn socket_states_text(port: impl std::fmt::Display, by_state: &std::collections::BTreeMap<SocketState, u32>) -> String {
+    let states: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {}", s.as_str())).collect();
+    format!("port {port}: {}", if states.is_empty() { "none".into() } else { states.join(", ") })
 }
 
 #[cfg(test)]

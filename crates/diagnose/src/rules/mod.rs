@@ -18,11 +18,8 @@ pub fn fallback(ev: &Evidence, out: &mut Findings) {
     }
     let mut f = Finding::critical(Cause::Unknown, format!("{} fails and no check explains why", ev.target.authority()));
     for p in &failed {
-        f = f.evidence(
-            "connect",
-            format!("{}:{} {:?} {}", p.address, p.port, p.outcome, p.errno.as_ref().map(|e| e.as_str()).unwrap_or("")),
-            json!(p),
-        );
+        let (text, data) = crate::rules::client::connect_item(p);
+        f = f.evidence("connect", text, data);
     }
     for s in &ev.skipped {
         f = f.evidence("skipped-check", format!("{} was skipped: {}", s.check, s.reason), json!(s));
