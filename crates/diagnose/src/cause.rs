@@ -46,6 +46,8 @@ causes! {
     AddressFamilyMismatch = "address-family-mismatch", 27;
     WrongPort = "wrong-port", 28;
     FdExhaustion = "fd-exhaustion", 30;
+    // Outranks firewall-reject/-drop: kube-proxy's rule is the symptom of the empty Service.
+    ServiceNoEndpoints = "service-no-endpoints", 39;
     FirewallReject = "firewall-reject", 40;
     FirewallDrop = "firewall-drop", 41;
     MiddleboxReset = "middlebox-reset", 42;

@@ -6,7 +6,9 @@
 //! the only write is conndoc's own cache of big decoded rulesets (docs/firewall.md).
 use crate::{skip, Options};
 use conndoc_facts::firewall::{FirewallFacts, FirewallRole, Hook, HostFirewall};
+use conndoc_facts::kube::{KubeFacts, ServiceMatch};
 use conndoc_facts::{Evidence, Family};
+use conndoc_firewall::kube;
 use conndoc_firewall::{build, inspect_here, HostView, Packet};
 use conndoc_host::netns::{run_in, NetnsSpec};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -82,6 +84,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
         (client, target.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
     });
     let mut facts = FirewallFacts::default();
+    let mut services = Vec::new();
 
     // The target host.
     let target: Option<(HostView, Option<String>)> = match target_view {
@@ -126,6 +129,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
                     let pkt = syn((*dst, *src, *sport), port, iif, oif);
                     evaluations.push(rs.evaluate(if local { Hook::Input } else { Hook::Forward }, &pkt));
                 }
+                services.extend(kube_services(&rs, FirewallRole::Target, &view, &flows, port));
                 facts.hosts.push(HostFirewall {
                     role: FirewallRole::Target,
                     namespace,
@@ -150,6 +154,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
                     rs.evaluate(Hook::Output, &pkt)
                 })
                 .collect();
+            services.extend(kube_services(&rs, FirewallRole::Client, &client, &flows, port));
             facts.hosts.push(HostFirewall {
                 role: FirewallRole::Client,
                 namespace: None,
@@ -161,4 +166,25 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
         }
     }
     ev.firewall = Some(facts);
+    if !services.is_empty() {
+        ev.kube = Some(KubeFacts { services });
+    }
+}
+
+/// The probed addresses that are Kubernetes Services in kube-proxy's rules on this host
+/// (the first role that has one wins: a node's own rules are where kube-proxy writes).
+fn kube_services(
+    rs: &conndoc_firewall::Ruleset,
+    role: FirewallRole,
+    view: &HostView,
+    flows: &[(IpAddr, Option<IpAddr>, Option<u16>)],
+    port: u16,
+) -> Vec<ServiceMatch> {
+    flows
+        .iter()
+        .filter_map(|(dst, _, _)| {
+            let probe = kube::Probe { address: *dst, port, local: view.local.contains(dst) };
+            kube::recognise(rs, role, &probe)
+        })
+        .collect()
 }

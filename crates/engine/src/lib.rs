@@ -112,6 +112,7 @@ pub(crate) fn new_evidence(target: Target, opts: &Options, client: conndoc_facts
         capture: None,
         protocol: None,
         skipped: Vec::new(),
+        kube: None,
         target,
     }
 }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod connect;
 pub mod firewall;
 pub mod host;
+pub mod kube;
 pub mod protocol;
 pub mod resolve;
 pub mod target;
@@ -60,4 +61,7 @@ pub struct Evidence {
     pub protocol: Option<protocol::ProtocolFacts>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedCheck>,
+    /// Probed addresses that are Kubernetes Services in kube-proxy's rules (issue 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<kube::KubeFacts>,
 }

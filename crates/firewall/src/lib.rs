@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod ipt;
+pub mod kube;
 pub mod model;
 pub mod nfnl;
 pub mod nft;

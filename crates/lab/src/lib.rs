@@ -66,6 +66,9 @@ pub struct Lab {
     children: Vec<(Option<String>, Child)>,
     pub dir: PathBuf,
     keep_dir: bool,
+    /// The `lab/` directory (parent of the scenario's directory): `{lab}` in steps, for
+    /// data files such as kube-proxy's rules in `lab/kube/`.
+    files: PathBuf,
 }
 
 /// What a conndoc run printed.
@@ -92,34 +95,57 @@ impl Lab {
             children: Vec::new(),
             dir,
             keep_dir: std::env::var_os("CONNDOC_LAB_KEEP").is_some(),
+            files: std::fs::canonicalize(&s.path)
+                .ok()
+                .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
+                .unwrap_or_default(),
         };
         for h in &s.hosts {
             let ns = format!("{id}{}", h.name);
-            // Register before creating, so a half-built lab still gets cleaned up.
-            lab.ns.insert(h.name.clone(), ns.clone());
-            run(&["ip", "netns", "add", &ns])?;
-            run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-            // No duplicate-address detection in a lab: addresses, link-local ones included,
-            // work at once instead of after 1-2 s of "tentative" (first SYNs would be lost).
-            for k in ["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"] {
-                run(&["ip", "netns", "exec", &ns, "sysctl", "-q", "-w", k])?;
-            }
-            let etc = Path::new("/etc/netns").join(&ns);
-            std::fs::create_dir_all(&etc).map_err(|e| setup_err("create /etc/netns dir", e.to_string()))?;
-            let mut hosts = String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n");
-            for line in &h.hosts {
-                hosts.push_str(line);
-                hosts.push('\n');
-            }
-            write(&etc.join("hosts"), &hosts)?;
-            // Always give the namespace its own resolv.conf so no query can go to the
-            // machine's real nameservers.
-            let servers = if h.nameservers.is_empty() { vec!["127.0.0.1".to_string()] } else { h.nameservers.clone() };
-            let mut rc: String = servers.iter().map(|s| format!("nameserver {s}\n")).collect();
-            rc.push_str("options timeout:1 attempts:1\n");
-            write(&etc.join("resolv.conf"), &rc)?;
+            lab.add_namespace(&h.name, &ns, &h.hosts, &h.nameservers)?;
             for (k, v) in &h.sysctl {
                 lab.exec(&h.name, &["sysctl", "-q", "-w", &format!("{k}={v}")])?;
+            }
+        }
+        // The bridge CNI plugin's work (plugins/main/bridge): the bridge with the gateway
+        // address, forwarding on, one veth per pod with `eth0` inside and a default route.
+        for b in &s.bridges {
+            let ns = lab.ns[&b.host].clone();
+            run(&["ip", "-n", &ns, "link", "add", &b.name, "type", "bridge"])?;
+            for a in &b.addr {
+                add_addr(&ns, &b.name, a)?;
+            }
+            run(&["ip", "-n", &ns, "link", "set", &b.name, "up"])?;
+            for k in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+                lab.exec(&b.host, &["sysctl", "-q", "-w", k])?;
+            }
+        }
+        for p in &s.pods {
+            // containerd names a pod's namespace `cni-<uuid>` under /run/netns.
+            let ns = format!("cni-{}", uuid()?);
+            lab.add_namespace(&p.name, &ns, &[], &[])?;
+            let node = lab.ns[&p.node].clone();
+            let veth = format!("veth{}", &ns[4..12]);
+            run(&["ip", "-n", &node, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            run(&["ip", "-n", &node, "link", "set", &veth, "master", &p.bridge, "up"])?;
+            for a in &p.addr {
+                add_addr(&ns, "eth0", a)?;
+            }
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
+            let bridge = s.bridges.iter().find(|b| b.host == p.node && b.name == p.bridge);
+            let gws: Vec<String> = if p.gateway.is_empty() {
+                bridge
+                    .map(|b| b.addr.iter().map(|a| a.split('/').next().unwrap_or_default().to_string()).collect())
+                    .unwrap_or_default()
+            } else {
+                p.gateway.clone()
+            };
+            for gw in &gws {
+                let fam = if gw.contains(':') { "-6" } else { "-4" };
+                run(&["ip", "-n", &ns, fam, "route", "add", "default", "via", gw, "dev", "eth0"])?;
+            }
+            for a in &p.addr {
+                lab.wait_reachable(&p.node, a.split('/').next().unwrap_or_default());
             }
         }
         let mut ifcount: BTreeMap<String, u32> = BTreeMap::new();
@@ -177,6 +203,39 @@ impl Lab {
             })?;
         }
         Ok(lab)
+    }
+
+    /// Create a namespace for a host or pod: loopback up, no DAD, its own hosts file and
+    /// resolv.conf. Registered before it is created, so a half-built lab is cleaned up too.
+    fn add_namespace(
+        &mut self,
+        name: &str,
+        ns: &str,
+        hosts_lines: &[String],
+        nameservers: &[String],
+    ) -> Result<(), LabError> {
+        self.ns.insert(name.to_string(), ns.to_string());
+        run(&["ip", "netns", "add", ns])?;
+        run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        // No duplicate-address detection in a lab: addresses, link-local ones included,
+        // work at once instead of after 1-2 s of "tentative" (first SYNs would be lost).
+        for k in ["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"] {
+            run(&["ip", "netns", "exec", ns, "sysctl", "-q", "-w", k])?;
+        }
+        let etc = Path::new("/etc/netns").join(ns);
+        std::fs::create_dir_all(&etc).map_err(|e| setup_err("create /etc/netns dir", e.to_string()))?;
+        let mut hosts = String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n");
+        for line in hosts_lines {
+            hosts.push_str(line);
+            hosts.push('\n');
+        }
+        write(&etc.join("hosts"), &hosts)?;
+        // Always give the namespace its own resolv.conf so no query can go to the
+        // machine's real nameservers.
+        let servers = if nameservers.is_empty() { vec!["127.0.0.1".to_string()] } else { nameservers.to_vec() };
+        let mut rc: String = servers.iter().map(|s| format!("nameserver {s}\n")).collect();
+        rc.push_str("options timeout:1 attempts:1\n");
+        write(&etc.join("resolv.conf"), &rc)
     }
 
     fn ns_of(&self, host: &str) -> Result<&str, LabError> {
@@ -355,9 +414,10 @@ impl Lab {
         self.wait_listen(&d.host, 53, Duration::from_secs(5))
     }
 
-    /// Replace `{ns:HOST}`, `{pid:STEP}` and `{dir}` placeholders.
+    /// Replace `{ns:HOST}`, `{pid:STEP}`, `{dir}` and `{lab}` placeholders.
     pub fn expand(&self, s: &str) -> String {
-        let mut out = s.replace("{dir}", &self.dir.display().to_string());
+        let mut out =
+            s.replace("{dir}", &self.dir.display().to_string()).replace("{lab}", &self.files.display().to_string());
         for (h, ns) in &self.ns {
             out = out.replace(&format!("{{ns:{h}}}"), ns);
         }
@@ -471,6 +531,22 @@ fn run(argv: &[&str]) -> Result<String, LabError> {
         return Err(setup_err(argv.join(" "), String::from_utf8_lossy(&out.stderr).trim().to_string()));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Add an address to an interface in a namespace (IPv6 without DAD, usable at once).
+fn add_addr(ns: &str, ifname: &str, addr: &str) -> Result<(), LabError> {
+    let mut cmd = vec!["ip", "-n", ns, "addr", "add", addr, "dev", ifname];
+    if addr.contains(':') {
+        cmd.push("nodad");
+    }
+    run(&cmd).map(|_| ())
+}
+
+/// A random UUID from the kernel (what containerd's `cni-<uuid>` names look like).
+fn uuid() -> Result<String, LabError> {
+    let u = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map_err(|e| setup_err("read /proc/sys/kernel/random/uuid", e.to_string()))?;
+    Ok(u.trim().to_string())
 }
 
 fn write(path: &Path, text: &str) -> Result<(), LabError> {

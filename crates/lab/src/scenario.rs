@@ -18,6 +18,13 @@ pub struct Scenario {
     pub hosts: Vec<HostSpec>,
     #[serde(default, rename = "link")]
     pub links: Vec<LinkSpec>,
+    /// Linux bridges inside a host (a Kubernetes node's `cni0`).
+    #[serde(default, rename = "bridge")]
+    pub bridges: Vec<BridgeSpec>,
+    /// Pods: namespaces named like CNI's (`/run/netns/cni-<uuid>`), attached to a bridge by a
+    /// veth pair as the bridge CNI plugin does. A pod is a host for steps and placeholders.
+    #[serde(default, rename = "pod")]
+    pub pods: Vec<PodSpec>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSpec>,
     #[serde(default)]
@@ -57,6 +64,34 @@ pub struct LinkSpec {
     pub a_addr: Vec<String>,
     #[serde(default)]
     pub b_addr: Vec<String>,
+}
+
+/// A bridge in a host, with the addresses the bridge CNI plugin puts on it (`isGateway`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSpec {
+    pub host: String,
+    /// Interface name, e.g. `cni0`.
+    pub name: String,
+    #[serde(default)]
+    pub addr: Vec<String>,
+}
+
+/// A pod behind a bridge: `eth0` inside, `veth<8 hex>` on the bridge outside, default
+/// routes via the bridge's addresses (or `gateway`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodSpec {
+    pub name: String,
+    /// The host holding the bridge.
+    pub node: String,
+    /// The bridge's name in that host.
+    pub bridge: String,
+    /// The pod's addresses (from the pod CIDR), with prefix length.
+    pub addr: Vec<String>,
+    /// Default gateways; default: the bridge's addresses.
+    #[serde(default)]
+    pub gateway: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,10 +291,34 @@ impl Scenario {
 
     fn validate(&self) -> Result<(), crate::LabError> {
         let bad = |m: String| Err(crate::LabError::Invalid { path: self.path.display().to_string(), message: m });
-        let known = |h: &str| self.hosts.iter().any(|x| x.name == h);
-        for h in &self.hosts {
-            if h.name.is_empty() || h.name.len() > 12 || !h.name.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return bad(format!("host name {:?}: 1-12 letters/digits", h.name));
+        let known = |h: &str| self.hosts.iter().any(|x| x.name == h) || self.pods.iter().any(|p| p.name == h);
+        let names = self.hosts.iter().map(|h| &h.name).chain(self.pods.iter().map(|p| &p.name));
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            if name.is_empty() || name.len() > 12 || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return bad(format!("host name {name:?}: 1-12 letters/digits"));
+            }
+            if !seen.insert(name) {
+                return bad(format!("host or pod name {name:?} is used twice"));
+            }
+        }
+        for b in &self.bridges {
+            if !self.hosts.iter().any(|h| h.name == b.host) {
+                return bad(format!("bridge {} names unknown host {}", b.name, b.host));
+            }
+            if b.name.is_empty() || b.name.len() > 15 {
+                return bad(format!("bridge name {:?}: 1-15 characters", b.name));
+            }
+        }
+        for p in &self.pods {
+            let Some(br) = self.bridges.iter().find(|b| b.host == p.node && b.name == p.bridge) else {
+                return bad(format!("pod {} names no bridge {} in host {}", p.name, p.bridge, p.node));
+            };
+            if p.addr.is_empty() {
+                return bad(format!("pod {} needs an address", p.name));
+            }
+            if p.gateway.is_empty() && br.addr.is_empty() {
+                return bad(format!("pod {}: bridge {} has no address to route through", p.name, br.name));
             }
         }
         for l in &self.links {

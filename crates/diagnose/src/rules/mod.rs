@@ -3,6 +3,7 @@
 pub mod client;
 pub mod firewall;
 pub mod host;
+pub mod kube;
 pub mod protocol;
 
 use crate::{Cause, Finding, Findings};

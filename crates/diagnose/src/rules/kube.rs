@@ -1,0 +1,126 @@
+//! Kubernetes Services from kube-proxy's rules: `service-no-endpoints`.
+//!
+//! kube-proxy answers a Service without a ready endpoint itself — a REJECT rule (iptables
+//! mode) or a `no-endpoint-services` map element (nftables mode) naming the Service — so
+//! the client sees a refusal (or a timeout for a drop) that looks like a firewall or a
+//! closed port. The rule is kube-proxy's, the cause is the empty Service.
+
+use crate::{Cause, Finding, Findings};
+use conndoc_facts::firewall::FwVerdict;
+use conndoc_facts::kube::ServiceMatch;
+use conndoc_facts::{ConnectProbe, Evidence, Outcome};
+use serde_json::json;
+
+pub fn run(ev: &Evidence, out: &mut Findings) {
+    let Some(kube) = &ev.kube else { return };
+    for p in ev.probes.iter().filter(|p| !p.ok()) {
+        let Some(m) = kube.for_address(p.address) else { continue };
+        let Some(ne) = &m.no_endpoints else { continue };
+        // The client must have seen what the rule does: a refusal/unreachable for a reject,
+        // silence for a drop. Anything else means the rule did not decide this probe.
+        let consistent = match ne.verdict {
+            FwVerdict::Reject(_) => matches!(p.outcome, Outcome::Refused | Outcome::Unreachable),
+            FwVerdict::Drop => p.outcome == Outcome::Timeout,
+            FwVerdict::Accept => false,
+        };
+        if !consistent {
+            continue;
+        }
+        out.push(no_endpoints(p, m));
+        // The firewall finding for the same rule must not advise deleting it: kube-proxy
+        // owns it and writes it back on its next sync.
+        for c in [Cause::FirewallReject, Cause::FirewallDrop] {
+            if let Some(f) = out.get_mut(c) {
+                let same_rule = f.evidence.iter().any(|e| e.kind == "firewall-rule" && e.text.contains(&ne.rule.text));
+                if same_rule {
+                    f.remediation = vec![format!(
+                        "This rule is kube-proxy's (Service {}); it is rewritten on every sync — fix the Service's endpoints, not the rule.",
+                        m.service
+                    )];
+                }
+            }
+        }
+    }
+}
+
+fn no_endpoints(p: &ConnectProbe, m: &ServiceMatch) -> Finding {
+    let ne = m.no_endpoints.as_ref().expect("checked by the caller");
+    let s = &m.service;
+    let what = match ne.verdict {
+        FwVerdict::Drop => "drops".to_string(),
+        ref v => format!("rejects ({})", v.describe().trim_start_matches("reject with ")),
+    };
+    let mut f = Finding::critical(
+        Cause::ServiceNoEndpoints,
+        format!("{} has no ready endpoint: kube-proxy {what} connections to {}:{}", m.describe(), p.address, p.port),
+    );
+    let element = match m.mode {
+        conndoc_facts::kube::ProxyMode::Iptables => "rule",
+        conndoc_facts::kube::ProxyMode::Nftables => "map element",
+    };
+    f = f.evidence(
+        "kube-service",
+        format!(
+            "kube-proxy ({} mode) {element} for Service {s} ({} {}:{}): {}: `{}`",
+            m.mode.as_str(),
+            m.kind.describe(),
+            p.address,
+            p.port,
+            ne.rule.location(),
+            ne.rule.text
+        ),
+        json!(m),
+    );
+    f = f.evidence(
+        "connect",
+        format!("{}:{} {:?} {}", p.address, p.port, p.outcome, p.errno.as_ref().map(|e| e.as_str()).unwrap_or("")),
+        json!(p),
+    );
+    let ns = &s.namespace;
+    let name = &s.name;
+    f.fix(format!(
+        "Check the endpoints of Service {ns}/{name}: `kubectl -n {ns} get endpointslices -l kubernetes.io/service-name={name}` (no addresses, or all not ready)."
+    ))
+    .fix(format!(
+        "Check the pods behind its selector: `kubectl -n {ns} get service {name} -o jsonpath='{{.spec.selector}}'`, then `kubectl -n {ns} get pods -l KEY=VALUE` — none matching, not Ready (readiness probe failing), or crash-looping."
+    ))
+    .fix(format!(
+        "If the pods are Ready, check that the Service's port{} names a port the pods declare (`targetPort`), and kube-proxy's logs on this node.",
+        if s.port.is_empty() { String::new() } else { format!(" {:?}", s.port) }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diagnose;
+    use conndoc_facts::Evidence;
+
+    /// Recorded by the lab scenario kube-ipt-nft-no-endpoints (`CONNDOC_LAB_EVIDENCE_DIR`).
+    fn recorded() -> Evidence {
+        serde_json::from_str(include_str!("../../tests/evidence/kube-ipt-nft-no-endpoints.json")).unwrap()
+    }
+
+    #[test]
+    fn empty_service_outranks_the_firewall_reject_of_its_rule() {
+        let ev = recorded();
+        let r = diagnose(&ev);
+        assert_eq!(r.verdict.cause, crate::Cause::ServiceNoEndpoints);
+        let f = r.finding(crate::Cause::ServiceNoEndpoints).unwrap();
+        let text = serde_json::to_string(f).unwrap();
+        assert!(text.contains("default/redis:redis has no endpoints"), "{text}");
+        assert!(text.contains("kubernetes.io/service-name=redis"), "{text}");
+        let fw = serde_json::to_string(r.finding(crate::Cause::FirewallReject).unwrap()).unwrap();
+        assert!(!fw.contains("-D KUBE-SERVICES"), "never advise deleting kube-proxy's rule: {fw}");
+        assert!(fw.contains("rule is kube-proxy's"), "{fw}");
+    }
+
+    #[test]
+    fn a_probe_that_connected_is_not_an_empty_service() {
+        let mut ev = recorded();
+        for p in &mut ev.probes {
+            p.outcome = conndoc_facts::Outcome::Connected;
+            p.kind = conndoc_facts::ConnectKind::Connected;
+        }
+        assert!(diagnose(&ev).finding(crate::Cause::ServiceNoEndpoints).is_none());
+    }
+}
