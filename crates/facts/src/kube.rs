@@ -120,13 +120,14 @@ pub struct ServiceMatch {
 }
 
 impl ServiceMatch {
-    /// `default/redis:redis (ClusterIP 10.96.0.20:6379)`
+    /// `10.96.0.20:6379` / `[fd00:10:96::20]:6379`
+    pub fn address_port(&self) -> String {
+        std::net::SocketAddr::new(self.address, self.port).to_string()
+    }
+
+    /// `Service default/redis:redis (ClusterIP 10.96.0.20:6379)`
     pub fn describe(&self) -> String {
-        let addr = match self.address {
-            IpAddr::V6(a) => format!("[{a}]:{}", self.port),
-            IpAddr::V4(a) => format!("{a}:{}", self.port),
-        };
-        format!("Service {} ({} {addr})", self.service, self.kind.describe())
+        format!("Service {} ({} {})", self.service, self.kind.describe(), self.address_port())
     }
 }
 

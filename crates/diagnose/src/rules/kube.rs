@@ -61,11 +61,10 @@ fn no_endpoints(p: &ConnectProbe, m: &ServiceMatch) -> Finding {
     f = f.evidence(
         "kube-service",
         format!(
-            "kube-proxy ({} mode) {element} for Service {s} ({} {}:{}): {}: `{}`",
+            "kube-proxy ({} mode) {element} for Service {s} ({} {}): {}: `{}`",
             m.mode.as_str(),
             m.kind.describe(),
-            p.address,
-            p.port,
+            m.address_port(),
             ne.rule.location(),
             ne.rule.text
         ),
@@ -73,7 +72,7 @@ fn no_endpoints(p: &ConnectProbe, m: &ServiceMatch) -> Finding {
     );
     f = f.evidence(
         "connect",
-        format!("{}:{} {:?} {}", p.address, p.port, p.outcome, p.errno.as_ref().map(|e| e.as_str()).unwrap_or("")),
+        format!("{} {:?} {}", m.address_port(), p.outcome, p.errno.as_ref().map(|e| e.as_str()).unwrap_or("")),
         json!(p),
     );
     let ns = &s.namespace;
