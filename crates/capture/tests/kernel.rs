@@ -1,9 +1,10 @@
 //! The capture against the real kernel, inside a network namespace this test creates
-//! (loopback only, nothing leaves it). Needs root; without it the test says so and passes
-//! nothing off as checked.
+//! (loopback only, nothing leaves it). Needs root; without it the tests are reported ignored
+//! (failed under CI=true, see conndoc-testsupport).
 
 use conndoc_capture::Capture;
 use conndoc_facts::capture::{BaselineSource, Direction};
+use conndoc_testsupport::{program, root, Tests};
 use std::net::{IpAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
@@ -15,13 +16,6 @@ impl Drop for Ns {
     }
 }
 
-fn root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
 #[allow(unsafe_code)]
 fn enter(name: &str) {
     use std::os::fd::AsRawFd;
@@ -31,12 +25,7 @@ fn enter(name: &str) {
     assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
-#[test]
 fn captures_syn_rst_and_baseline_on_loopback_and_writes_pcap() {
-    if !root() {
-        eprintln!("SKIPPED: needs root (network namespace, CAP_NET_RAW)");
-        return;
-    }
     let name = format!("cdcap{}", std::process::id());
     assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
     let ns = Ns(name.clone());
@@ -109,12 +98,7 @@ fn drop_net_raw_in_this_thread() {
     }
 }
 
-#[test]
 fn without_cap_net_raw_the_capture_says_so() {
-    if !root() {
-        eprintln!("SKIPPED: needs root to have CAP_NET_RAW to drop");
-        return;
-    }
     let r = std::thread::spawn(|| {
         drop_net_raw_in_this_thread();
         Capture::start(&["127.0.0.1".parse().unwrap()], 7411).err().map(|e| e.to_string())
@@ -123,4 +107,16 @@ fn without_cap_net_raw_the_capture_says_so() {
     .unwrap();
     let msg = r.expect("the capture must not open without CAP_NET_RAW");
     assert!(msg.contains("needs CAP_NET_RAW"), "{msg}");
+}
+
+fn main() {
+    let mut t = Tests::new();
+    let need = root().and(program("ip", "iproute2"));
+    t.add(
+        "captures_syn_rst_and_baseline_on_loopback_and_writes_pcap",
+        &need,
+        captures_syn_rst_and_baseline_on_loopback_and_writes_pcap,
+    );
+    t.add("without_cap_net_raw_the_capture_says_so", &need, without_cap_net_raw_the_capture_says_so);
+    t.run();
 }

@@ -1,7 +1,8 @@
 //! Every scenario under lab/scenarios/ as one test: build the fault in network namespaces,
 //! run conndoc in the client namespace, check cause and evidence, tear down.
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use conndoc_testsupport::Need;
+use libtest_mimic::{Arguments, Failed};
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -27,22 +28,27 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let privileged = conndoc_lab::can_run();
-    if let Err(why) = &privileged {
-        eprintln!("lab: SKIPPING {} scenarios: {why}", scenarios.len());
-    }
+    // Without root every scenario is reported ignored with the reason; a missing program
+    // ignores the scenarios that require it. Under CI=true either is a failure.
+    let privileged = match conndoc_lab::can_run() {
+        Ok(()) => Need::met(),
+        Err(why) => Need::missing(why),
+    };
+    let ci = conndoc_testsupport::in_ci();
     let trials = scenarios
         .into_iter()
         .map(|s| {
             let name = s.name.clone();
-            let missing: Vec<String> = s.requires.iter().filter(|r| conndoc_lab::which(r).is_none()).cloned().collect();
-            let skip = privileged.is_err() || !missing.is_empty();
-            if !missing.is_empty() && privileged.is_ok() {
-                eprintln!("lab: SKIPPING {name}: missing {}", missing.join(", "));
+            let mut need = privileged.clone();
+            for r in &s.requires {
+                if conndoc_lab::which(r).is_none() {
+                    need = need.and(Need::missing(format!("needs `{r}` (install it; CI lists it in .ci/packages)")));
+                }
             }
             let bin = conndoc.clone();
-            Trial::test(name, move || conndoc_lab::run_scenario(&s, &bin).map(|_| ()).map_err(Failed::from))
-                .with_ignored_flag(skip)
+            conndoc_testsupport::trial(name, &need, ci, move || {
+                conndoc_lab::run_scenario(&s, &bin).map(|_| ()).map_err(Failed::from)
+            })
         })
         .collect();
     libtest_mimic::run(&args, trials).exit();

@@ -13,6 +13,7 @@ use conndoc_firewall::cache::{CacheConfig, CacheLevel, MIN_OBJECTS};
 use conndoc_firewall::nfnl::{self, NetlinkRuleset};
 use conndoc_firewall::{build, Packet, RawRulesets};
 use conndoc_host::netns::{run_in, NetnsSpec};
+use conndoc_testsupport::{Need, Tests};
 use std::path::Path;
 use std::process::Command;
 
@@ -61,11 +62,7 @@ fn handle_of(ns: &Netns, needle: &str) -> String {
     line.rsplit("# handle ").next().unwrap().trim().to_string()
 }
 
-#[test]
 fn big_ruleset_is_cached_until_a_rule_changes() {
-    if !root_with_nft() {
-        return;
-    }
     let ns = Netns::new("cdcache");
     let dir = TempDir::new("cdcache");
     ns.load(&big(1200, "counter"));
@@ -113,11 +110,7 @@ fn big_ruleset_is_cached_until_a_rule_changes() {
     assert_eq!(verdict(&fifth), FwVerdict::Accept);
 }
 
-#[test]
 fn memory_level_sees_changes_too() {
-    if !root_with_nft() {
-        return;
-    }
     let ns = Netns::new("cdcache");
     ns.load(&big(1200, "counter"));
     let first = read(&ns, &memory());
@@ -132,11 +125,7 @@ fn memory_level_sees_changes_too() {
     assert_eq!(read(&ns, &memory()).cached, Some(CacheLevel::Memory));
 }
 
-#[test]
 fn small_ruleset_leaves_no_file() {
-    if !root_with_nft() {
-        return;
-    }
     let ns = Netns::new("cdcache");
     let dir = TempDir::new("cdcache");
     ns.load(&big(20, "tcp dport 7000 drop"));
@@ -155,11 +144,7 @@ fn small_ruleset_leaves_no_file() {
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
 
-#[test]
 fn sets_that_change_without_a_commit_are_not_cached() {
-    if !root_with_nft() {
-        return;
-    }
     let ns = Netns::new("cdcache");
     let dir = TempDir::new("cdcache");
     let rules = big(1200, "ip saddr @seen drop")
@@ -171,11 +156,7 @@ fn sets_that_change_without_a_commit_are_not_cached() {
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
 
-#[test]
 fn a_damaged_file_is_ignored_and_replaced() {
-    if !root_with_nft() {
-        return;
-    }
     let ns = Netns::new("cdcache");
     let dir = TempDir::new("cdcache");
     ns.load(&big(1200, "tcp dport 7000 drop"));
@@ -196,11 +177,7 @@ fn a_damaged_file_is_ignored_and_replaced() {
 
 /// Namespace inode numbers are reused as soon as one is deleted, and generation ids of
 /// fresh namespaces count alike: the cookie keeps them apart.
-#[test]
 fn namespaces_with_the_same_generation_never_share_an_entry() {
-    if !root_with_nft() {
-        return;
-    }
     let dir = TempDir::new("cdcache");
     let both = CacheConfig { memory: true, ..disk(&dir.0) };
     let ino = |ns: &Netns| {
@@ -229,7 +206,6 @@ fn namespaces_with_the_same_generation_never_share_an_entry() {
 
 /// `CONNDOC_CACHE_DIR` and `CONNDOC_NO_CACHE` as a conndoc process sees them: this test
 /// binary runs again with them set, in the namespace, and reads through `read::read`.
-#[test]
 fn environment_turns_the_cache_on_and_off() {
     if std::env::var_os("CONNDOC_CACHE_CHILD").is_some() {
         let raw = conndoc_firewall::read(T);
@@ -240,9 +216,6 @@ fn environment_turns_the_cache_on_and_off() {
             rs.rule_count,
             rs.evaluate(Hook::Input, &probe()).verdict
         );
-        return;
-    }
-    if !root_with_nft() {
         return;
     }
     let ns = Netns::new("cdcache");
@@ -274,4 +247,23 @@ fn environment_turns_the_cache_on_and_off() {
     let hit = child(false);
     assert!(hit.contains("cached=true") && hit.contains("rules=1201") && hit.contains("verdict=Drop"), "{hit}");
     assert!(child(true).contains("cached=false"));
+}
+
+fn main() {
+    let mut t = Tests::new();
+    let need = root_with_nft();
+    // The re-executed child (in the namespace) runs whatever the parent needed.
+    let child = if std::env::var_os("CONNDOC_CACHE_CHILD").is_some() { Need::met() } else { need.clone() };
+    t.add("big_ruleset_is_cached_until_a_rule_changes", &need, big_ruleset_is_cached_until_a_rule_changes);
+    t.add("memory_level_sees_changes_too", &need, memory_level_sees_changes_too);
+    t.add("small_ruleset_leaves_no_file", &need, small_ruleset_leaves_no_file);
+    t.add("sets_that_change_without_a_commit_are_not_cached", &need, sets_that_change_without_a_commit_are_not_cached);
+    t.add("a_damaged_file_is_ignored_and_replaced", &need, a_damaged_file_is_ignored_and_replaced);
+    t.add(
+        "namespaces_with_the_same_generation_never_share_an_entry",
+        &need,
+        namespaces_with_the_same_generation_never_share_an_entry,
+    );
+    t.add("environment_turns_the_cache_on_and_off", &child, environment_turns_the_cache_on_and_off);
+    t.run();
 }

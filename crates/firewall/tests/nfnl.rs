@@ -12,6 +12,7 @@ use conndoc_facts::Family;
 use conndoc_firewall::model::Ruleset;
 use conndoc_firewall::{build, nfnl, nft, read, Packet};
 use conndoc_host::netns::{run_in, NetnsSpec};
+use conndoc_testsupport::{Need, Tests};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::process::Command;
@@ -221,11 +222,7 @@ table inet mix {
 }
 "#;
 
-#[test]
 fn lab_shapes_read_the_same_both_ways() {
-    if !root_with_nft() {
-        return;
-    }
     let ns = Netns::new("cdnfnl");
     ns.load(LAB);
     let (nl, js, texts) = read_both(&ns);
@@ -254,11 +251,7 @@ fn lab_shapes_read_the_same_both_ways() {
     assert!(e.decided_by.unwrap().policy, "icmp reject is IPv4 only");
 }
 
-#[test]
 fn families_sets_and_rejects_read_the_same_both_ways() {
-    if !root_with_nft() {
-        return;
-    }
     let ns = Netns::new("cdnfnl");
     ns.load(FAMILIES);
     let (nl, js, texts) = read_both(&ns);
@@ -286,11 +279,7 @@ fn families_sets_and_rejects_read_the_same_both_ways() {
     assert_eq!((nl.not_understood_total, js.not_understood_total), (4, 4));
 }
 
-#[test]
 fn recorded_fixture_ruleset_reads_the_same_both_ways() {
-    if !root_with_nft() {
-        return;
-    }
     let ns = Netns::new("cdnfnl");
     ns.load(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nfnl-mixed.nft")).unwrap());
     let (nl, js, texts) = read_both(&ns);
@@ -299,11 +288,7 @@ fn recorded_fixture_ruleset_reads_the_same_both_ways() {
     assert!(assert_same(&nl, &js, &[83, 84]) > 1000);
 }
 
-#[test]
 fn verdict_maps_are_evaluated() {
-    if !root_with_nft() {
-        return;
-    }
     let ns = Netns::new("cdnfnl");
     ns.load(
         r#"table inet vm {
@@ -343,11 +328,7 @@ fn verdict_maps_are_evaluated() {
     assert_eq!(e.decided_by.unwrap().text, "tcp dport 7003 drop");
 }
 
-#[test]
 fn build_prefers_netlink_and_skips_the_text_listing() {
-    if !root_with_nft() {
-        return;
-    }
     let ns = Netns::new("cdnfnl");
     ns.load(LAB);
     let raw = run_in(&NetnsSpec::Named(ns.0.clone()), || read::read(T)).unwrap();
@@ -362,7 +343,6 @@ fn build_prefers_netlink_and_skips_the_text_listing() {
 
 /// Without CAP_NET_ADMIN the kernel refuses the dump (EPERM) and `read` falls back to nft.
 /// Runs this test binary again under setpriv, in a namespace of its own.
-#[test]
 fn without_cap_net_admin_the_read_falls_back() {
     if std::env::var_os("CONNDOC_NFNL_EPERM_CHILD").is_some() {
         let e = nfnl::read(T).unwrap_err();
@@ -373,9 +353,6 @@ fn without_cap_net_admin_the_read_falls_back() {
         let (_, sources) = build(&raw);
         assert_eq!(sources[0].command, "nft -j list ruleset");
         println!("CHILD-OK");
-        return;
-    }
-    if !root_with_nft() {
         return;
     }
     let ns = Netns::new("cdnfnl");
@@ -402,7 +379,6 @@ fn v6(src: &str, port: u16) -> Packet {
 
 /// The same comparison on recorded output (no root needed): the kernel's bytes of
 /// fixtures/nfnl-mixed.nft against nft's JSON and text listings of it.
-#[test]
 fn recorded_bytes_and_nft_json_agree() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
     let raw = nfnl::RawDump::from_bytes(&std::fs::read(format!("{dir}/nfnl-mixed.bin")).unwrap()).unwrap();
@@ -424,11 +400,7 @@ fn recorded_bytes_and_nft_json_agree() {
 /// While another process swaps the whole ruleset back and forth (one transaction each),
 /// every read is one committed state: the set and the rules come from the same one. The
 /// read compares the generation before and after and starts over when it moved.
-#[test]
 fn reads_stay_consistent_while_the_ruleset_changes() {
-    if !root_with_nft() {
-        return;
-    }
     let ns = Netns::new("cdnfnl");
     let state = |x: u16| {
         let mut f = format!(
@@ -496,4 +468,28 @@ fn reads_stay_consistent_while_the_ruleset_changes() {
         stop.store(true, Ordering::SeqCst);
     });
     assert!(ok > 10, "{ok} consistent reads, {changing} gave up");
+}
+
+fn main() {
+    let mut t = Tests::new();
+    let need = root_with_nft();
+    // The re-executed child (without CAP_NET_ADMIN) runs whatever the parent needed.
+    let child = if std::env::var_os("CONNDOC_NFNL_EPERM_CHILD").is_some() { Need::met() } else { need.clone() };
+    t.add("lab_shapes_read_the_same_both_ways", &need, lab_shapes_read_the_same_both_ways);
+    t.add(
+        "families_sets_and_rejects_read_the_same_both_ways",
+        &need,
+        families_sets_and_rejects_read_the_same_both_ways,
+    );
+    t.add(
+        "recorded_fixture_ruleset_reads_the_same_both_ways",
+        &need,
+        recorded_fixture_ruleset_reads_the_same_both_ways,
+    );
+    t.add("verdict_maps_are_evaluated", &need, verdict_maps_are_evaluated);
+    t.add("build_prefers_netlink_and_skips_the_text_listing", &need, build_prefers_netlink_and_skips_the_text_listing);
+    t.add("without_cap_net_admin_the_read_falls_back", &child, without_cap_net_admin_the_read_falls_back);
+    t.add("recorded_bytes_and_nft_json_agree", &Need::met(), recorded_bytes_and_nft_json_agree);
+    t.add("reads_stay_consistent_while_the_ruleset_changes", &need, reads_stay_consistent_while_the_ruleset_changes);
+    t.run();
 }

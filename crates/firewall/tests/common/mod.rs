@@ -11,15 +11,11 @@ use std::time::Duration;
 
 pub const T: Duration = Duration::from_secs(10);
 
-pub fn root_with_nft() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false);
-    let nft = Command::new("nft").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
-    if !(root && nft) {
-        eprintln!("skipped: needs root and nft");
-    }
-    root && nft
+/// Root and nft, which the kernel tests need (else ignored; failed under CI=true).
+pub fn root_with_nft() -> conndoc_testsupport::Need {
+    conndoc_testsupport::root()
+        .and(conndoc_testsupport::program("nft", "nftables"))
+        .and(conndoc_testsupport::program("ip", "iproute2"))
 }
 
 /// A number unique in this test process (namespace and directory names).
