@@ -27,6 +27,8 @@ enum Command {
     Explain(cmd::explain::Args),
     /// List listening TCP sockets with their process, queues and warnings.
     Listeners(cmd::listeners::Args),
+    /// Print the server-side facts for one port (what `diagnose --ssh` runs on the server).
+    Inspect(cmd::inspect::Args),
     /// Lint a redis.conf: bind, protected-mode, requirepass, limits.
     Lint(cmd::lint::Args),
     /// Health-check the targets of a config continuously; diagnose each one that goes down.
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Diagnose(a) => cmd::diagnose::run(a),
         Command::Explain(a) => cmd::explain::run(a),
         Command::Listeners(a) => cmd::listeners::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
         Command::Lint(a) => cmd::lint::run(a),
         Command::Watch(a) => cmd::watch::run(a),
         Command::Check(a) => cmd::check::run(a),

@@ -228,6 +228,7 @@ fn fast_address(template: &Evidence, t: &Target, o: &Options) -> Option<IpAddr> 
         && o.expect_process.is_none()
         && o.netns.is_none()
         && o.netns_pid.is_none()
+        && o.ssh.is_none()
         && o.pcap_out.is_none()
         && !o.no_host
         && o.family.is_none_or(|f| f == Family::of(&ip));

@@ -56,13 +56,12 @@ fn syn(flow: (IpAddr, Option<IpAddr>, Option<u16>), port: u16, iif: Option<Strin
     }
 }
 
-pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
-    if ev.probes.is_empty() {
-        return;
-    }
-    let port = ev.target.port.get();
-    let cmd_timeout = opts.timeout.clamp(Duration::from_secs(2), Duration::from_secs(10));
-    let mut flows: Vec<(IpAddr, Option<IpAddr>, Option<u16>)> = Vec::new();
+/// One flow of the probe: destination, source address, source port.
+pub(crate) type Flow = (IpAddr, Option<IpAddr>, Option<u16>);
+
+/// The probe's flows, one per destination address.
+pub(crate) fn flows(ev: &Evidence) -> Vec<Flow> {
+    let mut flows: Vec<Flow> = Vec::new();
     for p in &ev.probes {
         if flows.iter().any(|f| f.0 == p.address) {
             continue;
@@ -70,13 +69,90 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
         let src = p.local.map(|l| l.ip()).filter(|ip| !ip.is_unspecified()).or_else(|| source_towards(p.address));
         flows.push((p.address, src, p.local.map(|l| l.port()).filter(|p| *p != 0)));
     }
-    let dests: Vec<IpAddr> = flows.iter().map(|f| f.0).collect();
-    let mut ask: Vec<IpAddr> = dests.clone();
+    flows
+}
+
+/// The deadline of one firewall tool run.
+pub(crate) fn cmd_timeout(timeout: Duration) -> Duration {
+    timeout.clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
+/// Every address a firewall view must know about: the destinations and sources of `flows`.
+pub(crate) fn addresses(flows: &[Flow]) -> Vec<IpAddr> {
+    let mut ask: Vec<IpAddr> = flows.iter().map(|f| f.0).collect();
     ask.extend(flows.iter().filter_map(|f| f.1));
     ask.sort();
     ask.dedup();
+    ask
+}
 
-    let spec = opts.netns.clone().map(NetnsSpec::Named).or(opts.netns_pid.map(NetnsSpec::Pid));
+/// The target host's rules evaluated for each flow: INPUT when the destination is its
+/// own, FORWARD when it routes it. None when no ruleset could be read (the reason).
+pub(crate) fn target_firewall(
+    view: &HostView,
+    flows: &[Flow],
+    port: u16,
+    namespace: Option<String>,
+) -> (HostFirewall, conndoc_firewall::Ruleset) {
+    let (rs, sources) = build(&view.raw);
+    let mut evaluations = Vec::new();
+    for (dst, src, sport) in flows {
+        let local = view.local.contains(dst);
+        let iif = match src {
+            Some(s) if view.local.contains(s) => Some("lo".to_string()),
+            Some(s) => dev_of(view, *s),
+            None => None,
+        };
+        let oif = if local { None } else { dev_of(view, *dst) };
+        let pkt = syn((*dst, *src, *sport), port, iif, oif);
+        evaluations.push(rs.evaluate(if local { Hook::Input } else { Hook::Forward }, &pkt));
+    }
+    let fw = HostFirewall {
+        role: FirewallRole::Target,
+        namespace,
+        ssh: None,
+        sources,
+        evaluations,
+        not_understood_total: rs.not_understood_total,
+        listeners_on_port: view.listeners.clone(),
+    };
+    (fw, rs)
+}
+
+/// The firewall of the host `conndoc inspect` runs on (inside `spec` when given), or why not.
+pub(crate) fn target_here(
+    spec: Option<&NetnsSpec>,
+    flows: &[Flow],
+    port: u16,
+    timeout: Duration,
+) -> Result<HostFirewall, String> {
+    let ask = addresses(flows);
+    let view = match spec {
+        Some(spec) => run_in(spec, || inspect_here(port, &ask, cmd_timeout(timeout))).map_err(|e| e.to_string())?,
+        None => inspect_here(port, &ask, cmd_timeout(timeout)),
+    };
+    if let Some(reason) = unreadable(&view) {
+        return Err(reason);
+    }
+    Ok(target_firewall(&view, flows, port, spec.map(NetnsSpec::label)).0)
+}
+
+pub(crate) fn run(ev: &mut Evidence, opts: &Options, remote: Option<crate::remote::RemoteFirewall>) {
+    if ev.probes.is_empty() {
+        return;
+    }
+    let port = ev.target.port.get();
+    let cmd_timeout = cmd_timeout(opts.timeout);
+    let flows = flows(ev);
+    let dests: Vec<IpAddr> = flows.iter().map(|f| f.0).collect();
+    let ask = addresses(&flows);
+
+    // Over ssh the target's rules were read there; `--netns` then names a namespace there.
+    let spec = if remote.is_some() {
+        None
+    } else {
+        opts.netns.clone().map(NetnsSpec::Named).or(opts.netns_pid.map(NetnsSpec::Pid))
+    };
     // This host and the target namespace are read at the same time.
     let (client, target_view) = std::thread::scope(|s| {
         let target = spec.as_ref().map(|spec| s.spawn(|| run_in(spec, || inspect_here(port, &ask, cmd_timeout))));
@@ -87,57 +163,50 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     let mut services = Vec::new();
 
     // The target host.
-    let target: Option<(HostView, Option<String>)> = match target_view {
-        Some(Ok(v)) => Some((v, ev.options.netns.clone())),
-        Some(Err(e)) => {
-            skip(
-                ev,
-                "firewall of the target host",
-                e.to_string(),
-                Some("entering a network namespace needs root (CAP_SYS_ADMIN)".into()),
-            );
-            None
-        }
-        None if dests.iter().any(|d| client.local.contains(d)) => Some((client.clone(), None)),
-        None => {
-            skip(
+    let target: Option<(HostView, Option<String>)> =
+        match (remote, target_view) {
+            (Some(crate::remote::RemoteFirewall::Read(fw)), _) => {
+                facts.hosts.push(*fw);
+                None
+            }
+            (Some(crate::remote::RemoteFirewall::Skipped(check)), _) => {
+                ev.skipped.extend(check);
+                None
+            }
+            (None, target_view) => match target_view {
+                Some(Ok(v)) => Some((v, ev.options.netns.clone())),
+                Some(Err(e)) => {
+                    skip(
+                        ev,
+                        "firewall of the target host",
+                        e.to_string(),
+                        Some("entering a network namespace needs root (CAP_SYS_ADMIN)".into()),
+                    );
+                    None
+                }
+                None if dests.iter().any(|d| client.local.contains(d)) => Some((client.clone(), None)),
+                None => {
+                    skip(
                 ev,
                 "firewall of the target host",
                 format!("{} is another host: conndoc reads firewall rules only where it runs", ev.target.authority()),
                 Some(
-                    "run conndoc on the server (target localhost there), or pass --netns for a local namespace".into(),
+                    "pass --ssh [USER@]HOST to read them on the server over SSH, or --netns for a local namespace"
+                        .into(),
                 ),
             );
-            None
-        }
-    };
+                    None
+                }
+            },
+        };
 
     if let Some((view, namespace)) = target {
         match unreadable(&view) {
             Some(reason) => skip_unreadable(ev, "firewall of the target host", reason),
             None => {
-                let (rs, sources) = build(&view.raw);
-                let mut evaluations = Vec::new();
-                for (dst, src, sport) in &flows {
-                    let local = view.local.contains(dst);
-                    let iif = match src {
-                        Some(s) if view.local.contains(s) => Some("lo".to_string()),
-                        Some(s) => dev_of(&view, *s),
-                        None => None,
-                    };
-                    let oif = if local { None } else { dev_of(&view, *dst) };
-                    let pkt = syn((*dst, *src, *sport), port, iif, oif);
-                    evaluations.push(rs.evaluate(if local { Hook::Input } else { Hook::Forward }, &pkt));
-                }
+                let (fw, rs) = target_firewall(&view, &flows, port, namespace);
                 services.extend(kube_services(&rs, FirewallRole::Target, &view, &flows, port));
-                facts.hosts.push(HostFirewall {
-                    role: FirewallRole::Target,
-                    namespace,
-                    sources,
-                    evaluations,
-                    not_understood_total: rs.not_understood_total,
-                    listeners_on_port: view.listeners.clone(),
-                });
+                facts.hosts.push(fw);
             }
         }
     }
@@ -160,6 +229,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
                 namespace: None,
                 sources,
                 evaluations,
+                ssh: None,
                 not_understood_total: rs.not_understood_total,
                 listeners_on_port: None,
             });

@@ -116,6 +116,8 @@ fn remote_skip(ev: &mut Evidence, opts: &Options) {
              kernel counters (ListenOverflows, ListenDrops, SyncookiesSent), sysctls and service state were not read",
             t.host
         ),
-        Some(format!("on the server run: sudo {cmd}   (or: sudo conndoc listeners --port {})", t.port)),
+        Some(format!(
+            "read them over SSH: conndoc diagnose … --ssh [USER@]{host}   (or on the server run: sudo {cmd})"
+        )),
     );
 }

@@ -9,7 +9,9 @@ mod capture;
 mod client;
 mod firewall;
 mod host;
+pub mod inspect;
 mod protocol;
+pub mod remote;
 
 pub use batch::{connect_many, gather_each, gather_many};
 
@@ -38,6 +40,9 @@ pub struct Options {
     pub insecure: bool,
     /// TLS: trust this CA bundle (`--ca FILE`).
     pub ca_file: Option<PathBuf>,
+    /// Inspect the server on another machine over SSH (`--ssh`): `netns` then names a
+    /// namespace there.
+    pub ssh: Option<remote::SshOptions>,
 }
 
 impl Default for Options {
@@ -52,6 +57,7 @@ impl Default for Options {
             no_host: false,
             insecure: false,
             ca_file: None,
+            ssh: None,
         }
     }
 }
@@ -67,19 +73,32 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     let start = Instant::now();
     let mut ev = new_evidence(target, opts, conndoc_probe::client::basics());
 
+    // Over ssh the session connects while names resolve here.
+    let ssh = opts.ssh.as_ref().filter(|_| !opts.no_host);
+    let remote = ssh.map(|o| remote::start(&ev, o, opts.timeout));
     client::local_addresses(&mut ev);
     ev.resolution = conndoc_probe::resolve::resolve(&ev.target, opts.family, opts.timeout);
     let addrs = conndoc_probe::resolve::addresses_to_probe(&ev.resolution, opts.family);
 
-    let host_stage = host::begin(&ev, opts, &addrs);
+    let (remote, host_stage) = match remote {
+        // The remote has read its "before" counters when it says ready.
+        Some(r) => (Some(remote::ready(r)), None),
+        None => (None, host::begin(&ev, opts, &addrs)),
+    };
     let capture_stage = capture::begin(&ev, opts, &addrs);
     ev.probes = conndoc_probe::connect::connect_all(&addrs, ev.target.port, opts.timeout);
     capture::end(capture_stage, &mut ev, opts);
     protocol::run(&mut ev, opts);
-    host::end(host_stage, &mut ev, opts);
+    let remote_fw = match (remote, ssh) {
+        (Some(r), Some(o)) => Some(remote::end(r, &mut ev, o, opts.timeout)),
+        _ => {
+            host::end(host_stage, &mut ev, opts);
+            None
+        }
+    };
     protocol::after_host(&mut ev, opts);
     if firewall_relevant(&ev) {
-        firewall::run(&mut ev, opts);
+        firewall::run(&mut ev, opts, remote_fw);
     }
     client::after_probe(&mut ev);
 
@@ -94,6 +113,7 @@ pub(crate) fn run_options(target: &Target, opts: &Options) -> RunOptions {
         family: opts.family,
         expect_process: opts.expect_process.clone().or_else(|| target.scheme.expected_process().map(str::to_string)),
         netns: opts.netns.clone().or(opts.netns_pid.map(|p| format!("pid:{p}"))),
+        ssh: opts.ssh.as_ref().map(|s| s.destination.to_string()),
     }
 }
 

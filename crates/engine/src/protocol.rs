@@ -3,8 +3,8 @@
 
 use crate::{skip, Options};
 use conndoc_facts::host::{HostFacts, InspectScope, ProcessInfo};
-use conndoc_facts::protocol::{GatewayFacts, ProtocolFacts};
-use conndoc_facts::{Evidence, Host, Scheme};
+use conndoc_facts::protocol::{GatewayFacts, LintReport, ProtocolFacts, RedisInfo};
+use conndoc_facts::{Evidence, Host, Scheme, SkippedCheck};
 use conndoc_host::NetnsSpec;
 use conndoc_proto::{http_probe, redis, tls::TlsSetup};
 use std::net::IpAddr;
@@ -95,6 +95,10 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
 /// gateway's error log when it answered 502/503/504.
 pub(crate) fn after_host(ev: &mut Evidence, opts: &Options) {
     let Some(host) = ev.host.clone() else { return };
+    // Read over ssh: the remote linted redis.conf itself; its files are not readable here.
+    if host.inspected.as_ref().is_some_and(|i| i.scope == InspectScope::Ssh) {
+        return;
+    }
     match ev.target.scheme {
         Scheme::Redis | Scheme::Rediss => lint_redis_conf(ev, &host, opts),
         Scheme::Http | Scheme::Https => gateway_log(ev, &host),
@@ -142,6 +146,24 @@ fn config_file_via_loopback(ev: &Evidence, host: &HostFacts, opts: &Options) -> 
 
 fn lint_redis_conf(ev: &mut Evidence, host: &HostFacts, opts: &Options) {
     let info = ev.protocol.as_ref().and_then(|p| p.probes.iter().find_map(|pr| pr.redis.as_ref()?.info.clone()));
+    match redis_conf_lint(host, info.as_ref(), || config_file_via_loopback(ev, host, opts)) {
+        None => {}
+        Some(Ok(report)) => ev.protocol.get_or_insert_with(Default::default).redis_conf = Some(report),
+        Some(Err(s)) => ev.skipped.push(s),
+    }
+}
+
+/// Lint the redis.conf of the redis-server found on the inspected host (the file INFO
+/// names, else its command line's, else what `loopback` asks the server itself). None
+/// when there is no redis-server to lint for; a skipped check when the file is unknown or
+/// unreadable. Reads the file, so it runs where the server is.
+pub(crate) fn redis_conf_lint(
+    host: &HostFacts,
+    info: Option<&RedisInfo>,
+    loopback: impl FnOnce() -> Option<(String, String)>,
+) -> Option<Result<LintReport, SkippedCheck>> {
+    let skipped =
+        |reason: String, hint: String| SkippedCheck { check: "redis-conf-lint".into(), reason, hint: Some(hint) };
     // Redis rewrites its process title (`redis-server *:6379`), so INFO's config_file is
     // the reliable source; a command line that kept the path is the fallback.
     let mut procs: Vec<&ProcessInfo> = host.listeners.iter().filter_map(|l| l.process.as_ref()).collect();
@@ -155,7 +177,7 @@ fn lint_redis_conf(ev: &mut Evidence, host: &HostFacts, opts: &Options) {
                 || p.cmdline.split_whitespace().next().is_some_and(|a| a.ends_with("redis-server"))
         })
         .collect();
-    let from_info = info.as_ref().and_then(|i| i.config_file.clone()).map(|p| (p, "INFO config_file".to_string()));
+    let from_info = info.and_then(|i| i.config_file.clone()).map(|p| (p, "INFO config_file".to_string()));
     let path = from_info
         .or_else(|| {
             redis_procs
@@ -164,27 +186,18 @@ fn lint_redis_conf(ev: &mut Evidence, host: &HostFacts, opts: &Options) {
         })
         // Asking again over loopback only helps when the probe could not read INFO: when it
         // could, the server has no config file to name (it runs on built-in defaults).
-        .or_else(|| {
-            if redis_procs.is_empty() || info.is_some() {
-                None
-            } else {
-                config_file_via_loopback(ev, host, opts)
-            }
-        });
+        .or_else(|| if redis_procs.is_empty() || info.is_some() { None } else { loopback() });
     let Some((path, source)) = path else {
         if !redis_procs.is_empty() || info.is_some() {
-            skip(
-                ev,
-                "redis-conf-lint",
-                "the redis.conf path is unknown: INFO was not readable (or names no config file) and redis-server's process title does not show it",
-                Some("conndoc lint /etc/redis/redis.conf (or the file the service starts with)".into()),
-            );
+            return Some(Err(skipped(
+                "the redis.conf path is unknown: INFO was not readable (or names no config file) and redis-server's process title does not show it".into(),
+                "conndoc lint /etc/redis/redis.conf (or the file the service starts with)".into(),
+            )));
         }
-        return;
+        return None;
     };
     let path = std::path::PathBuf::from(path);
     let proc_ = info
-        .as_ref()
         .and_then(|i| i.process_id)
         .and_then(|pid| redis_procs.iter().find(|p| p.pid == pid))
         .or(redis_procs.first())
@@ -201,13 +214,13 @@ fn lint_redis_conf(ev: &mut Evidence, host: &HostFacts, opts: &Options) {
     if let Some(n) = host.sysctls.somaxconn {
         limits.somaxconn = Some((n as u64, "net.core.somaxconn of the inspected host".into()));
     }
-    match conndoc_proto::redis_conf::lint(&path, &limits) {
+    Some(match conndoc_proto::redis_conf::lint(&path, &limits) {
         Ok(mut report) => {
             report.source = Some(source);
-            ev.protocol.get_or_insert_with(Default::default).redis_conf = Some(report)
+            Ok(report)
         }
-        Err(e) => skip(ev, "redis-conf-lint", e.to_string(), Some(format!("conndoc lint {}", path.display()))),
-    }
+        Err(e) => Err(skipped(e.to_string(), format!("conndoc lint {}", path.display()))),
+    })
 }
 
 /// The last 64 KiB of a file.

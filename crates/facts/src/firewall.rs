@@ -234,6 +234,9 @@ pub struct HostFirewall {
     /// The network namespace the rules were read in (None: conndoc's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Read on another machine over SSH (`--ssh`): its destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<String>,
     pub sources: Vec<RulesetSource>,
     /// One per probed address (and hook).
     pub evaluations: Vec<Evaluation>,

@@ -8,19 +8,22 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 /// How the target host was inspected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InspectScope {
     /// The target address is on one of this host's interfaces (same network namespace).
+    #[default]
     Local,
     /// A network namespace named with `--netns NAME|PATH`.
     Netns,
     /// The network namespace of a process named with `--netns-pid PID` (a container).
     NetnsPid,
+    /// Another machine, read by `conndoc inspect` run there over SSH (`--ssh`).
+    Ssh,
 }
 
 /// The namespace that was inspected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inspected {
     pub scope: InspectScope,
     /// The namespace as given (`NAME`, a path, or `pid:PID`), absent for `local`.
@@ -29,6 +32,25 @@ pub struct Inspected {
     /// Inode of the network namespace (`/proc/PID/ns/net`), to compare with processes'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_inode: Option<u64>,
+    /// Scope `ssh`: the SSH destination (`[USER@]HOST[:PORT]`) the facts were read on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// Scope `ssh`: the remote conndoc's version and hostname, as it reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_hostname: Option<String>,
+}
+
+impl Inspected {
+    /// Where the facts were read, for a sentence: "", " in network namespace X", " on HOST (over ssh)".
+    pub fn place(&self) -> String {
+        match self.scope {
+            InspectScope::Local => String::new(),
+            InspectScope::Ssh => format!(" on {} (read over ssh)", self.destination.as_deref().unwrap_or("?")),
+            _ => format!(" in network namespace {}", self.netns.as_deref().unwrap_or("?")),
+        }
+    }
 }
 
 /// A process as the report shows it. The command line has secrets replaced by `<redacted>`.

@@ -9,6 +9,7 @@ pub mod client;
 pub mod connect;
 pub mod firewall;
 pub mod host;
+pub mod inspect;
 pub mod kube;
 pub mod protocol;
 pub mod resolve;
@@ -37,6 +38,9 @@ pub struct RunOptions {
     /// The network namespace named with `--netns`/`--netns-pid`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The SSH destination the server side was read on (`--ssh`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<String>,
 }
 
 /// Everything gathered for one diagnosis.

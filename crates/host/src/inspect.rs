@@ -73,6 +73,7 @@ pub fn inspect_hinted(
         scope: req.scope,
         netns: req.netns.as_ref().map(NetnsSpec::label),
         netns_inode: facts.inspected.as_ref().and_then(|i| i.netns_inode),
+        ..Default::default()
     });
     // Host-wide sources, read from conndoc's own thread.
     let expect = req.expect.as_deref();
@@ -167,7 +168,7 @@ fn inside(
     let port = req.port.get();
     let netns = procs::current_netns();
     let mut facts = HostFacts {
-        inspected: Some(Inspected { scope: req.scope, netns: None, netns_inode: netns }),
+        inspected: Some(Inspected { scope: req.scope, netns: None, netns_inode: netns, ..Default::default() }),
         port: Some(req.port),
         ..Default::default()
     };

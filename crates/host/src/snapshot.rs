@@ -35,7 +35,12 @@ pub fn snapshot(ports: &BTreeSet<u16>, base: Option<&Baseline>) -> Result<Snapsh
     let mut skipped = Vec::new();
     let netns = procs::current_netns();
     let mut common = HostFacts {
-        inspected: Some(Inspected { scope: InspectScope::Local, netns: None, netns_inode: netns }),
+        inspected: Some(Inspected {
+            scope: InspectScope::Local,
+            netns: None,
+            netns_inode: netns,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     match conndoc_netlink::addresses() {

@@ -44,6 +44,19 @@ pub fn check(exp: &Expect, out: &RunOutput) -> Vec<String> {
             errs.push(format!("output contains {a:?}, which must never be printed"));
         }
     }
+    for a in &exp.absent_cmdline {
+        if let Some(line) = out.cmdlines.iter().find(|l| l.contains(a.as_str())) {
+            errs.push(format!("a command line contained {a:?} during the run: {line}"));
+        }
+    }
+    for c in &exp.seen_cmdline {
+        if !out.cmdlines.iter().any(|l| l.contains(c.as_str())) {
+            errs.push(format!(
+                "no command line sampled during the run contains {c:?} ({} sampled)",
+                out.cmdlines.len()
+            ));
+        }
+    }
     for c in &exp.stdout_contains {
         if !out.stdout.contains(c.as_str()) {
             errs.push(format!("stdout does not contain {c:?}"));
@@ -214,6 +227,7 @@ mod tests {
             json: Some(json),
             elapsed: Duration::from_millis(10),
             argv: vec![],
+            cmdlines: vec!["sshd: root@notty".into(), "conndoc inspect --bracket --json --port 7000".into()],
         }
     }
 
@@ -297,6 +311,8 @@ mod tests {
             ("[[skipped]]\ncheck = \"server-side inspection\"\nhint_contains = [\"sudo\"]", "hint None"),
             ("absent = [\"something\"]", "must never be printed"),
             ("stdout_contains = [\"no such text\"]", "stdout does not contain"),
+            ("absent_cmdline = [\"--port 7000\"]", "a command line contained"),
+            ("seen_cmdline = [\"hunter2\"]", "no command line sampled"),
             ("stderr_contains = [\"no such text\"]", "stderr does not contain"),
         ];
         for (t, want) in cases {

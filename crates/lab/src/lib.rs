@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod scenario;
+mod sshd;
 pub mod tool;
 
 pub use check::check;
@@ -69,6 +70,10 @@ pub struct Lab {
     /// The `lab/` directory (parent of the scenario's directory): `{lab}` in steps, for
     /// data files such as kube-proxy's rules in `lab/kube/`.
     files: PathBuf,
+    /// Sample every process's command line during the conndoc run (`absent_cmdline`).
+    pub sample_cmdlines: bool,
+    has_sshd: bool,
+    link_on_path: bool,
 }
 
 /// What a conndoc run printed.
@@ -80,6 +85,8 @@ pub struct RunOutput {
     pub json: Option<Value>,
     pub elapsed: Duration,
     pub argv: Vec<String>,
+    /// Command lines seen on the machine during the run (when sampled).
+    pub cmdlines: Vec<String>,
 }
 
 impl Lab {
@@ -99,6 +106,9 @@ impl Lab {
                 .ok()
                 .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
                 .unwrap_or_default(),
+            sample_cmdlines: false,
+            has_sshd: !s.sshd.is_empty(),
+            link_on_path: false,
         };
         for h in &s.hosts {
             let ns = format!("{id}{}", h.name);
@@ -195,6 +205,12 @@ impl Lab {
         }
         for d in &s.dns {
             lab.start_dns(d)?;
+        }
+        for d in &s.sshd {
+            sshd::start(&mut lab, d)?;
+            if d.conndoc_on_path {
+                lab.link_on_path = true;
+            }
         }
         for (i, st) in s.steps.iter().enumerate() {
             lab.step(i, st).map_err(|e| match e {
@@ -414,10 +430,14 @@ impl Lab {
         self.wait_listen(&d.host, 53, Duration::from_secs(5))
     }
 
-    /// Replace `{ns:HOST}`, `{pid:STEP}`, `{dir}` and `{lab}` placeholders.
+    /// Replace `{ns:HOST}`, `{pid:STEP}`, `{dir}`, `{lab}`, `{ssh_command}` and `{ssh_dir}` placeholders.
     pub fn expand(&self, s: &str) -> String {
         let mut out =
             s.replace("{dir}", &self.dir.display().to_string()).replace("{lab}", &self.files.display().to_string());
+        if self.has_sshd {
+            out = out.replace("{ssh_command}", &sshd::ssh_command(self));
+            out = out.replace("{ssh_dir}", &sshd::dir(self).display().to_string());
+        }
         for (h, ns) in &self.ns {
             out = out.replace(&format!("{{ns:{h}}}"), ns);
         }
@@ -448,15 +468,26 @@ impl Lab {
             }
             (None, None) => unreachable!("validated: target or argv"),
         };
+        let bin_s = std::fs::canonicalize(bin).unwrap_or_else(|_| bin.to_path_buf()).display().to_string();
+        for a in argv.iter_mut() {
+            *a = a.replace("{conndoc}", &bin_s);
+        }
         argv.insert(0, bin.display().to_string());
         for (i, w) in spec.wrap.iter().enumerate() {
             argv.insert(i, self.expand(w));
         }
+        if self.link_on_path {
+            sshd::link_conndoc(self, bin)?;
+        }
+        let env: BTreeMap<String, String> = spec.env.iter().map(|(k, v)| (k.clone(), self.expand(v))).collect();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns]).args(&argv).envs(&spec.env).stdin(Stdio::null());
+        cmd.args(["netns", "exec", &ns]).args(&argv).envs(&env).stdin(Stdio::null());
+        let sampler = self.sample_cmdlines.then(sshd::CmdlineSampler::start);
         let start = Instant::now();
-        let out = output_with_deadline(cmd, Duration::from_millis(spec.deadline_ms.unwrap_or(30_000)))?;
+        let out = output_with_deadline(cmd, Duration::from_millis(spec.deadline_ms.unwrap_or(30_000)));
         let elapsed = start.elapsed();
+        let cmdlines = sampler.map(sshd::CmdlineSampler::finish).unwrap_or_default();
+        let out = out?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let json = serde_json::from_str(&stdout).ok();
         Ok(RunOutput {
@@ -466,6 +497,7 @@ impl Lab {
             json,
             elapsed,
             argv,
+            cmdlines,
         })
     }
 }
@@ -497,6 +529,7 @@ impl Drop for Lab {
 /// Build the scenario, run conndoc, check; Err carries a readable failure report.
 pub fn run_scenario(s: &Scenario, conndoc: &Path) -> Result<RunOutput, String> {
     let mut lab = Lab::build(s).map_err(|e| format!("{}: {e}", s.name))?;
+    lab.sample_cmdlines = !s.expect.absent_cmdline.is_empty() || !s.expect.seen_cmdline.is_empty();
     let out = lab.run_conndoc(conndoc, &s.diagnose).map_err(|e| format!("{}: {e}", s.name))?;
     let mut errs = check(&s.expect, &out);
     for (i, st) in s.after.iter().enumerate() {

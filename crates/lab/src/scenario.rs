@@ -29,6 +29,9 @@ pub struct Scenario {
     pub routes: Vec<RouteSpec>,
     #[serde(default)]
     pub dns: Vec<DnsSpec>,
+    /// A real OpenSSH server in a host, with keys made for the scenario (docs/lab.md).
+    #[serde(default)]
+    pub sshd: Vec<SshdSpec>,
     #[serde(default, rename = "step")]
     pub steps: Vec<Step>,
     pub diagnose: RunSpec,
@@ -118,6 +121,23 @@ pub struct DnsSpec {
     pub local_domains: Vec<String>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshdSpec {
+    pub host: String,
+    /// The address sshd listens on (and known_hosts names).
+    pub listen: String,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Put the conndoc under test on the PATH of SSH sessions (default true).
+    #[serde(default = "yes")]
+    pub conndoc_on_path: bool,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
@@ -197,6 +217,15 @@ pub struct Expect {
     /// Strings stderr must contain.
     #[serde(default)]
     pub stderr_contains: Vec<String>,
+    /// Strings that must NOT appear in any process's command line on the machine (every
+    /// namespace, so both sides of an SSH session) while conndoc runs: /proc/*/cmdline is
+    /// sampled every few milliseconds for the whole run.
+    #[serde(default)]
+    pub absent_cmdline: Vec<String>,
+    /// Strings some sampled command line must contain: proof the sampler saw the run
+    /// (e.g. the remote `conndoc inspect`).
+    #[serde(default)]
+    pub seen_cmdline: Vec<String>,
 }
 
 /// A finding, found by its cause code. Text checks look only at the field they name: the
@@ -336,6 +365,14 @@ impl Scenario {
                 return bad(format!("dns names unknown host {}", d.host));
             }
         }
+        for d in &self.sshd {
+            if !known(&d.host) {
+                return bad(format!("sshd names unknown host {}", d.host));
+            }
+        }
+        if self.sshd.len() > 1 {
+            return bad("at most one sshd per scenario".into());
+        }
         let steps = self.steps.iter().map(|s| ("step", s)).chain(self.after.iter().map(|s| ("after step", s)));
         let mut n = std::collections::HashMap::new();
         for (what, s) in steps {
@@ -406,7 +443,13 @@ impl Expect {
                 return Err(format!("expect.skipped {}: exists = false takes no other key", k.check));
             }
         }
-        let strs = self.absent.iter().chain(&self.stdout_contains).chain(&self.stderr_contains);
+        let strs = self
+            .absent
+            .iter()
+            .chain(&self.stdout_contains)
+            .chain(&self.stderr_contains)
+            .chain(&self.absent_cmdline)
+            .chain(&self.seen_cmdline);
         if strs.clone().any(String::is_empty) {
             return Err("expect: an empty string in absent/stdout_contains/stderr_contains".into());
         }

@@ -52,6 +52,35 @@ pub struct Args {
     /// Redis: read the password from this file (else the URL, else REDISCLI_AUTH).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Read the server side on this machine over SSH (`conndoc inspect` runs there; the
+    /// ssh command is `ssh`, or CONNDOC_SSH_COMMAND split like a shell would).
+    #[arg(long, value_name = "[USER@]HOST[:PORT]")]
+    pub ssh: Option<String>,
+    /// The conndoc binary on the SSH host (default: `conndoc` from its PATH).
+    #[arg(long, value_name = "PATH", requires = "ssh", default_value = "conndoc")]
+    pub remote_conndoc: String,
+    /// Deadline of connecting and logging in over SSH (added to the run's own).
+    #[arg(long, value_name = "DURATION", requires = "ssh", default_value = "5s")]
+    pub ssh_timeout: String,
+}
+
+/// `--ssh`, `--remote-conndoc`, `--ssh-timeout` and CONNDOC_SSH_COMMAND, checked.
+pub fn ssh_options(
+    dest: &str,
+    remote_conndoc: &str,
+    connect_timeout: &str,
+) -> anyhow::Result<conndoc_engine::remote::SshOptions> {
+    use conndoc_engine::remote::{ssh_command_from_env, Destination, SshOptions};
+    let destination = Destination::parse(dest).map_err(usage)?;
+    let command = ssh_command_from_env().map_err(usage)?;
+    let connect_timeout = conndoc_facts::value::parse_duration(connect_timeout)
+        .ok()
+        .filter(|d| *d >= std::time::Duration::from_secs(1) && *d <= std::time::Duration::from_secs(120))
+        .ok_or_else(|| usage(format!("--ssh-timeout {connect_timeout:?}: must be from 1s to 2m")))?;
+    if remote_conndoc.is_empty() || remote_conndoc.starts_with('-') || remote_conndoc.chars().any(char::is_control) {
+        return Err(usage(format!("--remote-conndoc {remote_conndoc:?}: not a program name or path")));
+    }
+    Ok(SshOptions { destination, command, remote_conndoc: remote_conndoc.into(), connect_timeout, control_dir: None })
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
@@ -83,7 +112,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         let p = format!("/proc/{pid}/ns/net");
         std::fs::metadata(&p).map_err(|e| usage(format!("--netns-pid {pid}: cannot open {p}: {e}")))?;
     }
-    if let Some(ns) = &a.netns {
+    if let Some(ns) = a.netns.as_ref().filter(|_| a.ssh.is_none()) {
         let path = if ns.contains('/') { PathBuf::from(ns) } else { PathBuf::from("/run/netns").join(ns) };
         std::fs::metadata(&path).map_err(|e| usage(format!("--netns {ns}: cannot open {}: {e}", path.display())))?;
     }
@@ -95,7 +124,15 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             .open(out)
             .map_err(|e| usage(format!("cannot write evidence file {}: {e}", out.display())))?;
     }
+    let ssh = match &a.ssh {
+        Some(d) => Some(ssh_options(d, &a.remote_conndoc, &a.ssh_timeout)?),
+        None => None,
+    };
+    if ssh.is_some() && a.netns_pid.is_some() {
+        return Err(usage("--netns-pid names a process here; with --ssh use --netns NAME (a namespace on the server)"));
+    }
     let opts = conndoc_engine::Options {
+        ssh,
         timeout,
         family: if a.ipv4 {
             Some(Family::Ipv4)

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod diagnose;
 pub mod explain;
+pub mod inspect;
 pub mod lint;
 pub mod listeners;
 pub mod watch;

@@ -140,6 +140,9 @@ fn iptables_cmd(t: FirewallTool) -> &'static str {
 fn where_(role: FirewallRole, host: &HostFirewall) -> String {
     match (role, &host.namespace) {
         (FirewallRole::Client, _) => "this host's OUTPUT path".into(),
+        (FirewallRole::Target, _) if host.ssh.is_some() => {
+            format!("the target host ({}, read over ssh)", host.ssh.as_deref().unwrap_or("?"))
+        }
         (FirewallRole::Target, Some(ns)) => format!("the target host (network namespace {ns})"),
         (FirewallRole::Target, None) => "the target host".into(),
     }

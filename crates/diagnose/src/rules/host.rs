@@ -37,12 +37,7 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
 }
 
 fn where_(h: &HostFacts) -> String {
-    match h.inspected.as_ref() {
-        Some(i) if i.scope != InspectScope::Local => {
-            format!(" in network namespace {}", i.netns.as_deref().unwrap_or("?"))
-        }
-        _ => String::new(),
-    }
+    h.inspected.as_ref().map(|i| i.place()).unwrap_or_default()
 }
 
 fn proc_text(p: &ProcessInfo) -> String {
@@ -60,11 +55,28 @@ fn listener_text(l: &Listener) -> String {
     format!("listening on {} [{fam}], accept queue {}/{}{owner}", l.local, l.accept_queue.0, l.backlog.0)
 }
 
-fn with_listeners(mut f: Finding, ls: &[Listener]) -> Finding {
+fn with_listeners(mut f: Finding, h: &HostFacts, ls: &[Listener]) -> Finding {
     for l in ls {
         f = f.evidence("listener", listener_text(l), json!(l));
     }
-    f
+    with_origin(f, h)
+}
+
+/// Facts read on another machine say so, with where and by which conndoc.
+fn with_origin(f: Finding, h: &HostFacts) -> Finding {
+    match h.inspected.as_ref().filter(|i| i.scope == InspectScope::Ssh) {
+        Some(i) => f.evidence(
+            "inspected",
+            format!(
+                "server-side facts read{} by conndoc {}{}",
+                i.place(),
+                i.remote_version.as_deref().unwrap_or("?"),
+                i.remote_hostname.as_deref().map(|n| format!(" on host {n}")).unwrap_or_default()
+            ),
+            json!(i),
+        ),
+        None => f,
+    }
 }
 
 fn with_connect(f: Finding, p: &ConnectProbe) -> Finding {
@@ -149,7 +161,7 @@ fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findi
                 shown.join(", ")
             ),
         );
-        let f = with_listeners(f, ls).evidence(
+        let f = with_listeners(f, h, ls).evidence(
             "client-address",
             format!("the client dials {a}:{port} from {from}, which is not loopback"),
             json!({ "dialled": a, "source": p.local.map(|l| l.ip()) }),
@@ -170,7 +182,7 @@ fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findi
                 other.iter().map(|l| l.local.to_string()).collect::<Vec<_>>().join(", ")
             ),
         );
-        let f = with_listeners(f, ls).evidence(
+        let f = with_listeners(f, h, ls).evidence(
             "dialled-address",
             format!("the client dialled {a} ({fam})"),
             json!({ "dialled": a, "family": fam }),
@@ -188,7 +200,7 @@ fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findi
             ls.iter().map(|l| l.local.to_string()).collect::<Vec<_>>().join(", ")
         ),
     );
-    let f = with_listeners(f, ls).evidence(
+    let f = with_listeners(f, h, ls).evidence(
         "dialled-address",
         format!(
             "the client dialled {a}:{port}; the server's addresses: {}",
@@ -267,7 +279,7 @@ fn service_absent(ev: &Evidence, h: &HostFacts, failed: &[&ConnectProbe], out: &
             Cause::WrongPort,
             format!("{} runs but listens on {}, not on port {port}", svc.name, ports.join(", ")),
         );
-        f = with_listeners(f, &other.iter().map(|l| (*l).clone()).collect::<Vec<_>>()).evidence(
+        f = with_listeners(f, h, &other.iter().map(|l| (*l).clone()).collect::<Vec<_>>()).evidence(
             "socket-table",
             format!("no TCP listener on port {port}{}", where_(h)),
             json!({ "port": port, "listeners": [] }),
@@ -332,7 +344,7 @@ fn port_in_use(ev: &Evidence, h: &HostFacts, out: &mut Findings) {
         Cause::PortInUse,
         format!("Port {port} is held by another program ({holder}), not by {}", svc.name),
     );
-    f = with_listeners(f, &h.listeners.clone());
+    f = with_listeners(f, h, &h.listeners.clone());
     f = f.evidence(
         "process-table",
         if svc.running.is_empty() {
@@ -442,7 +454,7 @@ fn accept_queue(ev: &Evidence, h: &HostFacts, failed: &[&ConnectProbe], out: &mu
         f = with_connect(f, p);
     }
     let _ = ev;
-    f = f
+    f = with_origin(f, h)
         .fix("Find why the program stalls in accept(): a blocked event loop, too few workers, or its fd limit (see fd-exhaustion).")
         .fix(format!(
             "Give it a larger backlog: listen(fd, N) with N up to net.core.somaxconn (now {}); for redis `tcp-backlog`.",
@@ -683,7 +695,12 @@ mod tests {
 
     fn host(listeners: Vec<Listener>) -> HostFacts {
         HostFacts {
-            inspected: Some(Inspected { scope: InspectScope::Netns, netns: Some("srv".into()), netns_inode: Some(1) }),
+            inspected: Some(Inspected {
+                scope: InspectScope::Netns,
+                netns: Some("srv".into()),
+                netns_inode: Some(1),
+                ..Default::default()
+            }),
             local_addresses: vec!["10.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap()],
             port: Port::new(7000),
             listeners,
