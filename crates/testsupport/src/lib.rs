@@ -211,3 +211,29 @@ mod tests {
         assert!(n.reason().is_some_and(|r| r.contains("conndoc-no-such-program")), "{n:?}");
     }
 }
+
+#[cfg(test)]
+mod workspace {
+    use std::path::Path;
+
+    /// Every crate inherits the workspace's rust-version, so clippy's `incompatible_msrv`
+    /// checks each one against it (a new crate that forgets it fails here).
+    #[test]
+    fn every_crate_inherits_the_rust_version() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut n = 0;
+        for e in std::fs::read_dir(&crates).unwrap() {
+            let manifest = e.unwrap().path().join("Cargo.toml");
+            let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+            n += 1;
+            assert!(
+                text.contains("\nrust-version.workspace = true"),
+                "{} lacks rust-version.workspace = true",
+                manifest.display()
+            );
+        }
+        assert!(n >= 10, "only {n} crates found under {}", crates.display());
+        let root = std::fs::read_to_string(crates.join("../Cargo.toml")).unwrap();
+        assert!(root.contains("\nrust-version = \"1."), "the workspace states a rust-version");
+    }
+}
