@@ -82,6 +82,7 @@ pub struct RawConfig {
     pub rediagnose: Option<Spanned<String>>,
     pub jitter: Option<Spanned<f64>>,
     pub dashboard_url: Option<Spanned<String>>,
+    pub allowed_hosts: Option<Spanned<Vec<String>>>,
     pub defaults: Option<RawDefaults>,
     #[serde(default)]
     pub target: Vec<Spanned<RawTarget>>,
@@ -115,7 +116,6 @@ pub struct RawTarget {
     pub no_host: Option<bool>,
     pub password_file: Option<Spanned<String>>,
     pub close: Option<Spanned<String>>,
-    pub ssh: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,7 +153,8 @@ pub enum CheckKind {
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
     pub name: String,
-    pub url: String,
+    /// Shown and stored only in its redacted form.
+    pub url: crate::urls::TargetUrl,
     pub target: Target,
     pub interval: Duration,
     pub timeout: Duration,
@@ -166,9 +167,6 @@ pub struct TargetConfig {
     pub no_host: bool,
     /// How a health check's connection is closed (`close = "rst"` or `"fin"`).
     pub close: crate::probe::Close,
-    /// `ssh = "user@host"`: diagnoses read the server side there (docs/remote.md), over a
-    /// reused OpenSSH ControlMaster connection.
-    pub ssh: Option<conndoc_engine::remote::SshOptions>,
 }
 
 impl TargetConfig {
@@ -183,7 +181,6 @@ impl TargetConfig {
             expect_process: self.expect.clone(),
             netns: self.netns.clone(),
             no_host: self.no_host,
-            ssh: self.ssh.clone(),
             ..Default::default()
         }
     }
@@ -210,7 +207,8 @@ impl ReceiverKind {
 pub struct ReceiverConfig {
     pub name: String,
     pub kind: ReceiverKind,
-    pub url: String,
+    /// A secret as a whole (tokens in paths and queries): shown only as its redacted form.
+    pub url: crate::urls::ReceiverUrl,
     pub routing_key: Option<Secret>,
     pub timeout: Duration,
     pub retry_max: Duration,
@@ -232,6 +230,9 @@ pub struct Config {
     pub rediagnose: Duration,
     pub jitter: f64,
     pub dashboard_url: String,
+    /// Host names the dashboard answers to besides IP literals, `localhost` and the host of
+    /// `dashboard_url` (DNS rebinding protection); `*` answers to any.
+    pub allowed_hosts: Vec<String>,
     pub targets: Vec<TargetConfig>,
     pub receivers: Vec<ReceiverConfig>,
 }
@@ -364,6 +365,21 @@ impl Validator<'_> {
             Some(u) => u.get_ref().trim_end_matches('/').to_string(),
             None => format!("http://{listen}"),
         };
+        let mut allowed_hosts = Vec::new();
+        if let Some(a) = &raw.allowed_hosts {
+            for h in a.get_ref() {
+                let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+                if h.is_empty() || h.len() > 253 || h.bytes().any(|b| b.is_ascii_whitespace() || b"/@?#".contains(&b)) {
+                    self.err(
+                        Some(a),
+                        "allowed_hosts",
+                        "each entry is a host name such as \"watch.example.com\", or \"*\"",
+                    );
+                } else {
+                    allowed_hosts.push(h);
+                }
+            }
+        }
 
         let d = raw.defaults.unwrap_or_default();
         let def_interval = self.duration(
@@ -448,6 +464,7 @@ impl Validator<'_> {
             rediagnose,
             jitter,
             dashboard_url,
+            allowed_hosts,
             targets,
             receivers,
         }
@@ -569,13 +586,13 @@ fn validate_target(v: &mut Validator, i: usize, st: &Spanned<RawTarget>, d: &Tar
     let (url, target) = match &t.url {
         None => {
             v.err(Some(st), f("url"), "missing: e.g. url = \"tcp://127.0.0.1:8100\"");
-            (String::new(), None)
+            (None, None)
         }
         Some(u) => match Target::parse(u.get_ref()) {
-            Ok(tg) => (u.get_ref().clone(), Some(tg)),
+            Ok(tg) => (Some(crate::urls::TargetUrl::new(u.get_ref(), &tg)), Some(tg)),
             Err(e) => {
                 v.err(Some(u), f("url"), e.to_string());
-                (String::new(), None)
+                (None, None)
             }
         },
     };
@@ -629,14 +646,7 @@ fn validate_target(v: &mut Validator, i: usize, st: &Spanned<RawTarget>, d: &Tar
         }
     };
     let close = close_kind(v, t.close.as_ref(), f("close"), d.close);
-    let ssh = t.ssh.as_ref().and_then(|s| match ssh_options(s.get_ref()) {
-        Ok(o) => Some(o),
-        Err(e) => {
-            v.err(Some(s), f("ssh"), e);
-            None
-        }
-    });
-    let mut target = target?;
+    let (mut target, url) = (target?, url?);
     if let Some(pf) = &t.password_file {
         match std::fs::read_to_string(pf.get_ref()) {
             Ok(s) if !s.trim_end_matches(['\n', '\r']).is_empty() => {
@@ -664,22 +674,6 @@ fn validate_target(v: &mut Validator, i: usize, st: &Spanned<RawTarget>, d: &Tar
         expect: t.expect.as_ref().map(|n| n.get_ref().clone()),
         no_host: t.no_host.unwrap_or(false),
         close,
-        ssh,
-    })
-}
-
-/// `ssh = "[USER@]HOST[:PORT]"` of a target: the diagnosis reads the server there, over one
-/// ControlMaster connection per host kept for a while, so a flapping target does not open
-/// an SSH session per check.
-fn ssh_options(dest: &str) -> Result<conndoc_engine::remote::SshOptions, String> {
-    use conndoc_engine::remote::{control_dir, ssh_command_from_env, Destination, SshOptions};
-    Ok(SshOptions {
-        destination: Destination::parse(dest)?,
-        command: ssh_command_from_env()?,
-        remote_conndoc: "conndoc".into(),
-        connect_timeout: Duration::from_secs(5),
-        control_dir: Some(control_dir()),
-        control_persist: Duration::from_secs(120),
     })
 }
 
@@ -708,16 +702,17 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
         }
     };
     let url = match (&r.url, kind) {
-        (None, ReceiverKind::Pagerduty) => PAGERDUTY_URL.to_string(),
+        (None, ReceiverKind::Pagerduty) => crate::urls::ReceiverUrl::parse(PAGERDUTY_URL).ok(),
         (None, _) => {
             v.err(Some(sr), f("url"), "missing: the address to POST alerts to");
-            String::new()
+            None
         }
-        (Some(u), _) => match crate::alert::HttpUrl::parse(u.get_ref()) {
-            Ok(_) => u.get_ref().clone(),
+        // The error never quotes the URL: it may be a token.
+        (Some(u), _) => match crate::urls::ReceiverUrl::parse(u.get_ref()) {
+            Ok(u) => Some(u),
             Err(e) => {
                 v.err(Some(u), f("url"), e);
-                String::new()
+                None
             }
         },
     };
@@ -770,6 +765,7 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
     if v.errors.len() > before {
         return None;
     }
+    let url = url?;
     Some(ReceiverConfig {
         name,
         kind,
@@ -920,12 +916,26 @@ interval = "1s"
     fn receivers() {
         let c = ok("[[receiver]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/hook\"\n[[receiver]]\nname = \"pd\"\ntype = \"pagerduty\"\nrouting_key = \"R0UT1NG\"\n");
         assert_eq!(c.receivers[0].kind, ReceiverKind::Webhook);
-        assert_eq!(c.receivers[1].url, PAGERDUTY_URL);
+        assert_eq!(c.receivers[1].url.expose().as_str(), PAGERDUTY_URL);
         assert!(!format!("{:?}", c.receivers[1]).contains("R0UT1NG"));
         let e = errs("[[receiver]]\nname = \"pd\"\ntype = \"pagerduty\"\n");
         assert!(e[0].contains("receiver[0].routing_key: missing"), "{e:?}");
         let e = errs("[[receiver]]\nname = \"x\"\nurl = \"ftp://h/\"\n");
         assert!(e[0].starts_with("w.toml:3: receiver[0].url: "), "{e:?}");
+    }
+
+    #[test]
+    fn secrets_in_urls_stay_out_of_errors_and_debug() {
+        let c = ok("[[target]]\nname = \"r\"\nurl = \"redis://:S3KRIT-pw@127.0.0.1:6379\"\n[[receiver]]\nname = \"s\"\ntype = \"slack\"\nurl = \"https://hooks.slack.com/services/T0/B0/T0KEN-S3KRIT\"\n");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("S3KRIT"), "{dbg}");
+        assert_eq!(c.targets[0].url.shown(), "redis://:<redacted>@127.0.0.1:6379");
+        assert_eq!(c.receivers[0].url.shown(), "https://hooks.slack.com/<redacted>");
+        for bad in ["ftp://u:S3KRIT@h/", "http://h:99999/?token=S3KRIT", "S3KRIT"] {
+            let e = errs(&format!("[[receiver]]\nname = \"x\"\nurl = \"{bad}\"\n"));
+            assert!(e[0].starts_with("w.toml:3: receiver[0].url: "), "{e:?}");
+            assert!(!e[0].contains("S3KRIT"), "{e:?}");
+        }
     }
 
     /// The fast reader (config/fast.rs) must build exactly what toml builds, spans

@@ -104,6 +104,8 @@ pub struct Daemon {
     /// Sockets reused by `close = "rst"` probes (at most `concurrency` of them).
     sockets: probe::Sockets,
     diag_sem: Arc<Semaphore>,
+    /// One HTTP client per receiver (TLS set up once), rebuilt on reload.
+    clients: Mutex<HashMap<String, Result<reqwest::Client, String>>>,
     alert_wake: Notify,
     stop: watch::Sender<bool>,
     hook: Option<ChangeHook>,
@@ -115,7 +117,26 @@ pub fn log(level: &str, msg: impl AsRef<str>) {
     eprintln!("{} {level} {}", rfc3339(secs), msg.as_ref());
 }
 
+use crate::history::cut_text;
 pub use conndoc_probe::time::rfc3339;
+
+/// Longest diagnosis text in an alert (`details`).
+const MAX_ALERT_DETAILS: usize = 16 * 1024;
+/// Longest summary kept for a target, its events and alerts.
+const MAX_SUMMARY: usize = 1024;
+
+fn alert_clients(receivers: &[crate::config::ReceiverConfig]) -> HashMap<String, Result<reqwest::Client, String>> {
+    receivers
+        .iter()
+        .map(|r| {
+            let c = alert::client(r);
+            if let Err(e) = &c {
+                log("error", e);
+            }
+            (r.name.clone(), c)
+        })
+        .collect()
+}
 
 /// Scheduling granularity: a check starts at most this much after its slot (plus jitter).
 pub const SCHED_TICK: Duration = Duration::from_millis(10);
@@ -179,6 +200,7 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
         probe_sem: Arc::new(Semaphore::new(cfg.concurrency)),
         sockets: probe::Sockets::default(),
         diag_sem: Arc::new(Semaphore::new(cfg.diagnose_concurrency)),
+        clients: Mutex::new(alert_clients(&cfg.receivers)),
         cfg: RwLock::new(Arc::new(cfg.clone())),
         overrides,
         targets: Mutex::new(HashMap::new()),
@@ -204,7 +226,7 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
         let mut map = d.targets.lock().unwrap();
         for t in &cfg.targets {
             let mut e = Entry::new(Arc::new(t.clone()));
-            if let Some(s) = saved.get(&t.name).filter(|s| s.url == t.url) {
+            if let Some(s) = saved.get(&t.name).filter(|s| s.url == t.url.shown()) {
                 e.health.state = s.state;
                 e.cause = s.cause.clone();
                 e.since_ms = s.since_ms;
@@ -416,7 +438,7 @@ impl Daemon {
             let Some(e) = map.get(&name) else { return };
             SavedState {
                 name: name.clone(),
-                url: e.cfg.url.clone(),
+                url: e.cfg.url.shown().to_string(),
                 state: t.to,
                 cause: e.cause.clone(),
                 since_ms: at_ms,
@@ -538,8 +560,12 @@ impl Daemon {
         self.stats.diagnoses_in_flight.fetch_sub(1, Relaxed);
         Some(match r {
             Ok(Ok(rep)) => {
-                let json = serde_json::to_string(&rep).unwrap_or_default();
-                let text = conndoc_diagnose::render::text(&rep, false);
+                // Bounded before anything is stored or sent: a server's huge reply must not
+                // grow the history past max_history_mb or every alert payload with it.
+                let json = crate::history::bounded_report(&serde_json::to_string(&rep).unwrap_or_default());
+                let text = cut_text(&conndoc_diagnose::render::text(&rep, false), MAX_ALERT_DETAILS);
+                let mut rep = rep;
+                rep.verdict.summary = cut_text(&rep.verdict.summary, MAX_SUMMARY);
                 if rep.verdict.cause == Cause::Ok {
                     // The target answered the diagnosis although the health checks failed.
                     (
@@ -659,7 +685,12 @@ impl Daemon {
                     continue;
                 };
                 let body = alert::wire_body(r, &a.payload);
-                let res = alert::post_json(&r.url, &body, r.timeout, r.ca_file.as_deref()).await;
+                let client = self.clients.lock().unwrap().get(&r.name).cloned();
+                let res = match client {
+                    Some(Ok(c)) => alert::post_json(&c, &r.url, body, r.timeout).await,
+                    Some(Err(e)) => Err(e),
+                    None => Err(format!("receiver {}: no HTTP client", r.name)),
+                };
                 let h = self.history.clone();
                 let id = a.id;
                 match res {
@@ -812,6 +843,7 @@ impl Daemon {
                 }
             }
         }
+        *self.clients.lock().unwrap() = alert_clients(&new.receivers);
         *self.cfg.write().unwrap() = Arc::new(new);
         self.stats.reloads_ok.fetch_add(1, Relaxed);
         log(
@@ -889,7 +921,7 @@ impl Daemon {
 #[derive(Debug, Clone)]
 pub struct TargetView {
     pub name: String,
-    pub url: String,
+    pub url: crate::urls::TargetUrl,
     pub labels: BTreeMap<String, String>,
     pub state: State,
     pub cause: String,
@@ -914,7 +946,8 @@ mod tests {
         assert_eq!(round_up(Duration::from_millis(10), t), Duration::from_millis(10));
         assert_eq!(round_up(Duration::from_micros(10_001), t), Duration::from_millis(20));
         // Phases are stable per name and spread over the interval.
-        assert_eq!(hash("api"), hash("api"));
+        // FNV-1a of "api": the phase must not change between releases (it is the schedule).
+        assert_eq!(hash("api"), 0xe74f_c019_056a_ae07);
         let iv = 5_000_000_000u64;
         let phases: std::collections::BTreeSet<u64> =
             (0..1000).map(|i| hash(&format!("t{i}")) % iv / 500_000_000).collect();

@@ -128,7 +128,7 @@ pub fn index(d: &Arc<Daemon>) -> String {
             esc(&v.cause),
             rfc3339((v.since_ms / 1000) as u64),
             ago(now - v.since_ms),
-            esc(&v.url)
+            esc(v.url.shown())
         );
     }
     b.push_str("</tbody></table>");
@@ -165,24 +165,20 @@ struct Detail {
     report: Option<(i64, String)>,
 }
 
-async fn detail(d: &Arc<Daemon>, name: &str) -> Option<Detail> {
+/// Reads the history database: call it off the runtime's worker (the HTTP server does).
+fn detail(d: &Arc<Daemon>, name: &str) -> Option<Detail> {
     let view = d.snapshot().into_iter().find(|v| v.name == name)?;
     let unflushed: Vec<(i64, u32, u32)> = {
         let map = d.targets.lock().unwrap();
         map.get(name).map(|e| e.unflushed.iter().map(|(b, v)| (*b, v.count, v.failures)).collect()).unwrap_or_default()
     };
     let now = now_ms();
-    let h = d.history.clone();
-    let n = name.to_string();
-    let (buckets, events, report) = tokio::task::spawn_blocking(move || {
-        (
-            h.buckets(&n, now - 86_400_000).unwrap_or_default(),
-            h.events(&n, 20).unwrap_or_default(),
-            h.last_report(&n).ok().flatten(),
-        )
-    })
-    .await
-    .ok()?;
+    let h = &d.history;
+    let (buckets, events, report) = (
+        h.buckets(name, now - 86_400_000).unwrap_or_default(),
+        h.events(name, 20).unwrap_or_default(),
+        h.last_report(name).ok().flatten(),
+    );
     // The timeline spans from the first result (at most a day ago) to now, in 60 slots.
     let first = buckets.iter().chain(unflushed.iter()).map(|b| b.0).min().unwrap_or(now);
     let window_ms = (now - first).clamp(60_000, 86_400_000);
@@ -201,8 +197,8 @@ async fn detail(d: &Arc<Daemon>, name: &str) -> Option<Detail> {
     Some(Detail { view, slots, window_ms, events, report })
 }
 
-pub async fn target_page(d: &Arc<Daemon>, name: &str) -> Option<String> {
-    let x = detail(d, name).await?;
+pub fn target_page(d: &Arc<Daemon>, name: &str) -> Option<String> {
+    let x = detail(d, name)?;
     let v = &x.view;
     let now = now_ms();
     let st = v.state.as_str();
@@ -221,7 +217,7 @@ pub async fn target_page(d: &Arc<Daemon>, name: &str) -> Option<String> {
         v.summary.as_deref().map(esc).unwrap_or_default(),
         rfc3339((v.since_ms / 1000) as u64),
         ago(now - v.since_ms),
-        esc(&v.url),
+        esc(v.url.shown()),
         v.labels.iter().map(|(k, val)| format!(" · {}={}", esc(k), esc(val))).collect::<String>()
     );
     let _ = write!(b, "<h2>Availability, last {}</h2><div class=\"timeline\" id=\"timeline\">", ago(x.window_ms));
@@ -274,8 +270,8 @@ pub async fn target_page(d: &Arc<Daemon>, name: &str) -> Option<String> {
     Some(page(&title, refresh_secs(std::slice::from_ref(v)), &b))
 }
 
-pub async fn api_target(d: &Arc<Daemon>, name: &str) -> Option<String> {
-    let x = detail(d, name).await?;
+pub fn api_target(d: &Arc<Daemon>, name: &str) -> Option<String> {
+    let x = detail(d, name)?;
     let mut v = view_json(&x.view);
     v["events"] = x
         .events

@@ -16,9 +16,19 @@ pub enum HistoryError {
     Dir { path: PathBuf, source: std::io::Error },
     #[error("history database {path}: {op}: {source}")]
     Sql { path: PathBuf, op: &'static str, source: rusqlite::Error },
+    #[error("history database: {0}")]
+    File(String),
+    #[error("history database {path} is in use by another conndoc watch ({lock} is locked); give each daemon its own `history`")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("history database {path}: locking {lock}: {source}")]
+    Lock { path: PathBuf, lock: PathBuf, source: std::io::Error },
+    #[error("history database {path} has schema version {found}, newer than this conndoc knows ({known}): upgrade conndoc or use another file")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
 }
 
-const SCHEMA: &str = "
+/// Schema version 1: the tables as first shipped (`CREATE … IF NOT EXISTS`, so a database
+/// written before versions existed is taken as it is).
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS target_state(
   name TEXT PRIMARY KEY, url TEXT NOT NULL, state TEXT NOT NULL, cause TEXT,
   since_ms INTEGER NOT NULL, event_id INTEGER);
@@ -38,6 +48,111 @@ CREATE TABLE IF NOT EXISTS alerts(
   delivered_ms INTEGER, last_error TEXT);
 CREATE INDEX IF NOT EXISTS alerts_pending ON alerts(delivered_ms, next_attempt_ms);
 ";
+
+/// The schema version this code writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Migration to version N is `MIGRATIONS[N-1]`; each runs in one transaction with the
+/// version bump, so a crash leaves the old version or the new one, never half.
+const MIGRATIONS: [fn(&rusqlite::Transaction) -> rusqlite::Result<()>; SCHEMA_VERSION as usize] =
+    [|tx| tx.execute_batch(SCHEMA_V1), migrate_v2_redact];
+
+/// Version 2: URLs are stored redacted. Rows written before may hold a Redis password in
+/// `target_state.url` or an alert payload's `url`, and a receiver's URL (a token) in
+/// `alerts.last_error`: redact them in place.
+fn migrate_v2_redact(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
+    let rows: Vec<(String, String)> = {
+        let mut st = tx.prepare("SELECT name, url FROM target_state")?;
+        let r = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        r.collect::<Result<_, _>>()?
+    };
+    for (name, url) in rows {
+        tx.execute("UPDATE target_state SET url=?2 WHERE name=?1", params![name, redact_target_url(&url)])?;
+    }
+    let alerts: Vec<(i64, String)> = {
+        let mut st = tx.prepare("SELECT id, payload FROM alerts")?;
+        let r = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        r.collect::<Result<_, _>>()?
+    };
+    for (id, payload) in alerts {
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&payload) else { continue };
+        let mut changed = false;
+        for ptr in ["/url", "/payload/custom_details/url"] {
+            if let Some(u) = v.pointer_mut(ptr) {
+                if let Some(s) = u.as_str() {
+                    *u = serde_json::Value::String(redact_target_url(s));
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            tx.execute("UPDATE alerts SET payload=?2 WHERE id=?1", params![id, v.to_string()])?;
+        }
+    }
+    tx.execute("UPDATE alerts SET last_error='(from an older conndoc, removed: it could quote a receiver URL)' WHERE last_error IS NOT NULL", [])?;
+    Ok(())
+}
+
+fn redact_target_url(raw: &str) -> String {
+    match conndoc_facts::Target::parse(raw) {
+        Ok(t) => crate::urls::TargetUrl::new(raw, &t).shown().to_string(),
+        Err(_) => conndoc_facts::REDACTED.to_string(),
+    }
+}
+
+/// Longest stored string inside a diagnosis report (a server's 64 MB reply stays out of the
+/// history; the cut is marked with the real length).
+pub const MAX_REPORT_STRING: usize = 8 * 1024;
+/// Longest array kept inside a stored report.
+pub const MAX_REPORT_ITEMS: usize = 1000;
+/// Longest stored report as a whole; beyond, only the verdict is kept.
+pub const MAX_REPORT_BYTES: usize = 1 << 20;
+
+/// The report JSON as stored: long strings and arrays cut, the whole bounded.
+pub fn bounded_report(json: &str) -> String {
+    if json.len() <= MAX_REPORT_STRING {
+        return json.to_string();
+    }
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return "null".into();
+    };
+    bound_value(&mut v);
+    let s = v.to_string();
+    if s.len() <= MAX_REPORT_BYTES {
+        return s;
+    }
+    serde_json::json!({ "verdict": v.get("verdict"), "truncated": format!("report of {} bytes not stored", s.len()) })
+        .to_string()
+}
+
+fn bound_value(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.len() > MAX_REPORT_STRING => *s = cut_text(s, MAX_REPORT_STRING),
+        Value::Array(a) => {
+            if a.len() > MAX_REPORT_ITEMS {
+                let n = a.len();
+                a.truncate(MAX_REPORT_ITEMS);
+                a.push(Value::String(format!("… {} more items not stored", n - MAX_REPORT_ITEMS)));
+            }
+            a.iter_mut().for_each(bound_value);
+        }
+        Value::Object(o) => o.values_mut().for_each(bound_value),
+        _ => {}
+    }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary, marked with its real length.
+pub fn cut_text(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (cut: {} bytes in all)", &s[..end], s.len())
+}
 
 /// A target's persisted state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +215,45 @@ pub struct NewAlert {
 pub struct History {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Held (flock) for as long as the database is open.
+    _lock: std::fs::File,
+}
+
+/// `PATH.lock` next to the database, locked exclusively: a second daemon on the same
+/// history fails at start instead of interleaving writes and alerts with the first.
+fn lock_file(path: &Path) -> Result<std::fs::File, HistoryError> {
+    let lock = PathBuf::from(format!("{}.lock", path.display()));
+    let f = private_file(&lock).map_err(|source| HistoryError::Lock {
+        path: path.to_path_buf(),
+        lock: lock.clone(),
+        source,
+    })?;
+    match flock_exclusive(&f) {
+        Ok(()) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+            Err(HistoryError::Locked { path: path.to_path_buf(), lock })
+        }
+        Err(source) => Err(HistoryError::Lock { path: path.to_path_buf(), lock, source }),
+    }
+}
+
+#[allow(unsafe_code)]
+fn flock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this File owns; no memory is passed.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Create or open `p` as a private (0600) regular file of ours, never through a link.
+fn private_file(p: &Path) -> std::io::Result<std::fs::File> {
+    // TEMPORARY until conndoc_files lands on main.
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).write(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(p)
 }
 
 pub fn now_ms() -> i64 {
@@ -107,22 +261,62 @@ pub fn now_ms() -> i64 {
 }
 
 impl History {
+    /// Open (or create) the database: private files, never through a symbolic link, locked
+    /// against a second daemon, migrated to [`SCHEMA_VERSION`].
     pub fn open(path: &Path) -> Result<History, HistoryError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| HistoryError::Dir { path: dir.to_path_buf(), source })?;
         }
-        let conn = Connection::open(path).map_err(|source| HistoryError::Open { path: path.to_path_buf(), source })?;
-        let h = History { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        let lock = lock_file(path)?;
+        // SQLite creates the -wal and -shm files with the main file's mode; create or check
+        // all three as private regular files of ours first.
+        for suffix in ["", "-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{suffix}", path.display()));
+            if suffix.is_empty() || std::fs::symlink_metadata(&p).is_ok() {
+                private_file(&p).map_err(|e| HistoryError::File(e.to_string()))?;
+            }
+        }
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|source| HistoryError::Open { path: path.to_path_buf(), source })?;
+        let h = History { path: path.to_path_buf(), conn: Mutex::new(conn), _lock: lock };
         {
-            let c = h.lock();
+            let mut c = h.lock();
             // auto_vacuum must be chosen before the first table exists; harmless afterwards.
             c.execute_batch(
                 "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
             )
             .map_err(|e| h.sql("setting pragmas", e))?;
-            c.execute_batch(SCHEMA).map_err(|e| h.sql("creating tables", e))?;
+            h.migrate(&mut c)?;
         }
         Ok(h)
+    }
+
+    fn migrate(&self, c: &mut Connection) -> Result<(), HistoryError> {
+        let found: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.sql("reading the schema version", e))?;
+        if found > SCHEMA_VERSION {
+            return Err(HistoryError::TooNew { path: self.path.clone(), found, known: SCHEMA_VERSION });
+        }
+        for v in found.max(0)..SCHEMA_VERSION {
+            let tx = c.transaction().map_err(|e| self.sql("migrating", e))?;
+            MIGRATIONS[v as usize](&tx).map_err(|e| self.sql("migrating", e))?;
+            tx.pragma_update(None, "user_version", v + 1).map_err(|e| self.sql("migrating", e))?;
+            tx.commit().map_err(|e| self.sql("migrating", e))?;
+        }
+        Ok(())
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, HistoryError> {
+        self.lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.sql("reading the schema version", e))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -470,6 +664,92 @@ mod tests {
         h.delivered(due[0].id, now_ms()).unwrap();
         assert!(h.pending_counts().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn legacy_database_is_migrated_and_its_secrets_redacted() {
+        let p = tmp("legacy");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        {
+            // A database as the version before schema versions wrote it.
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.execute(
+                "INSERT INTO target_state(name, url, state, since_ms) VALUES ('r', 'redis://:S3KRIT-pw@127.0.0.1:6379', 'down', 1)",
+                [],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO alerts(receiver, target, status, payload, created_ms, next_attempt_ms, last_error)
+                 VALUES ('ops', 'r', 'firing', '{\"url\":\"redis://:S3KRIT-pw@127.0.0.1:6379\"}', 1, 1, 'https://h/T0KEN-S3KRIT: HTTP 500')",
+                [],
+            )
+            .unwrap();
+        }
+        let h = History::open(&p).unwrap();
+        assert_eq!(h.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(h.load_states().unwrap()[0].url, "redis://:<redacted>@127.0.0.1:6379");
+        let dump: String = h
+            .lock()
+            .query_row("SELECT group_concat(payload || coalesce(last_error, '')) FROM alerts", [], |r| r.get(0))
+            .unwrap();
+        assert!(!dump.contains("S3KRIT"), "{dump}");
+        drop(h);
+        // Opening again runs nothing twice.
+        assert_eq!(History::open(&p).unwrap().schema_version().unwrap(), SCHEMA_VERSION);
+        // A database from a newer conndoc is refused, not rewritten.
+        Connection::open(&p).unwrap().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        let e = History::open(&p).err().expect("newer schema refused").to_string();
+        assert!(e.contains("newer than this conndoc knows"), "{e}");
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn private_locked_and_never_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let p = tmp("priv");
+        let h = History::open(&p).unwrap();
+        h.save_state(&SavedState {
+            name: "a".into(),
+            url: "h:1".into(),
+            state: State::Up,
+            cause: None,
+            since_ms: 1,
+            event_id: None,
+        })
+        .unwrap();
+        for f in ["", "-wal", "-shm", ".lock"] {
+            let f = format!("{}{f}", p.display());
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+        // A second daemon on the same file: refused with a clear line.
+        let e = History::open(&p).err().expect("second open refused").to_string();
+        assert!(e.contains("in use by another conndoc watch"), "{e}");
+        drop(h);
+        // A symlink where the database should be (to a file the attacker wants clobbered).
+        let d = p.parent().unwrap();
+        let victim = d.join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let link = d.join("link.db");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(History::open(&link).is_err(), "opened through a symlink");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn huge_reports_are_bounded_with_their_real_length() {
+        let big = "x".repeat(5 << 20);
+        let report = serde_json::json!({"verdict": {"cause": "ok"}, "reply": big, "items": vec![1; 5000]}).to_string();
+        let stored = bounded_report(&report);
+        assert!(stored.len() < 64 * 1024, "{}", stored.len());
+        let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(v["verdict"]["cause"], "ok");
+        assert!(v["reply"].as_str().unwrap().ends_with(&format!("(cut: {} bytes in all)", 5 << 20)));
+        assert_eq!(v["items"].as_array().unwrap().len(), MAX_REPORT_ITEMS + 1);
+        assert_eq!(cut_text("é", 1), "… (cut: 2 bytes in all)");
+        assert_eq!(bounded_report("{\"a\":1}"), "{\"a\":1}");
     }
 
     #[test]

@@ -1,12 +1,33 @@
-//! A small read-only HTTP/1.1 server: the dashboard, `/api/targets`, `/metrics`.
-//! Only GET and HEAD; every connection has a read deadline and is closed after one answer.
+//! The read-only HTTP server (hyper): the dashboard, `/api/targets`, `/metrics`.
+//!
+//! Only GET and HEAD. Hostile clients are bounded: a request head must arrive complete
+//! within [`HEAD_TIMEOUT`] and fit in [`MAX_HEAD`]; at most [`MAX_CONNECTIONS`] are open, and
+//! when a new one comes in at the limit the oldest connection that is not being answered is
+//! closed to make room (idle and slow clients go first, a scrape in progress is kept). Pages
+//! are rendered on blocking threads, never on the runtime worker that runs the probes.
 
 use crate::daemon::Daemon;
-use std::sync::Arc;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+/// Open connections at most; a new one beyond sheds the oldest idle one.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A request head must be complete this long after the connection opened (or, on a
+/// kept-alive connection, after the previous answer).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head accepted (hyper answers 431 beyond).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// No connection lives longer than this, busy or not.
+const MAX_LIFETIME: Duration = Duration::from_secs(120);
 
 pub struct Response {
     pub status: u16,
@@ -23,127 +44,183 @@ impl Response {
     }
 }
 
+/// Which `Host` headers the server answers (DNS rebinding: a page on an attacker's name
+/// that resolves to this address must not read the dashboard).
+#[derive(Debug, Clone)]
+pub struct HostPolicy {
+    names: Vec<String>,
+    any: bool,
+}
+
+impl HostPolicy {
+    pub fn new(cfg: &crate::Config) -> HostPolicy {
+        let mut names: Vec<String> = cfg.allowed_hosts.clone();
+        names.push("localhost".into());
+        if let Some(h) = url::Url::parse(&cfg.dashboard_url).ok().and_then(|u| u.host_str().map(str::to_string)) {
+            names.push(h.trim_matches(['[', ']']).to_ascii_lowercase());
+        }
+        HostPolicy { any: names.iter().any(|n| n == "*"), names }
+    }
+    /// IP literals (no rebinding is possible to them), `localhost`, the host of
+    /// `dashboard_url` and `allowed_hosts`. A request without `Host` (HTTP/1.0) is allowed.
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        let Some(h) = host else { return true };
+        if self.any {
+            return true;
+        }
+        let h = h.trim().to_ascii_lowercase();
+        let name = match h.strip_prefix('[') {
+            Some(r) => r.split(']').next().unwrap_or("").to_string(),
+            None => h
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(h.as_str(), |x| x.0)
+                .to_string(),
+        };
+        let name = name.trim_end_matches('.');
+        name.parse::<std::net::IpAddr>().is_ok() || self.names.iter().any(|n| n == name)
+    }
+}
+
+/// One open connection as the shedding sees it.
+struct Conn {
+    busy: AtomicBool,
+    close: Notify,
+}
+
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    /// By id, so the first entries are the oldest.
+    open: BTreeMap<u64, Arc<Conn>>,
+}
+
+impl Conns {
+    /// Register a new connection; at the limit, close the oldest idle one first. None when
+    /// every open connection is answering a request (the new one is refused).
+    fn admit(&mut self, limit: usize) -> Option<(u64, Arc<Conn>)> {
+        if self.open.len() >= limit {
+            let victim = self.open.iter().find(|(_, c)| !c.busy.load(Relaxed)).map(|(id, _)| *id)?;
+            if let Some(c) = self.open.remove(&victim) {
+                c.close.notify_one();
+            }
+        }
+        self.next += 1;
+        let c = Arc::new(Conn { busy: AtomicBool::new(false), close: Notify::new() });
+        self.open.insert(self.next, c.clone());
+        Some((self.next, c))
+    }
+}
+
 pub async fn serve(d: Arc<Daemon>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let conns = Arc::new(tokio::sync::Semaphore::new(256));
+    let conns = Arc::new(Mutex::new(Conns::default()));
+    let hosts = Arc::new(HostPolicy::new(&d.config()));
     loop {
-        let (sock, _) = tokio::select! {
+        let (sock, _peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
+                // EMFILE and friends: wait a little instead of spinning.
                 Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue }
             },
             _ = stop.changed() => return,
         };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            continue; // too many open connections: drop this one
+        let Some((id, conn)) = conns.lock().unwrap().admit(MAX_CONNECTIONS) else {
+            drop(sock);
+            continue;
         };
-        let d = d.clone();
+        let _ = sock.set_nodelay(true);
+        let (d, hosts, conns) = (d.clone(), hosts.clone(), conns.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(30), handle(d, sock)).await;
-            drop(permit);
+            let c = conn.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (d, hosts, c) = (d.clone(), hosts.clone(), c.clone());
+                async move {
+                    c.busy.store(true, Relaxed);
+                    let r = answer(d, &hosts, req).await;
+                    c.busy.store(false, Relaxed);
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT).max_buf_size(MAX_HEAD).keep_alive(true);
+            let serving = http.serve_connection(TokioIo::new(sock), svc);
+            tokio::select! {
+                _ = serving => {}
+                _ = conn.close.notified() => {}
+                _ = tokio::time::sleep(MAX_LIFETIME) => {}
+            }
+            conns.lock().unwrap().open.remove(&id);
         });
+        // Let the new connection read its request before more accepts can shed it: a
+        // client that sends its head at once becomes busy (kept) rather than oldest-idle.
+        tokio::task::yield_now().await;
     }
 }
 
-async fn handle(d: Arc<Daemon>, mut sock: TcpStream) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 2048];
-    let head_end = loop {
-        let n = match tokio::time::timeout(Duration::from_secs(10), sock.read(&mut chunk)).await {
-            Ok(r) => r?,
-            Err(_) => return Ok(()),
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > 16 * 1024 {
-            return write(&mut sock, Response::text(431, "request head too large"), false).await;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    let head_only = method == "HEAD";
-    let resp = if method != "GET" && !head_only {
+async fn answer(d: Arc<Daemon>, hosts: &HostPolicy, req: Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    let head_only = req.method() == Method::HEAD;
+    let host = req.headers().get(HOST).map(|h| h.to_str().unwrap_or("\u{fffd}").to_string());
+    let r = if req.method() != Method::GET && !head_only {
         Response::text(405, "read-only: only GET and HEAD")
+    } else if !hosts.allows(host.as_deref()) {
+        Response::text(
+            421,
+            "this dashboard does not answer to that Host name (DNS rebinding protection): add it to allowed_hosts",
+        )
     } else {
-        route(&d, target).await
+        let path = req.uri().path().to_string();
+        let d2 = d.clone();
+        match tokio::task::spawn_blocking(move || route(&d2, &path)).await {
+            Ok(r) => r,
+            Err(_) => Response::text(500, "rendering failed"),
+        }
     };
-    let large = resp.body.len() > 1 << 20;
-    let r = write(&mut sock, resp, head_only).await;
+    let large = r.body.len() > 1 << 20;
+    let mut out = hyper::Response::new(Full::new(Bytes::from(r.body)));
+    *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = out.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    if r.status == 405 {
+        h.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
     if large {
         crate::daemon::trim_heap();
     }
-    r
+    out
 }
 
-async fn write(sock: &mut TcpStream, r: Response, head_only: bool) -> std::io::Result<()> {
-    let reason = match r.status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Error",
-    };
-    let mut out = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
-        r.status,
-        r.content_type,
-        r.body.len()
-    );
-    if r.status == 405 {
-        out.push_str("Allow: GET, HEAD\r\n");
-    }
-    out.push_str("\r\n");
-    sock.write_all(out.as_bytes()).await?;
-    if !head_only {
-        sock.write_all(&r.body).await?;
-    }
-    sock.shutdown().await
+/// A path segment percent-decoded into bytes, then checked to be UTF-8.
+fn decode_name(s: &str) -> Result<String, Response> {
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(s).collect();
+    String::from_utf8(bytes).map_err(|_| Response::text(400, "the target name in the path is not UTF-8"))
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-pub async fn route(d: &Arc<Daemon>, target: &str) -> Response {
-    let path = target.split(['?', '#']).next().unwrap_or("/");
+/// Answer one GET for `path` (no query). Blocking: reads the history database.
+pub fn route(d: &Arc<Daemon>, path: &str) -> Response {
     match path {
         "/" => Response::new(200, "text/html; charset=utf-8", crate::dashboard::index(d)),
-        "/metrics" => {
-            let d = d.clone();
-            let body = tokio::task::spawn_blocking(move || crate::metrics::render(&d)).await.unwrap_or_default();
-            Response::new(200, crate::metrics::CONTENT_TYPE, body)
-        }
+        "/metrics" => Response::new(200, crate::metrics::CONTENT_TYPE, crate::metrics::render(d)),
         "/api/targets" => Response::new(200, "application/json", crate::dashboard::api_targets(d)),
         "/-/healthy" => Response::text(200, "ok"),
         p => {
             if let Some(name) = p.strip_prefix("/target/") {
-                let name = percent_decode(name);
-                match crate::dashboard::target_page(d, &name).await {
+                let name = match decode_name(name) {
+                    Ok(n) => n,
+                    Err(r) => return r,
+                };
+                match crate::dashboard::target_page(d, &name) {
                     Some(html) => Response::new(200, "text/html; charset=utf-8", html),
                     None => Response::text(404, &format!("no target named {name:?}")),
                 }
             } else if let Some(name) = p.strip_prefix("/api/targets/") {
-                let name = percent_decode(name);
-                match crate::dashboard::api_target(d, &name).await {
+                let name = match decode_name(name) {
+                    Ok(n) => n,
+                    Err(r) => return r,
+                };
+                match crate::dashboard::api_target(d, &name) {
                     Some(json) => Response::new(200, "application/json", json),
                     None => Response::text(404, &format!("no target named {name:?}")),
                 }
@@ -151,5 +228,66 @@ pub async fn route(d: &Arc<Daemon>, target: &str) -> Response {
                 Response::text(404, "not found: try /, /api/targets, /metrics")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_decode_to_bytes_then_utf8() {
+        assert_eq!(decode_name("api%2Dv2").ok().as_deref(), Some("api-v2"));
+        assert_eq!(decode_name("%C3%A9").ok().as_deref(), Some("é"));
+        // A percent escape cut inside a UTF-8 character, and a lone continuation byte.
+        for bad in ["%a\u{e9}", "%C3", "%A9x", "%ff"] {
+            let r = decode_name(bad);
+            if bad == "%a\u{e9}" {
+                // "%a" is not an escape: kept literally, the é is valid UTF-8.
+                assert_eq!(r.ok().as_deref(), Some("%a\u{e9}"));
+            } else {
+                assert_eq!(r.err().map(|r| r.status), Some(400), "{bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn host_policy() {
+        let mut cfg = crate::config::load_str(
+            std::path::Path::new("w.toml"),
+            "dashboard_url = \"https://watch.example.com/\"\nallowed_hosts = [\"Node1.internal\"]\n",
+            &Default::default(),
+        )
+        .unwrap();
+        let p = HostPolicy::new(&cfg);
+        for ok in [
+            None,
+            Some("127.0.0.1:9464"),
+            Some("[::1]:9464"),
+            Some("10.1.2.3"),
+            Some("localhost:9464"),
+            Some("watch.example.com"),
+            Some("node1.internal:80"),
+        ] {
+            assert!(p.allows(ok), "{ok:?}");
+        }
+        for bad in [Some("evil.example:9464"), Some("localhost.evil.example"), Some("127.0.0.1.evil.example")] {
+            assert!(!p.allows(bad), "{bad:?}");
+        }
+        cfg.allowed_hosts = vec!["*".into()];
+        assert!(HostPolicy::new(&cfg).allows(Some("evil.example")));
+    }
+
+    #[test]
+    fn shedding_closes_the_oldest_idle_connection() {
+        let mut c = Conns::default();
+        let a = c.admit(2).unwrap();
+        let b = c.admit(2).unwrap();
+        a.1.busy.store(true, Relaxed);
+        // At the limit: a is answering, so b (idle) makes room.
+        let n = c.admit(2).unwrap();
+        assert!(c.open.contains_key(&a.0) && c.open.contains_key(&n.0) && !c.open.contains_key(&b.0));
+        n.1.busy.store(true, Relaxed);
+        assert!(c.admit(2).is_none(), "all busy: the new one is refused");
     }
 }

@@ -15,6 +15,7 @@ pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod probe;
+pub mod urls;
 
 pub use config::{load, Config, ConfigErrors, Overrides};
 pub use daemon::{run, run_blocking, ChangeHook, WatchError};

@@ -380,8 +380,18 @@ mod tests {
 
     #[test]
     fn own_process_usage() {
-        let (cpu, rss) = process_usage().unwrap();
-        assert!(cpu >= 0.0);
+        let (cpu0, rss) = process_usage().unwrap();
         assert!(rss > 1024 * 1024);
+        // Burn CPU until the reading moves (bounded): a constant or wrong counter fails.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut x = 0u64;
+        let mut cpu = cpu0;
+        while cpu - cpu0 < 0.05 && std::time::Instant::now() < deadline {
+            for i in 0..1_000_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            cpu = process_usage().unwrap().0;
+        }
+        assert!(cpu - cpu0 >= 0.05, "CPU time went from {cpu0} to {cpu} while spinning");
     }
 }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct Args {
     /// The watch configuration file whose targets to check (docs/watch.md).
+    ///
+    /// Redis passwords belong in the file (`password_file` per target, or the URL there),
+    /// never on a command line, where `ps` shows them to every user.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
     /// One JSON object per target and line: {"name", "labels", "state", "report"}.

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// host:port, [v6addr]:port, tcp://host:port, redis://[user:password@]host[:port][/db], rediss://…, http://…, https://…
+    ///
+    /// A password in the URL is visible to every user in `ps` for the whole run: give it
+    /// with --password-file or the REDISCLI_AUTH environment variable instead.
     pub target: String,
     /// Print the report as one JSON object (docs/report.md).
     #[arg(long)]
@@ -80,14 +83,7 @@ pub fn ssh_options(
     if remote_conndoc.is_empty() || remote_conndoc.starts_with('-') || remote_conndoc.chars().any(char::is_control) {
         return Err(usage(format!("--remote-conndoc {remote_conndoc:?}: not a program name or path")));
     }
-    Ok(SshOptions {
-        destination,
-        command,
-        remote_conndoc: remote_conndoc.into(),
-        connect_timeout,
-        control_dir: None,
-        control_persist: std::time::Duration::ZERO,
-    })
+    Ok(SshOptions { destination, command, remote_conndoc: remote_conndoc.into(), connect_timeout, control_dir: None })
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {

@@ -55,6 +55,16 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             return Err(usage(errs.last().cloned().unwrap_or_default()));
         }
     };
-    conndoc_watch::run_blocking(cfg, ov, None)?;
-    Ok(0)
+    match conndoc_watch::run_blocking(cfg, ov, None) {
+        Ok(()) => Ok(0),
+        // Another daemon owns the history, or the file is not one to use: bad input.
+        Err(
+            e @ conndoc_watch::WatchError::History(
+                conndoc_watch::history::HistoryError::Locked { .. }
+                | conndoc_watch::history::HistoryError::File(_)
+                | conndoc_watch::history::HistoryError::TooNew { .. },
+            ),
+        ) => Err(usage(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
 }

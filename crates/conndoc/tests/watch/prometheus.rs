@@ -3,25 +3,10 @@
 //! `promtool test rules` on the shipped rules, and every query of the shipped Grafana
 //! dashboard is accepted by the real Prometheus.
 
-mod common;
-use common::*;
+use super::common::*;
 use serde_json::Value;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-#[test]
-fn daemon_child() {
-    maybe_run_child();
-}
-
-fn which(p: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(p)).find(|c| c.is_file())
-}
-
-fn repo() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -52,16 +37,13 @@ fn query(prom: std::net::SocketAddr, q: &str) -> Option<Value> {
     Some(v)
 }
 
-#[test]
-fn prometheus_scrapes_target_up_and_cause() {
-    let Some(prom_bin) = which("prometheus") else {
-        return skip("prometheus_scrapes_target_up_and_cause", "no `prometheus` binary (Debian package prometheus)");
-    };
+pub fn prometheus_scrapes_target_up_and_cause() {
+    let prom_bin = which("prometheus").expect("checked by the trial's requirement");
     let dir = TempDir::new("prom");
     let (p_up, p_down, listen, prom_port) = (free_port(), free_port(), free_port(), free_port());
     let cfg = config(&dir, listen, &[("web", p_up), ("gone", p_down)], &[]);
     let _svc = Service::start(p_up);
-    let d = Daemon::start(&cfg, ([127, 0, 0, 1], listen).into(), &dir.path("log"), "daemon_child");
+    let d = Daemon::start(&cfg, ([127, 0, 0, 1], listen).into(), &dir.path("log"));
     d.wait_state("web", "up", Duration::from_secs(20));
     d.wait_state("gone", "down", Duration::from_secs(20));
 
@@ -141,11 +123,8 @@ fn prometheus_scrapes_target_up_and_cause() {
     assert_eq!(d.terminate(), Some(0));
 }
 
-#[test]
-fn promtool_checks_and_tests_the_rules() {
-    let Some(promtool) = which("promtool") else {
-        return skip("promtool_checks_and_tests_the_rules", "no `promtool` binary (Debian package prometheus)");
-    };
+pub fn promtool_checks_and_tests_the_rules() {
+    let promtool = which("promtool").expect("checked by the trial's requirement");
     let dir = repo().join("deploy/prometheus");
     let out = Command::new(&promtool).args(["check", "rules", "conndoc-rules.yml"]).current_dir(&dir).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -1,31 +1,24 @@
 //! The daemon end to end with real parts: a real service port turned off and on, a real
 //! webhook receiver (also down for a while), SIGHUP, SIGTERM and kill -9 of the process.
 
-mod common;
-use common::*;
+use super::common::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
 
-#[test]
-fn daemon_child() {
-    maybe_run_child();
-}
-
 fn addr(p: u16) -> std::net::SocketAddr {
     ([127, 0, 0, 1], p).into()
 }
 
-#[test]
-fn down_with_cause_alert_then_resolved() {
+pub fn down_with_cause_alert_then_resolved() {
     let dir = TempDir::new("alert");
     let (svc_port, listen, hook) = (free_port(), free_port(), free_port());
     let got = Arc::new(Mutex::new(Vec::new()));
     let rx = Receiver::start(hook, got.clone());
     let cfg = config(&dir, listen, &[("api", svc_port)], &[("ops", "webhook", hook), ("chat", "slack", hook)]);
     let svc = Service::start(svc_port);
-    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"), "daemon_child");
+    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"));
     let t = d.wait_state("api", "up", T);
     assert_eq!(t["cause"], "ok");
 
@@ -77,13 +70,12 @@ fn down_with_cause_alert_then_resolved() {
     assert_eq!(d.terminate(), Some(0));
 }
 
-#[test]
-fn receiver_down_then_back_nothing_lost() {
+pub fn receiver_down_then_back_nothing_lost() {
     let dir = TempDir::new("outbox");
     let (svc_port, listen, hook) = (free_port(), free_port(), free_port());
     let cfg = config(&dir, listen, &[("db", svc_port)], &[("ops", "webhook", hook)]);
     let svc = Service::start(svc_port);
-    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"), "daemon_child");
+    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"));
     d.wait_state("db", "up", T);
     // The receiver is down while the target fails.
     svc.stop();
@@ -119,15 +111,14 @@ fn receiver_down_then_back_nothing_lost() {
     assert_eq!(d.terminate(), Some(0));
 }
 
-#[test]
-fn kill9_and_restart_keeps_state_and_history() {
+pub fn kill9_and_restart_keeps_state_and_history() {
     let dir = TempDir::new("kill9");
     let (svc_port, listen, hook) = (free_port(), free_port(), free_port());
     let got = Arc::new(Mutex::new(Vec::new()));
     let rx = Receiver::start(hook, got.clone());
     let cfg = config(&dir, listen, &[("cache", svc_port)], &[("ops", "webhook", hook)]);
     let svc = Service::start(svc_port);
-    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"), "daemon_child");
+    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"));
     d.wait_state("cache", "up", T);
     svc.stop();
     let before = d.wait_state("cache", "down", T);
@@ -136,7 +127,7 @@ fn kill9_and_restart_keeps_state_and_history() {
     let before_detail: serde_json::Value = serde_json::from_str(&page_before).unwrap();
     d.kill9();
 
-    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"), "daemon_child");
+    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"));
     // Restored from the database at once, before any probe could decide again.
     let t = d.target("cache").unwrap();
     assert_eq!(t["state"], "down", "{t}");
@@ -155,13 +146,12 @@ fn kill9_and_restart_keeps_state_and_history() {
     assert_eq!(d.terminate(), Some(0));
 }
 
-#[test]
-fn sighup_reload_keeps_state_and_sigterm_flushes() {
+pub fn sighup_reload_keeps_state_and_sigterm_flushes() {
     let dir = TempDir::new("reload");
     let (p1, p2, listen) = (free_port(), free_port(), free_port());
     let cfg = config(&dir, listen, &[("one", p1)], &[]);
     let _s1 = Service::start(p1);
-    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"), "daemon_child");
+    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"));
     let before = d.wait_state("one", "up", T);
 
     // A broken file is rejected and the running config stays.
@@ -194,13 +184,12 @@ fn sighup_reload_keeps_state_and_sigterm_flushes() {
     assert_eq!(mode, "wal");
 }
 
-#[test]
-fn dashboard_and_api_shapes() {
+pub fn dashboard_and_api_shapes() {
     let dir = TempDir::new("api");
     let (p1, p2, listen) = (free_port(), free_port(), free_port());
     let cfg = config(&dir, listen, &[("web", p1), ("gone", p2)], &[]);
     let _s = Service::start(p1);
-    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"), "daemon_child");
+    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"));
     d.wait_state("web", "up", T);
     d.wait_state("gone", "down", T);
     let list = d.targets();

@@ -2,15 +2,16 @@
 //! up to down: the rendered DOM says so with the cause, and the screenshots show it (the red
 //! badge and row appear only once the target is down).
 
-mod common;
-use common::*;
+use super::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-#[test]
-fn daemon_child() {
-    maybe_run_child();
+pub fn need_chromium() -> Need {
+    match chromium() {
+        Some(_) => Need::met(),
+        None => Need::missing("needs `chromium` (Debian package chromium; listed in .ci/packages)"),
+    }
 }
 
 fn chromium() -> Option<PathBuf> {
@@ -71,19 +72,13 @@ const RED_BADGE: [u8; 3] = [0xc6, 0x28, 0x28];
 const DOWN_ROW: [u8; 3] = [0xfd, 0xec, 0xec];
 const GREEN_BADGE: [u8; 3] = [0x1f, 0x8a, 0x4c];
 
-#[test]
-fn dashboard_shows_target_going_down_with_its_cause() {
-    let Some(bin) = chromium() else {
-        return skip(
-            "dashboard_shows_target_going_down_with_its_cause",
-            "no `chromium` binary (Debian package chromium)",
-        );
-    };
+pub fn dashboard_shows_target_going_down_with_its_cause() {
+    let bin = chromium().expect("checked by the trial's requirement");
     let dir = TempDir::new("chromium");
     let (svc_port, listen) = (free_port(), free_port());
     let cfg = config(&dir, listen, &[("api", svc_port)], &[]);
     let svc = Service::start(svc_port);
-    let d = Daemon::start(&cfg, ([127, 0, 0, 1], listen).into(), &dir.path("log"), "daemon_child");
+    let d = Daemon::start(&cfg, ([127, 0, 0, 1], listen).into(), &dir.path("log"));
     d.wait_state("api", "up", Duration::from_secs(20));
     let url = format!("http://127.0.0.1:{listen}/");
 

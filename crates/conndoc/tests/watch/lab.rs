@@ -4,21 +4,15 @@
 //! server namespace drops the SYNs and is removed; the daemon's history database shows each
 //! transition with the diagnosed cause. Needs root; skipped (visibly) otherwise.
 
-mod common;
-use common::*;
+use super::common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const SERVER_ENV: &str = "CONNDOC_WATCH_TEST_SERVER";
+pub const SERVER_ENV: &str = "CONNDOC_WATCH_TEST_SERVER";
 
-#[test]
-fn daemon_child() {
-    maybe_run_child();
-}
-
-/// Re-executed inside the server namespace: accept and close on the given address.
-#[test]
-fn server_child() {
+/// This test binary re-executed inside the server namespace (called first by main):
+/// accept and close on the given address.
+pub fn server_child() {
     if let Ok(addr) = std::env::var(SERVER_ENV) {
         let l = std::net::TcpListener::bind(&addr).unwrap_or_else(|e| {
             eprintln!("bind {addr}: {e}");
@@ -29,13 +23,6 @@ fn server_child() {
             drop(c);
         }
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
 }
 
 fn sh(args: &[&str]) {
@@ -64,7 +51,6 @@ fn start_server(lab: &Lab) -> Child {
     Command::new("ip")
         .args(["netns", "exec", &lab.server])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "server_child", "--nocapture", "--test-threads=1"])
         .env(SERVER_ENV, "10.213.0.2:8080")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -83,14 +69,7 @@ fn wait_state(db: &std::path::Path, want: &str, log: &std::path::Path) -> Option
     })
 }
 
-#[test]
-fn lab_target_off_on_and_firewalled() {
-    if !is_root() {
-        return skip("lab_target_off_on_and_firewalled", "needs root for network namespaces");
-    }
-    if Command::new("nft").arg("--version").output().is_err() {
-        return skip("lab_target_off_on_and_firewalled", "no `nft` binary (Debian package nftables)");
-    }
+pub fn lab_target_off_on_and_firewalled() {
     let id = std::process::id();
     let mut lab = Lab { client: format!("cdw{id}c"), server: format!("cdw{id}s"), children: Vec::new() };
     sh(&["ip", "netns", "add", &lab.client]);
@@ -121,13 +100,7 @@ fn lab_target_off_on_and_firewalled() {
     let logf = std::fs::File::create(&log).unwrap();
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &c]);
-    match conndoc_bin() {
-        Some(b) => cmd.arg(b).arg("watch").arg("--config").arg(&cfg),
-        None => cmd
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", "daemon_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &cfg),
-    };
+    cmd.arg(conndoc_bin()).arg("watch").arg("--config").arg(&cfg);
     lab.children.push(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf).spawn().unwrap());
 
     wait_state(&db, "up", &log);

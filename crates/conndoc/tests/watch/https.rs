@@ -2,19 +2,13 @@
 //! certificate made by the openssl CLI: trusted through `ca_file` it arrives; without it the
 //! certificate is refused, the alert stays queued and the failure shows in the metrics.
 
-mod common;
-use common::*;
+use super::common::*;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-#[test]
-fn daemon_child() {
-    maybe_run_child();
-}
 
 fn tls_receiver(
     cert: &std::path::Path,
@@ -78,11 +72,7 @@ fn tls_receiver(
     (port, stop)
 }
 
-#[test]
-fn alerts_over_https_with_a_private_ca() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        return skip("alerts_over_https_with_a_private_ca", "no `openssl` binary (Debian package openssl)");
-    }
+pub fn alerts_over_https_with_a_private_ca() {
     let dir = TempDir::new("https");
     // A private CA and a leaf certificate for localhost signed by it.
     let (ca, ca_key, cert, key, csr, ext) = (
@@ -161,7 +151,7 @@ retry_max = "1s"
     )
     .unwrap();
     let svc = Service::start(svc_port);
-    let d = Daemon::start(&cfg, ([127, 0, 0, 1], listen).into(), &dir.path("log"), "daemon_child");
+    let d = Daemon::start(&cfg, ([127, 0, 0, 1], listen).into(), &dir.path("log"));
     d.wait_state("api", "up", Duration::from_secs(20));
     svc.stop();
     d.wait_state("api", "down", Duration::from_secs(20));

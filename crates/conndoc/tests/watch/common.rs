@@ -12,30 +12,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// When set, this test binary runs the daemon instead of tests (see `daemon_child`).
-pub const CHILD_ENV: &str = "CONNDOC_WATCH_TEST_CHILD";
-
-/// Run the daemon in this process if asked to (called from a `#[test]` in each test file).
-pub fn maybe_run_child() {
-    if let Ok(cfg) = std::env::var(CHILD_ENV) {
-        let c = conndoc_watch::load(Path::new(&cfg), &Default::default()).unwrap_or_else(|e| {
-            eprintln!("{e}");
-            std::process::exit(2)
-        });
-        let r = conndoc_watch::run_blocking(c, Default::default(), None);
-        std::process::exit(if r.is_ok() { 0 } else { 3 });
-    }
+/// The `conndoc` binary cargo built from this tree for these tests.
+pub fn conndoc_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_conndoc"))
 }
 
-/// The `conndoc` binary next to this test's target dir, when it was built.
-/// Set CONNDOC_WATCH_TEST_SELF_EXEC=1 to run the daemon from the test binary even then.
-pub fn conndoc_bin() -> Option<PathBuf> {
-    if std::env::var_os("CONNDOC_WATCH_TEST_SELF_EXEC").is_some() {
-        return None;
-    }
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join("conndoc");
-    p.is_file().then_some(p)
+pub use conndoc_testsupport::{which, Need};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 pub struct TempDir(pub PathBuf);
@@ -117,6 +103,9 @@ fn bind_retry(port: u16) -> TcpListener {
 pub struct Receiver {
     pub port: u16,
     pub got: Arc<Mutex<Vec<Value>>>,
+    /// The request line of every request (`POST /hook HTTP/1.1`; a proxy sees the
+    /// absolute form `POST http://host/hook HTTP/1.1`).
+    pub lines: Arc<Mutex<Vec<String>>>,
     svc: Service,
 }
 
@@ -126,13 +115,16 @@ impl Receiver {
         l.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (s, g) = (stop.clone(), got.clone());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let ls = lines.clone();
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((mut c, _)) => {
                         c.set_nonblocking(false).unwrap();
                         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                        if let Some(body) = read_request_body(&mut c) {
+                        if let Some((line, body)) = read_request_body(&mut c) {
+                            ls.lock().unwrap().push(line);
                             if let Ok(v) = serde_json::from_slice::<Value>(&body) {
                                 g.lock().unwrap().push(v);
                             }
@@ -143,7 +135,7 @@ impl Receiver {
                 }
             }
         });
-        Receiver { port, got, svc: Service { port, stop, thread: Some(thread) } }
+        Receiver { port, got, lines, svc: Service { port, stop, thread: Some(thread) } }
     }
     pub fn stop(self) {
         self.svc.stop();
@@ -153,7 +145,7 @@ impl Receiver {
     }
 }
 
-fn read_request_body(c: &mut TcpStream) -> Option<Vec<u8>> {
+fn read_request_body(c: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -176,7 +168,8 @@ fn read_request_body(c: &mut TcpStream) -> Option<Vec<u8>> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    Some(buf[head_end..head_end + len].to_vec())
+    let line = String::from_utf8_lossy(&buf[..head_end]).lines().next().unwrap_or("").to_string();
+    Some((line, buf[head_end..head_end + len].to_vec()))
 }
 
 /// GET over loopback: (status, body).
@@ -215,20 +208,19 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn start(config: &Path, addr: SocketAddr, log: &Path, child_test: &str) -> Daemon {
+    pub fn start(config: &Path, addr: SocketAddr, log: &Path) -> Daemon {
+        Daemon::start_with_env(config, addr, log, &[])
+    }
+    /// With these environment variables; proxy variables of the test's own environment
+    /// are removed so deliveries go where the test says.
+    pub fn start_with_env(config: &Path, addr: SocketAddr, log: &Path, env: &[(&str, String)]) -> Daemon {
         let logf = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let mut cmd = match conndoc_bin() {
-            Some(bin) => {
-                let mut c = Command::new(bin);
-                c.arg("watch").arg("--config").arg(config);
-                c
-            }
-            None => {
-                let mut c = Command::new(std::env::current_exe().unwrap());
-                c.args(["--exact", child_test, "--nocapture", "--test-threads=1"]).env(CHILD_ENV, config);
-                c
-            }
-        };
+        let mut cmd = Command::new(conndoc_bin());
+        cmd.arg("watch").arg("--config").arg(config);
+        for v in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
+            cmd.env_remove(v).env_remove(v.to_ascii_uppercase());
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf).spawn().unwrap();
         let d = Daemon { child, addr, config: config.to_path_buf(), log: log.to_path_buf() };
         wait_for(Duration::from_secs(10), "the daemon to listen", || {
@@ -310,10 +302,4 @@ pub fn config(dir: &TempDir, listen: u16, targets: &[(&str, u16)], receivers: &[
     let p = dir.path("watch.toml");
     std::fs::write(&p, s).unwrap();
     p
-}
-
-/// Say that a test was skipped, visibly, and why.
-pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
-    println!("SKIPPED {test}: {why}");
 }

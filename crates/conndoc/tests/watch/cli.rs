@@ -1,17 +1,8 @@
 //! The `conndoc watch --check-config` and `conndoc check` command lines, through the real
 //! binary (built by `cargo build -p conndoc` / `cargo test --workspace`).
 
-mod common;
-use common::*;
+use super::common::*;
 use std::process::Command;
-
-fn bin(test: &str) -> Option<std::path::PathBuf> {
-    let b = conndoc_bin();
-    if b.is_none() {
-        skip(test, "the conndoc binary is not built in this target dir (cargo build -p conndoc)");
-    }
-    b
-}
 
 fn run(bin: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new("timeout").arg("120").arg(bin).args(args).output().unwrap();
@@ -22,13 +13,8 @@ fn run(bin: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn repo() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-#[test]
-fn check_config_accepts_the_documented_examples() {
-    let Some(b) = bin("check_config_accepts_the_documented_examples") else { return };
+pub fn check_config_accepts_the_documented_examples() {
+    let b = conndoc_bin();
     let dir = TempDir::new("cli-ok");
     // The minimal file, exactly as written.
     let minimal = dir.path("minimal.toml");
@@ -60,9 +46,8 @@ fn check_config_accepts_the_documented_examples() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
-#[test]
-fn check_config_errors_name_file_line_and_field() {
-    let Some(b) = bin("check_config_errors_name_file_line_and_field") else { return };
+pub fn check_config_errors_name_file_line_and_field() {
+    let b = conndoc_bin();
     let dir = TempDir::new("cli-bad");
     let f = dir.path("bad.toml");
     std::fs::write(
@@ -85,9 +70,8 @@ fn check_config_errors_name_file_line_and_field() {
     assert!(err.contains("/nonexistent/watch.toml"), "{err}");
 }
 
-#[test]
-fn check_diagnoses_every_target_once() {
-    let Some(b) = bin("check_diagnoses_every_target_once") else { return };
+pub fn check_diagnoses_every_target_once() {
+    let b = conndoc_bin();
     let dir = TempDir::new("cli-check");
     let (p_up, p_down) = (free_port(), free_port());
     let cfg = config(&dir, free_port(), &[("web", p_up), ("gone", p_down)], &[]);
@@ -119,18 +103,21 @@ fn check_diagnoses_every_target_once() {
     assert_eq!(lines[1]["report"]["verdict"]["cause"], "no-listener");
     assert_eq!(lines[1]["report"]["probes"][0]["outcome"], "refused");
 
-    // On a terminal (a pty from util-linux `script`) a progress bar is drawn on stderr.
-    if Command::new("script").arg("--version").output().is_ok() {
-        let cmdline = format!("{} check --config {c} >/dev/null", b.display());
-        let out = Command::new("timeout").args(["60", "script", "-qec", &cmdline, "/dev/null"]).output().unwrap();
-        let tty = String::from_utf8_lossy(&out.stdout);
-        assert!(tty.contains("\r[") && tty.contains("2/2 checked, 1 failing"), "{tty:?}");
-    } else {
-        skip("check progress bar", "no `script` binary (Debian package util-linux)");
-    }
-
     let (code, out, _) = run(&b, &["check", "--config", c, "--target", "web"]);
     assert_eq!(code, 0, "all (selected) healthy: {out}");
     let (code, _, err) = run(&b, &["check", "--config", c, "--target", "nope"]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// On a terminal (a pty from util-linux `script`) a progress bar is drawn on stderr.
+pub fn check_draws_a_progress_bar_on_a_terminal() {
+    let b = conndoc_bin();
+    let dir = TempDir::new("cli-tty");
+    let (p_up, p_down) = (free_port(), free_port());
+    let cfg = config(&dir, free_port(), &[("web", p_up), ("gone", p_down)], &[]);
+    let _svc = Service::start(p_up);
+    let cmdline = format!("{} check --config {} >/dev/null", b.display(), cfg.display());
+    let out = Command::new("timeout").args(["60", "script", "-qec", &cmdline, "/dev/null"]).output().unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(tty.contains("\r[") && tty.contains("2/2 checked, 1 failing"), "{tty:?}");
 }
