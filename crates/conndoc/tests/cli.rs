@@ -35,6 +35,16 @@ fn bad_input_is_one_line_and_status_2() {
         &["diagnose", "127.0.0.1:1", "--password-file", "/nonexistent/pw"],
         &["diagnose", "127.0.0.1:1", "--evidence-out", "/nonexistent/dir/e.json"],
         &["explain", "/nonexistent/evidence.json"],
+        &["diagnose", "127.0.0.1:1", "--ssh", "-oProxyCommand=touch /tmp/x"],
+        &["diagnose", "127.0.0.1:1", "--ssh", "root@h:0"],
+        &["diagnose", "127.0.0.1:1", "--ssh", "a;b"],
+        &["diagnose", "127.0.0.1:1", "--ssh", "h", "--ssh-timeout", "0s"],
+        &["diagnose", "127.0.0.1:1", "--ssh", "h", "--remote-conndoc", "-x"],
+        &["diagnose", "127.0.0.1:1", "--remote-conndoc", "/x"],
+        &["inspect", "--port", "0"],
+        &["inspect", "--port", "http"],
+        &["inspect", "--port", "80", "--address", "not-an-ip"],
+        &["inspect", "--port", "80", "--bracket"],
         &["diagnose"],
         &["frobnicate"],
     ];
@@ -46,6 +56,35 @@ fn bad_input_is_one_line_and_status_2() {
         assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?}: {err}");
         assert!(o.stdout.is_empty(), "{args:?}: printed a report on bad input");
     }
+}
+
+/// CONNDOC_SSH_COMMAND that a shell could not split is bad input, not a run.
+#[test]
+fn unsplittable_ssh_command_is_bad_input() {
+    let o = Command::new(env!("CARGO_BIN_EXE_conndoc"))
+        .args(["diagnose", "127.0.0.1:1", "--ssh", "h"])
+        .env("CONNDOC_SSH_COMMAND", "ssh -F 'unclosed")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("CONNDOC_SSH_COMMAND"), "{}", stderr(&o));
+}
+
+/// `conndoc inspect --json` on a port this test listens on: one message in the contract's
+/// schema naming the listener (and, as a text, the same facts).
+#[test]
+fn inspect_json_names_our_listener() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let o = conndoc(&["inspect", "--port", &port, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON message");
+    assert_eq!(v["schema"], "conndoc.inspect/v1");
+    assert_eq!(v["phase"], "result");
+    let local = format!("127.0.0.1:{port}");
+    assert!(v["host"]["listeners"].as_array().unwrap().iter().any(|x| x["local"] == local.as_str()), "{v}");
+    let t = conndoc(&["inspect", "--port", &port]);
+    assert!(String::from_utf8_lossy(&t.stdout).contains(&local), "{}", String::from_utf8_lossy(&t.stdout));
 }
 
 #[test]

@@ -117,10 +117,19 @@ pub(crate) fn run_options(target: &Target, opts: &Options) -> RunOptions {
     }
 }
 
+/// This build: the crate version and, when built from a git checkout, the commit.
+pub fn conndoc_version() -> String {
+    match option_env!("CONNDOC_GIT_COMMIT") {
+        Some(c) => format!("{} (git {c})", env!("CARGO_PKG_VERSION")),
+        None => env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
 /// The evidence of one run before anything is gathered.
 pub(crate) fn new_evidence(target: Target, opts: &Options, client: conndoc_facts::ClientFacts) -> Evidence {
     Evidence {
         schema: EVIDENCE_SCHEMA.into(),
+        conndoc_version: Some(conndoc_version()),
         options: run_options(&target, opts),
         started_at: conndoc_probe::time::now_rfc3339(),
         elapsed_us: Micros(0),

@@ -41,8 +41,53 @@ pub struct SshOptions {
     pub remote_conndoc: String,
     /// Deadline of connecting, authenticating and the remote's "ready".
     pub connect_timeout: Duration,
-    /// Reuse connections through an OpenSSH ControlMaster socket in this (0700) directory.
+    /// Reuse connections through an OpenSSH ControlMaster socket in this (0700) directory,
+    /// the master staying `ControlPersist` seconds after its last session (watch, check).
     pub control_dir: Option<PathBuf>,
+    pub control_persist: Duration,
+}
+
+/// Where `watch`/`check` keep their ControlMaster sockets: `$XDG_RUNTIME_DIR/conndoc-ssh`,
+/// else `/tmp/conndoc-ssh-UID`. Made 0700 when missing; an existing one must be a real
+/// directory (not a symlink) of this user with no access for others, or it is not used.
+pub fn control_dir() -> PathBuf {
+    let uid = my_uid();
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("conndoc-ssh"),
+        None => PathBuf::from(format!("/tmp/conndoc-ssh-{uid}")),
+    }
+}
+
+/// This process's uid, from /proc (no unsafe call needed).
+fn my_uid() -> u32 {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(u32::MAX)
+}
+
+/// Make `dir` private (0700) or check that it is. Err: why it must not be used.
+pub(crate) fn ensure_private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    // ssh refuses a ControlPath near sun_path's 108 bytes (it adds a 17-byte temp suffix).
+    if dir.as_os_str().len() + 1 + 40 + 17 >= 108 {
+        return Err(format!("{} is too long for a ControlMaster socket path", dir.display()));
+    }
+    let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !m.file_type().is_dir() {
+        return Err(format!("{} is not a directory (a symlink?)", dir.display()));
+    }
+    if m.uid() != my_uid() || m.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is not private to this user (owner {}, mode {:o})",
+            dir.display(),
+            m.uid(),
+            m.mode() & 0o777
+        ));
+    }
+    Ok(())
 }
 
 /// `[USER@]HOST[:PORT]` (IPv6 in brackets when a port follows: `user@[fd00::2]:22`).
@@ -165,7 +210,7 @@ pub(crate) fn ssh_argv(o: &SshOptions, remote: String) -> Vec<String> {
             "-o".into(),
             format!("ControlPath={}/%C", dir.display()),
             "-o".into(),
-            "ControlPersist=60".into(),
+            format!("ControlPersist={}", o.control_persist.as_secs().max(1)),
         ]);
     }
     if let Some(p) = o.destination.port {
@@ -252,7 +297,6 @@ impl Failure {
 /// Known lines of ssh's stderr and what they mean.
 fn classify_ssh(stderr: &str) -> Option<(FailureKind, String)> {
     const PATTERNS: &[(&str, FailureKind)] = &[
-        ("REMOTE HOST IDENTIFICATION HAS CHANGED", FailureKind::HostKey),
         ("Host key verification failed", FailureKind::HostKey),
         ("No ED25519 host key is known", FailureKind::HostKey),
         ("host key is known", FailureKind::HostKey),
@@ -268,7 +312,12 @@ fn classify_ssh(stderr: &str) -> Option<(FailureKind, String)> {
         ("Connection closed by", FailureKind::SshFailed),
         ("Connection reset", FailureKind::SshFailed),
     ];
-    // The most telling line first (a changed key prints a banner before its verdict).
+    // A changed key prints a banner of '@' before its verdict: name both.
+    if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        let verdict = stderr.lines().find(|l| l.contains("verification failed")).map(bounded).unwrap_or_default();
+        return Some((FailureKind::HostKey, bounded(&format!("REMOTE HOST IDENTIFICATION HAS CHANGED! {verdict}"))));
+    }
+    // The most telling line first.
     for (pat, kind) in PATTERNS {
         if let Some(line) = stderr.lines().find(|l| l.contains(pat)) {
             return Some((*kind, bounded(line)));
@@ -351,6 +400,14 @@ impl Session {
         timeout: Duration,
     ) -> Result<Session, Failure> {
         let remote = remote_command(&o.remote_conndoc, &inspect_args(port, expect, netns, timeout));
+        // A control directory that is not private is not used (a session per check instead).
+        let mut o = o.clone();
+        if let Some(d) = &o.control_dir {
+            if ensure_private_dir(d).is_err() {
+                o.control_dir = None;
+            }
+        }
+        let o = &o;
         let argv = ssh_argv(o, remote);
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -768,6 +825,7 @@ mod tests {
             remote_conndoc: "/opt/my conndoc".into(),
             connect_timeout: Duration::from_secs(5),
             control_dir: Some("/run/c".into()),
+            control_persist: Duration::from_secs(60),
         };
         let remote =
             remote_command(&o.remote_conndoc, &inspect_args(6379, Some("redis-server"), None, Duration::from_secs(3)));
@@ -776,6 +834,7 @@ mod tests {
         let user_batch = v.iter().position(|a| a == "BatchMode=no").unwrap();
         assert!(user_batch > 2, "ours first: ssh keeps the first value");
         assert!(v.contains(&"ControlPath=/run/c/%C".to_string()));
+        assert!(v.contains(&"ControlPersist=60".to_string()));
         assert_eq!(v[v.len() - 2], "10.0.0.2");
         let cmd = v.last().unwrap();
         assert!(cmd.contains("command -v '/opt/my conndoc'"), "{cmd}");
@@ -808,6 +867,24 @@ mod tests {
         let long = "x".repeat(5000);
         assert!(bounded(&long).chars().count() <= MAX_MESSAGE + 1);
         assert_eq!(bounded("a\x1b[31mb"), "a?[31mb");
+    }
+
+    #[test]
+    fn control_dir_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("conndoc-ctl-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let d = base.join("ctl");
+        ensure_private_dir(&d).unwrap();
+        assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        ensure_private_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(ensure_private_dir(&d).unwrap_err().contains("not private"));
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        assert!(ensure_private_dir(&link).unwrap_err().contains("symlink"));
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

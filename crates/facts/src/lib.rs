@@ -47,6 +47,10 @@ pub struct RunOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub schema: String,
+    /// The conndoc that gathered it: `0.1.0 (git 1ea1aca0f3b2)`. Absent in evidence written
+    /// before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conndoc_version: Option<String>,
     pub target: Target,
     pub options: RunOptions,
     /// RFC 3339 time the gathering started.

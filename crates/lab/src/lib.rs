@@ -437,6 +437,7 @@ impl Lab {
         if self.has_sshd {
             out = out.replace("{ssh_command}", &sshd::ssh_command(self));
             out = out.replace("{ssh_dir}", &sshd::dir(self).display().to_string());
+            out = out.replace("{ssh_runtime}", &sshd::runtime_dir(self).display().to_string());
         }
         for (h, ns) in &self.ns {
             out = out.replace(&format!("{{ns:{h}}}"), ns);
@@ -519,6 +520,9 @@ impl Drop for Lab {
             }
             let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        }
+        if self.has_sshd {
+            let _ = std::fs::remove_dir_all(sshd::runtime_dir(self));
         }
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);

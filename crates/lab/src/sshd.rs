@@ -18,6 +18,13 @@ pub(crate) fn dir(lab: &Lab) -> PathBuf {
     lab.dir.join("ssh")
 }
 
+/// A short private directory for `XDG_RUNTIME_DIR` (`{ssh_runtime}`): ControlMaster socket
+/// paths must stay under ~90 bytes, and the scenario's temp dir is longer. Removed at teardown.
+pub(crate) fn runtime_dir(lab: &Lab) -> PathBuf {
+    let first = lab.ns.values().next().cloned().unwrap_or_default();
+    PathBuf::from(format!("/tmp/{first}-rt"))
+}
+
 /// `ssh -F … -i … -o UserKnownHostsFile=…`: the scenario's own client setup, never the
 /// machine user's keys, agent or known_hosts.
 pub(crate) fn ssh_command(lab: &Lab) -> String {
@@ -36,6 +43,12 @@ pub(crate) fn start(lab: &mut Lab, spec: &crate::scenario::SshdSpec) -> Result<(
     }
     let d = dir(lab);
     std::fs::create_dir_all(d.join("bin")).map_err(|e| setup_err("ssh dir", e.to_string()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let rt = runtime_dir(lab);
+        let _ = std::fs::remove_dir_all(&rt);
+        std::fs::DirBuilder::new().mode(0o700).create(&rt).map_err(|e| setup_err("ssh runtime dir", e.to_string()))?;
+    }
     let ds = d.display().to_string();
     for key in ["host_key", "client_key"] {
         run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "conndoc-lab", "-f", &format!("{ds}/{key}")])?;

@@ -116,6 +116,7 @@ pub struct RawTarget {
     pub no_host: Option<bool>,
     pub password_file: Option<Spanned<String>>,
     pub close: Option<Spanned<String>>,
+    pub ssh: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +168,9 @@ pub struct TargetConfig {
     pub no_host: bool,
     /// How a health check's connection is closed (`close = "rst"` or `"fin"`).
     pub close: crate::probe::Close,
+    /// `ssh = "user@host"`: diagnoses read the server side there (docs/remote.md), over a
+    /// reused OpenSSH ControlMaster connection.
+    pub ssh: Option<conndoc_engine::remote::SshOptions>,
 }
 
 impl TargetConfig {
@@ -181,6 +185,7 @@ impl TargetConfig {
             expect_process: self.expect.clone(),
             netns: self.netns.clone(),
             no_host: self.no_host,
+            ssh: self.ssh.clone(),
             ..Default::default()
         }
     }
@@ -646,6 +651,13 @@ fn validate_target(v: &mut Validator, i: usize, st: &Spanned<RawTarget>, d: &Tar
         }
     };
     let close = close_kind(v, t.close.as_ref(), f("close"), d.close);
+    let ssh = t.ssh.as_ref().and_then(|s| match ssh_options(s.get_ref()) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            v.err(Some(s), f("ssh"), e);
+            None
+        }
+    });
     let (mut target, url) = (target?, url?);
     if let Some(pf) = &t.password_file {
         match std::fs::read_to_string(pf.get_ref()) {
@@ -674,6 +686,22 @@ fn validate_target(v: &mut Validator, i: usize, st: &Spanned<RawTarget>, d: &Tar
         expect: t.expect.as_ref().map(|n| n.get_ref().clone()),
         no_host: t.no_host.unwrap_or(false),
         close,
+        ssh,
+    })
+}
+
+/// `ssh = "[USER@]HOST[:PORT]"` of a target: the diagnosis reads the server there, over one
+/// ControlMaster connection per host kept for a while, so a flapping target does not open
+/// an SSH session per check.
+fn ssh_options(dest: &str) -> Result<conndoc_engine::remote::SshOptions, String> {
+    use conndoc_engine::remote::{control_dir, ssh_command_from_env, Destination, SshOptions};
+    Ok(SshOptions {
+        destination: Destination::parse(dest)?,
+        command: ssh_command_from_env()?,
+        remote_conndoc: "conndoc".into(),
+        connect_timeout: Duration::from_secs(5),
+        control_dir: Some(control_dir()),
+        control_persist: Duration::from_secs(120),
     })
 }
 

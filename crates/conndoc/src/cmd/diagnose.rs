@@ -83,7 +83,14 @@ pub fn ssh_options(
     if remote_conndoc.is_empty() || remote_conndoc.starts_with('-') || remote_conndoc.chars().any(char::is_control) {
         return Err(usage(format!("--remote-conndoc {remote_conndoc:?}: not a program name or path")));
     }
-    Ok(SshOptions { destination, command, remote_conndoc: remote_conndoc.into(), connect_timeout, control_dir: None })
+    Ok(SshOptions {
+        destination,
+        command,
+        remote_conndoc: remote_conndoc.into(),
+        connect_timeout,
+        control_dir: None,
+        control_persist: std::time::Duration::ZERO,
+    })
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {

@@ -208,7 +208,7 @@ fn bad_paths_and_hosts() {
     // Keep-alive works: two requests on one connection.
     let (_, text) = raw(
         a,
-        format!("GET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        "GET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
             .as_bytes(),
     );
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");

@@ -202,7 +202,8 @@ fn refused(ev: &Evidence, p: &ConnectProbe, out: &mut Findings) {
             .fix("Start the service, or point the client at the port it really listens on.")
             .fix("If something listens but only on 127.0.0.1 or another address, change its bind address."),
     };
-    let skipped = ev.skipped.iter().find(|s| s.check == "server-side inspection");
+    let skipped =
+        ev.skipped.iter().find(|s| s.check == "server-side inspection" || s.check == "server-side inspection over ssh");
     let f = if let (None, Some(s)) = (&ev.host, skipped) {
         // The server was named (--netns, or it is this host) but could not be read: say so,
         // rather than suggesting what the user already did.
@@ -213,7 +214,7 @@ fn refused(ev: &Evidence, p: &ConnectProbe, out: &mut Findings) {
         ))
     } else if ev.host.is_none() {
         f.partial(format!(
-            "client-side evidence only: run `conndoc diagnose {}` on the server (or with --netns) to read its socket table",
+            "client-side evidence only: run `conndoc diagnose {}` on the server (or with --ssh HOST, or --netns) to read its socket table",
             ev.target.input
         ))
     } else {

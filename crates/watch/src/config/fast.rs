@@ -216,6 +216,7 @@ fn set(cfg: &mut RawConfig, table: Table, key: &str, v: Value, span: Range<usize
                 "no_host" => flag(&mut t.no_host, v.bool()),
                 "password_file" => put(&mut t.password_file, v.str(), span),
                 "close" => put(&mut t.close, v.str(), span),
+                "ssh" => put(&mut t.ssh, v.str(), span),
                 _ => None,
             }
         }
