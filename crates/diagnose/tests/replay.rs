@@ -24,6 +24,20 @@ fn recorded_evidence_gives_the_scenarios_verdict() {
         };
         let ev: conndoc_facts::Evidence =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // Each file says which conndoc recorded it, so a file older than a gatherer it
+        // depends on can be told apart (and re-recorded: docs/lab.md).
+        if ev.conndoc_version.is_none() {
+            failures.push(format!("{name}: no conndoc_version (re-record it from the lab)"));
+        }
+        // Recorded as root, nftables rulesets come from the netlink reader, not the
+        // `nft -j` fallback: the rules replay on the facts conndoc gathers today.
+        for h in ev.firewall.iter().flat_map(|f| &f.hosts) {
+            for s in h.sources.iter().filter(|s| s.tool == conndoc_facts::firewall::FirewallTool::Nftables) {
+                if !s.command.starts_with("nf_tables netlink") {
+                    failures.push(format!("{name}: nftables read by the fallback ({}), not netlink", s.command));
+                }
+            }
+        }
         let report = conndoc_diagnose::diagnose(&ev);
         if report.verdict.cause.code() != want {
             failures.push(format!("{name}: expected {want}, rules say {}", report.verdict.cause));

@@ -459,11 +459,13 @@ impl Lab {
                 let mut v = vec!["diagnose".to_string(), self.expand(t), "--json".into()];
                 v.extend(spec.args.iter().map(|x| self.expand(x)));
                 // Recording mode: keep the evidence as a fixture for the rules' replay tests.
-                if let Some(dir) = std::env::var_os("CONNDOC_LAB_EVIDENCE_DIR") {
-                    let name = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    let scenario = name.splitn(4, '-').nth(3).unwrap_or(&name).to_string();
-                    v.push("--evidence-out".into());
-                    v.push(PathBuf::from(dir).join(format!("{scenario}.json")).display().to_string());
+                // A scenario that writes its own evidence file gets it copied after the run;
+                // one run under another user (`wrap`) is not recorded (it could not write there).
+                if let Some(path) = record_path(self) {
+                    if !v.iter().any(|a| a == "--evidence-out") && spec.wrap.is_empty() {
+                        v.push("--evidence-out".into());
+                        v.push(path.display().to_string());
+                    }
                 }
                 v
             }
@@ -489,6 +491,11 @@ impl Lab {
         let elapsed = start.elapsed();
         let cmdlines = sampler.map(sshd::CmdlineSampler::finish).unwrap_or_default();
         let out = out?;
+        if let (Some(record), Some(own)) = (record_path(self), argv.iter().position(|a| a == "--evidence-out")) {
+            if let Some(own) = argv.get(own + 1).filter(|p| Path::new(p.as_str()) != record) {
+                let _ = std::fs::copy(own, &record);
+            }
+        }
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let json = serde_json::from_str(&stdout).ok();
         Ok(RunOutput {
@@ -501,6 +508,14 @@ impl Lab {
             cmdlines,
         })
     }
+}
+
+/// Where recording mode (`CONNDOC_LAB_EVIDENCE_DIR`) keeps this scenario's evidence.
+fn record_path(lab: &Lab) -> Option<PathBuf> {
+    let dir = std::env::var_os("CONNDOC_LAB_EVIDENCE_DIR")?;
+    let name = lab.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let scenario = name.splitn(4, '-').nth(3).unwrap_or(&name).to_string();
+    Some(PathBuf::from(dir).join(format!("{scenario}.json")))
 }
 
 impl Drop for Lab {
