@@ -27,8 +27,8 @@ pub enum CaptureError {
     Io { op: &'static str, source: std::io::Error },
     #[error("building the capture filter: {0}")]
     Bpf(#[from] bpf::BpfError),
-    #[error("writing the pcap file {path}: {source}")]
-    Pcap { path: String, source: std::io::Error },
+    #[error("writing the pcap file: {error}")]
+    Pcap { path: String, error: conndoc_files::WriteError },
 }
 
 /// At most this many packets are kept (the filter keeps one flow per address; a long
@@ -182,10 +182,13 @@ impl Capture {
             CaptureFacts { filter: self.filter.clone(), flows, baselines, packets, pcap_file: None, kernel_drops };
         let mut pcap_error = None;
         if let Some(path) = pcap_path {
-            let written = std::fs::File::create(path).and_then(|f| pcap::write(std::io::BufWriter::new(f), &records));
+            let written = conndoc_files::create_private(path).and_then(|f| {
+                pcap::write(std::io::BufWriter::new(f), &records)
+                    .map_err(|error| conndoc_files::WriteError::Io { path: path.to_path_buf(), error })
+            });
             match written {
                 Ok(()) => facts.pcap_file = Some(path.display().to_string()),
-                Err(source) => pcap_error = Some(CaptureError::Pcap { path: path.display().to_string(), source }),
+                Err(error) => pcap_error = Some(CaptureError::Pcap { path: path.display().to_string(), error }),
             }
         }
         Ok((facts, pcap_error))

@@ -66,11 +66,17 @@ impl Default for Options {
 pub enum EngineError {
     #[error("{0}")]
     Host(String),
+    /// `--ca FILE` cannot be used: bad input, reported before anything is probed.
+    #[error("--ca: {0}")]
+    Ca(#[from] conndoc_proto::tls::TlsSetupError),
 }
 
 /// Gather every fact about `target`.
 pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     let start = Instant::now();
+    if let Some(ca) = &opts.ca_file {
+        conndoc_proto::tls::load_ca(ca)?;
+    }
     let mut ev = new_evidence(target, opts, conndoc_probe::client::basics());
 
     // Over ssh the session connects while names resolve here.

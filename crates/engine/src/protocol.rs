@@ -225,12 +225,8 @@ pub(crate) fn redis_conf_lint(
 
 /// The last 64 KiB of a file.
 fn tail(path: &Path) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024))).ok()?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).ok()?;
+    // A log named /dev/stderr (containers) is refused, not read from our own terminal.
+    let buf = conndoc_files::read_tail(path, 64 * 1024).ok()?;
     Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
@@ -288,7 +284,7 @@ fn gateway_log(ev: &mut Evidence, host: &HostFacts) {
         }
     };
     let conf = nginx_flag(&master.1, "-c").map(rel).unwrap_or_else(|| PathBuf::from("/etc/nginx/nginx.conf"));
-    let log = std::fs::read_to_string(&conf)
+    let log = conndoc_files::read_to_string(&conf, conndoc_files::limit::SERVER_FILE)
         .ok()
         .and_then(|c| nginx_error_log(&c))
         .map(rel)

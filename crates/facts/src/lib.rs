@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod client;
 pub mod connect;
+pub mod duration;
 pub mod firewall;
 pub mod host;
 pub mod inspect;

@@ -252,37 +252,10 @@ impl fmt::Display for Micros {
     }
 }
 
-/// Parse a human duration: `500ms`, `1s`, `2.5s`, `1m`, `250us`. Bare numbers are seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, ValueError> {
-    let bad = || ValueError::Duration(s.to_string());
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    if num.is_empty() || num.starts_with('.') && num.len() == 1 {
-        return Err(bad());
-    }
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let mult = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(bad()),
-    };
-    let secs = n * mult;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(bad());
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
     #[error("invalid port {0:?}: expected a number from 1 to 65535")]
     Port(String),
-    #[error("invalid duration {0:?}: expected e.g. 500ms, 1s, 2.5s")]
-    Duration(String),
 }
 
 #[cfg(test)]
@@ -302,16 +275,6 @@ mod tests {
     fn port_json_rejects_zero() {
         assert!(serde_json::from_str::<Port>("0").is_err());
         assert_eq!(serde_json::from_str::<Port>("80").unwrap().get(), 80);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
-        assert_eq!(parse_duration("2.5s").unwrap().as_millis(), 2500);
-        assert_eq!(parse_duration("3").unwrap().as_secs(), 3);
-        for bad in ["", "-1s", "1x", "ms", "."] {
-            assert!(parse_duration(bad).is_err(), "{bad} should fail");
-        }
     }
 
     #[test]

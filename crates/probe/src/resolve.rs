@@ -119,7 +119,7 @@ fn gai_error(msg: &str) -> String {
 
 /// Lines of the hosts file that name `name`.
 pub fn hosts_lookup(name: &str) -> Vec<HostsEntry> {
-    let Ok(text) = std::fs::read_to_string(HOSTS) else { return vec![] };
+    let Ok(text) = conndoc_files::read_to_string(HOSTS, conndoc_files::limit::HOSTS) else { return vec![] };
     let path = hosts_origin().unwrap_or_else(|| HOSTS.to_string());
     parse_hosts(&text, name, &path)
 }
@@ -153,13 +153,13 @@ fn hosts_origin() -> Option<String> {
 }
 
 fn dns_lookup(name: &str, deadline: Instant) -> DnsLookup {
-    let text = match std::fs::read_to_string(RESOLV_CONF) {
+    let text = match conndoc_files::read_to_string(RESOLV_CONF, conndoc_files::limit::RESOLV) {
         Ok(t) => t,
         Err(e) => {
             return DnsLookup {
                 resolv_conf: RESOLV_CONF.into(),
                 name: name.into(),
-                error: Some(format!("cannot read {RESOLV_CONF}: {e}")),
+                error: Some(e.to_string()),
                 ..Default::default()
             }
         }

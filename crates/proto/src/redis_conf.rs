@@ -16,12 +16,15 @@ pub const DEFAULT_TCP_BACKLOG: u64 = 511;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    /// One line naming the file and why (missing, a FIFO, a device, over the size limit).
+    #[error("{error}")]
+    Read { path: String, error: conndoc_files::ReadError },
     #[error("{file}:{line}: {reason}")]
     Malformed { file: String, line: u32, reason: String },
     #[error("{file}:{line}: include nested deeper than {MAX_INCLUDE_DEPTH} (an include loop?)")]
     IncludeDepth { file: String, line: u32 },
+    #[error("{file}: the includes add up to more than {MAX_FILES} files, {} MiB or {MAX_DIRECTIVES} directives", MAX_TOTAL_BYTES >> 20)]
+    TooMuch { file: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,51 +106,92 @@ pub fn split_args(line: &str) -> Result<Vec<String>, &'static str> {
     }
 }
 
+/// Bounds on one lint run, whatever the include graph looks like.
+const MAX_FILES: usize = 1_000;
+const MAX_TOTAL_BYTES: u64 = 64 << 20;
+const MAX_DIRECTIVES: usize = 200_000;
+
 /// Read `path` and every file it includes, in order. `files` receives each path read.
+///
+/// Each file is read and parsed once: including a file already read again adds nothing
+/// (its directives are in `out` already), so a fan-out of includes costs one pass per file,
+/// not one per path through the graph. A file including itself, directly or through
+/// others, is an include loop (an error, as Redis would recurse forever).
 pub fn load(path: &Path) -> Result<(Vec<Directive>, Vec<String>), ConfError> {
-    let mut out = Vec::new();
-    let mut files = Vec::new();
-    load_into(path, 0, &mut out, &mut files)?;
-    Ok((out, files))
+    let mut l = Loader::default();
+    l.load_into(path, 0)?;
+    Ok((l.out, l.files))
 }
 
-fn load_into(path: &Path, depth: usize, out: &mut Vec<Directive>, files: &mut Vec<String>) -> Result<(), ConfError> {
-    let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ConfError::Read { path: file.clone(), source })?;
-    files.push(file.clone());
-    let text = String::from_utf8_lossy(&bytes);
-    for (n, raw) in text.lines().enumerate() {
-        let line = (n + 1) as u32;
-        let t = raw.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
+#[derive(Default)]
+struct Loader {
+    out: Vec<Directive>,
+    files: Vec<String>,
+    /// Canonical paths already read.
+    seen: std::collections::HashSet<PathBuf>,
+    /// Canonical paths of the files being read (the include stack).
+    stack: Vec<PathBuf>,
+    bytes: u64,
+}
+
+impl Loader {
+    fn load_into(&mut self, path: &Path, depth: usize) -> Result<(), ConfError> {
+        let file = path.display().to_string();
+        let bytes = conndoc_files::read(path, conndoc_files::limit::REDIS_CONF)
+            .map_err(|e| ConfError::Read { path: file.clone(), error: e })?;
+        let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        self.bytes += bytes.len() as u64;
+        if self.files.len() >= MAX_FILES || self.bytes > MAX_TOTAL_BYTES {
+            return Err(ConfError::TooMuch { file });
         }
-        let mal = |reason: &str| ConfError::Malformed { file: file.clone(), line, reason: reason.into() };
-        let mut args = split_args(t).map_err(mal)?;
-        if args.is_empty() {
-            continue;
+        self.files.push(file.clone());
+        self.seen.insert(canon.clone());
+        self.stack.push(canon);
+        let text = String::from_utf8_lossy(&bytes);
+        for (n, raw) in text.lines().enumerate() {
+            let line = (n + 1) as u32;
+            let t = raw.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let mal = |reason: &str| ConfError::Malformed { file: file.clone(), line, reason: reason.into() };
+            let mut args = split_args(t).map_err(mal)?;
+            if args.is_empty() {
+                continue;
+            }
+            let name = args.remove(0).to_ascii_lowercase();
+            if name == "include" {
+                if args.len() != 1 {
+                    return Err(mal("include takes one path"));
+                }
+                if depth >= MAX_INCLUDE_DEPTH {
+                    return Err(ConfError::IncludeDepth { file, line });
+                }
+                let targets = resolve_include(path, &args[0]).map_err(|e| ConfError::Malformed {
+                    file: file.clone(),
+                    line,
+                    reason: format!("include {}: {e}", args[0]),
+                })?;
+                for t in targets {
+                    let c = std::fs::canonicalize(&t).unwrap_or_else(|_| t.clone());
+                    if self.stack.contains(&c) {
+                        return Err(ConfError::IncludeDepth { file, line });
+                    }
+                    if self.seen.contains(&c) {
+                        continue;
+                    }
+                    self.load_into(&t, depth + 1)?;
+                }
+                continue;
+            }
+            if self.out.len() >= MAX_DIRECTIVES {
+                return Err(ConfError::TooMuch { file });
+            }
+            self.out.push(Directive { file: file.clone(), line, name, args });
         }
-        let name = args.remove(0).to_ascii_lowercase();
-        if name == "include" {
-            if args.len() != 1 {
-                return Err(mal("include takes one path"));
-            }
-            if depth >= MAX_INCLUDE_DEPTH {
-                return Err(ConfError::IncludeDepth { file, line });
-            }
-            let targets = resolve_include(path, &args[0]).map_err(|e| ConfError::Malformed {
-                file: file.clone(),
-                line,
-                reason: format!("include {}: {e}", args[0]),
-            })?;
-            for t in targets {
-                load_into(&t, depth + 1, out, files)?;
-            }
-            continue;
-        }
-        out.push(Directive { file: file.clone(), line, name, args });
+        self.stack.pop();
+        Ok(())
     }
-    Ok(())
 }
 
 /// Redis resolves a relative include against its working directory; a lint run elsewhere
@@ -640,6 +684,45 @@ mod tests {
         std::fs::write(&main, format!("include {}\n", main.display())).unwrap();
         assert!(matches!(lint(&main, &Limits::default()), Err(ConfError::IncludeDepth { .. })));
         assert!(matches!(lint(&dir.join("nope.conf"), &Limits::default()), Err(ConfError::Read { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_include_fan_out_reads_each_file_once() {
+        // 15 files, each including the next one 4 times: 4^14 paths through the graph.
+        let dir = tmpdir("fanout");
+        for i in 0..15 {
+            let body = if i == 14 {
+                "port 7000\n".to_string()
+            } else {
+                format!("maxclients {}\n", 100 + i) + &format!("include c{}.conf\n", i + 1).repeat(4)
+            };
+            std::fs::write(dir.join(format!("c{i}.conf")), body).unwrap();
+        }
+        let start = std::time::Instant::now();
+        let r = lint(&dir.join("c0.conf"), &Limits::default()).unwrap();
+        assert!(start.elapsed() < std::time::Duration::from_secs(2), "{:?}", start.elapsed());
+        assert_eq!(r.files.len(), 15, "{:?}", r.files);
+        assert_eq!(r.effective["port"], "7000");
+        assert_eq!(r.effective["maxclients"], "113");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn special_and_huge_files_are_refused() {
+        let dir = tmpdir("special");
+        let e = lint(Path::new("/dev/zero"), &Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("character device"), "{e}");
+        let e = lint(&dir, &Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("directory"), "{e}");
+        let main = dir.join("redis.conf");
+        std::fs::write(&main, "include /dev/zero\n").unwrap();
+        assert!(lint(&main, &Limits::default()).is_err());
+        let big = dir.join("big.conf");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(conndoc_files::limit::REDIS_CONF + 1).unwrap();
+        let e = lint(&big, &Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("larger than the limit"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -4,6 +4,7 @@
 use conndoc_facts::protocol::{CertFacts, TlsFacts, TlsFailure};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 use std::net::IpAddr;
@@ -13,8 +14,8 @@ use std::time::{Duration, SystemTime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("cannot read CA file {path}: {source}")]
-    ReadCa { path: String, source: std::io::Error },
+    #[error("{error}")]
+    ReadCa { path: String, error: conndoc_files::ReadError },
     #[error("CA file {0} holds no PEM certificate")]
     EmptyCa(String),
     #[error("CA file {path}: certificate rejected: {reason}")]
@@ -34,25 +35,31 @@ pub struct TlsSetup {
 /// The chain the server presented, recorded by the verifier even when it rejects it.
 pub type Recorder = Arc<Mutex<Vec<CertificateDer<'static>>>>;
 
+/// The trust anchors of a `--ca` PEM file. A file that cannot be used (missing, a device,
+/// too large, no certificate, a certificate rustls rejects) is an error, never an empty
+/// store: a bad CA file is bad input, not a reason to skip the check.
+pub fn load_ca(p: &Path) -> Result<RootCertStore, TlsSetupError> {
+    let path = p.display().to_string();
+    let data = conndoc_files::read(p, conndoc_files::limit::CA)
+        .map_err(|error| TlsSetupError::ReadCa { path: path.clone(), error })?;
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&data) {
+        let c = c.map_err(|e| TlsSetupError::BadCa { path: path.clone(), reason: e.to_string() })?;
+        roots.add(c).map_err(|e| TlsSetupError::BadCa { path: path.clone(), reason: e.to_string() })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsSetupError::EmptyCa(path));
+    }
+    Ok(roots)
+}
+
 impl TlsSetup {
     /// `host` is what the user dialled (a name or an address); `ca_file` replaces the system
     /// trust store; `insecure` accepts any chain (its facts are still recorded).
     pub fn new(host: &str, ca_file: Option<&Path>, insecure: bool) -> Result<TlsSetup, TlsSetupError> {
         let mut roots = RootCertStore::empty();
         match ca_file {
-            Some(p) => {
-                let path = p.display().to_string();
-                let data = std::fs::read(p).map_err(|source| TlsSetupError::ReadCa { path: path.clone(), source })?;
-                let mut n = 0;
-                for c in rustls_pemfile::certs(&mut &data[..]) {
-                    let c = c.map_err(|e| TlsSetupError::BadCa { path: path.clone(), reason: e.to_string() })?;
-                    roots.add(c).map_err(|e| TlsSetupError::BadCa { path: path.clone(), reason: e.to_string() })?;
-                    n += 1;
-                }
-                if n == 0 {
-                    return Err(TlsSetupError::EmptyCa(path));
-                }
-            }
+            Some(p) => roots = load_ca(p)?,
             None if !insecure => {
                 // Certificates the system store cannot parse are skipped, as browsers do.
                 let found = rustls_native_certs::load_native_certs();

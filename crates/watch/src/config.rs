@@ -52,8 +52,9 @@ impl fmt::Display for ConfigError {
 /// Every problem found in one file (validation does not stop at the first).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigErrors {
-    #[error("reading config {path}: {source}")]
-    Read { path: PathBuf, source: std::sync::Arc<std::io::Error> },
+    /// One line naming the path and why (missing, a FIFO, a device, over the size limit).
+    #[error("{error}")]
+    Read { path: PathBuf, error: std::sync::Arc<conndoc_files::ReadError> },
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<ConfigError>),
 }
@@ -246,8 +247,8 @@ pub struct Config {
 
 /// Read, parse, merge the overrides and validate.
 pub fn load(path: &Path, ov: &Overrides) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::Read { path: path.to_path_buf(), source: std::sync::Arc::new(e) })?;
+    let text = conndoc_files::read_to_string(path, conndoc_files::limit::CONFIG)
+        .map_err(|e| ConfigErrors::Read { path: path.to_path_buf(), error: std::sync::Arc::new(e) })?;
     load_str(path, &text, ov)
 }
 
@@ -660,13 +661,13 @@ fn validate_target(v: &mut Validator, i: usize, st: &Spanned<RawTarget>, d: &Tar
     });
     let (mut target, url) = (target?, url?);
     if let Some(pf) = &t.password_file {
-        match std::fs::read_to_string(pf.get_ref()) {
+        match conndoc_files::read_to_string(pf.get_ref(), conndoc_files::limit::PASSWORD) {
             Ok(s) if !s.trim_end_matches(['\n', '\r']).is_empty() => {
                 target.password = Some(Secret::new(s.trim_end_matches(['\n', '\r'])));
                 target.has_password = true;
             }
             Ok(_) => v.err(Some(pf), f("password_file"), format!("{} is empty", pf.get_ref())),
-            Err(e) => v.err(Some(pf), f("password_file"), format!("cannot read {}: {e}", pf.get_ref())),
+            Err(e) => v.err(Some(pf), f("password_file"), e.to_string()),
         }
     }
     if v.errors.len() > before {
@@ -746,14 +747,14 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
     };
     let routing_key = match (&r.routing_key, &r.routing_key_file) {
         (Some(k), None) => Some(Secret::new(k.get_ref().clone())),
-        (None, Some(p)) => match std::fs::read_to_string(p.get_ref()) {
+        (None, Some(p)) => match conndoc_files::read_to_string(p.get_ref(), conndoc_files::limit::PASSWORD) {
             Ok(s) if !s.trim().is_empty() => Some(Secret::new(s.trim())),
             Ok(_) => {
                 v.err(Some(p), f("routing_key_file"), format!("{} is empty", p.get_ref()));
                 None
             }
             Err(e) => {
-                v.err(Some(p), f("routing_key_file"), format!("cannot read {}: {e}", p.get_ref()));
+                v.err(Some(p), f("routing_key_file"), e.to_string());
                 None
             }
         },
@@ -826,20 +827,10 @@ fn valid_label_name(s: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
-/// Durations as the config writes them: `500ms`, `5s`, `1m`, `2h`, `7d`.
+/// Durations as the config writes them: `500ms`, `5s`, `1m`, `2h`, `7d` (the project's one
+/// parser, conndoc_facts::duration: range-checked, never panics).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Some(days) = t.strip_suffix('d') {
-        return days
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|d| d.is_finite() && *d >= 0.0)
-            .map(|d| Duration::from_secs_f64(d * 86_400.0))
-            .ok_or_else(|| format!("invalid duration {s:?}: expected e.g. 500ms, 5s, 1m, 2h, 7d"));
-    }
-    conndoc_facts::value::parse_duration(t)
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 5s, 1m, 2h, 7d"))
+    conndoc_facts::duration::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn fmt_duration(d: Duration) -> String {

@@ -97,8 +97,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let mut target = Target::parse(&a.target).map_err(|e| usage(e.to_string()))?;
     let timeout = super::parse_timeout(&a.timeout)?;
     if let Some(p) = &a.password_file {
-        let text =
-            std::fs::read_to_string(p).map_err(|e| usage(format!("cannot read password file {}: {e}", p.display())))?;
+        let text = conndoc_files::read_to_string(p, conndoc_files::limit::PASSWORD)
+            .map_err(|e| usage(format!("--password-file: {e}")))?;
         let pw = text.trim_end_matches(['\n', '\r']);
         if pw.is_empty() {
             return Err(usage(format!("password file {} is empty", p.display())));
@@ -116,7 +116,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         }
     }
     if let Some(ca) = &a.ca {
-        std::fs::metadata(ca).map_err(|e| usage(format!("cannot read CA file {}: {e}", ca.display())))?;
+        conndoc_proto::tls::load_ca(ca).map_err(|e| usage(format!("--ca: {e}")))?;
     }
     if let Some(pid) = a.netns_pid {
         let p = format!("/proc/{pid}/ns/net");
@@ -128,11 +128,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     }
     if let Some(out) = &a.evidence_out {
         // Fail before probing, not after, when the file cannot be written.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(out)
-            .map_err(|e| usage(format!("cannot write evidence file {}: {e}", out.display())))?;
+        conndoc_files::open_private(out).map_err(|e| usage(format!("--evidence-out: {e}")))?;
     }
     let ssh = match &a.ssh {
         Some(d) => Some(ssh_options(d, &a.remote_conndoc, &a.ssh_timeout)?),
@@ -162,7 +158,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let ev = conndoc_engine::gather(target, &opts).context("gathering evidence")?;
     if let Some(out) = &a.evidence_out {
         let json = serde_json::to_vec_pretty(&ev)?;
-        std::fs::write(out, json).with_context(|| format!("writing evidence to {}", out.display()))?;
+        conndoc_files::write_private(out, &json)?;
     }
     let report = conndoc_diagnose::diagnose(&ev);
     super::print_report(&report, a.json, a.no_color)?;

@@ -16,15 +16,15 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    let text = if a.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|e| usage(format!("cannot read evidence from standard input: {e}")))?
+    let limit = conndoc_files::limit::EVIDENCE;
+    let bytes = if a.file.as_os_str() == "-" {
+        conndoc_files::read_stream(std::io::stdin().lock(), limit, "standard input")
     } else {
-        std::fs::read_to_string(&a.file)
-            .map_err(|e| usage(format!("cannot read evidence file {}: {e}", a.file.display())))?
-    };
-    let ev: conndoc_facts::Evidence =
-        serde_json::from_str(&text).map_err(|e| usage(format!("{} is not conndoc evidence: {e}", a.file.display())))?;
+        conndoc_files::read(&a.file, limit)
+    }
+    .map_err(|e| usage(e.to_string()))?;
+    let ev: conndoc_facts::Evidence = serde_json::from_slice(&bytes)
+        .map_err(|e| usage(format!("{} is not conndoc evidence: {e}", a.file.display())))?;
     if ev.schema != conndoc_facts::EVIDENCE_SCHEMA {
         return Err(usage(format!(
             "{}: evidence schema {:?} is not {:?}",

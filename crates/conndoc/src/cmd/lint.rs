@@ -2,7 +2,7 @@
 //! Exit 0 when clean, 1 when problems were found, 2 for an unreadable or malformed file.
 
 use super::usage;
-use conndoc_proto::redis_conf::{self, ConfError};
+use conndoc_proto::redis_conf;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -21,9 +21,6 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    if a.path.is_dir() {
-        return Err(usage(format!("{} is a directory, not a redis.conf", a.path.display())));
-    }
     let mut limits = redis_conf::local_limits(&a.path);
     if let Some(n) = a.fd_limit {
         limits.fd_limit = Some((n, "--fd-limit".into()));
@@ -34,9 +31,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let report = match redis_conf::lint(&a.path, &limits) {
         Ok(r) => r,
         // Unreadable or malformed: one line (file:line, never the line's text), exit 2.
-        Err(e @ (ConfError::Read { .. } | ConfError::Malformed { .. } | ConfError::IncludeDepth { .. })) => {
-            return Err(usage(e.to_string()))
-        }
+        Err(e) => return Err(usage(e.to_string())),
     };
     if a.json {
         let mut s = serde_json::to_string_pretty(&report)?;

@@ -27,11 +27,9 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 
 /// Parse a `--timeout` value: positive, at most 10 minutes.
 pub fn parse_timeout(s: &str) -> anyhow::Result<std::time::Duration> {
-    let d = conndoc_facts::value::parse_duration(s).map_err(|e| usage(format!("--timeout: {e}")))?;
-    if d.is_zero() || d > std::time::Duration::from_secs(600) {
-        return Err(usage(format!("--timeout {s:?}: must be more than 0 and at most 10m")));
-    }
-    Ok(d)
+    use std::time::Duration;
+    conndoc_facts::duration::parse_in(s, Duration::from_millis(1), Duration::from_secs(600))
+        .map_err(|e| usage(format!("--timeout: {e}")))
 }
 
 /// Print a report as JSON or text.

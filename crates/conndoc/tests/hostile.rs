@@ -1,0 +1,189 @@
+//! Hostile input to the binary, built for real: files that are devices, FIFOs, huge or
+//! symlinks; durations that overflow. Bad input is one line on stderr and exit 2 — never a
+//! panic (101), an abort (134), a hang or a file written through a symlink.
+//! Network traffic goes only to loopback ports these tests opened themselves.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn conndoc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_conndoc"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run conndoc")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A temporary directory removed on drop, also when the test fails.
+struct Tmp(PathBuf);
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        let d = std::env::temp_dir().join(format!("conndoc-hostile-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Tmp(d)
+    }
+    fn path(&self, p: &str) -> String {
+        self.0.join(p).display().to_string()
+    }
+}
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mkfifo(p: &str) {
+    assert!(Command::new("mkfifo").arg(p).status().expect("mkfifo (coreutils)").success());
+}
+
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Exit 2, one line on stderr containing `needle`, no report, within a few seconds.
+fn assert_bad_input(args: &[&str], needle: &str) {
+    let start = Instant::now();
+    let o = conndoc(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: status {:?}, stderr {err}", o.status);
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+    assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    assert!(o.stdout.is_empty(), "{args:?}: printed a report on bad input");
+    assert!(start.elapsed() < Duration::from_secs(10), "{args:?}: took {:?}", start.elapsed());
+}
+
+#[test]
+fn huge_durations_are_bad_input_not_a_panic() {
+    let t = Tmp::new("dur");
+    let target = format!("127.0.0.1:{}", closed_port());
+    assert_bad_input(&["diagnose", &target, "--timeout", "99999999999999999999999h"], "is too long: at most 10m");
+    assert_bad_input(&["diagnose", &target, "--timeout", "1e400s"], "invalid duration");
+    for (key, value) in [("interval", "99999999999999999999999h"), ("timeout", "99999999999999999999999d")] {
+        let cfg = t.path("w.toml");
+        std::fs::write(
+            &cfg,
+            format!("[defaults]\n{key} = \"{value}\"\n\n[[target]]\nname = \"a\"\nurl = \"{target}\"\n"),
+        )
+        .unwrap();
+        for args in [vec!["watch", "--check-config", &cfg], vec!["check", "--config", &cfg]] {
+            let o = conndoc(&args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: status {:?}, stderr {err}", o.status);
+            assert!(err.contains("too long"), "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn special_files_are_refused_everywhere() {
+    let t = Tmp::new("special");
+    let fifo = t.path("fifo");
+    mkfifo(&fifo);
+    let dir = t.0.display().to_string();
+    let target = format!("redis://127.0.0.1:{}", closed_port());
+    for f in ["/dev/zero", fifo.as_str(), dir.as_str()] {
+        let what = if f == "/dev/zero" {
+            "character device"
+        } else if f == fifo {
+            "FIFO"
+        } else {
+            "directory"
+        };
+        assert_bad_input(&["diagnose", &target, "--password-file", f], what);
+        assert_bad_input(&["diagnose", "https://127.0.0.1:1", "--ca", f], what);
+        assert_bad_input(&["explain", f], what);
+        assert_bad_input(&["lint", f], what);
+        assert_bad_input(&["check", "--config", f], what);
+        assert_bad_input(&["watch", "--check-config", f], what);
+    }
+}
+
+#[test]
+fn an_unusable_ca_file_is_bad_input_never_healthy() {
+    let t = Tmp::new("ca");
+    // A listener this test opened: with a bad --ca it must never be reported healthy.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("https://127.0.0.1:{}", l.local_addr().unwrap().port());
+    let empty = t.path("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let garbage = t.path("garbage.pem");
+    std::fs::write(&garbage, "\x00\x01 not a certificate at all\n").unwrap();
+    let bad_der = t.path("bad-der.pem");
+    std::fs::write(&bad_der, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+    let bad_b64 = t.path("bad-b64.pem");
+    std::fs::write(&bad_b64, "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").unwrap();
+    for (f, needle) in [
+        (empty.as_str(), "holds no PEM certificate"),
+        (garbage.as_str(), "holds no PEM certificate"),
+        (bad_der.as_str(), "certificate rejected"),
+        (bad_b64.as_str(), "--ca"),
+        ("/dev/zero", "character device"),
+        (t.0.to_str().unwrap(), "directory"),
+    ] {
+        assert_bad_input(&["diagnose", &target, "--no-host", "--timeout", "1s", "--ca", f], needle);
+    }
+}
+
+#[test]
+fn a_600_mb_config_fails_cleanly() {
+    let t = Tmp::new("huge");
+    let big = t.path("big.toml");
+    // Sparse: 600 MB of zeros on no disk space.
+    std::fs::File::create(&big).unwrap().set_len(600 << 20).unwrap();
+    for args in [
+        vec!["check", "--config", big.as_str()],
+        vec!["watch", "--check-config", big.as_str()],
+        vec!["explain", big.as_str()],
+        vec!["lint", big.as_str()],
+    ] {
+        assert_bad_input(&args, "larger than the limit");
+    }
+    // Standard input is bounded too.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_conndoc"))
+        .args(["explain", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..200 {
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let o = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot read standard input: larger than the limit"), "{}", stderr(&o));
+}
+
+#[test]
+fn evidence_is_private_and_never_written_through_a_symlink() {
+    let t = Tmp::new("write");
+    let target = format!("127.0.0.1:{}", closed_port());
+    let out = t.path("e.json");
+    let o = conndoc(&["diagnose", &target, "--no-host", "--timeout", "500ms", "--evidence-out", &out]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    let victim = t.path("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let link = t.path("link.json");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    assert_bad_input(&["diagnose", &target, "--no-host", "--evidence-out", &link], "symbolic link");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(Path::new(&victim).exists());
+}
