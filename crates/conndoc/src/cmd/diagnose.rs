@@ -76,10 +76,12 @@ pub fn ssh_options(
     use conndoc_engine::remote::{ssh_command_from_env, Destination, SshOptions};
     let destination = Destination::parse(dest).map_err(usage)?;
     let command = ssh_command_from_env().map_err(usage)?;
-    let connect_timeout = conndoc_facts::value::parse_duration(connect_timeout)
-        .ok()
-        .filter(|d| *d >= std::time::Duration::from_secs(1) && *d <= std::time::Duration::from_secs(120))
-        .ok_or_else(|| usage(format!("--ssh-timeout {connect_timeout:?}: must be from 1s to 2m")))?;
+    let connect_timeout = conndoc_facts::duration::parse_in(
+        connect_timeout,
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(120),
+    )
+    .map_err(|e| usage(format!("--ssh-timeout: {e}")))?;
     if remote_conndoc.is_empty() || remote_conndoc.starts_with('-') || remote_conndoc.chars().any(char::is_control) {
         return Err(usage(format!("--remote-conndoc {remote_conndoc:?}: not a program name or path")));
     }
