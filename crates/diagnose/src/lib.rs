@@ -61,4 +61,9 @@ impl Findings {
     pub fn iter(&self) -> impl Iterator<Item = &Finding> {
         self.0.iter()
     }
+    /// Drop the finding of this cause (a rule found it was built on a wrong premise).
+    pub fn remove(&mut self, cause: Cause) -> Option<Finding> {
+        let i = self.0.iter().position(|f| f.cause == cause)?;
+        Some(self.0.remove(i))
+    }
 }

@@ -254,7 +254,12 @@ fn kube_services(
         .iter()
         .filter_map(|(dst, _, _)| {
             let probe = kube::Probe { address: *dst, port, local: view.local.contains(dst) };
-            kube::recognise(rs, role, &probe)
+            kube::recognise(rs, role, &probe).or_else(|| {
+                view.kube_nft.iter().find(|m| m.address == *dst).cloned().map(|mut m| {
+                    m.role = role;
+                    m
+                })
+            })
         })
         .collect()
 }

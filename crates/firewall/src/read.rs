@@ -251,6 +251,10 @@ pub struct HostView {
     pub local: Vec<IpAddr>,
     /// The interface each asked address is routed through from here (`ip route get`).
     pub route_dev: Vec<(IpAddr, String)>,
+    /// Asked addresses that are Services in kube-proxy's nftables table here (role to be
+    /// set by the caller), and why that table could not be read, if it could not.
+    pub kube_nft: Vec<conndoc_facts::kube::ServiceMatch>,
+    pub kube_nft_error: Option<String>,
 }
 
 /// Whether `addr` is one of this host's addresses: binding to it succeeds only then.
@@ -269,6 +273,26 @@ pub fn parse_route_dev(out: &str) -> Option<String> {
     w.windows(2).find(|p| p[0] == "dev").map(|p| p[1].to_string())
 }
 
+/// kube-proxy's nftables Services among `addrs` (a few targeted netlink reads each).
+fn kube_nft(
+    port: u16,
+    addrs: &[IpAddr],
+    local: &[IpAddr],
+    timeout: Duration,
+) -> (Vec<conndoc_facts::kube::ServiceMatch>, Option<String>) {
+    let deadline = Instant::now() + timeout;
+    let mut found = Vec::new();
+    for a in addrs {
+        let probe = crate::kube::Probe { address: *a, port, local: local.contains(a) };
+        match crate::kube::nft::recognise(&probe, conndoc_facts::firewall::FirewallRole::Client, deadline) {
+            Ok(Some(m)) => found.push(m),
+            Ok(None) => {}
+            Err(e) => return (found, Some(e.to_string())),
+        }
+    }
+    (found, None)
+}
+
 /// Read the rulesets, the listeners on `port`, which of `addrs` are local and how each of
 /// `addrs` is routed — all in the calling thread's network namespace.
 pub fn inspect_here(port: u16, addrs: &[IpAddr], timeout: Duration) -> HostView {
@@ -276,9 +300,10 @@ pub fn inspect_here(port: u16, addrs: &[IpAddr], timeout: Duration) -> HostView 
     std::thread::scope(|s| {
         let raw = s.spawn(move || read(timeout));
         let listeners = listeners_on_port(port).ok();
-        let local = addrs.iter().copied().filter(|a| is_local(*a)).collect();
+        let local: Vec<IpAddr> = addrs.iter().copied().filter(|a| is_local(*a)).collect();
         let route_dev = addrs.iter().filter_map(|a| route_dev(*a, timeout).map(|d| (*a, d))).collect();
+        let (kube_nft, kube_nft_error) = kube_nft(port, addrs, &local, timeout);
         let raw = raw.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-        HostView { raw, listeners, local, route_dev }
+        HostView { raw, listeners, local, route_dev, kube_nft, kube_nft_error }
     })
 }

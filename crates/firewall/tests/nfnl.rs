@@ -470,6 +470,72 @@ fn reads_stay_consistent_while_the_ruleset_changes() {
     assert!(ok > 10, "{ok} consistent reads, {changing} gave up");
 }
 
+/// kube-proxy's nftables table (lab/kube/nftables.nft, its own shapes): the concatenated
+/// verdict maps are evaluated, and the Services are found with targeted reads.
+fn kube_proxy_table_is_evaluated_and_its_services_found() {
+    let ns = Netns::new("cdkube");
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../lab/kube/nftables.nft")).unwrap();
+    ns.load(&rules);
+    // (Rule texts are not compared: `mark` arithmetic renders differently from nft's.)
+    let (nl, _, _) = read_both(&ns);
+    let out = |dst: &str, port: u16| Packet {
+        family: Family::Ipv4,
+        source: Some("10.77.9.2".parse().unwrap()),
+        destination: dst.parse().unwrap(),
+        source_port: None,
+        destination_port: port,
+        input_interface: None,
+        output_interface: Some("eth0".into()),
+    };
+    // No endpoints: `no-endpoint-services` sends it to reject-chain.
+    let e = nl.evaluate(Hook::Output, &out("10.96.0.20", 6379));
+    let icmp = RejectWith::Icmp { family: "icmp".into(), code: "port-unreachable".into() };
+    assert_eq!(e.verdict, FwVerdict::Reject(icmp));
+    assert_eq!(e.decided_by.as_ref().map(|r| r.chain.as_str()), Some("reject-chain"));
+    let path: Vec<&str> = e.path.iter().map(|r| r.text.as_str()).collect();
+    assert!(path.contains(&"ip daddr . meta l4proto . th dport vmap @no-endpoint-services"), "{path:?}");
+    assert!(e.not_understood.is_empty(), "{:?}", e.not_understood);
+    // Another port of that ClusterIP: cluster-ips-check rejects it ("invalid ports").
+    let e = nl.evaluate(Hook::Output, &out("10.96.0.20", 6380));
+    assert_eq!(e.decided_by.as_ref().map(|r| r.chain.as_str()), Some("cluster-ips-check"));
+
+    run_in(&NetnsSpec::Named(ns.0.clone()), || {
+        use conndoc_firewall::kube::{nft::recognise, Probe};
+        let role = conndoc_facts::firewall::FirewallRole::Client;
+        let deadline = std::time::Instant::now() + T;
+        let p = |a: &str, port: u16, local: bool| Probe { address: a.parse().unwrap(), port, local };
+        let m = recognise(&p("10.96.0.20", 6379, false), role, deadline).unwrap().unwrap();
+        assert_eq!(m.service.to_string(), "default/redis:redis");
+        let ne = m.no_endpoints.unwrap();
+        assert_eq!(ne.rule.text, r#"10.96.0.20 . tcp . 6379 comment "default/redis:redis" : goto reject-chain"#);
+        // NodePort on a node address (in nodeport-ips), no endpoints either.
+        let m = recognise(&p("10.77.9.2", 30379, true), role, deadline).unwrap().unwrap();
+        assert_eq!(m.kind, conndoc_facts::kube::FrontendKind::NodePort);
+        assert!(m.no_endpoints.is_some());
+        // With endpoints: service-ips → service chain → numgen vmap → endpoint chain.
+        let m = recognise(&p("10.96.0.30", 80, false), role, deadline).unwrap().unwrap();
+        assert_eq!(m.service.to_string(), "default/web:http");
+        let eps: Vec<String> = m.endpoints.iter().map(|e| format!("{}:{}", e.address, e.port)).collect();
+        assert_eq!(eps, vec!["10.244.0.5:8080"]);
+        assert!(m.endpoints[0].rule.text.contains("goto endpoint-4VJT4MCW-default/web/tcp/http__10.244.0.5/8080"));
+        assert!(recognise(&p("10.96.0.30", 81, false), role, deadline).unwrap().is_none());
+        assert!(recognise(&p("10.96.0.99", 80, false), role, deadline).unwrap().is_none());
+    })
+    .unwrap();
+    // No kube-proxy table at all: nothing, and no error.
+    let empty = Netns::new("cdkube");
+    run_in(&NetnsSpec::Named(empty.0.clone()), || {
+        let p = conndoc_firewall::kube::Probe { address: "10.96.0.20".parse().unwrap(), port: 6379, local: false };
+        let r = conndoc_firewall::kube::nft::recognise(
+            &p,
+            conndoc_facts::firewall::FirewallRole::Client,
+            std::time::Instant::now() + T,
+        );
+        assert!(matches!(r, Ok(None)), "{r:?}");
+    })
+    .unwrap();
+}
+
 fn main() {
     let mut t = Tests::new();
     let need = root_with_nft();
@@ -487,6 +553,11 @@ fn main() {
         recorded_fixture_ruleset_reads_the_same_both_ways,
     );
     t.add("verdict_maps_are_evaluated", &need, verdict_maps_are_evaluated);
+    t.add(
+        "kube_proxy_table_is_evaluated_and_its_services_found",
+        &need,
+        kube_proxy_table_is_evaluated_and_its_services_found,
+    );
     t.add("build_prefers_netlink_and_skips_the_text_listing", &need, build_prefers_netlink_and_skips_the_text_listing);
     t.add("without_cap_net_admin_the_read_falls_back", &child, without_cap_net_admin_the_read_falls_back);
     t.add("recorded_bytes_and_nft_json_agree", &Need::met(), recorded_bytes_and_nft_json_agree);

@@ -15,11 +15,19 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
     let Some(kube) = &ev.kube else { return };
     for p in ev.probes.iter().filter(|p| !p.ok()) {
         let Some(m) = kube.for_address(p.address) else { continue };
-        let Some(ne) = &m.no_endpoints else { continue };
+        let Some(ne) = &m.no_endpoints else {
+            with_endpoints(m, out);
+            continue;
+        };
         // The client must have seen what the rule does: a refusal/unreachable for a reject,
         // silence for a drop. Anything else means the rule did not decide this probe.
-        let consistent = match ne.verdict {
-            FwVerdict::Reject(_) => matches!(p.outcome, Outcome::Refused | Outcome::Unreachable),
+        let consistent = match &ne.verdict {
+            // A port-unreachable/RST reject is ECONNREFUSED; other ICMP codes are "unreachable"
+            // (but a local ENETUNREACH means no route: the rule never saw the packet).
+            FwVerdict::Reject(w) if w.looks_like_refused() => p.outcome == Outcome::Refused,
+            FwVerdict::Reject(_) => {
+                p.outcome == Outcome::Unreachable && p.kind != conndoc_facts::ConnectKind::NetworkUnreachable
+            }
             FwVerdict::Drop => p.outcome == Outcome::Timeout,
             FwVerdict::Accept => false,
         };
@@ -31,13 +39,59 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
         // owns it and writes it back on its next sync.
         for c in [Cause::FirewallReject, Cause::FirewallDrop] {
             if let Some(f) = out.get_mut(c) {
-                let same_rule = f.evidence.iter().any(|e| e.kind == "firewall-rule" && e.text.contains(&ne.rule.text));
-                if same_rule {
+                let kube_proxys = f.evidence.iter().any(|e| {
+                    e.kind == "firewall-rule"
+                        && (e.text.contains(&ne.rule.text)
+                            || e.data.get("table").and_then(|t| t.as_str()) == Some("kube-proxy")
+                            || e.data.get("chain").and_then(|c| c.as_str()).is_some_and(|c| c.starts_with("KUBE-")))
+                });
+                if kube_proxys {
                     f.remediation = vec![format!(
                         "This rule is kube-proxy's (Service {}); it is rewritten on every sync — fix the Service's endpoints, not the rule.",
                         m.service
                     )];
                 }
+            }
+        }
+    }
+}
+
+/// A Service with endpoints that failed: kube-proxy translated the connection, so the
+/// failure is the endpoint's. Name the Service and its endpoints wherever the failure is
+/// explained; drop a reject that only an untranslated evaluation produced.
+fn with_endpoints(m: &ServiceMatch, out: &mut Findings) {
+    // nftables mode: `cluster-ips-check` (filter-output, priority 0) rejects ClusterIP ports
+    // kube-proxy does not serve; a served port was rewritten to an endpoint by nat-output
+    // (priority -100) before it, so a reject found there for the ClusterIP is not real.
+    let untranslated = |f: &Finding| {
+        f.evidence.iter().any(|e| {
+            e.kind == "firewall-rule"
+                && e.data.get("table").and_then(|t| t.as_str()) == Some("kube-proxy")
+                && e.data.get("chain").and_then(|c| c.as_str()) == Some("cluster-ips-check")
+        })
+    };
+    if !m.endpoints.is_empty() && out.iter().any(|f| f.cause == Cause::FirewallReject && untranslated(f)) {
+        out.remove(Cause::FirewallReject);
+    }
+    let eps: Vec<String> =
+        m.endpoints.iter().map(|e| std::net::SocketAddr::new(e.address, e.port).to_string()).collect();
+    let text = match eps.as_slice() {
+        [] => format!("{} is {}; its rules list no endpoint", m.address_port(), m.describe()),
+        _ => format!(
+            "{} is {}; kube-proxy ({} mode) translates it to {} {} ({})",
+            m.address_port(),
+            m.describe(),
+            m.mode.as_str(),
+            if eps.len() == 1 { "its endpoint" } else { "one of its endpoints, at random:" },
+            eps.join(", "),
+            m.endpoints[0].rule.location()
+        ),
+    };
+    let item = crate::EvidenceItem { kind: "kube-service".into(), text, data: json!(m) };
+    for c in [Cause::NoListener, Cause::ConnectTimeout, Cause::FirewallReject, Cause::FirewallDrop, Cause::Unknown] {
+        if let Some(f) = out.get_mut(c) {
+            if !f.evidence.contains(&item) {
+                f.evidence.push(item.clone());
             }
         }
     }

@@ -191,6 +191,19 @@ impl Builder {
             self.rs.not_understood_total += 1;
         }
         self.rs.rule_count += 1;
+        if let (Some(entries), None) = (&decoded.vmap_concat, &decoded.why) {
+            for (more, action) in entries {
+                let mut conds = decoded.conds.clone();
+                conds.extend(more.iter().cloned());
+                ch.rules.push(Rule {
+                    reference: reference.clone(),
+                    conds,
+                    action: action.clone(),
+                    not_understood: None,
+                });
+            }
+            return;
+        }
         match decoded.vmap {
             // A verdict map is one rule per element, all with the rule's own reference:
             // the first element the packet has decides.
@@ -295,6 +308,9 @@ pub struct Decoded {
     pub action: Option<Action>,
     /// A verdict map: the key looked up and (element, verdict) pairs.
     pub vmap: Option<(Key, Vec<(Elem, Action)>)>,
+    /// A verdict map on a concatenation (`ip daddr . meta l4proto . th dport vmap @m`, as
+    /// kube-proxy writes them): per element, the conditions on every field and the verdict.
+    pub vmap_concat: Option<Vec<(Vec<Cond>, Action)>>,
     /// The first thing conndoc could not evaluate.
     pub why: Option<String>,
     /// The rule in nft syntax.
@@ -629,7 +645,7 @@ pub fn decode_rule(r: &RuleMsg, sets: &SetIndex, ifnames: &HashMap<u32, String>)
             _ => None,
         },
         l4: None,
-        out: Decoded { conds: Vec::new(), action: None, vmap: None, why: None, text: String::new() },
+        out: Decoded { conds: Vec::new(), action: None, vmap: None, vmap_concat: None, why: None, text: String::new() },
         pieces: Vec::new(),
         nfproto_piece: None,
         l4_piece: None,
@@ -666,7 +682,7 @@ impl Dec<'_> {
     }
 
     fn set_action(&mut self, a: Action) {
-        if self.out.action.is_none() && self.out.vmap.is_none() {
+        if self.out.action.is_none() && self.out.vmap.is_none() && self.out.vmap_concat.is_none() {
             self.out.action = Some(a);
         }
     }
@@ -1244,6 +1260,12 @@ impl Dec<'_> {
             return;
         };
         let verdict_map = dreg == Some(0);
+        // nft flags only interval concatenations NFT_SET_CONCAT; a key longer than the
+        // first register's load is one too.
+        if verdict_map && !s.anonymous() && (s.flags & NFT_SET_CONCAT != 0 || s.key_len as usize > l.len) {
+            let s = s.clone();
+            return self.concat_vmap(set, &s, sreg);
+        }
         let mut texts = Vec::new();
         let mut elems = Vec::new();
         let mut problem = None;
@@ -1323,7 +1345,7 @@ impl Dec<'_> {
                 match key {
                     Some(key) => {
                         let entries = elems.into_iter().filter_map(|(e, a)| Some((e, a?))).collect();
-                        if self.out.action.is_none() && self.out.vmap.is_none() {
+                        if self.out.action.is_none() && self.out.vmap.is_none() && self.out.vmap_concat.is_none() {
                             self.out.vmap = Some((key, entries));
                         }
                     }
@@ -1337,6 +1359,70 @@ impl Dec<'_> {
                 self.piece(format!("{name} map {rhs}"));
             }
         }
+    }
+
+    /// `A . B . C vmap @map`: the fields sit in consecutive 32-bit registers from `sreg`,
+    /// each padded to 4 bytes, and so do they in each element's key.
+    fn concat_vmap(&mut self, set: &str, s: &SetMsg, sreg: u32) {
+        let mut fields: Vec<(Loaded, Field, usize)> = Vec::new();
+        let (mut word, mut at) = (reg_slot(sreg), 0usize);
+        while at < s.key_len as usize && fields.len() < 8 {
+            let Some(l) = self.regs.get(&word).cloned() else { break };
+            let f = self.field(&l);
+            let padded = (l.len + 3) & !3;
+            fields.push((l, f, at));
+            at += padded;
+            word += (padded / 4) as u32;
+        }
+        let name = fields.iter().map(|(_, f, _)| f.name()).collect::<Vec<_>>().join(" . ");
+        let text = format!("{name} vmap @{set}");
+        if fields.is_empty() || at != s.key_len as usize {
+            self.unknown(format!("set @{set}: its concatenated key does not match the registers loaded"));
+            self.piece(text);
+            return;
+        }
+        let mut entries = Vec::new();
+        for (lo, hi, data) in set_ranges(s) {
+            let action = match &data {
+                Some(Data::Verdict(Verdict::Accept)) => Action::Accept,
+                Some(Data::Verdict(Verdict::Drop)) => Action::Drop,
+                Some(Data::Verdict(Verdict::Return)) => Action::Return,
+                Some(Data::Verdict(Verdict::Continue)) => Action::Continue,
+                Some(Data::Verdict(Verdict::Jump(c))) => Action::Jump(c.clone()),
+                Some(Data::Verdict(Verdict::Goto(c))) => Action::Goto(c.clone()),
+                _ => {
+                    self.unknown(format!("an element of map @{set} without a verdict conndoc reads"));
+                    self.piece(text);
+                    return;
+                }
+            };
+            let mut conds = Vec::new();
+            for (l, f, off) in &fields {
+                let (Some(a), Some(b)) = (lo.get(*off..off + l.len), hi.get(*off..off + l.len)) else {
+                    self.unknown(format!("an element of map @{set} shorter than its key"));
+                    self.piece(text);
+                    return;
+                };
+                match (self.elem(f, a, b), self.key(f)) {
+                    (Ok((e, _)), Some(key)) => conds.push(cond_in(key, e)),
+                    // A field this packet never has (`udp` for a TCP probe): never matches.
+                    (Ok(_), None) => conds.push(Cond::Never),
+                    (Err(why), _) => {
+                        self.unknown(format!("map @{set}: {why}"));
+                        self.piece(text);
+                        return;
+                    }
+                }
+            }
+            entries.push((conds, action));
+        }
+        for (_, f, _) in &fields {
+            self.hide_deps(f);
+        }
+        if self.out.action.is_none() && self.out.vmap.is_none() && self.out.vmap_concat.is_none() {
+            self.out.vmap_concat = Some(entries);
+        }
+        self.piece(text);
     }
 
     fn reject(&mut self, ty: u32, code: u8) {
@@ -1433,7 +1519,13 @@ mod tests {
     #[test]
     fn interval_set_elements() {
         // recorded for `elements = { 10.77.0.0/28, 192.0.2.7 }`: start and end (flag 1) keys
-        let el = |k: [u8; 4], end: bool| SetElem { key: k.to_vec(), key_end: None, flags: u32::from(end), data: None };
+        let el = |k: [u8; 4], end: bool| SetElem {
+            key: k.to_vec(),
+            key_end: None,
+            flags: u32::from(end),
+            data: None,
+            comment: None,
+        };
         let s = SetMsg {
             family: NfFamily::INET,
             table: "t".into(),

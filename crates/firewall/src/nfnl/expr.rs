@@ -242,6 +242,8 @@ pub struct SetElem {
     pub key_end: Option<Vec<u8>>,
     pub flags: u32,
     pub data: Option<Data>,
+    /// `comment "…"` from NFTA_SET_ELEM_USERDATA (kube-proxy names the Service there).
+    pub comment: Option<String>,
 }
 
 /// One NEWSETELEM message: some elements of one set.
@@ -263,12 +265,13 @@ impl SetElemsMsg {
                 2 => m.set = string(&a),
                 3 => {
                     for e in attrs(a.value).filter(|e| e.ty == 1) {
-                        let mut el = SetElem { key: Vec::new(), key_end: None, flags: 0, data: None };
+                        let mut el = SetElem { key: Vec::new(), key_end: None, flags: 0, data: None, comment: None };
                         for x in attrs(e.value) {
                             match x.ty {
                                 1 => el.key = data_value(x.value).unwrap_or_default(),
                                 2 => el.data = Data::parse(x.value),
                                 3 => el.flags = be32(&x).unwrap_or(0),
+                                6 => el.comment = udata_comment(x.value),
                                 10 => el.key_end = data_value(x.value),
                                 _ => {}
                             }
