@@ -24,7 +24,14 @@ pub struct AlertInfo<'a> {
     pub dashboard: String,
     /// The diagnosis rendered for people (firing alerts only).
     pub details: Option<&'a str>,
+    /// When the target went down (RFC 3339): Alertmanager's `startsAt`.
+    pub starts_at: &'a str,
+    /// The first remediation of the diagnosis.
+    pub fix: Option<&'a str>,
 }
+
+/// Alertmanager's `alertname` for a target that is down (the shipped Prometheus rule's name).
+pub const ALERTNAME: &str = "ConndocTargetDown";
 
 /// The body for one receiver kind. PagerDuty's routing key is added at send time so the
 /// secret is never stored in the outbox.
@@ -62,6 +69,34 @@ pub fn payload(kind: ReceiverKind, a: &AlertInfo, host: &str) -> Value {
                 v["attachments"] = json!([{ "color": "danger", "text": format!("```{d}```") }]);
             }
             v
+        }
+        ReceiverKind::Alertmanager => {
+            // The target's own labels first; conndoc's (and a default severity) on top.
+            let mut labels: serde_json::Map<String, Value> =
+                a.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            labels.entry("severity").or_insert_with(|| json!("critical"));
+            labels.insert("alertname".into(), json!(ALERTNAME));
+            labels.insert("target".into(), json!(a.target));
+            labels.insert("cause".into(), json!(a.cause));
+            labels.insert("instance".into(), json!(host));
+            let mut annotations = json!({
+                "summary": format!("{} is down: {} ({})", a.target, a.cause, a.summary),
+                "dashboard": a.dashboard,
+                "url": a.url.shown(),
+            });
+            if let Some(f) = a.fix {
+                annotations["fix"] = json!(f);
+            }
+            let mut alert = json!({
+                "labels": labels,
+                "annotations": annotations,
+                "startsAt": a.starts_at,
+                "generatorURL": a.dashboard,
+            });
+            if a.status == "resolved" {
+                alert["endsAt"] = json!(a.since);
+            }
+            json!([alert])
         }
         ReceiverKind::Pagerduty => json!({
             "event_action": if a.status == "firing" { "trigger" } else { "resolve" },
@@ -169,8 +204,21 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
     Ok(cfg)
 }
 
-/// The body actually sent for an outbox payload (adds PagerDuty's routing key).
+/// The body actually sent for an outbox payload (adds PagerDuty's routing key; a firing
+/// Alertmanager alert gets `endsAt` four resend intervals from now, as Prometheus does, so it
+/// stays open exactly as long as conndoc keeps sending it).
 pub fn wire_body(r: &ReceiverConfig, stored: &str) -> Vec<u8> {
+    if r.kind == ReceiverKind::Alertmanager {
+        if let Ok(mut v) = serde_json::from_str::<Value>(stored) {
+            let until = crate::history::now_ms() / 1000 + 4 * r.resend.as_secs().max(1) as i64;
+            for a in v.as_array_mut().into_iter().flatten() {
+                if a.get("endsAt").is_none() {
+                    a["endsAt"] = json!(crate::daemon::rfc3339(until.max(0) as u64));
+                }
+            }
+            return serde_json::to_vec(&v).unwrap_or_default();
+        }
+    }
     if r.kind == ReceiverKind::Pagerduty {
         if let (Ok(mut v), Some(k)) = (serde_json::from_str::<Value>(stored), &r.routing_key) {
             v["routing_key"] = Value::String(k.expose().to_string());
@@ -203,6 +251,8 @@ mod tests {
             event_id: 7,
             dashboard: "http://127.0.0.1:9464/target/api".into(),
             details: Some("no-listener: …"),
+            starts_at: "2026-11-21T03:59:00Z",
+            fix: Some("start the service"),
         }
     }
 
@@ -211,7 +261,7 @@ mod tests {
         let l = BTreeMap::from([("env".to_string(), "prod".to_string())]);
         let raw = "redis://:S3KRIT-pw@127.0.0.1:8100";
         let u = crate::urls::TargetUrl::new(raw, &conndoc_facts::Target::parse(raw).unwrap());
-        for kind in [ReceiverKind::Webhook, ReceiverKind::Slack, ReceiverKind::Pagerduty] {
+        for kind in [ReceiverKind::Webhook, ReceiverKind::Slack, ReceiverKind::Pagerduty, ReceiverKind::Alertmanager] {
             let body = payload(kind, &info(&l, &u), "node1").to_string();
             assert!(!body.contains("S3KRIT"), "{kind:?}: {body}");
         }
@@ -227,9 +277,19 @@ mod tests {
         assert_eq!(p["dedup_key"], "conndoc/node1/api");
         assert_eq!(p["payload"]["severity"], "critical");
         assert!(p.get("routing_key").is_none(), "the key is added at send time only");
+        let am = payload(ReceiverKind::Alertmanager, &info(&l, &u), "node1");
+        let a = &am[0];
+        assert_eq!(a["labels"]["alertname"], ALERTNAME);
+        assert_eq!((a["labels"]["target"].as_str(), a["labels"]["cause"].as_str()), (Some("api"), Some("no-listener")));
+        assert_eq!((a["labels"]["env"].as_str(), a["labels"]["instance"].as_str()), (Some("prod"), Some("node1")));
+        assert_eq!(a["labels"]["severity"], "critical");
+        assert_eq!(a["annotations"]["fix"], "start the service");
+        assert_eq!(a["startsAt"], "2026-11-21T03:59:00Z");
+        assert!(a.get("endsAt").is_none(), "firing: endsAt is set at send time");
         let mut r = info(&l, &u);
         r.status = "resolved";
         assert_eq!(payload(ReceiverKind::Pagerduty, &r, "n")["event_action"], "resolve");
+        assert_eq!(payload(ReceiverKind::Alertmanager, &r, "n")[0]["endsAt"], "2026-11-21T04:00:00Z");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub const DEFAULT_REDIAGNOSE: Duration = Duration::from_secs(300);
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
 pub const DEFAULT_RECEIVER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_JITTER: f64 = 0.1;
+pub const DEFAULT_RESEND: Duration = Duration::from_secs(60);
 pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 /// One problem in a config file, located.
@@ -127,6 +128,9 @@ pub struct RawReceiver {
     #[serde(rename = "type")]
     pub kind: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
+    /// Alertmanager: every instance of an HA cluster (each gets every alert).
+    pub urls: Option<Spanned<Vec<String>>>,
+    pub resend_interval: Option<Spanned<String>>,
     pub routing_key_file: Option<Spanned<String>>,
     pub routing_key: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
@@ -197,6 +201,8 @@ pub enum ReceiverKind {
     Webhook,
     Slack,
     Pagerduty,
+    /// Alertmanager's v2 API (`POST /api/v2/alerts`), the way Prometheus sends.
+    Alertmanager,
 }
 
 impl ReceiverKind {
@@ -205,6 +211,7 @@ impl ReceiverKind {
             ReceiverKind::Webhook => "webhook",
             ReceiverKind::Slack => "slack",
             ReceiverKind::Pagerduty => "pagerduty",
+            ReceiverKind::Alertmanager => "alertmanager",
         }
     }
 }
@@ -221,6 +228,9 @@ pub struct ReceiverConfig {
     pub send_resolved: bool,
     /// Extra CA certificates (PEM) trusted for an https receiver.
     pub ca_file: Option<PathBuf>,
+    /// Alertmanager: a firing alert is sent again this often while the target is down (its
+    /// `endsAt` is 4 of these ahead, so Alertmanager never resolves a live alert itself).
+    pub resend: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -446,7 +456,7 @@ impl Validator<'_> {
         let mut receivers = Vec::new();
         let mut seen_r = BTreeMap::new();
         for (i, r) in raw.receiver.iter().enumerate() {
-            if let Some(rc) = validate_receiver(self, i, r) {
+            for rc in validate_receiver(self, i, r) {
                 if let Some(prev) = seen_r.insert(rc.name.clone(), i) {
                     let at = r.get_ref().name.as_ref();
                     self.err(
@@ -706,7 +716,9 @@ fn ssh_options(dest: &str) -> Result<conndoc_engine::remote::SshOptions, String>
     })
 }
 
-fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> Option<ReceiverConfig> {
+/// One receiver as configured; an Alertmanager with several `urls` becomes one receiver
+/// per instance (`NAME/1`, `NAME/2`, …), each with its own ordered outbox.
+fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> Vec<ReceiverConfig> {
     let r = sr.get_ref();
     let f = |name: &'static str| Field("receiver", i, name);
     let before = v.errors.len();
@@ -725,12 +737,56 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
         None | Some("webhook") => ReceiverKind::Webhook,
         Some("slack") => ReceiverKind::Slack,
         Some("pagerduty") => ReceiverKind::Pagerduty,
+        Some("alertmanager") => ReceiverKind::Alertmanager,
         Some(o) => {
-            v.err(r.kind.as_ref(), f("type"), format!("{o:?}: expected \"webhook\", \"slack\" or \"pagerduty\""));
+            v.err(
+                r.kind.as_ref(),
+                f("type"),
+                format!("{o:?}: expected \"webhook\", \"slack\", \"pagerduty\" or \"alertmanager\""),
+            );
             ReceiverKind::Webhook
         }
     };
+    if let (Some(u), ReceiverKind::Alertmanager) = (&r.urls, kind) {
+        if r.url.is_some() {
+            v.err(Some(u), f("urls"), "give url or urls, not both");
+        } else if u.get_ref().is_empty() || u.get_ref().len() > 16 {
+            v.err(Some(u), f("urls"), "1 to 16 Alertmanager URLs");
+        }
+    } else if let Some(u) = &r.urls {
+        v.err(Some(u), f("urls"), "only an alertmanager receiver takes several URLs");
+    }
+    let raw_urls: Vec<&String> = match (&r.url, &r.urls) {
+        (Some(u), _) => vec![u.get_ref()],
+        (None, Some(us)) => us.get_ref().iter().collect(),
+        (None, None) => vec![],
+    };
+    let mut am_urls = Vec::new();
+    if kind == ReceiverKind::Alertmanager {
+        if raw_urls.is_empty() {
+            v.err(Some(sr), f("url"), "missing: the Alertmanager's address, e.g. http://127.0.0.1:9093");
+        }
+        for u in &raw_urls {
+            // The base address (`http://am:9093`, maybe a path prefix); the API path is added.
+            let full = format!("{}/api/v2/alerts", u.trim_end_matches('/').trim_end_matches("/api/v2/alerts"));
+            match crate::urls::ReceiverUrl::parse(&full) {
+                Ok(x) => am_urls.push(x),
+                Err(e) => match &r.url {
+                    Some(at) => v.err(Some(at), f("url"), e),
+                    None => v.err(r.urls.as_ref(), f("urls"), e),
+                },
+            }
+        }
+    }
+    let resend = v.duration(
+        r.resend_interval.as_ref(),
+        f("resend_interval"),
+        DEFAULT_RESEND,
+        Duration::from_secs(1),
+        Some(Duration::from_secs(3600)),
+    );
     let url = match (&r.url, kind) {
+        (_, ReceiverKind::Alertmanager) => am_urls.first().cloned(),
         (None, ReceiverKind::Pagerduty) => crate::urls::ReceiverUrl::parse(PAGERDUTY_URL).ok(),
         (None, _) => {
             v.err(Some(sr), f("url"), "missing: the address to POST alerts to");
@@ -792,11 +848,11 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
         }
     }
     if v.errors.len() > before {
-        return None;
+        return Vec::new();
     }
-    let url = url?;
-    Some(ReceiverConfig {
-        name,
+    let Some(url) = url else { return Vec::new() };
+    let one = ReceiverConfig {
+        name: name.clone(),
         kind,
         url,
         routing_key,
@@ -804,7 +860,17 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
         retry_max,
         send_resolved: r.send_resolved.unwrap_or(true),
         ca_file,
-    })
+        resend,
+    };
+    if am_urls.len() > 1 {
+        am_urls
+            .into_iter()
+            .enumerate()
+            .map(|(n, u)| ReceiverConfig { name: format!("{name}/{}", n + 1), url: u, ..one.clone() })
+            .collect()
+    } else {
+        vec![one]
+    }
 }
 
 /// `target[3].interval`, formatted only when needed.
@@ -955,6 +1021,25 @@ interval = "1s"
             assert!(e[0].starts_with("w.toml:3: receiver[0].url: "), "{e:?}");
             assert!(!e[0].contains("S3KRIT"), "{e:?}");
         }
+    }
+
+    #[test]
+    fn alertmanager_receivers_one_per_instance() {
+        let c = ok("[[receiver]]\nname = \"am\"\ntype = \"alertmanager\"\nurls = [\"http://am1:9093\", \"http://am2:9093/prefix/\"]\nresend_interval = \"30s\"\n");
+        let names: Vec<_> = c.receivers.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["am/1", "am/2"]);
+        assert_eq!(c.receivers[0].url.expose().as_str(), "http://am1:9093/api/v2/alerts");
+        assert_eq!(c.receivers[1].url.expose().as_str(), "http://am2:9093/prefix/api/v2/alerts");
+        assert_eq!(c.receivers[1].resend, Duration::from_secs(30));
+        let c = ok("[[receiver]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = \"http://am:9093/api/v2/alerts\"\n");
+        assert_eq!((c.receivers[0].name.as_str(), c.receivers[0].resend), ("am", DEFAULT_RESEND));
+        assert_eq!(c.receivers[0].url.expose().as_str(), "http://am:9093/api/v2/alerts");
+        let e = errs("[[receiver]]\nname = \"am\"\ntype = \"alertmanager\"\n");
+        assert!(e[0].contains("receiver[0].url: missing"), "{e:?}");
+        let e = errs("[[receiver]]\nname = \"w\"\nurls = [\"http://a\"]\n");
+        assert!(e[0].contains("receiver[0].urls: only an alertmanager"), "{e:?}");
+        let e = errs("[[receiver]]\nname = \"am\"\ntype = \"alertmanager\"\nurls = []\n");
+        assert!(e[0].contains("receiver[0].urls: 1 to 16"), "{e:?}");
     }
 
     /// The fast reader (config/fast.rs) must build exactly what toml builds, spans

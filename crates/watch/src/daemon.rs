@@ -39,7 +39,11 @@ pub struct Entry {
     /// The diagnosed cause while down; `ok` while up; None before a diagnosis finished.
     pub cause: Option<String>,
     pub summary: Option<String>,
+    /// The first remediation of the last diagnosis (Alertmanager's `fix` annotation).
+    pub fix: Option<String>,
     pub since_ms: i64,
+    /// When the current (or last) down period began: Alertmanager's `startsAt`.
+    pub down_since_ms: i64,
     pub event_id: Option<i64>,
     pub diagnosing: bool,
     /// The target came back while its diagnosis ran: send `resolved` after the `firing`.
@@ -63,7 +67,9 @@ impl Entry {
             cfg,
             cause: None,
             summary: None,
+            fix: None,
             since_ms: now_ms(),
+            down_since_ms: now_ms(),
             event_id: None,
             diagnosing: false,
             resolve_pending: false,
@@ -104,6 +110,10 @@ pub struct Daemon {
     /// Sockets reused by `close = "rst"` probes (at most `concurrency` of them).
     sockets: probe::Sockets,
     diag_sem: Arc<Semaphore>,
+    /// When a firing alert last went into the outbox, per (Alertmanager receiver, target).
+    resent: Mutex<HashMap<(String, String), i64>>,
+    /// Held while a re-sent firing alert or a resolved one is queued: they stay in order.
+    resend_order: tokio::sync::Mutex<()>,
     /// One HTTP client per receiver (TLS set up once), rebuilt on reload.
     clients: Mutex<HashMap<String, Result<reqwest::Client, String>>>,
     alert_wake: Notify,
@@ -201,6 +211,8 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
         sockets: probe::Sockets::default(),
         diag_sem: Arc::new(Semaphore::new(cfg.diagnose_concurrency)),
         clients: Mutex::new(alert_clients(&cfg.receivers)),
+        resent: Mutex::new(HashMap::new()),
+        resend_order: tokio::sync::Mutex::new(()),
         cfg: RwLock::new(Arc::new(cfg.clone())),
         overrides,
         targets: Mutex::new(HashMap::new()),
@@ -230,6 +242,7 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
                 e.health.state = s.state;
                 e.cause = s.cause.clone();
                 e.since_ms = s.since_ms;
+                e.down_since_ms = s.since_ms;
                 e.event_id = s.event_id;
                 // Killed while diagnosing: the event exists without its report; finish it.
                 if s.state == State::Down && s.cause.is_none() {
@@ -259,6 +272,7 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
     }
     let alerts = tokio::spawn(d.clone().alert_loop());
     let flusher = tokio::spawn(d.clone().flush_loop());
+    let resender = tokio::spawn(d.clone().resend_loop());
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).map_err(WatchError::Signal)?;
@@ -271,6 +285,7 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
             _ = int.recv() => { log("info", "SIGINT: stopping"); break }
         }
     }
+    resender.abort();
     d.shutdown(server, alerts, flusher).await;
     Ok(())
 }
@@ -411,6 +426,8 @@ impl Daemon {
                 e.cause = if t.to == State::Up { Some("ok".into()) } else { None };
                 e.summary = None;
                 if t.to == State::Down {
+                    e.down_since_ms = now;
+                    e.fix = None;
                     e.diagnosing = true;
                     e.resolve_pending = false;
                     e.last_diagnosis_ms = now;
@@ -490,13 +507,15 @@ impl Daemon {
                 e.summary = Some(summary.clone());
             }
             let resolve = std::mem::take(&mut e.resolve_pending);
-            (still_down, resolve, (e.cfg.clone(), e.since_ms))
+            (still_down, resolve, (e.cfg.clone(), e.down_since_ms, e.fix.clone()))
         };
         log("info", format!("target {name}: diagnosis {cause}: {summary}"));
-        let (cfg, _) = entry_info;
-        let mut alerts = self.build_alerts(&cfg, "firing", &cause, &summary, event_id, Some(&text));
+        let (cfg, down_since, fix) = entry_info;
+        let a = Alert { status: "firing", cause: &cause, summary: &summary, details: Some(&text), fix: fix.as_deref() };
+        let mut alerts = self.build_alerts(&cfg, &a, event_id, down_since);
         if resolve {
-            alerts.extend(self.build_alerts(&cfg, "resolved", &cause, &summary, event_id, None));
+            let a = Alert { status: "resolved", details: None, ..a };
+            alerts.extend(self.build_alerts(&cfg, &a, event_id, down_since));
         }
         let h = self.history.clone();
         let n = name.clone();
@@ -566,6 +585,16 @@ impl Daemon {
                 let text = cut_text(&conndoc_diagnose::render::text(&rep, false), MAX_ALERT_DETAILS);
                 let mut rep = rep;
                 rep.verdict.summary = cut_text(&rep.verdict.summary, MAX_SUMMARY);
+                let fix = rep
+                    .findings
+                    .iter()
+                    .find(|f| f.cause == rep.verdict.cause)
+                    .or(rep.findings.first())
+                    .and_then(|f| f.remediation.first())
+                    .map(|f| cut_text(f, MAX_SUMMARY));
+                if let Some(e) = self.targets.lock().unwrap().get_mut(name) {
+                    e.fix = fix;
+                }
                 if rep.verdict.cause == Cause::Ok {
                     // The target answered the diagnosis although the health checks failed.
                     (
@@ -590,10 +619,10 @@ impl Daemon {
     }
 
     async fn queue_resolved(&self, name: &str, event_id: i64, down_event: Option<i64>) {
-        let (cfg, cause) = {
+        let (cfg, cause, down_since) = {
             let map = self.targets.lock().unwrap();
             let Some(e) = map.get(name) else { return };
-            (e.cfg.clone(), String::from("unknown"))
+            (e.cfg.clone(), String::from("unknown"), e.down_since_ms)
         };
         let h = self.history.clone();
         // The cause it had while down, for the resolved message.
@@ -609,7 +638,10 @@ impl Daemon {
             }
             None => cause,
         };
-        let alerts = self.build_alerts(&cfg, "resolved", &prev_cause, "up again", event_id, None);
+        let a = Alert { status: "resolved", cause: &prev_cause, summary: "up again", details: None, fix: None };
+        let alerts = self.build_alerts(&cfg, &a, event_id, down_since);
+        // In order after any Alertmanager re-send of the firing alert (see resend_loop).
+        let _order = self.resend_order.lock().await;
         let h = self.history.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || h.enqueue(Some(event_id), &alerts)).await {
             self.stats.history_errors.fetch_add(1, Relaxed);
@@ -618,17 +650,31 @@ impl Daemon {
         self.alert_wake.notify_one();
     }
 
-    fn build_alerts(
+    fn build_alerts(&self, t: &TargetConfig, a: &Alert, event_id: i64, down_since_ms: i64) -> Vec<NewAlert> {
+        self.build_alerts_for(t, a, event_id, down_since_ms, None)
+    }
+
+    /// The alerts for every receiver, or only for `only`.
+    fn build_alerts_for(
         &self,
         t: &TargetConfig,
-        status: &str,
-        cause: &str,
-        summary: &str,
+        a: &Alert,
         event_id: i64,
-        details: Option<&str>,
+        down_since_ms: i64,
+        only: Option<&str>,
     ) -> Vec<NewAlert> {
+        let wanted = |r: &crate::config::ReceiverConfig| only.is_none_or(|o| o == r.name);
+        let (status, cause, summary, details) = (a.status, a.cause, a.summary, a.details);
         let cfg = self.config();
-        let since = rfc3339((now_ms() / 1000) as u64);
+        let now = now_ms();
+        let since = rfc3339((now / 1000) as u64);
+        let starts_at = rfc3339((down_since_ms.max(0) / 1000) as u64);
+        if status == "firing" {
+            let mut sent = self.resent.lock().unwrap();
+            for r in cfg.receivers.iter().filter(|r| r.kind == ReceiverKind::Alertmanager && wanted(r)) {
+                sent.insert((r.name.clone(), t.name.clone()), now);
+            }
+        }
         let info = AlertInfo {
             target: &t.name,
             url: &t.url,
@@ -641,10 +687,12 @@ impl Daemon {
             event_id,
             dashboard: format!("{}/target/{}", cfg.dashboard_url, t.name),
             details,
+            starts_at: &starts_at,
+            fix: a.fix,
         };
         cfg.receivers
             .iter()
-            .filter(|r| status == "firing" || r.send_resolved)
+            .filter(|r| wanted(r) && (status == "firing" || r.send_resolved))
             .map(|r| NewAlert {
                 receiver: r.name.clone(),
                 target: t.name.clone(),
@@ -915,6 +963,91 @@ impl Daemon {
             rank(a.state).cmp(&rank(b.state)).then_with(|| a.name.cmp(&b.name))
         });
         v
+    }
+}
+
+/// What one alert says, for every receiver.
+#[derive(Clone, Copy)]
+struct Alert<'a> {
+    status: &'a str,
+    cause: &'a str,
+    summary: &'a str,
+    details: Option<&'a str>,
+    fix: Option<&'a str>,
+}
+
+impl Daemon {
+    /// Alertmanager forgets an alert it is not told about again (`endsAt`, then
+    /// `resolve_timeout`): while a target stays down, queue its firing alert again every
+    /// `resend_interval` per Alertmanager receiver, unless one is still waiting in the
+    /// outbox (an Alertmanager that is down gets one alert per target, not a backlog).
+    async fn resend_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => return,
+            }
+            let cfg = self.config();
+            let ams: Vec<_> = cfg.receivers.iter().filter(|r| r.kind == ReceiverKind::Alertmanager).collect();
+            if ams.is_empty() {
+                continue;
+            }
+            let now = now_ms();
+            let _order = self.resend_order.lock().await;
+            let due: Vec<(Arc<TargetConfig>, String, String, Option<String>, i64, i64)> = {
+                let map = self.targets.lock().unwrap();
+                map.values()
+                    .filter(|e| e.health.state == State::Down && !e.diagnosing)
+                    .filter_map(|e| {
+                        let cause = e.cause.clone()?;
+                        Some((
+                            e.cfg.clone(),
+                            cause,
+                            e.summary.clone().unwrap_or_default(),
+                            e.fix.clone(),
+                            e.event_id?,
+                            e.down_since_ms,
+                        ))
+                    })
+                    .collect()
+            };
+            let mut queue = Vec::new();
+            for (t, cause, summary, fix, event_id, down_since) in &due {
+                for r in &ams {
+                    let key = (r.name.clone(), t.name.clone());
+                    let last = self.resent.lock().unwrap().get(&key).copied().unwrap_or(0);
+                    if now - last < r.resend.as_millis() as i64 {
+                        continue;
+                    }
+                    let h = self.history.clone();
+                    let (rn, tn) = key.clone();
+                    let waiting = tokio::task::spawn_blocking(move || h.has_pending(&rn, &tn)).await;
+                    if !matches!(waiting, Ok(Ok(false))) {
+                        continue;
+                    }
+                    let a = Alert { status: "firing", cause, summary, details: None, fix: fix.as_deref() };
+                    let alerts = self.build_alerts_for(t, &a, *event_id, *down_since, Some(&r.name));
+                    queue.extend(alerts.into_iter().map(|x| (Some(*event_id), x)));
+                }
+            }
+            if queue.is_empty() {
+                continue;
+            }
+            let h = self.history.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                for (id, a) in queue {
+                    h.enqueue(id, std::slice::from_ref(&a))?;
+                }
+                Ok::<_, crate::history::HistoryError>(())
+            })
+            .await;
+            if let Ok(Err(e)) = r {
+                self.stats.history_errors.fetch_add(1, Relaxed);
+                log("error", e.to_string());
+            }
+            self.alert_wake.notify_one();
+        }
     }
 }
 

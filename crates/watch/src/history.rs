@@ -444,6 +444,17 @@ impl History {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql("reading alerts", e))
     }
 
+    /// Whether an alert for this receiver and target still waits for delivery.
+    pub fn has_pending(&self, receiver: &str, target: &str) -> Result<bool, HistoryError> {
+        self.lock()
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM alerts WHERE delivered_ms IS NULL AND receiver=?1 AND target=?2)",
+                params![receiver, target],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql("reading alerts", e))
+    }
+
     /// Undelivered alerts per receiver.
     pub fn pending_counts(&self) -> Result<Vec<(String, u64)>, HistoryError> {
         let c = self.lock();

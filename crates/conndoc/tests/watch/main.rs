@@ -3,6 +3,7 @@
 //! namespaces. A test whose programs or privileges are missing is reported as ignored with
 //! the reason, and fails under CI=true (common::trial).
 
+mod alertmanager;
 mod chromium;
 mod cli;
 mod common;
@@ -22,7 +23,7 @@ fn main() {
     }
     let mut t = Tests::new();
     let none = Need::met();
-    let list: Vec<(&str, Need, fn())> = vec![
+    let mut list: Vec<(&str, Need, fn())> = vec![
         (
             "cli::check_config_accepts_the_documented_examples",
             none.clone(),
@@ -78,6 +79,16 @@ fn main() {
             chromium::dashboard_shows_target_going_down_with_its_cause,
         ),
     ];
+    list.push((
+        "alertmanager::alertmanager_receives_silences_survives_downtime_and_resolves",
+        program("prometheus-alertmanager", "prometheus-alertmanager"),
+        alertmanager::alertmanager_receives_silences_survives_downtime_and_resolves,
+    ));
+    list.push((
+        "alertmanager::fleet_examples_pass_their_tools",
+        program("amtool", "prometheus-alertmanager").and(program("promtool", "prometheus")),
+        alertmanager::fleet_examples_pass_their_tools,
+    ));
     for (name, need, f) in list.into_iter().chain(hardening::tests()) {
         t.add(name, &need, f);
     }
