@@ -966,6 +966,9 @@ impl Daemon {
     }
 }
 
+/// A target still down, as a re-send needs it: (target, cause, summary, fix, event, down since).
+type Firing = (Arc<TargetConfig>, String, String, Option<String>, i64, i64);
+
 /// What one alert says, for every receiver.
 #[derive(Clone, Copy)]
 struct Alert<'a> {
@@ -995,7 +998,7 @@ impl Daemon {
             }
             let now = now_ms();
             let _order = self.resend_order.lock().await;
-            let due: Vec<(Arc<TargetConfig>, String, String, Option<String>, i64, i64)> = {
+            let due: Vec<Firing> = {
                 let map = self.targets.lock().unwrap();
                 map.values()
                     .filter(|e| e.health.state == State::Down && !e.diagnosing)
