@@ -184,7 +184,8 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
         let _ = roots.add(c);
     }
     if let Some(p) = ca_file {
-        let pem = std::fs::read(p).map_err(|e| format!("reading CA file {}: {e}", p.display()))?;
+        // Bounded, and a FIFO or device is refused (conndoc_files).
+        let pem = conndoc_files::read(p, conndoc_files::limit::CA).map_err(|e| format!("CA file: {e}"))?;
         let mut n = 0;
         for c in rustls_pemfile::certs(&mut pem.as_slice()) {
             let c = c.map_err(|e| format!("CA file {}: {e}", p.display()))?;
@@ -290,6 +291,20 @@ mod tests {
         r.status = "resolved";
         assert_eq!(payload(ReceiverKind::Pagerduty, &r, "n")["event_action"], "resolve");
         assert_eq!(payload(ReceiverKind::Alertmanager, &r, "n")[0]["endsAt"], "2026-11-21T04:00:00Z");
+    }
+
+    #[test]
+    fn unusable_ca_files_are_errors_not_hangs() {
+        let d = std::env::temp_dir().join(format!("conndoc-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let empty = d.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let garbage = d.join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        for p in [std::path::Path::new("/dev/zero"), &d, &empty, &garbage] {
+            assert!(tls_config(Some(p)).is_err(), "{}", p.display());
+        }
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -223,11 +223,7 @@ pub struct History {
 /// history fails at start instead of interleaving writes and alerts with the first.
 fn lock_file(path: &Path) -> Result<std::fs::File, HistoryError> {
     let lock = PathBuf::from(format!("{}.lock", path.display()));
-    let f = private_file(&lock).map_err(|source| HistoryError::Lock {
-        path: path.to_path_buf(),
-        lock: lock.clone(),
-        source,
-    })?;
+    let f = private_file(&lock).map_err(|e| HistoryError::File(e.to_string()))?;
     match flock_exclusive(&f) {
         Ok(()) => Ok(f),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
@@ -249,11 +245,10 @@ fn flock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
     }
 }
 
-/// Create or open `p` as a private (0600) regular file of ours, never through a link.
-fn private_file(p: &Path) -> std::io::Result<std::fs::File> {
-    // TEMPORARY until conndoc_files lands on main.
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().read(true).write(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(p)
+/// Create or open `p` as a private (0600) regular file of ours, never through a link
+/// (conndoc_files: O_NOFOLLOW, FIFOs/devices/hard links/other owners refused).
+fn private_file(p: &Path) -> Result<std::fs::File, conndoc_files::WriteError> {
+    conndoc_files::open_private(p)
 }
 
 pub fn now_ms() -> i64 {

@@ -18,6 +18,7 @@ pub fn tests() -> Vec<(&'static str, Need, fn())> {
     let none = Need::met();
     vec![
         ("hardening::secrets_never_leave_the_daemon", none.clone(), secrets_never_leave_the_daemon),
+        ("hardening::huge_durations_are_bad_input_and_a_bad_reload_keeps_running", none.clone(), huge_durations),
         ("hardening::second_daemon_on_one_history_exits_2", none.clone(), second_daemon_on_one_history_exits_2),
         ("hardening::dashboard_rejects_bad_paths_and_foreign_hosts", none.clone(), bad_paths_and_hosts),
         ("hardening::dashboard_serves_metrics_under_idle_and_slow_clients", none.clone(), idle_and_slow_clients),
@@ -146,6 +147,56 @@ fn secrets_never_leave_the_daemon() {
         assert_eq!(mode, 0o600, "{f}");
     }
     drop(rx);
+}
+
+/// Durations beyond any range: bad input for --check-config and check (exit 2, one line
+/// each), and a SIGHUP reload with them keeps the daemon and its running config.
+fn huge_durations() {
+    let dir = TempDir::new("durations");
+    let (svc_port, listen) = (free_port(), free_port());
+    let _svc = Service::start(svc_port);
+    let cfg = config(&dir, listen, &[("one", svc_port)], &[]);
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    let huge = "99999999999999999999999h";
+    let variants = [
+        good.replace("interval = \"200ms\"", &format!("interval = \"{huge}\"")),
+        good.replace("history_resolution = \"1s\"", &format!("history_resolution = \"1s\"\nretention = \"{huge}\"")),
+        good.replace(
+            "history_resolution = \"1s\"",
+            "history_resolution = \"1s\"\nretention = \"99999999999999999999999d\"",
+        ),
+        good.replace("history_resolution = \"1s\"", &format!("history_resolution = \"1s\"\nrediagnose = \"{huge}\"")),
+        good.replace("timeout = \"150ms\"", "timeout = \"1e300s\""),
+    ];
+    for (i, v) in variants.iter().enumerate() {
+        let f = dir.path(&format!("bad{i}.toml"));
+        std::fs::write(&f, v).unwrap();
+        for args in
+            [vec!["watch", "--check-config", f.to_str().unwrap()], vec!["check", "--config", f.to_str().unwrap()]]
+        {
+            let (code, out, err) = run(&args);
+            assert_eq!(code, 2, "{args:?}: {out}{err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"));
+    let before = d.wait_state("one", "up", T);
+    for (i, v) in variants.iter().enumerate() {
+        std::fs::write(&cfg, v).unwrap();
+        d.signal("HUP");
+        wait_for(T, "the rejected reload", || {
+            d.metrics()
+                .contains(&format!("conndoc_config_reloads_total{{result=\"failure\"}} {}\n", i + 1))
+                .then_some(())
+        });
+    }
+    let log = d.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    // One line per problem (a variant may have two), each reload rejected (counted above).
+    assert!(log.matches("reload rejected, keeping the running config").count() >= variants.len(), "{log}");
+    let after = d.target("one").expect("still running with the old config");
+    assert_eq!((after["state"].clone(), after["since"].clone()), (before["state"].clone(), before["since"].clone()));
+    assert_eq!(d.terminate(), Some(0));
 }
 
 fn second_daemon_on_one_history_exits_2() {
