@@ -7,6 +7,7 @@
 
 pub mod bpf;
 pub mod packet;
+pub mod path;
 pub mod pcap;
 mod sys;
 
@@ -46,6 +47,8 @@ pub struct Capture {
     filter: String,
     /// Packets read so far (kept while waiting for echo replies).
     raw: Vec<(sys::Received, Vec<u8>)>,
+    /// Local ports of the path stage's probes: their packets are not the connect's.
+    ignored_ports: Vec<u16>,
 }
 
 impl Capture {
@@ -71,6 +74,7 @@ impl Capture {
             lo_index: sys::loopback_index(),
             filter: bpf::describe(targets, &[port]),
             raw: Vec::new(),
+            ignored_ports: Vec::new(),
         };
         for t in targets {
             if send_echo(*t, echo_id).is_ok() {
@@ -80,6 +84,12 @@ impl Capture {
         Ok(c)
     }
 
+    /// Leave out packets whose local port is one of these (the path stage's probes, which
+    /// ran beside the connect), from the facts and the pcap file.
+    pub fn ignore_local_ports(&mut self, ports: &[u16]) {
+        self.ignored_ports.extend_from_slice(ports);
+    }
+
     fn drain(&mut self) -> Result<(), CaptureError> {
         let mut buf = vec![0u8; 65536];
         while self.raw.len() < MAX_PACKETS {
@@ -87,6 +97,11 @@ impl Capture {
                 Ok(Some(r)) => {
                     // Loopback shows each packet twice (out and in): keep the incoming copy.
                     if r.ifindex == self.lo_index && r.pkttype == sys::PACKET_OUTGOING {
+                        continue;
+                    }
+                    if path::wire::local_port(&buf[..r.len], &self.targets)
+                        .is_some_and(|p| self.ignored_ports.contains(&p))
+                    {
                         continue;
                     }
                     let data = buf[..r.len].to_vec();

@@ -63,6 +63,7 @@ causes! {
     HttpError = "http-error", 67;
     RedisSelectFailed = "redis-select-failed", 68;
     HostUnreachable = "host-unreachable", 70;
+    PathDrop = "path-drop", 71;
     NoListener = "no-listener", 80;
     ConnectTimeout = "connect-timeout", 85;
     Unknown = "unknown", 99;

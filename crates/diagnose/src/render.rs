@@ -50,7 +50,12 @@ pub fn text(r: &Report, color: bool) -> String {
         if !first.evidence.is_empty() {
             let _ = writeln!(o, "\n{}", st.bold("Evidence"));
             for e in &first.evidence {
-                let _ = writeln!(o, "  • {}", e.text);
+                match path_trace(e) {
+                    Some(t) => path_table(&mut o, &st, &t),
+                    None => {
+                        let _ = writeln!(o, "  • {}", e.text);
+                    }
+                }
             }
         }
         if let Some(p) = &first.partial {
@@ -107,6 +112,42 @@ pub fn text(r: &Report, color: bool) -> String {
         }
     }
     o
+}
+
+fn path_trace(e: &crate::report::EvidenceItem) -> Option<conndoc_facts::path::PathTrace> {
+    if e.kind != "path" {
+        return None;
+    }
+    serde_json::from_value(e.data.clone()).ok()
+}
+
+/// The hop list as a short table; a run of silent TTLs is one row.
+fn path_table(o: &mut String, st: &Style, t: &conndoc_facts::path::PathTrace) {
+    use conndoc_facts::path::HopAnswer;
+    let _ = writeln!(o, "  • path to {} port {} (TCP SYN with TTL 1-{}):", t.target, t.port, t.max_hops);
+    let mut rows = Vec::new();
+    let mut i = 0;
+    while i < t.hops.len() {
+        let h = &t.hops[i];
+        let mut j = i;
+        if h.answer == HopAnswer::Nothing {
+            while j + 1 < t.hops.len() && t.hops[j + 1].answer == HopAnswer::Nothing {
+                j += 1;
+            }
+        }
+        let ttl = if j > i { format!("{}-{}", h.ttl.0, t.hops[j].ttl.0) } else { h.ttl.0.to_string() };
+        let address = h.address.map(|a| a.to_string()).unwrap_or_else(|| "*".into());
+        let rtt = h.rtt_us.map(|r| r.to_string()).unwrap_or_default();
+        rows.push([ttl, address, h.answer.to_string(), rtt]);
+        i = j + 1;
+    }
+    let w = |c: usize, head: &str| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0).max(head.len());
+    let (w0, w1, w2) = (w(0, "TTL"), w(1, "address"), w(2, "answer"));
+    let _ = writeln!(o, "    {}", st.dim(&format!("{:>w0$}  {:<w1$}  {:<w2$}  rtt", "TTL", "address", "answer")));
+    for [ttl, address, answer, rtt] in rows {
+        let line = format!("{ttl:>w0$}  {address:<w1$}  {answer:<w2$}  {rtt}");
+        let _ = writeln!(o, "    {}", line.trim_end());
+    }
 }
 
 /// `api.lab → 10.0.0.3 (hosts /etc/hosts:3), 10.0.0.2 (dns); DNS says 10.0.0.2`

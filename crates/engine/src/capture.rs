@@ -37,7 +37,7 @@ pub(crate) fn begin(ev: &Evidence, opts: &Options, addrs: &[IpAddr]) -> Option<C
     })
 }
 
-pub(crate) fn end(stage: Option<CaptureStage>, ev: &mut Evidence, opts: &Options) {
+pub(crate) fn end(stage: Option<CaptureStage>, ev: &mut Evidence, opts: &Options, path_ports: &[u16]) {
     // Echo replies normally arrived during the connect; a silent host costs at most this.
     let grace = opts.timeout.min(Duration::from_millis(300));
     match stage {
@@ -49,7 +49,12 @@ pub(crate) fn end(stage: Option<CaptureStage>, ev: &mut Evidence, opts: &Options
             };
             skip(ev, CHECK, reason, hint);
         }
-        Some(CaptureStage::Running(c)) => match c.finish(grace, opts.pcap_out.as_deref()) {
+        Some(CaptureStage::Running(mut c)) => match {
+            c.ignore_local_ports(path_ports);
+            c
+        }
+        .finish(grace, opts.pcap_out.as_deref())
+        {
             Ok((facts, pcap_error)) => {
                 ev.capture = Some(facts);
                 if let Some(e) = pcap_error {

@@ -10,6 +10,7 @@ mod client;
 mod firewall;
 mod host;
 pub mod inspect;
+mod path;
 mod protocol;
 pub mod remote;
 
@@ -43,6 +44,8 @@ pub struct Options {
     /// Inspect the server on another machine over SSH (`--ssh`): `netns` then names a
     /// namespace there.
     pub ssh: Option<remote::SshOptions>,
+    /// Probe the path with TTL-limited SYNs whatever the connect does (`--path`).
+    pub path: bool,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             insecure: false,
             ca_file: None,
             ssh: None,
+            path: false,
         }
     }
 }
@@ -92,8 +96,11 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
         None => (None, host::begin(&ev, opts, &addrs)),
     };
     let capture_stage = capture::begin(&ev, opts, &addrs);
+    let path_stage = path::begin(&mut ev, opts, &addrs);
     ev.probes = conndoc_probe::connect::connect_all(&addrs, ev.target.port, opts.timeout);
-    capture::end(capture_stage, &mut ev, opts);
+    let path_ports = path::end(path_stage, &mut ev);
+    capture::end(capture_stage, &mut ev, opts, &path_ports);
+    path::after_capture(&mut ev, opts);
     protocol::run(&mut ev, opts);
     let remote_fw = match (remote, ssh) {
         (Some(r), Some(o)) => Some(remote::end(r, &mut ev, o, opts.timeout)),
@@ -146,6 +153,7 @@ pub(crate) fn new_evidence(target: Target, opts: &Options, client: conndoc_facts
         firewall: None,
         capture: None,
         protocol: None,
+        path: None,
         skipped: Vec::new(),
         kube: None,
         target,

@@ -12,6 +12,7 @@ pub mod firewall;
 pub mod host;
 pub mod inspect;
 pub mod kube;
+pub mod path;
 pub mod protocol;
 pub mod resolve;
 pub mod target;
@@ -68,6 +69,10 @@ pub struct Evidence {
     pub capture: Option<capture::CaptureFacts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<protocol::ProtocolFacts>,
+    /// TTL-limited SYN probes along the path (when the connect timed out, a reset failed
+    /// the TTL test, a router answered unreachable, or `--path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<path::PathFacts>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedCheck>,
     /// Probed addresses that are Kubernetes Services in kube-proxy's rules (issue 12).

@@ -46,6 +46,10 @@ pub struct Args {
     /// Skip inspection of the target host even when it is local.
     #[arg(long)]
     pub no_host: bool,
+    /// Probe the path with TTL-limited SYNs to the port (as `traceroute -T`) whatever the
+    /// connect does; without it the path is probed only when the SYN is lost or a reset is forged.
+    #[arg(long)]
+    pub path: bool,
     /// TLS: do not verify the server certificate (the facts are still reported).
     #[arg(long)]
     pub insecure: bool,
@@ -156,6 +160,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         no_host: a.no_host,
         insecure: a.insecure,
         ca_file: a.ca,
+        path: a.path,
     };
     let ev = conndoc_engine::gather(target, &opts).context("gathering evidence")?;
     if let Some(out) = &a.evidence_out {

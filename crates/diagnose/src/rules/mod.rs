@@ -4,6 +4,7 @@ pub mod client;
 pub mod firewall;
 pub mod host;
 pub mod kube;
+pub mod path;
 pub mod protocol;
 
 use crate::{Cause, Finding, Findings};
