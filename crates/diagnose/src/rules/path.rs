@@ -129,7 +129,7 @@ fn path_drop(ev: &Evidence, p: &ConnectProbe, t: &PathTrace) -> Option<Finding> 
 /// The forged reset: the first TTL at which an RST comes back instead of time exceeded.
 fn reset_hop(f: &mut Finding, t: &PathTrace, rst: &Hop) {
     let k = rst.ttl.0;
-    let before = t.hops.iter().filter(|h| h.ttl.0 < k && h.answer == HopAnswer::TimeExceeded).last();
+    let before = t.hops.iter().rev().find(|h| h.ttl.0 < k && h.answer == HopAnswer::TimeExceeded);
     let (text, summary) = match before {
         Some(b) => (
             format!(
@@ -164,7 +164,7 @@ fn reset_hop(f: &mut Finding, t: &PathTrace, rst: &Hop) {
 /// A router's ICMP unreachable, attributed to the hop that sent it.
 fn unreachable_hop(f: &mut Finding, t: &PathTrace, u: &Hop) {
     let Some(from) = u.address else { return };
-    let place = t.hop_of(&from).filter(|h| h.ttl < u.ttl || h.ttl == u.ttl);
+    let place = t.hop_of(&from).filter(|h| h.ttl <= u.ttl);
     let Some(h) = place else { return };
     let text = if h.ttl == u.ttl {
         format!("{from} answers the SYN sent with TTL {} with {}: it is hop {} of the path", u.ttl.0, u.answer, h.ttl.0)
