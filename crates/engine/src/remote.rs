@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 /// The environment variable that replaces the `ssh` command (split like a shell would).
 pub const SSH_COMMAND_ENV: &str = "CONNDOC_SSH_COMMAND";
 /// The most the remote may print in one line, and in all.
-const MAX_LINE: usize = 8 << 20;
-const MAX_STDOUT: usize = 16 << 20;
+const MAX_LINE: usize = 4 << 20;
+const MAX_STDOUT: usize = 8 << 20;
 /// How much of ssh's stderr is kept for the message.
 const MAX_STDERR: usize = 64 << 10;
 /// How long of ssh's message the report quotes.
@@ -197,12 +197,23 @@ pub(crate) fn remote_command(remote_conndoc: &str, inspect_args: &[String]) -> S
 
 /// The full argv of the ssh child.
 pub(crate) fn ssh_argv(o: &SshOptions, remote: String) -> Vec<String> {
-    let mut v = vec![o.command.first().cloned().unwrap_or_else(|| "ssh".into())];
-    // Before the user's own arguments: ssh keeps the first value given for an option, and
-    // these two are what make it never prompt and never hang.
+    let program = o.command.first().cloned().unwrap_or_else(|| "ssh".into());
+    let is_ssh = std::path::Path::new(&program).file_name().is_some_and(|n| n == "ssh");
     let secs = o.connect_timeout.as_secs().saturating_sub(1).max(1);
-    v.extend(["-o".into(), "BatchMode=yes".into(), "-o".into(), format!("ConnectTimeout={secs}"), "-T".into()]);
-    v.extend(o.command.iter().skip(1).cloned());
+    let ours: [String; 5] =
+        ["-o".into(), "BatchMode=yes".into(), "-o".into(), format!("ConnectTimeout={secs}"), "-T".into()];
+    let mut v = vec![program];
+    if is_ssh {
+        // Before the user's own arguments: ssh keeps the first value given for an option,
+        // and these two are what make it never prompt and never hang.
+        v.extend(ours);
+        v.extend(o.command.iter().skip(1).cloned());
+    } else {
+        // A wrapper (`sh -c …`, a script) gets its own arguments first; ours follow, for
+        // the ssh it runs.
+        v.extend(o.command.iter().skip(1).cloned());
+        v.extend(ours);
+    }
     if let Some(dir) = &o.control_dir {
         v.extend([
             "-o".into(),
@@ -436,9 +447,12 @@ impl Session {
                         }
                         Ok(n) => {
                             total += n;
+                            // Only the new bytes are searched: a long line costs O(n), not O(n²).
+                            let mut from = buf.len();
                             buf.extend_from_slice(&chunk[..n]);
-                            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                                let line: Vec<u8> = buf.drain(..=i).collect();
+                            while let Some(i) = buf[from..].iter().position(|b| *b == b'\n') {
+                                let line: Vec<u8> = buf.drain(..=from + i).collect();
+                                from = 0;
                                 if tx.send(Out::Line(line)).is_err() {
                                     return;
                                 }
@@ -525,7 +539,11 @@ impl Session {
                     self.kill();
                     return Err(Failure {
                         kind: FailureKind::BadOutput,
-                        message: format!("the remote printed more than {} MiB; ignored", MAX_STDOUT >> 20),
+                        message: format!(
+                            "the remote printed more than {} MiB in one line (or {} MiB in all); ignored, ssh was stopped",
+                            MAX_LINE >> 20,
+                            MAX_STDOUT >> 20
+                        ),
                     });
                 }
                 Ok(Out::Eof) | Err(RecvTimeoutError::Disconnected) => return Err(self.ended()),
@@ -840,6 +858,11 @@ mod tests {
         assert!(cmd.contains("command -v '/opt/my conndoc'"), "{cmd}");
         assert!(cmd.contains("sudo -n"), "{cmd}");
         assert!(cmd.contains("inspect --bracket --json --port 6379 --expect redis-server --timeout 3000ms"), "{cmd}");
+        // A wrapper keeps its own arguments first.
+        let wrapped =
+            SshOptions { command: vec!["/usr/local/bin/ssh-wrap".into(), "--via".into(), "x".into()], ..o.clone() };
+        let w = ssh_argv(&wrapped, "true".into());
+        assert_eq!(&w[..4], ["/usr/local/bin/ssh-wrap", "--via", "x", "-o"]);
     }
 
     #[test]
@@ -904,6 +927,86 @@ mod tests {
         // Deep nesting is refused by the parser's recursion limit, not a stack overflow.
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(parse_message(&deep, 80).unwrap_err().kind, FailureKind::BadOutput);
+    }
+
+    /// The remote's answer joins the evidence: scope ssh, its skipped checks say where, a
+    /// non-root inspection is a skipped check of its own, the password is gone.
+    #[test]
+    fn an_answer_joins_the_evidence() {
+        let t = conndoc_facts::Target::parse("redis://:Pw-123@10.0.0.2:6379").unwrap();
+        let mut ev = crate::new_evidence(t, &crate::Options::default(), Default::default());
+        let o = SshOptions {
+            destination: Destination::parse("admin@10.0.0.2").unwrap(),
+            command: vec!["ssh".into()],
+            remote_conndoc: "conndoc".into(),
+            connect_timeout: Duration::from_secs(5),
+            control_dir: None,
+            control_persist: Duration::ZERO,
+        };
+        let mut out = InspectOutput::new(InspectPhase::Result, conndoc_facts::Port::new(6379).unwrap());
+        out.version = "0.1.0".into();
+        out.privileges.uid = 1000;
+        out.skipped.push(SkippedCheck { check: "kernel log".into(), reason: "EPERM".into(), hint: None });
+        let mut host = conndoc_facts::host::HostFacts::default();
+        host.unavailable.push("journal said Pw-123".into());
+        out.host = Some(host);
+        let fw = join(&mut ev, &o, out);
+        assert!(matches!(fw, RemoteFirewall::Skipped(None)));
+        let h = ev.host.as_ref().unwrap();
+        let i = h.inspected.as_ref().unwrap();
+        assert_eq!((i.scope, i.destination.as_deref()), (InspectScope::Ssh, Some("admin@10.0.0.2")));
+        assert_eq!(h.unavailable, ["journal said <redacted>"]);
+        assert!(ev.skipped.iter().any(|s| s.check == "kernel log" && s.reason == "on admin@10.0.0.2: EPERM"));
+        let root = ev.skipped.iter().find(|s| s.check == "root on the server").expect("non-root is said");
+        assert!(root.reason.contains("uid 1000") && root.hint.as_deref().unwrap().contains("sudo -n conndoc"));
+    }
+
+    /// A fake `ssh` (a script named ssh that ignores its arguments) plays hostile remotes:
+    /// the session machinery (limits, deadlines, exit statuses) without an sshd.
+    fn fake_remote(name: &str, script: &str) -> Result<InspectOutput, Failure> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("conndoc-fake-ssh-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ssh = dir.join("ssh");
+        std::fs::write(&ssh, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let o = SshOptions {
+            destination: Destination::parse("h").unwrap(),
+            command: vec![ssh.display().to_string()],
+            remote_conndoc: "conndoc".into(),
+            connect_timeout: Duration::from_secs(3),
+            control_dir: None,
+            control_persist: Duration::ZERO,
+        };
+        let start = Instant::now();
+        let r = Session::start(&o, 7000, None, None, Duration::from_secs(1)).and_then(|mut s| s.wait_ready());
+        assert!(start.elapsed() < Duration::from_secs(5), "{name}: took {:?}", start.elapsed());
+        std::fs::remove_dir_all(&dir).unwrap();
+        r
+    }
+
+    #[test]
+    fn hostile_remotes_are_bounded() {
+        let f = fake_remote("big", "head -c 5242880 /dev/zero | tr '\\000' x; exec sleep 30").unwrap_err();
+        assert_eq!(f.kind, FailureKind::BadOutput);
+        assert!(f.message.contains("in one line"), "{}", f.message);
+        let f = fake_remote("garbage", "echo 'Welcome'; echo '{not json'; exec sleep 30").unwrap_err();
+        assert_eq!(f.kind, FailureKind::BadOutput, "{}", f.message);
+        let f = fake_remote("v2", "echo '{\"schema\":\"conndoc.inspect/v2\",\"version\":\"2.0\"}'").unwrap_err();
+        assert_eq!(f.kind, FailureKind::SchemaMismatch, "{}", f.message);
+        let f =
+            fake_remote("missing", "echo 'conndoc-remote: conndoc not found (PATH=/bin)' >&2; exit 127").unwrap_err();
+        assert_eq!(f.kind, FailureKind::ConndocMissing, "{}", f.message);
+        let f = fake_remote("refused", "echo 'ssh: connect to host h port 22: Connection refused' >&2; exit 255")
+            .unwrap_err();
+        assert_eq!(f.kind, FailureKind::Refused, "{}", f.message);
+        let f = fake_remote("silent", "exec sleep 30").unwrap_err();
+        assert_eq!(f.kind, FailureKind::TimedOut, "{}", f.message);
+        let ok = fake_remote(
+            "ready",
+            "echo '{\"schema\":\"conndoc.inspect/v1\",\"phase\":\"ready\",\"version\":\"0.1.0\",\"port\":7000}'; exec sleep 30",
+        );
+        assert_eq!(ok.unwrap().phase, InspectPhase::Ready);
     }
 
     #[test]
