@@ -78,8 +78,60 @@ fn main() -> ExitCode {
                 Some(_) => 2,
                 None => 3,
             };
-            eprintln!("conndoc: {e:#}");
+            eprintln!("conndoc: {}", one_line(&e));
             ExitCode::from(code)
         }
+    }
+}
+
+/// The error and its causes as one line, each OS error named once: a cause whose text the
+/// line already holds (a library that prints its source, then anyhow's chain) is left out,
+/// and Rust's ` (os error N)` suffix is dropped.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = strip_os_error_numbers(&cause.to_string());
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// `Invalid argument (os error 22)` → `Invalid argument`, everywhere in the text.
+fn strip_os_error_numbers(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(" (os error ") {
+        let after = &rest[i + " (os error ".len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && after[digits..].starts_with(')') {
+            out.push_str(&rest[..i]);
+            rest = &after[digits + 1..];
+        } else {
+            out.push_str(&rest[..i + 1]);
+            rest = &rest[i + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_os_error_is_named_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("enter network namespace x: {0}")]
+        struct Netns(#[source] std::io::Error);
+        let e = anyhow::Error::new(Netns(std::io::Error::from_raw_os_error(22))).context("listing sockets");
+        assert_eq!(one_line(&e), "listing sockets: enter network namespace x: Invalid argument");
+        assert_eq!(strip_os_error_numbers("a (os error x) b (os error 2)"), "a (os error x) b");
     }
 }

@@ -187,3 +187,22 @@ fn evidence_is_private_and_never_written_through_a_symlink() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     assert!(Path::new(&victim).exists());
 }
+
+#[test]
+fn a_file_that_is_not_a_network_namespace_is_bad_input() {
+    assert_bad_input(&["listeners", "--netns", "/etc/passwd"], "not a network namespace");
+    assert_bad_input(&["listeners", "--netns", "/proc/self/ns/mnt"], "not a network namespace");
+    let target = format!("127.0.0.1:{}", closed_port());
+    assert_bad_input(&["diagnose", &target, "--netns", "/etc/passwd"], "not a network namespace");
+}
+
+#[test]
+fn parse_errors_never_echo_a_url_password() {
+    for raw in ["redis://u:SEKRIT/abc@h:1", "u:SEKRIT@h:1", "redis://u:SEKRIT?@h:99999", "SEKRIT@h:1"] {
+        let o = conndoc(&["diagnose", raw]);
+        assert_eq!(o.status.code(), Some(2), "{raw}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("SEKRIT"), "{raw}: {}", stderr(&o));
+        assert!(stderr(&o).contains("<redacted>"), "{raw}: {}", stderr(&o));
+    }
+    assert_bad_input(&["diagnose", "http://127.0.0.1:1/a\r\nX-Injected: 1"], "control characters");
+}

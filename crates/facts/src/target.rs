@@ -128,7 +128,9 @@ pub enum TargetError {
     MissingPort(String),
     #[error("target {0:?} has an empty host")]
     EmptyHost(String),
-    #[error("target {input:?}: {source}")]
+    /// The port text is not repeated on its own: it may be a cut-off password
+    /// (`redis://u:pw/x@h`); the (redacted) input shows it when it is not.
+    #[error("target {input:?}: invalid port: expected a number from 1 to 65535")]
     BadPort { input: String, source: ValueError },
     #[error("target {0:?}: malformed IPv6 literal, write it as [addr]:port")]
     BadIpv6(String),
@@ -138,6 +140,10 @@ pub enum TargetError {
     BadDb(String),
     #[error("target {0:?}: malformed percent-encoding in user or password")]
     BadEncoding(String),
+    #[error("target {0:?}: a user or password needs a URL, e.g. redis://user:password@host:6379")]
+    CredentialsWithoutScheme(String),
+    #[error("target {0:?}: control characters (CR, LF, …) in the URL path; percent-encode them")]
+    BadPath(String),
 }
 
 impl Target {
@@ -155,6 +161,7 @@ impl Target {
                     "rediss" => Scheme::Rediss,
                     "http" => Scheme::Http,
                     "https" => Scheme::Https,
+                    _ if s.contains('@') => return Err(TargetError::UnknownScheme(REDACTED.into())),
                     _ => return Err(TargetError::UnknownScheme(s.to_string())),
                 };
                 (scheme, rest, true)
@@ -169,28 +176,32 @@ impl Target {
             _ => (None, authority),
         };
         let redacted_input = redact_input(raw, userinfo);
-        let (host_str, port_str) =
-            split_host_port(hostport).map_err(|_| TargetError::BadIpv6(redacted_input.clone()))?;
+        // Errors echo the input with everything up to the last '@' redacted: a password may
+        // hold '/', '?' or '#' (so the authority split above cut it) or the scheme may be
+        // missing (`u:pw@h:1`); the echo must not depend on having parsed it right.
+        let echo = redact_for_error(raw);
+        if !had_scheme && authority.contains('@') {
+            return Err(TargetError::CredentialsWithoutScheme(echo));
+        }
+        let (host_str, port_str) = split_host_port(hostport).map_err(|_| TargetError::BadIpv6(echo.clone()))?;
         if host_str.is_empty() {
-            return Err(TargetError::EmptyHost(redacted_input));
+            return Err(TargetError::EmptyHost(echo));
         }
         let host = match host_str.parse::<IpAddr>() {
             Ok(ip) => Host::Ip(ip),
-            Err(_) if hostport.starts_with('[') => return Err(TargetError::BadIpv6(redacted_input)),
+            Err(_) if hostport.starts_with('[') => return Err(TargetError::BadIpv6(echo)),
             Err(_) => {
                 if !valid_hostname(host_str) {
-                    return Err(TargetError::BadHost(redacted_input));
+                    return Err(TargetError::BadHost(echo));
                 }
                 Host::Name(host_str.to_ascii_lowercase())
             }
         };
         let port = match port_str {
-            Some(p) => {
-                p.parse::<Port>().map_err(|source| TargetError::BadPort { input: redacted_input.clone(), source })?
-            }
+            Some(p) => p.parse::<Port>().map_err(|source| TargetError::BadPort { input: echo.clone(), source })?,
             None => match scheme.default_port() {
                 Some(p) => Port::new(p).expect("default ports are non-zero"),
-                None => return Err(TargetError::MissingPort(redacted_input)),
+                None => return Err(TargetError::MissingPort(echo)),
             },
         };
         let (user, password) = match userinfo {
@@ -200,11 +211,11 @@ impl Target {
                     Some((u, p)) => (u, Some(p)),
                     None => (ui, None),
                 };
-                let u = percent_decode(u).ok_or_else(|| TargetError::BadEncoding(redacted_input.clone()))?;
+                let u = percent_decode(u).ok_or_else(|| TargetError::BadEncoding(echo.clone()))?;
                 let p = match p {
-                    Some(p) => Some(Secret::new(
-                        percent_decode(p).ok_or_else(|| TargetError::BadEncoding(redacted_input.clone()))?,
-                    )),
+                    Some(p) => {
+                        Some(Secret::new(percent_decode(p).ok_or_else(|| TargetError::BadEncoding(echo.clone()))?))
+                    }
                     None => None,
                 };
                 // redis://:pass@host means "password, default user".
@@ -226,12 +237,18 @@ impl Target {
                         p.parse::<u32>()
                             .ok()
                             .filter(|d| *d <= i32::MAX as u32)
-                            .ok_or_else(|| TargetError::BadDb(redacted_input.clone()))?,
+                            .ok_or_else(|| TargetError::BadDb(echo.clone()))?,
                     );
                 }
             }
             Scheme::Http | Scheme::Https => {
                 let t = tail.split('#').next().unwrap_or("");
+                // Control characters (CR/LF would become extra header lines) are refused;
+                // spaces and non-ASCII are percent-encoded as a browser does.
+                if t.chars().any(|c| c.is_control()) {
+                    return Err(TargetError::BadPath(echo));
+                }
+                let t = percent_encoding::utf8_percent_encode(t, PATH_ENCODE).to_string();
                 path = if t.is_empty() {
                     "/".into()
                 } else if t.starts_with('?') {
@@ -242,7 +259,7 @@ impl Target {
             }
             Scheme::Tcp => {
                 if !tail.is_empty() && tail != "/" {
-                    return Err(TargetError::BadHost(redacted_input));
+                    return Err(TargetError::BadHost(echo));
                 }
             }
         }
@@ -299,21 +316,31 @@ fn valid_hostname(h: &str) -> bool {
         || h.ends_with('.') && valid_hostname(&h[..h.len() - 1])
 }
 
+/// Bytes percent-encoded in an HTTP path: spaces, quotes, angle brackets, backquote,
+/// braces and everything outside ASCII (what the URL standard's path set encodes).
+const PATH_ENCODE: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`').add(b'{').add(b'}');
+
+/// `%XX` decoding (strict: a `%` must start two hex digits) to UTF-8, on percent-encoding.
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+    let well_formed = b
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| b.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
+}
+
+/// The input as an error echoes it: everything between the scheme and the last `@`
+/// replaced, whatever the parse made of it.
+fn redact_for_error(raw: &str) -> String {
+    let Some(at) = raw.rfind('@') else { return raw.to_string() };
+    let start = raw.find("://").map(|i| i + 3).filter(|s| *s <= at).unwrap_or(0);
+    format!("{}{REDACTED}{}", &raw[..start], &raw[at..])
 }
 
 /// The input with the password part of the userinfo replaced.
@@ -333,6 +360,43 @@ mod tests {
 
     fn p(s: &str) -> Target {
         Target::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn parse_errors_never_echo_a_password() {
+        for raw in [
+            "redis://u:SEKRIT/abc@h:1",
+            "redis://u:SEKRIT?x@h:1",
+            "redis://u:SEKRIT#x@h:1",
+            "redis://:SEKRIT/@h:99999",
+            "u:SEKRIT@h:1",
+            "SEKRIT@h",
+            "u:SEKRIT@h://x",
+            "redis://u:SEKRIT@[::1:6379",
+            "redis://u:SEKRIT@h:6379/notadb",
+            "http://u:SEKRIT@h:1/a\r\nX-Evil: 1",
+        ] {
+            let e = Target::parse(raw).expect_err(raw).to_string();
+            assert!(!e.contains("SEKRIT"), "{raw}: {e}");
+        }
+    }
+
+    #[test]
+    fn crlf_in_an_http_path_is_refused_spaces_encoded() {
+        let e = Target::parse("http://h:80/a\r\nX-Injected: 1").unwrap_err();
+        assert!(matches!(e, TargetError::BadPath(_)), "{e}");
+        assert!(!e.to_string().contains('\r'), "{e}");
+        assert!(matches!(Target::parse("http://h/a\x1b[2J"), Err(TargetError::BadPath(_))));
+        assert_eq!(p("http://h/a b/é?q=1 2").path, "/a%20b/%C3%A9?q=1%202");
+        assert_eq!(p("http://h/a%20b").path, "/a%20b");
+    }
+
+    #[test]
+    fn percent_decoding_is_strict() {
+        assert_eq!(p("redis://us%40r:p%2Fw@h:1").user.as_deref(), Some("us@r"));
+        for bad in ["redis://u:%zz@h:1", "redis://u:%+1@h:1", "redis://u:%4@h:1", "redis://u:%ff@h:1"] {
+            assert!(matches!(Target::parse(bad), Err(TargetError::BadEncoding(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -43,6 +43,42 @@ pub fn check_name(n: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Check that `spec` names a network namespace this process can open (bad input otherwise:
+/// a missing path, a regular file such as /etc/passwd, another kind of namespace).
+pub fn check_spec(spec: &NetnsSpec) -> Result<(), String> {
+    let path = spec.path();
+    let what = match spec {
+        NetnsSpec::Pid(p) => format!("--netns-pid {p}"),
+        NetnsSpec::Named(n) => format!("--netns {n}"),
+    };
+    // O_NONBLOCK: a FIFO given as the path cannot hang the open.
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| format!("{what}: cannot open {}: {}", path.display(), conndoc_files::os_error_text(&e)))?;
+    match ns_type(&f) {
+        Ok(t) if t == libc::CLONE_NEWNET => Ok(()),
+        Ok(_) => Err(format!("{what}: {} is a namespace, but not a network namespace", path.display())),
+        Err(_) => Err(format!("{what}: {} is not a network namespace file", path.display())),
+    }
+}
+
+/// ioctl(NS_GET_NSTYPE): the CLONE_NEW* type of a namespace file; ENOTTY for other files.
+#[allow(unsafe_code)]
+fn ns_type(f: &File) -> std::io::Result<libc::c_int> {
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703; // _IO(0xb7, 0x3), linux/nsfs.h
+                                                 // SAFETY: the descriptor stays open for the call (borrowed from `f`); NS_GET_NSTYPE takes
+                                                 // no argument and returns the type as the result.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
 #[allow(unsafe_code)]
 fn setns_net(f: &File) -> std::io::Result<()> {
     // SAFETY: setns takes a file descriptor that stays open for the call (borrowed from

@@ -125,12 +125,10 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         conndoc_proto::tls::load_ca(ca).map_err(|e| usage(format!("--ca: {e}")))?;
     }
     if let Some(pid) = a.netns_pid {
-        let p = format!("/proc/{pid}/ns/net");
-        std::fs::metadata(&p).map_err(|e| usage(format!("--netns-pid {pid}: cannot open {p}: {e}")))?;
+        conndoc_host::netns::check_spec(&conndoc_host::NetnsSpec::Pid(pid)).map_err(usage)?;
     }
     if let Some(ns) = a.netns.as_ref().filter(|_| a.ssh.is_none()) {
-        let path = if ns.contains('/') { PathBuf::from(ns) } else { PathBuf::from("/run/netns").join(ns) };
-        std::fs::metadata(&path).map_err(|e| usage(format!("--netns {ns}: cannot open {}: {e}", path.display())))?;
+        conndoc_host::netns::check_spec(&conndoc_host::NetnsSpec::Named(ns.clone())).map_err(usage)?;
     }
     if let Some(out) = &a.evidence_out {
         // Fail before probing, not after, when the file cannot be written.

@@ -10,7 +10,6 @@ use conndoc_host::NetnsSpec;
 use std::fmt::Write as _;
 use std::io::{BufRead, Read as _};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -59,13 +58,12 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     }
     let netns = match (&a.netns, a.netns_pid) {
         (Some(n), _) => {
-            let path = if n.contains('/') { PathBuf::from(n) } else { PathBuf::from("/run/netns").join(n) };
-            std::fs::metadata(&path).map_err(|e| usage(format!("--netns {n}: cannot open {}: {e}", path.display())))?;
-            Some(NetnsSpec::Named(n.clone()))
+            let spec = NetnsSpec::Named(n.clone());
+            conndoc_host::netns::check_spec(&spec).map_err(usage)?;
+            Some(spec)
         }
         (None, Some(pid)) => {
-            let p = format!("/proc/{pid}/ns/net");
-            std::fs::metadata(&p).map_err(|e| usage(format!("--netns-pid {pid}: cannot open {p}: {e}")))?;
+            conndoc_host::netns::check_spec(&NetnsSpec::Pid(pid)).map_err(usage)?;
             Some(NetnsSpec::Pid(pid))
         }
         (None, None) => None,

@@ -5,7 +5,6 @@ use conndoc_facts::host::Listener;
 use conndoc_facts::Port;
 use conndoc_host::NetnsSpec;
 use serde::Serialize;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -126,9 +125,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         _ => None,
     };
     if let Some(s) = &spec {
-        let path: PathBuf = s.path();
-        std::fs::metadata(&path)
-            .map_err(|e| usage(format!("--netns {}: cannot open {}: {e}", s.label(), path.display())))?;
+        conndoc_host::netns::check_spec(s).map_err(usage)?;
     }
     let ls = conndoc_host::listener_table(port.map(Port::get), spec.as_ref())?;
     let s = if a.json {
