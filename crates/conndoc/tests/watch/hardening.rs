@@ -6,7 +6,7 @@ use super::common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,11 @@ pub fn tests() -> Vec<(&'static str, Need, fn())> {
         ("hardening::dashboard_rejects_bad_paths_and_foreign_hosts", none.clone(), bad_paths_and_hosts),
         ("hardening::dashboard_serves_metrics_under_idle_and_slow_clients", none.clone(), idle_and_slow_clients),
         ("hardening::alerts_honour_http_proxy_and_no_proxy", none, alerts_through_a_proxy),
+        (
+            "hardening::every_resolved_address_is_tried",
+            conndoc_testsupport::root().and(conndoc_testsupport::program("nc", "netcat-openbsd")),
+            every_resolved_address_is_tried,
+        ),
     ]
 }
 
@@ -371,4 +376,72 @@ fn alerts_through_a_proxy() {
     assert!(direct_lines.iter().all(|l| l.starts_with("POST /hook ")), "NO_PROXY: {direct_lines:?}");
     assert_eq!(proxy.bodies()[0]["cause"], "no-listener");
     assert_eq!(d.terminate(), Some(0));
+}
+
+/// A network namespace with its own hosts file (`ip netns exec` mounts /etc/netns/NAME/hosts
+/// over /etc/hosts), removed with everything in it on drop.
+struct HostsNs {
+    name: String,
+    children: Vec<std::process::Child>,
+}
+
+impl Drop for HostsNs {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+/// A receiver name resolving to two addresses, the first refusing: the delivery goes on to
+/// the second (every resolved address is tried).
+fn every_resolved_address_is_tried() {
+    let name = format!("cdwh{}", std::process::id());
+    let mut ns = HostsNs { name: name.clone(), children: Vec::new() };
+    assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+    std::fs::create_dir_all(format!("/etc/netns/{name}")).unwrap();
+    std::fs::write(format!("/etc/netns/{name}/hosts"), "127.0.0.2 relay.test\n127.0.0.3 relay.test\n").unwrap();
+    assert!(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]).status().unwrap().success());
+    let dir = TempDir::new("addrs");
+    let got = dir.path("received");
+    // The second address only: netcat prints the request it gets.
+    let out = std::fs::File::create(&got).unwrap();
+    ns.children.push(
+        Command::new("ip")
+            .args(["netns", "exec", &name, "nc", "-l", "127.0.0.3", "8080"])
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let cfg = dir.path("watch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "history = \"{}\"\n[[target]]\nname = \"gone\"\nurl = \"tcp://127.0.0.1:1\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\
+             failures_before_down = 1\n[[receiver]]\nname = \"relay\"\nurl = \"http://relay.test:8080/hook\"\ntimeout = \"2s\"\n",
+            dir.path("history.db").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path("log")).unwrap();
+    ns.children.push(
+        Command::new("ip")
+            .args(["netns", "exec", &name])
+            .arg(conndoc_bin())
+            .args(["watch", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let text = wait_for(T, "the alert at the second address", || {
+        std::fs::read_to_string(&got).ok().filter(|t| t.contains("POST /hook HTTP/1.1"))
+    });
+    assert!(text.contains("\"cause\":\"no-listener\""), "{text}");
 }
