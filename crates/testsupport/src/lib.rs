@@ -21,6 +21,8 @@
 //! `cargo test -- --ignored` runs the ignored ones anyway (they will then fail for the
 //! reason given).
 
+pub mod fuzz;
+
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::PathBuf;
 
