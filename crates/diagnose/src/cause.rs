@@ -39,6 +39,7 @@ causes! {
     SelinuxDenied = "selinux-denied", 20;
     PortInUse = "port-in-use", 21;
     ProcessNotRunning = "process-not-running", 22;
+    ContainerNotRunning = "container-not-running", 22;
     ContainerPortNotPublished = "container-port-not-published", 23;
     ContainerBoundToLoopback = "container-bound-to-loopback", 24;
     BoundToLoopback = "bound-to-loopback", 25;

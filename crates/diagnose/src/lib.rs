@@ -20,6 +20,7 @@ pub fn diagnose(ev: &Evidence) -> Report {
     rules::kube::run(ev, &mut out);
     rules::path::run(ev, &mut out);
     rules::protocol::run(ev, &mut out);
+    rules::container::run(ev, &mut out);
     rules::fallback(ev, &mut out);
     report::assemble(ev, out.0)
 }

@@ -91,6 +91,9 @@ pub struct Report {
     pub probes: Vec<ConnectProbe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<conndoc_facts::host::HostFacts>,
+    /// Containers that matter for the target: names, state, port maps (docs/containers.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<conndoc_facts::container::ContainerFacts>,
     /// How each name turned into addresses.
     pub resolution: conndoc_facts::Resolution,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -146,6 +149,7 @@ pub(crate) fn assemble(ev: &Evidence, mut findings: Vec<Finding>) -> Report {
         findings,
         probes: ev.probes.clone(),
         host: ev.host.clone(),
+        containers: ev.containers.clone(),
         resolution: ev.resolution.clone(),
         skipped: ev.skipped.clone(),
         started_at: ev.started_at.clone(),

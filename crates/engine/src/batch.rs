@@ -208,6 +208,10 @@ fn assemble(template: &Evidence, f: Fast, chunk: &Chunk) -> Result<Evidence, Box
             ev.host = Some(facts);
             ev.skipped.extend(skipped);
             ev.target = t;
+            // A refusal on a Docker host may be a stopped or unpublished container.
+            if !o.no_host {
+                crate::container::run(&mut ev, &o);
+            }
             Ok(ev)
         }
         _ => Err(Box::new((t, o))),

@@ -7,6 +7,7 @@
 mod batch;
 mod capture;
 mod client;
+pub mod container;
 mod firewall;
 mod host;
 pub mod inspect;
@@ -106,6 +107,10 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
         (Some(r), Some(o)) => Some(remote::end(r, &mut ev, o, opts.timeout)),
         _ => {
             host::end(host_stage, &mut ev, opts);
+            // Containers are read on this host only (an --ssh target's engine is remote).
+            if !opts.no_host {
+                container::run(&mut ev, opts);
+            }
             None
         }
     };
@@ -153,6 +158,7 @@ pub(crate) fn new_evidence(target: Target, opts: &Options, client: conndoc_facts
         firewall: None,
         capture: None,
         protocol: None,
+        containers: None,
         path: None,
         skipped: Vec::new(),
         kube: None,

@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod client;
 pub mod connect;
+pub mod container;
 pub mod duration;
 pub mod firewall;
 pub mod host;
@@ -69,6 +70,9 @@ pub struct Evidence {
     pub capture: Option<capture::CaptureFacts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<protocol::ProtocolFacts>,
+    /// Containers that matter for the target (issue 10): names, state, port maps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<container::ContainerFacts>,
     /// TTL-limited SYN probes along the path (when the connect timed out, a reset failed
     /// the TTL test, a router answered unreachable, or `--path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

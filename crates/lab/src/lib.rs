@@ -3,6 +3,7 @@
 //! [`Lab`]'s `Drop`, also when a test fails or panics.
 
 pub mod check;
+pub mod docker;
 pub mod scenario;
 mod sshd;
 pub mod tool;
@@ -29,7 +30,7 @@ pub enum LabError {
     Setup { what: String, message: String },
 }
 
-fn setup_err(what: impl Into<String>, message: impl Into<String>) -> LabError {
+pub(crate) fn setup_err(what: impl Into<String>, message: impl Into<String>) -> LabError {
     LabError::Setup { what: what.into(), message: message.into() }
 }
 
@@ -65,6 +66,8 @@ pub struct Lab {
     pub ns: BTreeMap<String, String>,
     /// spawned step name → child
     children: Vec<(Option<String>, Child)>,
+    /// host name → its Docker engine (hosts with `docker = true`)
+    engines: BTreeMap<String, docker::Dockerd>,
     pub dir: PathBuf,
     keep_dir: bool,
     /// The `lab/` directory (parent of the scenario's directory): `{lab}` in steps, for
@@ -100,6 +103,7 @@ impl Lab {
         let mut lab = Lab {
             ns: BTreeMap::new(),
             children: Vec::new(),
+            engines: BTreeMap::new(),
             dir,
             keep_dir: std::env::var_os("CONNDOC_LAB_KEEP").is_some(),
             files: std::fs::canonicalize(&s.path)
@@ -212,6 +216,11 @@ impl Lab {
                 lab.link_on_path = true;
             }
         }
+        for h in s.hosts.iter().filter(|h| h.docker) {
+            let ns = lab.ns[&h.name].clone();
+            let engine = docker::Dockerd::start(&h.name, &ns, &lab.dir)?;
+            lab.engines.insert(h.name.clone(), engine);
+        }
         for (i, st) in s.steps.iter().enumerate() {
             lab.step(i, st).map_err(|e| match e {
                 LabError::Setup { what, message } => setup_err(format!("step {}: {what}", i + 1), message),
@@ -316,9 +325,22 @@ impl Lab {
             let argv: Vec<String> = argv.iter().map(|a| self.expand(a)).collect();
             self.spawn(&host, st.name.clone(), &argv, st.nofile)?;
         }
+        if let Some(args) = &st.docker {
+            let host = st.host.clone().unwrap_or_default();
+            let args: Vec<String> = args.iter().map(|a| self.expand(a)).collect();
+            let engine = self
+                .engines
+                .get_mut(&host)
+                .ok_or_else(|| setup_err("docker", format!("host {host} runs no Docker engine")))?;
+            engine.step(&args)?;
+        }
         if let Some(port) = st.wait_listen {
             let host = st.host.clone().unwrap_or_default();
-            self.wait_listen(&host, port, Duration::from_millis(st.wait_ms.unwrap_or(5000)))?;
+            let max = Duration::from_millis(st.wait_ms.unwrap_or(5000));
+            match &st.container {
+                Some(c) => self.wait_container_listen(&host, c, port, max)?,
+                None => self.wait_listen(&host, port, max)?,
+            }
         }
         if let Some(name) = &st.kill {
             let idx = self
@@ -350,6 +372,33 @@ impl Lab {
                 return Err(setup_err(
                     format!("wait_listen {port} in {host}"),
                     format!("no listener after {max:?}; logs:\n{logs}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Wait until a TCP socket listens on `port` inside a container's network namespace.
+    fn wait_container_listen(&self, host: &str, name: &str, port: u16, max: Duration) -> Result<(), LabError> {
+        let engine =
+            self.engines.get(host).ok_or_else(|| setup_err("wait_listen", format!("{host} runs no engine")))?;
+        let start = Instant::now();
+        loop {
+            let listening = engine.container_pid(name).ok().is_some_and(|pid| {
+                Command::new("nsenter")
+                    .arg(format!("--net=/proc/{pid}/ns/net"))
+                    .args(["ss", "-Htln", &format!("sport = :{port}")])
+                    .output()
+                    .is_ok_and(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
+            });
+            if listening {
+                return Ok(());
+            }
+            if start.elapsed() > max {
+                let logs = engine.cli(&["logs", "--tail", "15", name], Duration::from_secs(5)).unwrap_or_default();
+                return Err(setup_err(
+                    format!("wait_listen {port} in container {name}"),
+                    format!("no listener after {max:?}; container logs:\n{logs}"),
                 ));
             }
             std::thread::sleep(Duration::from_millis(25));
@@ -430,14 +479,27 @@ impl Lab {
         self.wait_listen(&d.host, 53, Duration::from_secs(5))
     }
 
-    /// Replace `{ns:HOST}`, `{pid:STEP}`, `{dir}`, `{lab}`, `{ssh_command}` and `{ssh_dir}` placeholders.
+    /// Replace `{ns:HOST}`, `{pid:STEP}`, `{dir}`, `{lab}`, `{ssh_command}`, `{ssh_dir}`,
+    /// `{image}`, `{docker:HOST}` (that host's DOCKER_HOST) and `{cpid:CONTAINER}` (a running
+    /// container's pid) placeholders.
     pub fn expand(&self, s: &str) -> String {
-        let mut out =
-            s.replace("{dir}", &self.dir.display().to_string()).replace("{lab}", &self.files.display().to_string());
+        let mut out = s
+            .replace("{dir}", &self.dir.display().to_string())
+            .replace("{lab}", &self.files.display().to_string())
+            .replace("{image}", docker::IMAGE);
         if self.has_sshd {
             out = out.replace("{ssh_command}", &sshd::ssh_command(self));
             out = out.replace("{ssh_dir}", &sshd::dir(self).display().to_string());
             out = out.replace("{ssh_runtime}", &sshd::runtime_dir(self).display().to_string());
+        }
+        for (h, e) in &self.engines {
+            out = out.replace(&format!("{{docker:{h}}}"), &e.docker_host());
+        }
+        while let Some(i) = out.find("{cpid:") {
+            let Some(j) = out[i..].find('}') else { break };
+            let name = out[i + 6..i + j].to_string();
+            let pid = self.engines.values().find_map(|e| e.container_pid(&name).ok()).map(|p| p.to_string());
+            out.replace_range(i..i + j + 1, &pid.unwrap_or_else(|| format!("no-running-container-{name}")));
         }
         for (h, ns) in &self.ns {
             out = out.replace(&format!("{{ns:{h}}}"), ns);
@@ -482,7 +544,11 @@ impl Lab {
         if self.link_on_path {
             sshd::link_conndoc(self, bin)?;
         }
-        let env: BTreeMap<String, String> = spec.env.iter().map(|(k, v)| (k.clone(), self.expand(v))).collect();
+        let mut env: BTreeMap<String, String> = spec.env.iter().map(|(k, v)| (k.clone(), self.expand(v))).collect();
+        // conndoc run on a Docker host talks to that host's engine, as a user's would.
+        if let Some(e) = self.engines.get(&spec.from) {
+            env.entry("DOCKER_HOST".into()).or_insert_with(|| e.docker_host());
+        }
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns]).args(&argv).envs(&env).stdin(Stdio::null());
         let sampler = self.sample_cmdlines.then(sshd::CmdlineSampler::start);
@@ -518,6 +584,15 @@ fn record_path(lab: &Lab) -> Option<PathBuf> {
     Some(PathBuf::from(dir).join(format!("{scenario}.json")))
 }
 
+/// SIGKILL every process in a lab namespace (daemons that forked, container shims).
+fn kill_ns_pids(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
+        }
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for (_, c) in &mut self.children {
@@ -526,13 +601,15 @@ impl Drop for Lab {
         for (_, c) in &mut self.children {
             let _ = c.wait();
         }
+        // Engines first: their containers are removed through the engine, then anything
+        // left in the namespace is killed, before the namespace goes.
+        for (host, engine) in std::mem::take(&mut self.engines) {
+            let ns = self.ns.get(&host).cloned().unwrap_or_default();
+            docker::finish(engine, || kill_ns_pids(&ns));
+        }
         for ns in self.ns.values() {
             // Anything a step started in the namespace (daemons that forked) goes too.
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
+            kill_ns_pids(ns);
             let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
@@ -573,7 +650,7 @@ pub fn run_scenario(s: &Scenario, conndoc: &Path) -> Result<RunOutput, String> {
     ))
 }
 
-fn run(argv: &[&str]) -> Result<String, LabError> {
+pub(crate) fn run(argv: &[&str]) -> Result<String, LabError> {
     let out = Command::new(argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
@@ -610,7 +687,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Run a command, killing it if it outlives the deadline.
-fn output_with_deadline(mut cmd: Command, max: Duration) -> Result<std::process::Output, LabError> {
+pub(crate) fn output_with_deadline(mut cmd: Command, max: Duration) -> Result<std::process::Output, LabError> {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -56,6 +56,9 @@ pub struct HostSpec {
     pub nameservers: Vec<String>,
     #[serde(default)]
     pub sysctl: BTreeMap<String, String>,
+    /// Run a real Docker engine (dockerd) inside this host (docs/lab.md, "Docker").
+    #[serde(default)]
+    pub docker: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +165,12 @@ pub struct Step {
     pub kill: Option<String>,
     #[serde(default)]
     pub sleep_ms: Option<u64>,
+    /// `docker` CLI arguments, run against the host's engine (e.g. `["run", "-d", …]`).
+    #[serde(default)]
+    pub docker: Option<Vec<String>>,
+    /// With `wait_listen`: wait for the listener inside this container's network namespace.
+    #[serde(default)]
+    pub container: Option<String>,
     /// Wait this long at most for `wait_listen` (default 5000).
     #[serde(default)]
     pub wait_ms: Option<u64>,
@@ -382,12 +391,22 @@ impl Scenario {
                     return bad(format!("{what} {i} names unknown host {h}"));
                 }
             }
-            let actions = [s.sh.is_some(), s.spawn.is_some(), s.kill.is_some(), s.sleep_ms.is_some()];
+            let actions =
+                [s.sh.is_some(), s.spawn.is_some(), s.kill.is_some(), s.sleep_ms.is_some(), s.docker.is_some()];
             if actions.iter().filter(|a| **a).count() != 1 && s.wait_listen.is_none() {
-                return bad(format!("{what} {i} must have exactly one of sh, spawn, kill, sleep_ms"));
+                return bad(format!("{what} {i} must have exactly one of sh, spawn, kill, sleep_ms, docker"));
             }
-            if (s.sh.is_some() || s.spawn.is_some() || s.wait_listen.is_some()) && s.host.is_none() {
+            if (s.sh.is_some() || s.spawn.is_some() || s.wait_listen.is_some() || s.docker.is_some())
+                && s.host.is_none()
+            {
                 return bad(format!("{what} {i} needs a host"));
+            }
+            let docker_host = |h: &Option<String>| self.hosts.iter().any(|x| Some(&x.name) == h.as_ref() && x.docker);
+            if (s.docker.is_some() || s.container.is_some()) && !docker_host(&s.host) {
+                return bad(format!("{what} {i}: docker steps need a host with docker = true"));
+            }
+            if s.container.is_some() && s.wait_listen.is_none() {
+                return bad(format!("{what} {i}: container is only used with wait_listen"));
             }
         }
         if !known(&self.diagnose.from) {

@@ -26,7 +26,9 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
         refused_here(ev, h, p, out);
     }
     port_in_use(ev, h, out);
-    if !failed.is_empty() && h.listeners.is_empty() {
+    // A service in a stopped or unpublished container is named by the container rules;
+    // "not running (found elsewhere)" would only be noise then.
+    if !failed.is_empty() && h.listeners.is_empty() && !crate::rules::container::explains_absence(ev) {
         service_absent(ev, h, &failed, out);
     }
     fd_exhaustion(h, out);
@@ -147,8 +149,14 @@ fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findi
     let a_loop = a.is_loopback() || matches!(a, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|x| x.is_loopback()));
     if !a_loop && ls.iter().all(Listener::loopback_only) {
         let container = h.inspected.as_ref().is_some_and(|i| i.scope == InspectScope::NetnsPid);
+        let named = h
+            .inspected
+            .as_ref()
+            .and_then(|i| i.netns_inode)
+            .and_then(|n| _ev.containers.as_ref()?.by_netns(n))
+            .map(|c| format!("inside {}'s network namespace ", c.label()));
         let (cause, what) = if container {
-            (Cause::ContainerBoundToLoopback, "inside its container's network namespace ")
+            (Cause::ContainerBoundToLoopback, named.as_deref().unwrap_or("inside its container's network namespace "))
         } else {
             (Cause::BoundToLoopback, "")
         };

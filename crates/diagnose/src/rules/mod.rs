@@ -1,6 +1,7 @@
 //! One module per area of evidence. Each `run` reads the evidence and pushes findings.
 
 pub mod client;
+pub mod container;
 pub mod firewall;
 pub mod host;
 pub mod kube;

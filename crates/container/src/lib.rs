@@ -1,0 +1,262 @@
+//! Container identity (docs/containers.md): which container owns a process or namespace and
+//! what its engine says about it.
+//!
+//! - The Docker Engine API over its unix socket (`DOCKER_HOST` honoured, else
+//!   `/var/run/docker.sock`), GET only: `/containers/json?all=1`, `/containers/{id}/json`,
+//!   `/containers/{id}/logs?tail=N`. One deadline for all of it, a size limit on every body,
+//!   a bound on how many containers are inspected.
+//! - The container id in `/proc/PID/cgroup` ([`cgroup`]) as the engine-agnostic fallback
+//!   (containerd, CRI-O, podman, or Docker with its socket unreadable).
+//!
+//! Never read: environment variables (they hold secrets), anything that changes a container.
+
+pub mod api;
+pub mod cgroup;
+pub mod model;
+
+use api::{Client, Endpoint};
+use conndoc_facts::container::{Container, ContainerFacts, ContainerState, IdentitySource};
+use conndoc_facts::{Micros, SkippedCheck};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("connecting to the engine socket {socket}: {source}")]
+    Connect { socket: String, source: std::io::Error },
+    #[error("the engine did not answer in time ({what})")]
+    Deadline { what: String },
+    #[error("GET {path}: {message}")]
+    Http { path: String, message: String },
+    #[error("GET {path}: status {status}: {message}")]
+    Status { path: String, status: u16, message: String },
+    #[error("GET {path}: unexpected JSON: {message}")]
+    Json { path: String, message: String },
+    #[error("starting the engine client: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What to look for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub endpoint: Endpoint,
+    /// Whether the endpoint was named (DOCKER_HOST set): then a missing socket is reported.
+    pub endpoint_named: bool,
+    /// The target port.
+    pub port: u16,
+    /// The target's addresses (a container may own one on an engine network).
+    pub addresses: Vec<IpAddr>,
+    /// Processes of interest (listener owners, the expected service elsewhere).
+    pub pids: Vec<u32>,
+    /// The probe failed: also inspect stopped containers and running ones that publish
+    /// nothing, since one of them may be what should serve the port.
+    pub wide: bool,
+    pub deadline: Duration,
+    /// At most this many containers are inspected.
+    pub max_inspect: usize,
+    /// Log lines kept of a stopped container.
+    pub log_lines: usize,
+}
+
+impl Request {
+    pub fn new(port: u16) -> Request {
+        let v = std::env::var("DOCKER_HOST").ok();
+        Request {
+            endpoint_named: v.as_deref().is_some_and(|v| !v.trim().is_empty()),
+            endpoint: Endpoint::from_docker_host(v.as_deref()),
+            port,
+            addresses: Vec::new(),
+            pids: Vec::new(),
+            wide: false,
+            deadline: Duration::from_secs(1),
+            max_inspect: 32,
+            log_lines: 10,
+        }
+    }
+}
+
+const LIST_LIMIT: usize = 8 << 20;
+const INSPECT_LIMIT: usize = 1 << 20;
+const LOG_LIMIT: usize = 64 << 10;
+/// Stopped containers whose logs are read, at most.
+const MAX_LOGS: usize = 3;
+const CHECK: &str = "container engine";
+
+/// Gather container facts. `None` when there is no engine and no process of interest runs
+/// in a container (nothing to say); a missing, unreadable or hanging engine is a skipped check.
+pub fn gather(req: &Request) -> (Option<ContainerFacts>, Vec<SkippedCheck>) {
+    let start = Instant::now();
+    let by_cgroup: BTreeMap<String, (u32, cgroup::CgroupId)> =
+        req.pids.iter().filter_map(|&pid| cgroup::of_pid(pid).map(|c| (c.id.clone(), (pid, c)))).collect();
+    let mut skipped = Vec::new();
+    let mut facts = ContainerFacts::default();
+    let skip = |reason: String, hint: Option<&str>| SkippedCheck {
+        check: CHECK.into(),
+        reason,
+        hint: hint.map(str::to_string),
+    };
+    match &req.endpoint {
+        Endpoint::Unsupported(v) => skipped.push(skip(
+            format!("DOCKER_HOST={v} is not a unix socket; only unix:// endpoints are read"),
+            Some("set DOCKER_HOST=unix:///var/run/docker.sock (or the engine's socket) to name containers"),
+        )),
+        Endpoint::Unix(path) if !path.exists() => {
+            if req.endpoint_named || !by_cgroup.is_empty() {
+                skipped.push(skip(
+                    format!("no engine socket at {}", path.display()),
+                    Some("set DOCKER_HOST=unix://PATH to the engine's socket to read names, state and port maps"),
+                ));
+            }
+        }
+        Endpoint::Unix(_) => match run(req, &mut facts) {
+            Ok(()) => facts.endpoint = Some(req.endpoint.label()),
+            Err(e) => {
+                let hint = match &e {
+                    ContainerError::Connect { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                        Some("reading the engine socket needs root or the docker group")
+                    }
+                    _ => None,
+                };
+                skipped.push(skip(e.to_string(), hint));
+                facts.containers.clear();
+            }
+        },
+    }
+    // Processes in containers the engine did not tell about (another engine, or none).
+    for (id, (pid, cg)) in by_cgroup {
+        if facts.containers.iter().any(|c| c.id == id) {
+            continue;
+        }
+        facts.containers.push(Container {
+            id,
+            names: Vec::new(),
+            image: String::new(),
+            engine: cg.engine,
+            state: ContainerState::Unknown,
+            exit_code: None,
+            oom_killed: None,
+            restart_count: None,
+            error: None,
+            finished_at: None,
+            pid: Some(pid),
+            netns_inode: None,
+            addresses: Vec::new(),
+            ports: Vec::new(),
+            ports_known: false,
+            listeners: Vec::new(),
+            listeners_read: false,
+            log_tail: Vec::new(),
+            source: IdentitySource::Cgroup,
+        });
+    }
+    if facts.endpoint.is_none() && facts.containers.is_empty() {
+        return (None, skipped);
+    }
+    facts.elapsed_us = Micros::from_duration(start.elapsed());
+    (Some(facts), skipped)
+}
+
+fn run(req: &Request, facts: &mut ContainerFacts) -> Result<(), ContainerError> {
+    let Endpoint::Unix(socket) = &req.endpoint else { return Ok(()) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ContainerError::Runtime)?;
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + req.deadline;
+        let mut c = Client::connect(socket, deadline).await?;
+        let list: Vec<model::ListItem> = c.get_json("/containers/json?all=1", LIST_LIMIT).await?;
+        facts.total = list.len() as u32;
+        let pids_ids: Vec<String> = req.pids.iter().filter_map(|&p| cgroup::of_pid(p)).map(|c| c.id).collect();
+        // Most telling first; the list is newest first within each group.
+        let mut picked: Vec<(u8, &model::ListItem)> = list
+            .iter()
+            .filter_map(|it| {
+                let direct = pids_ids.contains(&it.id)
+                    || it.touches_port(req.port)
+                    || it.addresses().iter().any(|a| req.addresses.contains(a));
+                let rank = if direct {
+                    0
+                } else if !req.wide {
+                    return None;
+                } else if it.state != "running" {
+                    1
+                } else {
+                    2
+                };
+                Some((rank, it))
+            })
+            .collect();
+        picked.sort_by_key(|(r, _)| *r);
+        picked.truncate(req.max_inspect);
+        for (_, it) in picked {
+            let path = format!("/containers/{}/json", it.id);
+            let ins: model::Inspect = c.get_json(&path, INSPECT_LIMIT).await?;
+            let tty = ins.config.tty;
+            let mut ct = ins.into_container();
+            let covers = ct.published_on(req.port).next().is_some() || ct.mapping_to(req.port).next().is_some();
+            let logs_read = facts.containers.iter().filter(|x| !x.log_tail.is_empty()).count();
+            if !ct.state.serving() && covers && req.log_lines > 0 && logs_read < MAX_LOGS {
+                let path = format!("/containers/{}/logs?stdout=1&stderr=1&tail={}", ct.id, req.log_lines);
+                let (status, body) = c.get(&path, LOG_LIMIT).await?;
+                if status == 200 {
+                    let text = if tty { String::from_utf8_lossy(&body).into_owned() } else { api::demux_logs(&body) };
+                    ct.log_tail = last_lines(&text, req.log_lines);
+                }
+            }
+            facts.containers.push(ct);
+        }
+        Ok(())
+    })
+}
+
+/// The last `n` non-empty lines, each cut to 300 characters.
+fn last_lines(text: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| l.chars().take(300).collect()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_last_lines() {
+        assert_eq!(last_lines("a\n\nb\r\nc\n", 2), vec!["b", "c"]);
+        assert_eq!(last_lines("", 5), Vec::<String>::new());
+        assert_eq!(last_lines(&"x".repeat(1000), 1)[0].len(), 300);
+    }
+
+    #[test]
+    fn missing_socket_is_quiet_unless_named() {
+        let mut r = Request::new(6379);
+        r.endpoint = Endpoint::Unix("/nonexistent/docker.sock".into());
+        r.endpoint_named = false;
+        let (f, s) = gather(&r);
+        assert!(f.is_none() && s.is_empty());
+        r.endpoint_named = true;
+        let (f, s) = gather(&r);
+        assert!(f.is_none());
+        assert_eq!(s.len(), 1);
+        assert!(s[0].reason.contains("/nonexistent/docker.sock"), "{:?}", s[0]);
+    }
+
+    /// A socket that accepts and never answers is bounded by the deadline.
+    #[test]
+    fn hanging_socket_is_bounded() {
+        let dir = std::env::temp_dir().join(format!("conndoc-container-hang-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("docker.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let mut r = Request::new(6379);
+        r.endpoint = Endpoint::Unix(sock);
+        r.deadline = Duration::from_millis(200);
+        let t = Instant::now();
+        let (f, s) = gather(&r);
+        let took = t.elapsed();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        assert!(f.is_none());
+        assert_eq!(s.len(), 1);
+        assert!(s[0].reason.contains("did not answer in time"), "{:?}", s[0]);
+    }
+}

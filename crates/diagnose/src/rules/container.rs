@@ -1,0 +1,490 @@
+//! Container rules (issue 10 part B): what the container engine's facts (state, port map)
+//! and the listeners inside a container's own namespace prove about a failure on a Docker
+//! host. Pure: reads `ev.containers` and `ev.host`.
+
+use crate::rules::client::connect_item;
+use crate::{Cause, Finding, Findings};
+use conndoc_facts::container::{Container, ContainerFacts};
+use conndoc_facts::host::Listener;
+use conndoc_facts::{ConnectKind, ConnectProbe, Evidence};
+use serde_json::json;
+use std::net::IpAddr;
+
+fn container_item(f: Finding, c: &Container) -> Finding {
+    let mut text = format!("{} is {}", c.label(), c.state.as_str());
+    if let Some(code) = c.exit_code {
+        text.push_str(&format!(", exit code {code}"));
+    }
+    if let Some(oom) = c.oom_killed {
+        text.push_str(if oom { ", OOM-killed" } else { ", not OOM-killed" });
+    }
+    if let Some(n) = c.restart_count {
+        text.push_str(&format!(", restarted {n} time{}", if n == 1 { "" } else { "s" }));
+    }
+    if let Some(t) = &c.finished_at {
+        text.push_str(&format!(", finished at {t}"));
+    }
+    if let Some(e) = &c.error {
+        text.push_str(&format!(", engine error: {e}"));
+    }
+    f.evidence(
+        "container",
+        text,
+        json!({ "id": c.id, "names": c.names, "image": c.image, "engine": c.engine, "state": c.state,
+                "exit_code": c.exit_code, "oom_killed": c.oom_killed, "restart_count": c.restart_count,
+                "pid": c.pid, "source": c.source }),
+    )
+}
+
+fn port_map_item(f: Finding, c: &Container) -> Finding {
+    f.evidence(
+        "port-map",
+        format!("{} port map: {}", c.name(), c.ports_text()),
+        json!({ "container": c.name(), "ports": c.ports }),
+    )
+}
+
+fn inside_listeners_item(f: Finding, c: &Container, ls: &[&Listener]) -> Finding {
+    let shown: Vec<String> = ls.iter().map(|l| l.local.to_string()).collect();
+    let owner =
+        ls.iter().find_map(|l| l.process.as_ref()).map(|p| format!(" ({} pid {})", p.comm, p.pid)).unwrap_or_default();
+    f.evidence(
+        "container-listener",
+        format!("inside {}'s network namespace: listening on {}{owner}", c.name(), shown.join(", ")),
+        json!({ "container": c.name(), "listeners": ls }),
+    )
+}
+
+fn first_refused(ev: &Evidence) -> Option<&ConnectProbe> {
+    ev.probes.iter().find(|p| p.kind == ConnectKind::Refused)
+}
+
+/// A refusal on the Docker host itself with nothing listening on the port there.
+fn refused_on_host(ev: &Evidence) -> Option<&ConnectProbe> {
+    let h = ev.host.as_ref()?;
+    let p = first_refused(ev)?;
+    let port = ev.target.port.get();
+    (h.listeners.iter().all(|l| l.port() != port)).then_some(p)
+}
+
+/// Whether these rules explain a refusal that the host rules would call
+/// `process-not-running` (the process is in a container, stopped or unpublished).
+pub fn explains_absence(ev: &Evidence) -> bool {
+    let Some(cf) = &ev.containers else { return false };
+    let port = ev.target.port.get();
+    refused_on_host(ev).is_some()
+        && cf.containers.iter().any(|c| {
+            (!c.state.serving() && c.published_on(port).next().is_some())
+                || c.mapping_to(port).next().is_some()
+                || !c.listeners.is_empty()
+        })
+}
+
+pub fn run(ev: &Evidence, out: &mut Findings) {
+    let Some(cf) = &ev.containers else { return };
+    let port = ev.target.port.get();
+    if let Some(p) = refused_on_host(ev) {
+        not_running(cf, port, p, out);
+        wrong_port(cf, port, p, out);
+        not_published(cf, port, p, out);
+    }
+    bound_to_loopback(ev, cf, port, out);
+    protected_mode_note(ev, cf, port, out);
+}
+
+fn not_running(cf: &ContainerFacts, port: u16, p: &ConnectProbe, out: &mut Findings) {
+    for c in cf.containers.iter().filter(|c| c.ports_known && !c.state.serving()) {
+        let Some(m) = c.published_on(port).next() else { continue };
+        let mut f = Finding::critical(
+            Cause::ContainerNotRunning,
+            format!(
+                "Container {} publishes port {port} ({}) but is {}{}: nothing forwards the connection",
+                c.name(),
+                m.text(),
+                c.state.as_str(),
+                c.exit_code
+                    .map(|x| format!(
+                        " (exit code {x}{})",
+                        if c.oom_killed == Some(true) { ", OOM-killed" } else { "" }
+                    ))
+                    .unwrap_or_default()
+            ),
+        );
+        f = container_item(f, c);
+        f = port_map_item(f, c);
+        if !c.log_tail.is_empty() {
+            f = f.evidence(
+                "container-log",
+                format!("last log lines of {}: {}", c.name(), c.log_tail.join(" | ")),
+                json!({ "container": c.name(), "lines": c.log_tail }),
+            );
+        }
+        let (text, data) = connect_item(p);
+        f = f.evidence("connect", text, data);
+        f = f.fix(format!("See why it stopped: `docker logs --tail 50 {}`.", c.name()));
+        if c.oom_killed == Some(true) {
+            f = f.fix(format!("It was OOM-killed: give it more memory (`docker update --memory … {}` or `docker run -m`), or make it use less.", c.name()));
+        }
+        f = f.fix(format!(
+            "Start it again: `docker start {}` (a restart policy, `--restart unless-stopped`, keeps it up).",
+            c.name()
+        ));
+        out.push(f);
+    }
+}
+
+fn wrong_port(cf: &ContainerFacts, port: u16, p: &ConnectProbe, out: &mut Findings) {
+    for c in cf.containers.iter().filter(|c| c.state.serving()) {
+        if c.published_on(port).next().is_some() {
+            continue;
+        }
+        let Some(m) = c.mapping_to(port).find(|m| m.host_port != port) else { continue };
+        let mut f = Finding::critical(
+            Cause::WrongPort,
+            format!(
+                "Port {port} of container {} is published on host port {} ({}), not on {port}: the client dials the container's port on the host",
+                c.name(),
+                m.host_port,
+                m.text()
+            ),
+        );
+        f = container_item(f, c);
+        f = port_map_item(f, c);
+        let (text, data) = connect_item(p);
+        f = f.evidence("connect", text, data);
+        f = f.fix(format!("Point the client at host port {} (the published one), or", m.host_port));
+        f = f.fix(format!(
+            "publish the container's port {port} on host port {port}: re-create it with `docker run -p {port}:{port} …` (`docker port {}` shows the map).",
+            c.name()
+        ));
+        out.push(f);
+    }
+}
+
+fn not_published(cf: &ContainerFacts, port: u16, p: &ConnectProbe, out: &mut Findings) {
+    for c in cf.containers.iter().filter(|c| c.state.serving() && c.ports_known) {
+        let ls: Vec<&Listener> = c.listeners.iter().filter(|l| l.port() == port).collect();
+        if ls.is_empty() || c.mapping_to(port).next().is_some() || c.published_on(port).next().is_some() {
+            continue;
+        }
+        let mut f = Finding::critical(
+            Cause::ContainerPortNotPublished,
+            format!(
+                "Container {} listens on port {port} inside its network namespace, but publishes no host port for it ({})",
+                c.name(),
+                c.ports_text()
+            ),
+        );
+        f = container_item(f, c);
+        f = inside_listeners_item(f, c, &ls);
+        f = port_map_item(f, c);
+        let (text, data) = connect_item(p);
+        f = f.evidence("connect", text, data);
+        f = f.fix(format!(
+            "Publish the port: re-create the container with `docker run -p {port}:{port} …` (or `ports: [\"{port}:{port}\"]` in compose); a running container's port map cannot be changed."
+        ));
+        if let Some(a) = c.addresses.first() {
+            if ls.iter().any(|l| !l.loopback_only()) {
+                f = f.fix(format!(
+                    "From this host only, the container's own address works without publishing: {a}:{port}."
+                ));
+            }
+        }
+        out.push(f);
+    }
+}
+
+/// The container behind the target (a published port, or its own address) listens only
+/// on loopback inside: whatever forwards to it (docker-proxy, DNAT) is refused there.
+fn bound_to_loopback(ev: &Evidence, cf: &ContainerFacts, port: u16, out: &mut Findings) {
+    let dialled: Vec<IpAddr> = ev.probes.iter().map(|p| p.address).collect();
+    for c in cf.containers.iter().filter(|c| c.state.serving() && c.listeners_read) {
+        // Which container port the target reaches: the published mapping, or the port itself
+        // when the container's own address was dialled.
+        let via_map = c.published_on(port).next();
+        let own_address = c.addresses.iter().any(|a| dialled.contains(a));
+        let inner = match (via_map, own_address) {
+            (Some(m), _) => m.container_port,
+            (None, true) => port,
+            _ => continue,
+        };
+        let ls: Vec<&Listener> = c.listeners.iter().filter(|l| l.port() == inner).collect();
+        if ls.is_empty() || !ls.iter().all(|l| l.loopback_only()) {
+            continue;
+        }
+        let route = match via_map {
+            Some(m) => format!("the engine forwards {} to the container's address", m.text()),
+            None => format!(
+                "the client dials the container's own address {}:{port}",
+                c.addresses.first().map(|a| a.to_string()).unwrap_or_default()
+            ),
+        };
+        let mut f = Finding::critical(
+            Cause::ContainerBoundToLoopback,
+            format!(
+                "Container {} listens only on loopback ({}) inside its network namespace, so connections forwarded to it are refused",
+                c.name(),
+                ls.iter().map(|l| l.local.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        );
+        f = container_item(f, c);
+        f = inside_listeners_item(f, c, &ls);
+        f = port_map_item(f, c);
+        f = f.evidence(
+            "translation",
+            route,
+            json!({ "container": c.name(), "addresses": c.addresses, "container_port": inner }),
+        );
+        if let Some(p) = ev.probes.first() {
+            let (text, data) = connect_item(p);
+            f = f.evidence("connect", text, data);
+        }
+        f = f
+            .fix(format!(
+                "Bind the service to 0.0.0.0 inside the container (redis: `--bind 0.0.0.0` / `bind 0.0.0.0` in redis.conf, with a password); `docker exec {} …` or re-create it with the new command.",
+                c.name()
+            ))
+            .fix("Publishing to 127.0.0.1 on the host (`-p 127.0.0.1:P:P`) keeps it private to the host; binding loopback inside the container makes it unreachable even there.");
+        out.push(f);
+        // The reset came from the container, one forwarding hop behind the host (so its TTL
+        // is lower than the host's): not from a middlebox.
+        let _ = out.remove(Cause::MiddleboxReset);
+    }
+}
+
+/// Redis in protected mode behind docker-proxy or DNAT: it sees the bridge gateway (or the
+/// remote client), never loopback, even when the client runs on the Docker host.
+fn protected_mode_note(ev: &Evidence, cf: &ContainerFacts, port: u16, out: &mut Findings) {
+    let Some(c) = cf.containers.iter().find(|c| c.state.serving() && c.published_on(port).next().is_some()) else {
+        return;
+    };
+    let Some(f) = out.get_mut(Cause::RedisProtectedMode) else { return };
+    let local_client = ev.probes.iter().any(|p| p.address.is_loopback());
+    let text = format!(
+        "{} publishes {}: the connection reaches Redis from the bridge gateway (docker-proxy or the engine's NAT){}, not from loopback — protected mode refuses it{}",
+        c.label(),
+        c.ports_text(),
+        c.addresses.first().map(|a| format!(" on {a}'s network")).unwrap_or_default(),
+        if local_client { " although the client runs on the Docker host" } else { "" }
+    );
+    f.evidence.push(crate::EvidenceItem {
+        kind: "container".into(),
+        text,
+        data: json!({ "container": c.name(), "ports": c.ports, "addresses": c.addresses }),
+    });
+    let fix = format!(
+        "Inside the container, loopback is the only address protected mode trusts: set a password (`--requirepass`), or `--protected-mode no` on a network you trust (e.g. `docker run … {} redis-server --protected-mode no`).",
+        c.image
+    );
+    if !f.remediation.contains(&fix) {
+        f.remediation.insert(0, fix);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{diagnose, Cause};
+    use conndoc_facts::container::{
+        Container, ContainerEngine, ContainerFacts, ContainerState, IdentitySource, PortMapping,
+    };
+    use conndoc_facts::host::{HostFacts, InspectScope, Inspected, Listener};
+    use conndoc_facts::{ConnectKind, ConnectProbe, Errno, Evidence, Family, Micros, Port, QueueLen, Target};
+
+    fn ev(kind: ConnectKind, target: &str, host: Option<HostFacts>, cs: Vec<Container>) -> Evidence {
+        let t = Target::parse(target).unwrap();
+        let address = match &t.host {
+            conndoc_facts::Host::Ip(a) => *a,
+            _ => unreachable!(),
+        };
+        let p = ConnectProbe {
+            address,
+            port: t.port,
+            family: Family::of(&address),
+            outcome: kind.outcome(),
+            kind,
+            errno: (kind == ConnectKind::Refused).then(|| Errno::from_raw(111)),
+            elapsed_us: Micros(100),
+            deadline_us: Micros(1_000_000),
+            local: None,
+            syn_retransmits: None,
+        };
+        let mut e: Evidence = serde_json::from_value(serde_json::json!({
+            "schema": "conndoc.evidence/v1",
+            "target": t,
+            "options": { "timeout_us": 1000000 },
+            "started_at": "2026-01-01T00:00:00Z",
+            "elapsed_us": 0,
+            "client": { "hostname": "c", "privileges": { "uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true } },
+            "resolution": serde_json::to_value(conndoc_facts::Resolution::default()).unwrap(),
+            "probes": [],
+        }))
+        .unwrap();
+        e.resolution.literal = true;
+        e.probes = vec![p];
+        e.host = host;
+        e.containers = Some(ContainerFacts {
+            containers: cs,
+            endpoint: Some("unix:///var/run/docker.sock".into()),
+            ..Default::default()
+        });
+        e
+    }
+
+    fn host() -> HostFacts {
+        HostFacts {
+            inspected: Some(Inspected { scope: InspectScope::Local, ..Default::default() }),
+            local_addresses: vec!["127.0.0.1".parse().unwrap()],
+            port: Some(Port::new(6379).unwrap()),
+            elapsed_us: Micros(1),
+            ..Default::default()
+        }
+    }
+
+    fn listener(a: &str) -> Listener {
+        let local: std::net::SocketAddr = a.parse().unwrap();
+        Listener {
+            family: Family::of(&local.ip()),
+            local,
+            v6only: None,
+            accept_queue: QueueLen(0),
+            backlog: QueueLen(511),
+            uid: 0,
+            inode: 7,
+            process: None,
+        }
+    }
+
+    fn cache(state: ContainerState, ports: &[(u16, u16)], inside: &[&str]) -> Container {
+        Container {
+            id: "e789749d466b394f7abd25eab1ccda533d154f6a4df486ee2c8589f53e3cfa6d".into(),
+            names: vec!["cache".into()],
+            image: "redis:7".into(),
+            engine: ContainerEngine::Docker,
+            state,
+            exit_code: (!state.serving()).then_some(1),
+            oom_killed: Some(false),
+            restart_count: Some(0),
+            error: None,
+            finished_at: None,
+            pid: state.serving().then_some(4242),
+            netns_inode: state.serving().then_some(4026532999),
+            addresses: if state.serving() { vec!["172.17.0.2".parse().unwrap()] } else { vec![] },
+            ports: ports
+                .iter()
+                .map(|&(h, c)| PortMapping { host_ip: None, host_port: h, container_port: c, protocol: "tcp".into() })
+                .collect(),
+            ports_known: true,
+            listeners: inside.iter().map(|a| listener(a)).collect(),
+            listeners_read: state.serving(),
+            log_tail: if state.serving() { vec![] } else { vec!["Fatal error, can't open config file".into()] },
+            source: IdentitySource::EngineApi,
+        }
+    }
+
+    fn text(r: &crate::Report, c: Cause) -> String {
+        serde_json::to_string(
+            r.finding(c)
+                .unwrap_or_else(|| panic!("no {c} in {:?}", r.findings.iter().map(|f| f.cause).collect::<Vec<_>>())),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn stopped_container_publishing_the_port() {
+        let e = ev(
+            ConnectKind::Refused,
+            "redis://127.0.0.1:6379",
+            Some(host()),
+            vec![cache(ContainerState::Exited, &[(6379, 6379)], &[])],
+        );
+        let r = diagnose(&e);
+        assert_eq!(r.verdict.cause, Cause::ContainerNotRunning);
+        let t = text(&r, Cause::ContainerNotRunning);
+        for s in [
+            "cache",
+            "exit code 1",
+            "not OOM-killed",
+            "0.0.0.0:6379 → 6379/tcp",
+            "can't open config file",
+            "docker start cache",
+            "docker logs",
+        ] {
+            assert!(t.contains(s), "{s} in {t}");
+        }
+        assert!(r.finding(Cause::ProcessNotRunning).is_none());
+    }
+
+    #[test]
+    fn published_on_another_host_port() {
+        let e = ev(
+            ConnectKind::Refused,
+            "redis://127.0.0.1:6379",
+            Some(host()),
+            vec![cache(ContainerState::Running, &[(6380, 6379)], &["0.0.0.0:6379"])],
+        );
+        let r = diagnose(&e);
+        assert_eq!(r.verdict.cause, Cause::WrongPort);
+        let t = text(&r, Cause::WrongPort);
+        assert!(t.contains("0.0.0.0:6380 → 6379/tcp") && t.contains("host port 6380") && t.contains("cache"), "{t}");
+        assert!(r.finding(Cause::ContainerPortNotPublished).is_none());
+    }
+
+    #[test]
+    fn listening_inside_but_not_published() {
+        let e = ev(
+            ConnectKind::Refused,
+            "redis://127.0.0.1:6379",
+            Some(host()),
+            vec![cache(ContainerState::Running, &[], &["0.0.0.0:6379"])],
+        );
+        let r = diagnose(&e);
+        assert_eq!(r.verdict.cause, Cause::ContainerPortNotPublished);
+        let t = text(&r, Cause::ContainerPortNotPublished);
+        assert!(
+            t.contains("no published ports") && t.contains("0.0.0.0:6379") && t.contains("docker run -p 6379:6379"),
+            "{t}"
+        );
+        assert!(r.finding(Cause::ProcessNotRunning).is_none(), "no 'found elsewhere' noise");
+        // A container that does not listen on the port is no explanation.
+        let e = ev(
+            ConnectKind::Refused,
+            "redis://127.0.0.1:6379",
+            Some(host()),
+            vec![cache(ContainerState::Running, &[], &[])],
+        );
+        assert!(diagnose(&e).finding(Cause::ContainerPortNotPublished).is_none());
+    }
+
+    #[test]
+    fn loopback_inside_behind_a_published_port() {
+        // docker-proxy accepted the connection: the connect succeeded, the backend refuses.
+        let e = ev(
+            ConnectKind::Connected,
+            "tcp://127.0.0.1:6379",
+            Some(HostFacts { listeners: vec![listener("0.0.0.0:6379")], ..host() }),
+            vec![cache(ContainerState::Running, &[(6379, 6379)], &["127.0.0.1:6379"])],
+        );
+        let r = diagnose(&e);
+        assert_eq!(r.verdict.cause, Cause::ContainerBoundToLoopback);
+        let t = text(&r, Cause::ContainerBoundToLoopback);
+        assert!(t.contains("cache") && t.contains("127.0.0.1:6379") && t.contains("0.0.0.0:6379 → 6379/tcp"), "{t}");
+        // The container's own address dialled from the Docker host.
+        let e = ev(
+            ConnectKind::Refused,
+            "tcp://172.17.0.2:6379",
+            None,
+            vec![cache(ContainerState::Running, &[], &["127.0.0.1:6379"])],
+        );
+        let r = diagnose(&e);
+        assert_eq!(r.verdict.cause, Cause::ContainerBoundToLoopback);
+        assert!(text(&r, Cause::ContainerBoundToLoopback).contains("172.17.0.2:6379"));
+        // Bound to all addresses inside: healthy.
+        let e = ev(
+            ConnectKind::Connected,
+            "tcp://127.0.0.1:6379",
+            Some(HostFacts { listeners: vec![listener("0.0.0.0:6379")], ..host() }),
+            vec![cache(ContainerState::Running, &[(6379, 6379)], &["0.0.0.0:6379"])],
+        );
+        assert_eq!(diagnose(&e).verdict.cause, Cause::Ok);
+    }
+}
