@@ -97,6 +97,18 @@ pub(crate) fn after_host(ev: &mut Evidence, opts: &Options) {
     let Some(host) = ev.host.clone() else { return };
     // Read over ssh: the remote linted redis.conf itself; its files are not readable here.
     if host.inspected.as_ref().is_some_and(|i| i.scope == InspectScope::Ssh) {
+        let gateway_status = ev
+            .protocol
+            .as_ref()
+            .is_some_and(|p| p.probes.iter().any(|pr| pr.http.as_ref().is_some_and(|h| h.gateway_error())));
+        if gateway_status {
+            skip(
+                ev,
+                "gateway-error-log",
+                "the gateway's error log is on the server and is not read over ssh",
+                Some("on the server: tail the nginx error_log for this client's address".into()),
+            );
+        }
         return;
     }
     match ev.target.scheme {
