@@ -206,3 +206,52 @@ fn parse_errors_never_echo_a_url_password() {
     }
     assert_bad_input(&["diagnose", "http://127.0.0.1:1/a\r\nX-Injected: 1"], "control characters");
 }
+
+/// A server on a loopback port this test opened that accepts and never says a word.
+struct Silent {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+impl Silent {
+    fn start() -> Silent {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let end = Instant::now() + Duration::from_secs(60);
+            while !s.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+                match l.accept() {
+                    Ok((c, _)) => held.push(c),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Silent { port, stop, thread: Some(thread) }
+    }
+}
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_silent_server_costs_one_timeout_not_two() {
+    let s = Silent::start();
+    for scheme in ["redis", "rediss", "https", "http"] {
+        let target = format!("{scheme}://127.0.0.1:{}", s.port);
+        let start = Instant::now();
+        let o = conndoc(&["diagnose", &target, "--timeout", "1s"]);
+        let took = start.elapsed();
+        assert_eq!(o.status.code(), Some(1), "{target}: {}", stderr(&o));
+        // One 1 s deadline plus inspection; two would be over 2 s.
+        assert!(took < Duration::from_millis(1800), "{target}: took {took:?}");
+    }
+}

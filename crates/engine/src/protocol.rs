@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// At most this many connected addresses are spoken to (each has its own deadline).
 const MAX_ADDRESSES: usize = 4;
+/// Deadline of the follow-up INFO over the inspected host's loopback.
+const LOOPBACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     let scheme = ev.target.scheme;
@@ -122,6 +124,15 @@ pub(crate) fn after_host(ev: &mut Evidence, opts: &Options) {
 /// inside its network namespace), where protected mode does not apply. Used when the remote
 /// probe could not read INFO (protected mode, max clients) and the process title hides it.
 fn config_file_via_loopback(ev: &Evidence, host: &HostFacts, opts: &Options) -> Option<(String, String)> {
+    // A server that let the remote probe run into its deadline would do the same here: one
+    // run, one deadline — a second full timeout is not spent on it.
+    let timed_out = ev
+        .protocol
+        .as_ref()
+        .is_some_and(|p| p.probes.iter().any(|pr| pr.error.as_deref().is_some_and(|e| e.contains("deadline passed"))));
+    if timed_out {
+        return None;
+    }
     let port = ev.target.port.get();
     let l = host.listeners.iter().find(|l| l.port() == port)?;
     let ip = match l.local.ip() {
@@ -135,7 +146,8 @@ fn config_file_via_loopback(ev: &Evidence, host: &HostFacts, opts: &Options) -> 
         user: ev.target.user.as_deref(),
         password: ev.target.password.as_ref(),
         tls: tls.as_ref(),
-        timeout: opts.timeout,
+        // Loopback to a live redis-server answers in milliseconds.
+        timeout: opts.timeout.min(LOOPBACK_TIMEOUT),
         config: false,
         db: None,
     };

@@ -41,7 +41,7 @@ pub fn probe(addr: SocketAddr, o: &HttpOptions<'_>) -> ProtocolProbe {
     };
     h.connect_us = Some(Micros::from_duration(start.elapsed()));
     p.connect_us = h.connect_us;
-    let mut c = match crate::secure(tcp, o.tls, || confirm_plain_http(addr, o)) {
+    let mut c = match crate::secure(tcp, o.tls, || confirm_plain_http(addr, o, deadline)) {
         crate::Secured::Ready(c, tls) => {
             h.tls_us = tls.as_ref().and_then(|t| t.handshake_us);
             p.tls = tls;
@@ -129,7 +129,7 @@ pub fn probe(addr: SocketAddr, o: &HttpOptions<'_>) -> ProtocolProbe {
             if crate::looks_like_tls(&first) || !buf.is_empty() || !closed {
                 None
             } else {
-                confirm_tls_port(addr, o.timeout)
+                confirm_tls_port(addr, deadline)
             }
         });
     }
@@ -138,8 +138,10 @@ pub fn probe(addr: SocketAddr, o: &HttpOptions<'_>) -> ProtocolProbe {
 }
 
 /// The TLS handshake got no TLS answer: does a plaintext GET get an HTTP one?
-fn confirm_plain_http(addr: SocketAddr, o: &HttpOptions<'_>) -> Option<TlsMismatch> {
-    let plain = HttpOptions { host_header: o.host_header, path: o.path, tls: None, timeout: o.timeout };
+/// Within the probe's own deadline: a follow-up never adds a second timeout to the run.
+fn confirm_plain_http(addr: SocketAddr, o: &HttpOptions<'_>, deadline: Instant) -> Option<TlsMismatch> {
+    let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+    let plain = HttpOptions { host_header: o.host_header, path: o.path, tls: None, timeout: left };
     let p = probe(addr, &plain);
     let line = p.http?.status_line?;
     Some(TlsMismatch {

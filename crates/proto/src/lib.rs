@@ -14,7 +14,7 @@ pub mod tls;
 
 use conndoc_facts::protocol::{MismatchDirection, TlsFacts, TlsFailure, TlsMismatch};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The first bytes of a TLS record: alert (0x15) or handshake (0x16), version 3.x.
 pub fn looks_like_tls(b: &[u8]) -> bool {
@@ -59,9 +59,19 @@ pub fn secure(
     confirm_plain: impl FnOnce() -> Option<TlsMismatch>,
 ) -> Secured {
     let Some(setup) = setup else { return Secured::Ready(conn::Conn::Plain(tcp), None) };
+    // Half the time left for the handshake: a plaintext server that waits for more bytes
+    // leaves the other half to `confirm_plain`, inside the same deadline (one run, one
+    // deadline — not a second full timeout).
+    let mut tcp = tcp;
+    let full = tcp.deadline;
+    let now = Instant::now();
+    tcp.deadline = now + full.saturating_duration_since(now) / 2;
     let (c, facts, first) = conn::handshake(tcp, setup);
     match c {
-        Some(c) => Secured::Ready(c, Some(facts)),
+        Some(mut c) => {
+            c.set_deadline(full);
+            Secured::Ready(c, Some(facts))
+        }
         None => {
             let mismatch = mismatch_from_first_bytes(&first, true).or_else(|| {
                 matches!(facts.failure, Some(TlsFailure::Closed | TlsFailure::Timeout | TlsFailure::NotTls))
@@ -73,10 +83,11 @@ pub fn secure(
     }
 }
 
-/// Plaintext got nothing back: does a TLS handshake on the same port get an answer?
-pub fn confirm_tls_port(addr: SocketAddr, timeout: Duration) -> Option<TlsMismatch> {
+/// Plaintext got nothing back: does a TLS handshake on the same port get an answer? Within
+/// the first probe's `deadline`, so a silent server costs one timeout, not two.
+pub fn confirm_tls_port(addr: SocketAddr, deadline: Instant) -> Option<TlsMismatch> {
     let setup = tls::TlsSetup::new(&addr.ip().to_string(), None, true).ok()?;
-    let tcp = conn::connect(addr, Instant::now() + timeout).ok()?;
+    let tcp = conn::connect(addr, deadline).ok()?;
     let (_, facts, first) = conn::handshake(tcp, &setup);
     if !(facts.ok || !facts.chain.is_empty() || looks_like_tls(&first)) {
         return None;

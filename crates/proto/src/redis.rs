@@ -151,7 +151,7 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
         }
     };
     p.connect_us = Some(Micros::from_duration(start.elapsed()));
-    let conn = match crate::secure(tcp, o.tls, || confirm_plain_redis(addr, o.timeout)) {
+    let conn = match crate::secure(tcp, o.tls, || confirm_plain_redis(addr, deadline)) {
         crate::Secured::Ready(c, tls) => {
             p.tls = tls;
             c
@@ -267,7 +267,7 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
             if looks_like_tls(&first_bytes) {
                 None
             } else {
-                confirm_tls_port(addr, o.timeout)
+                confirm_tls_port(addr, deadline)
             }
         });
     }
@@ -276,8 +276,8 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
 }
 
 /// A TLS handshake failed without a readable answer: does a plaintext PING get one?
-fn confirm_plain_redis(addr: SocketAddr, timeout: Duration) -> Option<TlsMismatch> {
-    let deadline = Instant::now() + timeout;
+/// Within the probe's own deadline: a follow-up never adds a second timeout to the run.
+fn confirm_plain_redis(addr: SocketAddr, deadline: Instant) -> Option<TlsMismatch> {
     let tcp = conn::connect(addr, deadline).ok()?;
     let mut s = Session { conn: Conn::Plain(tcp), buf: Vec::new(), closed: false, failed: None, garbage: None };
     let res = s.exchange(&[cmd(&["PING"])]);
