@@ -89,3 +89,72 @@ pub fn containers_for_pids(pids: &[u32], port: u16) -> Option<ContainerFacts> {
     let (facts, _) = conndoc_container::gather(&req);
     facts
 }
+
+/// The container behind a listener, for `conndoc listeners`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListenerContainer {
+    pub name: String,
+    pub id: String,
+    /// Set for a `docker-proxy` row: the container address and port it forwards to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwards_to: Option<std::net::SocketAddr>,
+}
+
+/// `-container-ip A -container-port P` of a docker-proxy command line.
+pub fn docker_proxy_target(cmdline: &str) -> Option<std::net::SocketAddr> {
+    let args: Vec<&str> = cmdline.split_whitespace().collect();
+    let val = |flag: &str| args.iter().position(|a| *a == flag).and_then(|i| args.get(i + 1)).copied();
+    let ip: std::net::IpAddr = val("-container-ip")?.parse().ok()?;
+    let port: u16 = val("-container-port")?.parse().ok()?;
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
+/// Name the container behind each listener: the owner's container (cgroup id, named by the
+/// engine), the container a docker-proxy forwards to, or — inside `--netns-pid PID` — PID's.
+pub fn listener_containers(
+    ls: &[conndoc_facts::host::Listener],
+    netns_pid: Option<u32>,
+) -> Vec<Option<ListenerContainer>> {
+    let proxies: Vec<Option<std::net::SocketAddr>> = ls
+        .iter()
+        .map(|l| l.process.as_ref().filter(|p| p.comm == "docker-proxy").and_then(|p| docker_proxy_target(&p.cmdline)))
+        .collect();
+    let mut req = conndoc_container::Request::new(0);
+    req.pids = ls.iter().filter_map(|l| l.process.as_ref().map(|p| p.pid)).chain(netns_pid).collect();
+    req.pids.sort_unstable();
+    req.pids.dedup();
+    req.addresses = proxies.iter().flatten().map(|a| a.ip()).collect();
+    if !engine_named_or_present() && req.pids.is_empty() {
+        return vec![None; ls.len()];
+    }
+    let (facts, _) = conndoc_container::gather(&req);
+    let Some(facts) = facts else { return vec![None; ls.len()] };
+    let by_pid = |pid: u32| {
+        let id = conndoc_container::cgroup::of_pid(pid)?.id;
+        facts.containers.iter().find(|c| c.id == id)
+    };
+    let ns_owner = netns_pid.and_then(by_pid);
+    ls.iter()
+        .zip(&proxies)
+        .map(|(l, proxy)| {
+            let (c, fwd) = match proxy {
+                Some(a) => (facts.by_address(a.ip()), Some(*a)),
+                None => (l.process.as_ref().and_then(|p| by_pid(p.pid)).or(ns_owner), None),
+            };
+            c.map(|c| ListenerContainer { name: c.name().to_string(), id: c.short_id().to_string(), forwards_to: fwd })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn docker_proxy_arguments() {
+        let cmd = "/usr/sbin/docker-proxy -proto tcp -host-ip 0.0.0.0 -host-port 6379 -container-ip 172.17.0.2 -container-port 6379";
+        assert_eq!(super::docker_proxy_target(cmd), Some("172.17.0.2:6379".parse().unwrap()));
+        let v6 = "docker-proxy -proto tcp -host-ip :: -host-port 80 -container-ip fd00::2 -container-port 8080";
+        assert_eq!(super::docker_proxy_target(v6), Some("[fd00::2]:8080".parse().unwrap()));
+        assert_eq!(super::docker_proxy_target("docker-proxy -proto tcp"), None);
+        assert_eq!(super::docker_proxy_target("docker-proxy -container-ip x -container-port 1"), None);
+    }
+}

@@ -1,6 +1,7 @@
 //! `conndoc listeners`: the listening TCP sockets with their process, queues and warnings.
 
 use super::usage;
+use conndoc_engine::container::ListenerContainer;
 use conndoc_facts::host::Listener;
 use conndoc_facts::Port;
 use conndoc_host::NetnsSpec;
@@ -29,6 +30,9 @@ const FD_NEAR: f64 = 0.8;
 struct Row<'a> {
     #[serde(flatten)]
     listener: &'a Listener,
+    /// The container behind the listener (its owner's, or the one a docker-proxy forwards to).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<&'a ListenerContainer>,
     warnings: Vec<&'static str>,
 }
 
@@ -72,7 +76,16 @@ fn fill(l: &Listener) -> String {
     format!("{q}/{b} [{}{}]", "#".repeat(cells), ".".repeat(10 - cells))
 }
 
-fn table(ls: &[Listener]) -> String {
+/// `cache`, or `→cache 172.17.0.2:6379` for a docker-proxy row.
+fn container_cell(c: Option<&ListenerContainer>) -> String {
+    match c {
+        None => "-".into(),
+        Some(ListenerContainer { name, forwards_to: Some(a), .. }) => format!("→{name} {a}"),
+        Some(c) => c.name.clone(),
+    }
+}
+
+fn table(ls: &[Listener], cs: &[Option<ListenerContainer>]) -> String {
     let mut rows = vec![[
         "ADDRESS".to_string(),
         "PORT".into(),
@@ -80,10 +93,11 @@ fn table(ls: &[Listener]) -> String {
         "V6ONLY".into(),
         "QUEUE".into(),
         "PROCESS".into(),
+        "CONTAINER".into(),
         "FDS".into(),
         "WARNINGS".into(),
     ]];
-    for l in ls {
+    for (i, l) in ls.iter().enumerate() {
         let p = l.process.as_ref();
         rows.push([
             l.local.ip().to_string(),
@@ -92,6 +106,7 @@ fn table(ls: &[Listener]) -> String {
             l.v6only.map(|v| if v { "yes" } else { "no" }).unwrap_or("-").to_string(),
             fill(l),
             p.map(|p| format!("{}/{}", p.comm, p.pid)).unwrap_or_else(|| "?".into()),
+            container_cell(cs.get(i).and_then(Option::as_ref)),
             p.and_then(|p| {
                 Some(format!("{}/{}", p.open_fds?, p.nofile_soft.map(|n| n.to_string()).unwrap_or("∞".into())))
             })
@@ -99,7 +114,7 @@ fn table(ls: &[Listener]) -> String {
             warnings(l).join(","),
         ]);
     }
-    let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..9).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in &rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -128,11 +143,16 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         conndoc_host::netns::check_spec(s).map_err(usage)?;
     }
     let ls = conndoc_host::listener_table(port.map(Port::get), spec.as_ref())?;
+    let cs = conndoc_engine::container::listener_containers(&ls, a.netns_pid);
     let s = if a.json {
         let out = Output {
             schema: "conndoc.listeners/v1",
             netns: spec.as_ref().map(NetnsSpec::label),
-            listeners: ls.iter().map(|l| Row { listener: l, warnings: warnings(l) }).collect(),
+            listeners: ls
+                .iter()
+                .zip(&cs)
+                .map(|(l, c)| Row { listener: l, container: c.as_ref(), warnings: warnings(l) })
+                .collect(),
         };
         let mut s = serde_json::to_string_pretty(&out)?;
         s.push('\n');
@@ -143,7 +163,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             None => "no TCP listeners\n".to_string(),
         }
     } else {
-        table(&ls)
+        table(&ls, &cs)
     };
     super::diagnose::write_out(&s)?;
     Ok(0)
@@ -175,7 +195,7 @@ mod tests {
         assert_eq!(fill(&l("0.0.0.0:80", 3, 128)), "3/128 [#.........]");
         assert_eq!(warnings(&l("127.0.0.1:80", 0, 128)), vec!["loopback-only"]);
         assert_eq!(warnings(&l("[::]:80", 2, 1)), vec!["ipv6-only", "queue-full"]);
-        let t = table(&[l("127.0.0.1:6379", 0, 511)]);
+        let t = table(&[l("127.0.0.1:6379", 0, 511)], &[None]);
         assert!(t.starts_with("ADDRESS"));
         assert!(t.contains("127.0.0.1  6379"));
     }
