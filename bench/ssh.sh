@@ -3,6 +3,7 @@
 # the local diagnosis on the server plus one `ssh HOST true` (the login it costs).
 #
 #   sudo bench/ssh.sh [RUNS]      (default 20 runs of each command, interleaved)
+#   PROFILE=debug sudo bench/ssh.sh   (the dev build: all four commands use the same binary)
 #
 # Builds two lab network namespaces joined by a veth pair (nothing changes outside them),
 # starts a real sshd (Debian openssh-server) in the server one with keys made here by
@@ -20,8 +21,13 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 [ "$(id -u)" = 0 ] || { echo "bench/ssh.sh: needs root (network namespaces, sshd)" >&2; exit 2; }
 [ -x /usr/sbin/sshd ] || { echo "bench/ssh.sh: /usr/sbin/sshd missing (openssh-server)" >&2; exit 2; }
 
-cargo build --release -q -p conndoc --bin conndoc --bin conndoc-labtool --manifest-path "$ROOT/Cargo.toml"
-BIN=$CARGO_TARGET_DIR/release
+PROFILE=${PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build --release -q -p conndoc --bin conndoc --bin conndoc-labtool --manifest-path "$ROOT/Cargo.toml"
+else
+  cargo build -q -p conndoc --bin conndoc --bin conndoc-labtool --manifest-path "$ROOT/Cargo.toml"
+fi
+BIN=$CARGO_TARGET_DIR/$PROFILE
 C=cdbsc$$
 S=cdbss$$
 DIR=$(mktemp -d /tmp/conndoc-bench-ssh.XXXXXX)
@@ -98,4 +104,4 @@ printf '%-64s %9s\n' "C  ssh root@10.88.0.2 true" "$Cc"
 printf '%-64s %9s\n' "D  conndoc diagnose $T on the client, no --ssh" "$D"
 awk -v a="$A" -v b="$B" -v c="$Cc" 'BEGIN { printf "ratio A / (B + C) = %.3f   (budget 1.20)\n", a / (b + c) }'
 echo "sshd logins during the run: $(grep -c 'Accepted publickey' "$DIR/sshd.log" || true) (expected $((2 * RUNS + 1)): one per --ssh run, one per ssh true, one sanity run)"
-echo "load: $(uptime)"
+echo "profile: $PROFILE; load: $(uptime)"
