@@ -255,3 +255,61 @@ fn a_silent_server_costs_one_timeout_not_two() {
         assert!(took < Duration::from_millis(1800), "{target}: took {took:?}");
     }
 }
+
+/// A one-shot server on a loopback port this test opened: reads a little, answers `reply`.
+fn answering(reply: &'static [u8]) -> (u16, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        l.set_nonblocking(true).unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        let mut served = 0;
+        while Instant::now() < end && served < 4 {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                    let mut b = [0u8; 4096];
+                    let _ = c.read(&mut b);
+                    let _ = c.write_all(reply);
+                    served += 1;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    (port, t)
+}
+
+#[test]
+fn server_bytes_never_reach_the_terminal_raw() {
+    for (scheme, reply) in [
+        ("http", &b"HTTP/1.1 503 \x1b[2J\x1b]0;pwned\x07\r\nServer: evil\x1b[31m\r\nContent-Length: 0\r\n\r\n"[..]),
+        ("redis", &b"-ERR \x1b[2Jgone\x1b]0;pwned\x07\r\n"[..]),
+    ] {
+        let (port, _t) = answering(reply);
+        let target = format!("{scheme}://127.0.0.1:{port}");
+        let o = conndoc(&["diagnose", &target, "--no-host", "--timeout", "1s"]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{target}: {out} {}", stderr(&o));
+        assert!(!out.contains('\x1b') && !out.contains('\x07'), "{target}: raw escape in {out:?}");
+        assert!(out.contains("\\u{1b}"), "{target}: {out}");
+    }
+    let t = Tmp::new("lint-escape");
+    let conf = t.path("redis.conf");
+    std::fs::write(&conf, "bind \"0.0.0.0\x1b[2J\"\nprotected-mode no\n").unwrap();
+    let o = conndoc(&["lint", &conf]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains('\x1b'), "{out:?}");
+}
+
+#[test]
+fn an_out_of_range_http_status_is_a_protocol_violation() {
+    let (port, _t) = answering(b"HTTP/1.1 999 Weird\r\nContent-Length: 0\r\n\r\n");
+    let o = conndoc(&["diagnose", &format!("http://127.0.0.1:{port}"), "--no-host", "--timeout", "1s"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(!out.contains("http-error"), "{out}");
+    assert!(out.contains("protocol violation") && out.contains("HTTP/1.1 999 Weird"), "{out}");
+}

@@ -34,6 +34,11 @@ impl Style {
 
 /// The whole report as text.
 pub fn text(r: &Report, color: bool) -> String {
+    // Server-controlled bytes (a Redis error, an HTTP reason phrase or Server header, a
+    // linted value, any string of an evidence file given to `explain`) reach every field:
+    // escape control characters in all of them before anything is written to a terminal.
+    let escaped = escaped_report(r);
+    let r = escaped.as_ref().unwrap_or(r);
     let st = Style { on: color };
     let mut o = String::new();
     let ok = r.verdict.cause == Cause::Ok;
@@ -186,4 +191,40 @@ fn resolution_line(r: &Report) -> String {
         ));
     }
     line
+}
+
+/// The report with every control character in every string (other than newline and tab)
+/// written as `\u{1b}`; `None` when there is none (the common case: no copy).
+fn escaped_report(r: &Report) -> Option<Report> {
+    let mut v = serde_json::to_value(r).ok()?;
+    if !escape_strings(&mut v) {
+        return None;
+    }
+    serde_json::from_value(v).ok()
+}
+
+fn escape_strings(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
+            *s = escape_control(s);
+            true
+        }
+        Value::Array(a) => a.iter_mut().fold(false, |acc, x| escape_strings(x) | acc),
+        Value::Object(m) => m.values_mut().fold(false, |acc, x| escape_strings(x) | acc),
+        _ => false,
+    }
+}
+
+/// Control characters as `\u{..}` escapes; everything else as is.
+pub fn escape_control(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

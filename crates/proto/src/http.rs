@@ -30,6 +30,8 @@ pub enum HttpError {
     NotHttp(String),
     #[error("malformed HTTP status line {0:?}")]
     BadStatusLine(String),
+    #[error("protocol violation: HTTP status outside 100-599 in status line {0:?}")]
+    StatusOutOfRange(String),
     #[error("malformed HTTP header line {0:?}")]
     BadHeader(String),
     #[error("HTTP response head larger than {MAX_HEAD} bytes")]
@@ -59,8 +61,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError
         return Err(bad());
     }
     let status: u16 = code.parse().map_err(|_| bad())?;
-    if !(100..=999).contains(&status) {
-        return Err(bad());
+    // RFC 9110 §15: 100–599. A 999 is a protocol violation, not an "HTTP error".
+    if !(100..=599).contains(&status) {
+        return Err(HttpError::StatusOutOfRange(status_line.clone()));
     }
     let mut headers = Vec::new();
     for l in lines {

@@ -65,7 +65,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         for c in &report.compared_with {
             s += &format!("  compared with {c}\n");
         }
-        super::diagnose::write_out(&s)?;
+        // Values come from the linted file: no raw escape sequence reaches the terminal.
+        super::diagnose::write_out(&conndoc_diagnose::render::escape_control(&s))?;
     }
     Ok(if report.problems.is_empty() { 0 } else { 1 })
 }

@@ -287,7 +287,13 @@ fn redis(where_: &str, p: &ProtocolProbe, r: &RedisFacts, out: &mut Findings) {
             Some(
                 with_replies(Finding::critical(
                     Cause::RedisProtectedMode,
-                    format!("Redis at {where_} is in protected mode: it answered -DENIED{closed} (no password is set and the client is not on loopback)"),
+                    if p.address.is_loopback() {
+                        // Then the server did not see our loopback address: something between
+                        // (a proxy, a port forward, docker-proxy) connected from another one.
+                        format!("Redis at {where_} is in protected mode: it answered -DENIED{closed} (no password is set, and although this client dialled loopback the server saw the connection come from a non-loopback address — a proxy or port forward in between)")
+                    } else {
+                        format!("Redis at {where_} is in protected mode: it answered -DENIED{closed} (no password is set and the client is not on loopback)")
+                    },
                 ))
                 .fix("Set a password: `requirepass <secret>` (or an ACL user) in redis.conf, restart, and give it to clients")
                 .fix("Or, on a trusted network only: bind the interface clients use and run `redis-cli CONFIG SET protected-mode no` from the server's loopback"),
@@ -566,6 +572,18 @@ mod tests {
         let f = r.finding(Cause::RedisProtectedMode).unwrap();
         assert!(f.summary.contains("closed the connection"));
         assert!(f.evidence.iter().any(|e| e.kind == "redis-reply" && e.text.contains("-DENIED Redis is running")));
+    }
+
+    #[test]
+    fn denied_over_loopback_does_not_blame_the_client_address() {
+        let mut pf = redis_with(DENIED, true);
+        pf.probes[0].address = "127.0.0.1".parse().unwrap();
+        let r = diagnose(&evidence("redis://127.0.0.1", pf));
+        let f = r.finding(Cause::RedisProtectedMode).unwrap();
+        assert!(!f.summary.contains("not on loopback"), "{}", f.summary);
+        assert!(f.summary.contains("proxy or port forward"), "{}", f.summary);
+        let r = diagnose(&evidence("redis://10.77.0.2", redis_with(DENIED, true)));
+        assert!(r.finding(Cause::RedisProtectedMode).unwrap().summary.contains("not on loopback"));
     }
 
     #[test]
