@@ -693,3 +693,54 @@ mod tests {
         assert_eq!(decode(b"garbage", &key()).err(), Some(Refused::Damaged));
     }
 }
+
+/// The cache file's decoder on damaged payloads: the checksum is recomputed after each
+/// mutation so the decoder itself is reached (a real damaged file is turned away by the
+/// checksum first). Seed: the real ruleset of tests/fixtures/nfnl-mixed.bin, encoded.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use conndoc_testsupport::fuzz::{budget, cases, inputs};
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    use std::collections::HashSet;
+
+    fn seal(key: &FileKey, payload: &[u8]) -> Vec<u8> {
+        let mut out = W(Vec::new());
+        out.0.extend_from_slice(MAGIC);
+        out.u32(FORMAT);
+        out.str(&key.build);
+        out.str(&key.boot_id);
+        out.u64(key.cookie);
+        out.u32(key.generation);
+        out.u64(payload.len() as u64);
+        out.u64(checksum(payload));
+        out.0.extend_from_slice(payload);
+        out.0
+    }
+
+    #[test]
+    fn damaged_payloads_are_refused_or_decoded_never_a_panic() {
+        let b = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nfnl-mixed.bin")).unwrap();
+        let d = crate::nfnl::Dump::parse(&crate::nfnl::RawDump::from_bytes(&b).unwrap()).unwrap();
+        let rs = crate::nfnl::to_ruleset(&d, 0, &HashSet::new());
+        let key = FileKey { build: "b".into(), boot_id: "boot".into(), cookie: 7, generation: 3 };
+        let file = encode(&key, &rs, Some(&[(1, "lo".into())]));
+        assert_eq!(decode(&file, &key).map(|c| c.ruleset.rule_count).ok(), Some(rs.rule_count));
+        let payload = header(&file).unwrap().1.to_vec();
+        assert_eq!(seal(&key, &payload), file, "seal builds what encode builds");
+        let start = std::time::Instant::now();
+        let mut runner = TestRunner::new(Config { cases: cases(), failure_persistence: None, ..Config::default() });
+        runner
+            .run(&inputs(vec![payload]), |p| {
+                if start.elapsed() > budget() {
+                    return Ok(());
+                }
+                let file = seal(&key, &p);
+                std::panic::catch_unwind(|| {
+                    let _ = decode(&file, &key);
+                })
+                .map_err(|_| TestCaseError::fail("decode panicked"))
+            })
+            .unwrap();
+    }
+}
