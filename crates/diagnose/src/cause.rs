@@ -66,6 +66,7 @@ causes! {
     HostUnreachable = "host-unreachable", 70;
     PathDrop = "path-drop", 71;
     NoListener = "no-listener", 80;
+    AcceptedThenClosed = "accepted-then-closed", 82;
     ConnectTimeout = "connect-timeout", 85;
     Unknown = "unknown", 99;
     // Secondary findings: warnings, never a verdict on their own.

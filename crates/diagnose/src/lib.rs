@@ -16,6 +16,7 @@ pub fn diagnose(ev: &Evidence) -> Report {
     let mut out = Findings::default();
     rules::client::run(ev, &mut out);
     rules::host::run(ev, &mut out);
+    rules::backend::run(ev, &mut out);
     rules::firewall::run(ev, &mut out);
     rules::kube::run(ev, &mut out);
     rules::path::run(ev, &mut out);

@@ -4,6 +4,7 @@
 //! runs while connecting, and the protocol and host stages see the connect results.
 //! Each area has its own module with a begin/end (or one-shot) stage.
 
+mod backend;
 mod batch;
 mod capture;
 mod client;
@@ -98,7 +99,8 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     };
     let capture_stage = capture::begin(&ev, opts, &addrs);
     let path_stage = path::begin(&mut ev, opts, &addrs);
-    ev.probes = conndoc_probe::connect::connect_all(&addrs, ev.target.port, opts.timeout);
+    ev.probes =
+        conndoc_probe::connect::connect_all_watched(&addrs, ev.target.port, opts.timeout, peer_watch(&ev, opts));
     let path_ports = path::end(path_stage, &mut ev);
     capture::end(capture_stage, &mut ev, opts, &path_ports);
     path::after_capture(&mut ev, opts);
@@ -115,6 +117,7 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
         }
     };
     protocol::after_host(&mut ev, opts);
+    backend::run(&mut ev, opts, None);
     if firewall_relevant(&ev) {
         firewall::run(&mut ev, opts, remote_fw);
     }
@@ -122,6 +125,15 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
 
     ev.elapsed_us = Micros::from_duration(start.elapsed());
     Ok(ev)
+}
+
+/// How long a `tcp://` check watches an opened connection for a close or reset by the peer
+/// (a proxy with a dead backend accepts, then closes within milliseconds). Other schemes
+/// speak their protocol, which sees the same.
+const PEER_WATCH: Duration = Duration::from_millis(150);
+
+fn peer_watch(ev: &Evidence, opts: &Options) -> Option<Duration> {
+    (ev.target.scheme == conndoc_facts::Scheme::Tcp).then(|| PEER_WATCH.min(opts.timeout))
 }
 
 /// What the evidence records of the options a run had.
@@ -160,6 +172,7 @@ pub(crate) fn new_evidence(target: Target, opts: &Options, client: conndoc_facts
         protocol: None,
         containers: None,
         path: None,
+        backend: None,
         skipped: Vec::new(),
         kube: None,
         target,

@@ -81,10 +81,35 @@ pub struct ConnectProbe {
     /// SYN retransmissions the kernel made before giving up (TCP_INFO), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syn_retransmits: Option<u8>,
+    /// The peer closed or reset the connection right after the handshake, before sending
+    /// anything (a proxy whose backend is dead does this). Read only for `tcp://` checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_close: Option<PeerClose>,
+}
+
+/// How the peer ended a connection it had just accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerCloseKind {
+    /// An orderly close (FIN): a read returned end of file.
+    Eof,
+    /// A reset (RST): a read failed with ECONNRESET.
+    Reset,
+}
+
+/// The peer closed an accepted connection within the watch window after connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerClose {
+    pub kind: PeerCloseKind,
+    /// Time from the connect to the close.
+    pub after_us: Micros,
+    /// How long conndoc watched the connection.
+    pub watched_us: Micros,
 }
 
 impl ConnectProbe {
+    /// Connected, and not closed by the peer straight away.
     pub fn ok(&self) -> bool {
-        self.outcome == Outcome::Connected
+        self.outcome == Outcome::Connected && self.peer_close.is_none()
     }
 }

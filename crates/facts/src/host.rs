@@ -20,6 +20,9 @@ pub enum InspectScope {
     NetnsPid,
     /// Another machine, read by `conndoc inspect` run there over SSH (`--ssh`).
     Ssh,
+    /// The network namespace that owns the dialled address, found by conndoc among this
+    /// machine's namespaces (no flag given).
+    Found,
 }
 
 /// The namespace that was inspected.

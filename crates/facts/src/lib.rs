@@ -13,6 +13,7 @@ pub mod firewall;
 pub mod host;
 pub mod inspect;
 pub mod kube;
+pub mod nat;
 pub mod path;
 pub mod protocol;
 pub mod resolve;
@@ -20,7 +21,7 @@ pub mod target;
 pub mod value;
 
 pub use client::{ClientFacts, Privileges, SkippedCheck};
-pub use connect::{ConnectKind, ConnectProbe, Outcome};
+pub use connect::{ConnectKind, ConnectProbe, Outcome, PeerClose, PeerCloseKind};
 pub use resolve::Resolution;
 pub use target::{Host, Scheme, Secret, Target, TargetError, REDACTED};
 pub use value::{Errno, Family, Micros, Port, QueueLen, SocketState, Ttl, ValueError};
@@ -77,6 +78,10 @@ pub struct Evidence {
     /// the TTL test, a router answered unreachable, or `--path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<path::PathFacts>,
+    /// The backend behind a DNAT rule or a userland proxy on the dialled port, inspected in
+    /// the network namespace that owns its address (issue 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<nat::BackendFacts>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedCheck>,
     /// Probed addresses that are Kubernetes Services in kube-proxy's rules (issue 12).

@@ -80,7 +80,7 @@ fn ns_type(f: &File) -> std::io::Result<libc::c_int> {
 }
 
 #[allow(unsafe_code)]
-fn setns_net(f: &File) -> std::io::Result<()> {
+pub(crate) fn setns_net(f: &File) -> std::io::Result<()> {
     // SAFETY: setns takes a file descriptor that stays open for the call (borrowed from
     // `f`) and a constant namespace type; it changes only the calling thread's namespace.
     let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };

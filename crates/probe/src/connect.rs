@@ -1,6 +1,6 @@
 //! One TCP connect per address, each with its own deadline, classified by errno.
 
-use conndoc_facts::{ConnectKind, ConnectProbe, Errno, Family, Micros, Port};
+use conndoc_facts::{ConnectKind, ConnectProbe, Errno, Family, Micros, PeerClose, PeerCloseKind, Port};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -8,7 +8,19 @@ use std::time::{Duration, Instant};
 /// Connect to every address at once (one thread each) and classify each result.
 /// Results keep the order of `addrs`.
 pub fn connect_all(addrs: &[IpAddr], port: Port, timeout: Duration) -> Vec<ConnectProbe> {
-    let handles: Vec<_> = addrs.iter().map(|&a| std::thread::spawn(move || connect_one(a, port, timeout))).collect();
+    connect_all_watched(addrs, port, timeout, None)
+}
+
+/// [`connect_all`], watching each opened connection for up to `watch` for a close or reset
+/// by the peer (see [`connect_watched`]).
+pub fn connect_all_watched(
+    addrs: &[IpAddr],
+    port: Port,
+    timeout: Duration,
+    watch: Option<Duration>,
+) -> Vec<ConnectProbe> {
+    let handles: Vec<_> =
+        addrs.iter().map(|&a| std::thread::spawn(move || connect_watched(a, port, timeout, watch))).collect();
     handles.into_iter().filter_map(|h| h.join().ok()).collect()
 }
 
@@ -25,11 +37,20 @@ pub fn unstarted(address: IpAddr, port: Port, timeout: Duration) -> ConnectProbe
         deadline_us: Micros::from_duration(timeout),
         local: None,
         syn_retransmits: None,
+        peer_close: None,
     }
 }
 
 /// Connect once and classify. The socket is closed before returning.
 pub fn connect_one(address: IpAddr, port: Port, timeout: Duration) -> ConnectProbe {
+    connect_watched(address, port, timeout, None)
+}
+
+/// Connect once and classify; when it connects and `watch` is set, wait up to `watch` for
+/// the peer to close or reset the connection before it sends anything — what a proxy with a
+/// dead backend does right after accepting. A peer that sends data, or stays quiet for the
+/// whole window, is healthy.
+pub fn connect_watched(address: IpAddr, port: Port, timeout: Duration, watch: Option<Duration>) -> ConnectProbe {
     let sa = SocketAddr::new(address, port.get());
     let start = Instant::now();
     let mut probe = unstarted(address, port, timeout);
@@ -58,9 +79,30 @@ pub fn connect_one(address: IpAddr, port: Port, timeout: Duration) -> ConnectPro
     if kind == ConnectKind::Timeout {
         probe.syn_retransmits = syn_retransmits(&sock);
     }
+    if let (ConnectKind::Connected, Some(w)) = (kind, watch.filter(|w| !w.is_zero())) {
+        probe.peer_close = peer_close(&sock, start, w);
+    }
     probe.kind = kind;
     probe.outcome = kind.outcome();
     probe
+}
+
+/// A close or reset by the peer within `watch` of the connect (a 1-byte peek, never consuming).
+fn peer_close(sock: &Socket, connected_at: Instant, watch: Duration) -> Option<PeerClose> {
+    let watch_start = Instant::now();
+    sock.set_read_timeout(Some(watch)).ok()?;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    let kind = match sock.peek(&mut buf) {
+        Ok(0) => PeerCloseKind::Eof,
+        Ok(_) => return None,
+        Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => PeerCloseKind::Reset,
+        Err(_) => return None, // EAGAIN: quiet for the whole window, as a healthy server may be
+    };
+    Some(PeerClose {
+        kind,
+        after_us: Micros::from_duration(connected_at.elapsed()),
+        watched_us: Micros::from_duration(watch_start.elapsed()),
+    })
 }
 
 /// Classify a connect error the way every part of conndoc does (the watch daemon too).
@@ -137,6 +179,29 @@ mod tests {
         assert_eq!(p.kind, ConnectKind::Refused);
         assert_eq!(p.errno.unwrap().as_str(), "ECONNREFUSED");
         assert!(p.local.is_some(), "a refused connect was bound to a source port");
+    }
+
+    #[test]
+    fn accepted_then_closed_is_seen() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = Port::new(l.local_addr().unwrap().port()).unwrap();
+        let closer = std::thread::spawn(move || {
+            let (c, _) = l.accept().unwrap();
+            drop(c);
+            // A quiet healthy peer next.
+            let (c, _) = l.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            drop(c);
+        });
+        let w = Some(Duration::from_millis(200));
+        let p = connect_watched("127.0.0.1".parse().unwrap(), port, Duration::from_secs(1), w);
+        assert_eq!(p.kind, ConnectKind::Connected);
+        let pc = p.peer_close.expect("closed by the peer");
+        assert_eq!(pc.kind, PeerCloseKind::Eof);
+        assert!(!p.ok());
+        let p = connect_watched("127.0.0.1".parse().unwrap(), port, Duration::from_secs(1), w);
+        assert!(p.peer_close.is_none() && p.ok(), "{p:?}");
+        closer.join().unwrap();
     }
 
     #[test]

@@ -174,6 +174,15 @@ fn hosts_override(ev: &Evidence, out: &mut Findings) {
     }
 }
 
+/// The `conndoc listeners` flag that enters the inspected namespace again: the evidence
+/// records a pid's namespace as `pid:N`, which only `--netns-pid N` takes.
+pub(crate) fn netns_flag(n: &str) -> String {
+    match n.strip_prefix("pid:") {
+        Some(pid) => format!(" --netns-pid {pid}"),
+        None => format!(" --netns {n}"),
+    }
+}
+
 fn refused(ev: &Evidence, p: &ConnectProbe, out: &mut Findings) {
     let f = Finding::critical(
         Cause::NoListener,
@@ -183,12 +192,7 @@ fn refused(ev: &Evidence, p: &ConnectProbe, out: &mut Findings) {
     // With the server's socket table read, "check what listens" is done: nothing does.
     let f = match &ev.host {
         Some(h) => {
-            let netns = h
-                .inspected
-                .as_ref()
-                .and_then(|i| i.netns.as_deref())
-                .map(|n| format!(" --netns {n}"))
-                .unwrap_or_default();
+            let netns = h.inspected.as_ref().and_then(|i| i.netns.as_deref()).map(netns_flag).unwrap_or_default();
             f.fix(format!(
                 "Start the service that should listen on port {} (its unit, container or supervisor), or point the client at the port it really listens on (`conndoc listeners{netns}` lists what listens there now).",
                 p.port

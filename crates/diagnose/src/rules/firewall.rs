@@ -270,6 +270,11 @@ fn middlebox_reset(p: &ConnectProbe, flow: Option<&FlowSeen>, baseline: Option<&
         return None;
     }
     let hops = |t: conndoc_facts::Ttl| i32::from(t.likely_initial()) - i32::from(t.0);
+    // A reset from further away than the host came from behind it — a backend the host
+    // forwards to (DNAT, a container), one forwarding hop further — not from a box on the way.
+    if hops(rst.ttl) > hops(base.ttl) {
+        return None;
+    }
     let f = Finding::critical(
         Cause::MiddleboxReset,
         format!(
@@ -409,6 +414,13 @@ mod tests {
         // Same TTL as the host: the host sent it, no middlebox.
         ev.capture.as_mut().unwrap().baselines[0].ttl = Ttl(64);
         assert!(diagnose(&ev).finding(Cause::MiddleboxReset).is_none());
+        // Lower than the host's: it came from behind the host (a forwarded backend), never a middlebox.
+        let cap = ev.capture.as_mut().unwrap();
+        cap.baselines[0].ttl = Ttl(64);
+        cap.flows[0].rst = Some(ReplySeen { from: cap.flows[0].address, ttl: Ttl(63) });
+        let r = diagnose(&ev);
+        assert!(r.finding(Cause::MiddleboxReset).is_none());
+        assert_ne!(r.verdict.cause, Cause::MiddleboxReset);
     }
 
     #[test]

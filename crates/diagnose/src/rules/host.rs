@@ -22,13 +22,16 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
     let failed: Vec<&ConnectProbe> = ev.probes.iter().filter(|p| !p.ok()).collect();
     let refused: Vec<&ConnectProbe> = failed.iter().copied().filter(|p| p.kind == ConnectKind::Refused).collect();
 
-    for p in &refused {
+    // Forwarded to a backend that was inspected: its socket table, not the front's, says
+    // whether anything serves the port (rules/backend.rs).
+    let forwarded = crate::rules::backend::inspected(ev).is_some();
+    for p in refused.iter().filter(|_| !forwarded) {
         refused_here(ev, h, p, out);
     }
     port_in_use(ev, h, out);
     // A service in a stopped or unpublished container is named by the container rules;
     // "not running (found elsewhere)" would only be noise then.
-    if !failed.is_empty() && h.listeners.is_empty() && !crate::rules::container::explains_absence(ev) {
+    if !failed.is_empty() && h.listeners.is_empty() && !crate::rules::container::explains_absence(ev) && !forwarded {
         service_absent(ev, h, &failed, out);
     }
     fd_exhaustion(h, out);
@@ -148,7 +151,8 @@ fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findi
     let port = p.port;
     let a_loop = a.is_loopback() || matches!(a, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|x| x.is_loopback()));
     if !a_loop && ls.iter().all(Listener::loopback_only) {
-        let container = h.inspected.as_ref().is_some_and(|i| i.scope == InspectScope::NetnsPid);
+        let container =
+            h.inspected.as_ref().is_some_and(|i| matches!(i.scope, InspectScope::NetnsPid | InspectScope::Found));
         let named = h
             .inspected
             .as_ref()
@@ -670,6 +674,7 @@ mod tests {
             deadline_us: Micros(1_000_000),
             local: Some(format!("{}:40000", if address.is_ipv4() { "10.0.0.1" } else { "[fd00::1]" }).parse().unwrap()),
             syn_retransmits: None,
+            peer_close: None,
         }
     }
 

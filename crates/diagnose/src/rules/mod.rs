@@ -1,5 +1,6 @@
 //! One module per area of evidence. Each `run` reads the evidence and pushes findings.
 
+pub mod backend;
 pub mod client;
 pub mod container;
 pub mod firewall;

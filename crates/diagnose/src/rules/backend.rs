@@ -1,0 +1,400 @@
+//! Backend rules (issue 10): the dialled port is forwarded (DNAT, redirect, userland proxy)
+//! and the backend was inspected in its own namespace. What the backend's socket table
+//! says there explains the failure; the front host's own table (no listener, or only the
+//! proxy) does not. Also `accepted-then-closed`. Pure: reads `ev.backend` and the probes.
+
+use crate::rules::client::connect_item;
+use crate::{Cause, Finding, Findings};
+use conndoc_facts::host::{HostFacts, Listener};
+use conndoc_facts::nat::{BackendFacts, TranslationKind};
+use conndoc_facts::{ConnectProbe, Evidence, PeerCloseKind};
+use serde_json::json;
+
+/// The backend was inspected: the front host's absence rules step aside.
+pub fn inspected(ev: &Evidence) -> Option<(&BackendFacts, &HostFacts)> {
+    let b = ev.backend.as_ref()?;
+    Some((b, b.host.as_ref()?))
+}
+
+pub fn run(ev: &Evidence, out: &mut Findings) {
+    let failed: Vec<&ConnectProbe> = ev.probes.iter().filter(|p| !p.ok()).collect();
+    let protocol_failed = ev.protocol.as_ref().is_some_and(|pf| pf.probes.iter().any(|p| p.error.is_some()));
+    if let Some((b, bh)) = inspected(ev) {
+        if !failed.is_empty() || protocol_failed {
+            backend(ev, b, bh, failed.first().copied(), out);
+        }
+    }
+    for p in ev.probes.iter().filter(|p| p.peer_close.is_some()) {
+        out.push(accepted_then_closed(ev, p));
+    }
+}
+
+fn translation_item(f: Finding, b: &BackendFacts) -> Finding {
+    let t = &b.translation;
+    let text = match t.kind {
+        TranslationKind::Proxy => format!("{} forwards {} → {}", proxy_name(b), t.from, t.to),
+        _ => t.describe(),
+    };
+    let text = match (&t.proxy, t.kind) {
+        (Some(p), TranslationKind::Proxy) => format!("{text} (pid {}: {})", p.pid, p.cmdline),
+        _ => text,
+    };
+    f.evidence("translation", text, json!(t))
+}
+
+fn proxy_name(b: &BackendFacts) -> String {
+    b.translation.proxy.as_ref().map(|p| p.comm.clone()).unwrap_or_else(|| "a proxy".into())
+}
+
+/// Where the backend runs, for a person: the namespace and a process in it.
+fn where_backend(b: &BackendFacts) -> String {
+    match &b.netns {
+        Some(n) if !n.paths.is_empty() || !n.pids.is_empty() => n.describe(),
+        Some(n) if n.inode != 0 => n.describe(),
+        _ => "the same network namespace".into(),
+    }
+}
+
+fn netns_item(f: Finding, b: &BackendFacts) -> Finding {
+    match &b.netns {
+        Some(n) => f.evidence(
+            "backend-netns",
+            format!(
+                "{} owns {} (found among {} namespace(s) searched)",
+                n.describe(),
+                b.translation.to.ip(),
+                b.searched.max(1)
+            ),
+            json!(n),
+        ),
+        None => f,
+    }
+}
+
+fn listener_item(f: Finding, l: &Listener) -> Finding {
+    let owner = l.process.as_ref().map(|p| format!(" — pid {} ({}): {}", p.pid, p.comm, p.cmdline)).unwrap_or_default();
+    f.evidence("listener", format!("inside the backend: listening on {}{owner}", l.local), json!(l))
+}
+
+fn with_connect(f: Finding, p: Option<&ConnectProbe>) -> Finding {
+    match p {
+        Some(p) => {
+            let (text, data) = connect_item(p);
+            f.evidence("connect", text, data)
+        }
+        None => f,
+    }
+}
+
+fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectProbe>, out: &mut Findings) {
+    let t = &b.translation;
+    let (to, port) = (t.to.ip(), t.to.port());
+    let ls = &bh.listeners;
+    let dialled =
+        format!("{}:{}", ev.probes.first().map(|p| p.address.to_string()).unwrap_or_default(), ev.target.port);
+    let front_ns = ev.host.as_ref().and_then(|h| h.inspected.as_ref()).and_then(|i| i.netns_inode);
+    let other_ns = b.netns.as_ref().is_some_and(|n| n.inode != 0 && Some(n.inode) != front_ns);
+    let wher = where_backend(b);
+    if !ls.is_empty() && !ls.iter().any(|l| l.accepts(to)) && ls.iter().all(Listener::loopback_only) {
+        let cause = if other_ns { Cause::ContainerBoundToLoopback } else { Cause::BoundToLoopback };
+        let shown: Vec<String> = ls.iter().map(|l| l.local.to_string()).collect();
+        let mut f = Finding::critical(
+            cause,
+            format!(
+                "{dialled} is forwarded to {} ({}), where the service listens only on loopback ({}): the forwarded connections are refused there",
+                t.to,
+                wher,
+                shown.join(", ")
+            ),
+        );
+        f = translation_item(f, b);
+        f = netns_item(f, b);
+        for l in ls {
+            f = listener_item(f, l);
+        }
+        f = with_connect(f, p)
+            .fix(format!(
+                "Make the service inside {wher} listen on {to}:{port} or on all addresses (0.0.0.0 / [::]) instead of loopback; forwarded connections arrive on {to}, never on 127.0.0.1."
+            ))
+            .fix("For redis in a container: `--bind 0.0.0.0` (or `bind 0.0.0.0` in its redis.conf), and set a password before exposing it.");
+        out.push(f);
+        return;
+    }
+    if !ls.is_empty() {
+        return; // something takes the forwarded connections; other rules say what else fails
+    }
+    // Nothing listens on the backend port: on another port, not running, or nothing at all.
+    let svc = bh.expected.as_ref();
+    let mut others: Vec<&Listener> =
+        b.other_listeners.iter().filter(|l| !l.loopback_only() || to.is_loopback()).collect();
+    if let Some(s) = svc {
+        others.retain(|l| l.process.as_ref().is_none_or(|p| s.running.iter().any(|r| r.pid == p.pid)));
+        if s.running.is_empty() && !others.is_empty() && others.iter().all(|l| l.process.is_some()) {
+            others.clear();
+        }
+    }
+    if !others.is_empty() {
+        let ports: Vec<String> = others.iter().map(|l| l.local.to_string()).collect();
+        let mut f = Finding::critical(
+            Cause::WrongPort,
+            format!(
+                "{dialled} is forwarded to {} ({}), but the service there listens on {}, not on port {port}",
+                t.to,
+                wher,
+                ports.join(", ")
+            ),
+        );
+        f = translation_item(f, b);
+        f = netns_item(f, b);
+        for l in &others {
+            f = listener_item(f, l);
+        }
+        f = f.evidence(
+            "socket-table",
+            format!("inside the backend: no TCP listener on port {port}"),
+            json!({ "port": port, "listeners": [] }),
+        );
+        f = with_connect(f, p).fix(format!(
+            "Make the forwarding point at port {} (the {} maps {} → {}), or make the service listen on {port}.",
+            others[0].port(),
+            t.kind.as_str(),
+            t.from,
+            t.to
+        ));
+        out.push(f);
+        return;
+    }
+    let not_running = svc.is_some_and(|s| s.running.is_empty());
+    let (cause, summary) = match svc {
+        Some(s) if not_running => (
+            Cause::ProcessNotRunning,
+            format!(
+                "{dialled} is forwarded to {} ({}), where {} is not running: nothing listens on port {port} there",
+                t.to, wher, s.name
+            ),
+        ),
+        _ => (
+            Cause::NoListener,
+            format!("{dialled} is forwarded to {} ({}), where nothing listens on port {port}", t.to, wher),
+        ),
+    };
+    let mut f = Finding::critical(cause, summary);
+    f = translation_item(f, b);
+    f = netns_item(f, b);
+    f = f.evidence(
+        "socket-table",
+        format!("inside the backend: no TCP listener on port {port} on any address (sock_diag in {wher})"),
+        json!({ "port": port, "listeners": [], "inspected": bh.inspected }),
+    );
+    if let Some(s) = svc.filter(|_| not_running) {
+        f = f.evidence(
+            "process-table",
+            format!("no process named {} runs in the backend's namespace", s.name),
+            json!({ "expected": s.name, "running": s.running }),
+        );
+    }
+    f = with_connect(f, p).fix(format!(
+        "Start the backend service inside {wher} on port {port}, or point the {} at where it really listens.",
+        match t.kind {
+            TranslationKind::Proxy => format!("{} (its -container-port)", proxy_name(b)),
+            _ => "DNAT rule".to_string(),
+        }
+    ));
+    out.push(f);
+}
+
+fn accepted_then_closed(ev: &Evidence, p: &ConnectProbe) -> Finding {
+    let pc = p.peer_close.unwrap_or(conndoc_facts::PeerClose {
+        kind: PeerCloseKind::Eof,
+        after_us: p.elapsed_us,
+        watched_us: conndoc_facts::Micros(0),
+    });
+    let how = match pc.kind {
+        PeerCloseKind::Eof => "closed it (FIN)",
+        PeerCloseKind::Reset => "reset it (RST)",
+    };
+    let mut f = Finding::critical(
+        Cause::AcceptedThenClosed,
+        format!(
+            "{}:{} accepts the TCP handshake, then the peer {how} after {} without sending anything: nothing serves the connection",
+            p.address, p.port, pc.after_us
+        ),
+    )
+    .evidence(
+        "peer-close",
+        format!(
+            "connect {}:{} → connected, then the peer {how} {} after the connect (watched {})",
+            p.address, p.port, pc.after_us, pc.watched_us
+        ),
+        json!({ "probe": p, "peer_close": pc }),
+    );
+    if let Some(b) = &ev.backend {
+        f = translation_item(f, b);
+        if let Some(why) = &b.not_inspected {
+            f = f.evidence(
+                "backend",
+                format!("the backend {} was not inspected: {why}", b.translation.to),
+                json!(b.not_inspected),
+            );
+        }
+        f = f.fix(format!(
+            "The {} accepts on behalf of {}, which does not take the connection: check that the backend runs and listens on {}.",
+            b.translation.kind.as_str(),
+            b.translation.to,
+            b.translation.to
+        ));
+    } else {
+        f = f.fix("Something accepts on the port but drops every connection at once: a proxy or load balancer whose backend is down, or a service refusing this client; check its log.");
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose;
+    use conndoc_facts::host::{InspectScope, Inspected, ProcessInfo};
+    use conndoc_facts::nat::{NetnsIdentity, ProxyRef, Translation};
+    use conndoc_facts::{ConnectKind, Errno, Family, Micros, PeerClose, Port, QueueLen};
+    use std::net::IpAddr;
+
+    fn probe(kind: ConnectKind) -> ConnectProbe {
+        let address: IpAddr = "10.0.0.2".parse().unwrap();
+        ConnectProbe {
+            address,
+            port: Port::new(16379).unwrap(),
+            family: Family::Ipv4,
+            outcome: kind.outcome(),
+            kind,
+            errno: (kind == ConnectKind::Refused).then(|| Errno::from_raw(111)),
+            elapsed_us: Micros(100),
+            deadline_us: Micros(1_000_000),
+            local: Some("10.0.0.1:40000".parse().unwrap()),
+            syn_retransmits: None,
+            peer_close: None,
+        }
+    }
+
+    fn listener(addr: &str, comm: &str) -> Listener {
+        let local: std::net::SocketAddr = addr.parse().unwrap();
+        Listener {
+            family: Family::of(&local.ip()),
+            local,
+            v6only: None,
+            accept_queue: QueueLen(0),
+            backlog: QueueLen(511),
+            uid: 0,
+            inode: 9,
+            process: Some(ProcessInfo {
+                pid: 42,
+                comm: comm.into(),
+                cmdline: comm.into(),
+                uid: 0,
+                user: None,
+                open_fds: None,
+                nofile_soft: None,
+                nofile_hard: None,
+                in_target_netns: Some(true),
+            }),
+        }
+    }
+
+    fn evidence(p: ConnectProbe, backend_listeners: Vec<Listener>, others: Vec<Listener>) -> Evidence {
+        let json = serde_json::json!({
+            "schema": conndoc_facts::EVIDENCE_SCHEMA,
+            "target": conndoc_facts::Target::parse("tcp://10.0.0.2:16379").unwrap(),
+            "options": { "timeout_us": 1_000_000 },
+            "started_at": "2026-01-01T00:00:00Z",
+            "elapsed_us": 1,
+            "client": { "hostname": "c", "privileges": { "uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true } },
+            "resolution": serde_json::to_value(conndoc_facts::Resolution::default()).unwrap(),
+            "probes": [p],
+        });
+        let mut ev: Evidence = serde_json::from_value(json).expect("evidence");
+        ev.resolution.literal = true;
+        ev.host = Some(HostFacts {
+            inspected: Some(Inspected { scope: InspectScope::Local, netns: None, netns_inode: Some(1) }),
+            listeners: vec![listener("0.0.0.0:16379", "docker-proxy")],
+            ..Default::default()
+        });
+        ev.backend = Some(BackendFacts {
+            translation: Translation {
+                kind: TranslationKind::Proxy,
+                from: "0.0.0.0:16379".parse().unwrap(),
+                to: "172.17.0.2:6379".parse().unwrap(),
+                hook: None,
+                rule: None,
+                proxy: Some(ProxyRef {
+                    pid: 42,
+                    comm: "docker-proxy".into(),
+                    cmdline: "docker-proxy -proto tcp".into(),
+                }),
+            },
+            netns: Some(NetnsIdentity {
+                inode: 7,
+                paths: vec!["/run/netns/c1".into()],
+                pids: vec![77],
+                entered_by: "/run/netns/c1".into(),
+            }),
+            host: Some(HostFacts {
+                inspected: Some(Inspected {
+                    scope: InspectScope::Found,
+                    netns: Some("/run/netns/c1".into()),
+                    netns_inode: Some(7),
+                }),
+                listeners: backend_listeners,
+                ..Default::default()
+            }),
+            not_inspected: None,
+            other_listeners: others,
+            searched: 3,
+            search_us: 100,
+        });
+        ev
+    }
+
+    fn closed() -> ConnectProbe {
+        let mut p = probe(ConnectKind::Connected);
+        p.peer_close = Some(PeerClose { kind: PeerCloseKind::Eof, after_us: Micros(900), watched_us: Micros(800) });
+        p
+    }
+
+    #[test]
+    fn loopback_backend_behind_a_proxy() {
+        let ev = evidence(closed(), vec![listener("127.0.0.1:6379", "redis-server")], vec![]);
+        let r = diagnose(&ev);
+        assert_eq!(r.verdict.cause, Cause::ContainerBoundToLoopback);
+        let f = r.finding(Cause::ContainerBoundToLoopback).unwrap();
+        let text: Vec<&str> = f.evidence.iter().map(|e| e.text.as_str()).collect();
+        assert!(text.iter().any(|t| t.contains("docker-proxy forwards 0.0.0.0:16379 → 172.17.0.2:6379")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("127.0.0.1:6379") && t.contains("redis-server")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("/run/netns/c1")), "{text:?}");
+        // The closed connection is a failure of its own, outranked by the backend's cause.
+        assert!(r.finding(Cause::AcceptedThenClosed).is_some());
+    }
+
+    #[test]
+    fn backend_on_another_port_and_absent() {
+        let ev = evidence(closed(), vec![], vec![listener("0.0.0.0:6380", "redis-server")]);
+        let r = diagnose(&ev);
+        assert_eq!(r.verdict.cause, Cause::WrongPort);
+        let f = r.finding(Cause::WrongPort).unwrap();
+        assert!(f.summary.contains("0.0.0.0:6380") && f.summary.contains("not on port 6379"), "{}", f.summary);
+        let ev = evidence(closed(), vec![], vec![]);
+        let r = diagnose(&ev);
+        assert_eq!(r.verdict.cause, Cause::NoListener);
+        assert!(r.finding(Cause::NoListener).unwrap().summary.contains("forwarded to 172.17.0.2:6379"));
+        // Nothing known of a backend: the close itself is the verdict, never ok.
+        let mut ev = evidence(closed(), vec![], vec![]);
+        ev.backend = None;
+        let r = diagnose(&ev);
+        assert_eq!(r.verdict.cause, Cause::AcceptedThenClosed);
+        assert_ne!(r.exit_status(), 0);
+    }
+
+    #[test]
+    fn netns_hint_takes_the_pid_flag() {
+        assert_eq!(crate::rules::client::netns_flag("pid:42"), " --netns-pid 42");
+        assert_eq!(crate::rules::client::netns_flag("lab1"), " --netns lab1");
+    }
+}

@@ -1,0 +1,147 @@
+//! Backend stage (issue 10): when the dialled port is forwarded — a userland proxy such as
+//! `docker-proxy` holds it, or a DNAT/redirect rule in a `nat` hook translates it — find
+//! the network namespace that owns the backend address and inspect it there, with the
+//! backend's port. The facts go to `Evidence::backend`; the front host stays in `host`.
+
+use crate::{skip, Options};
+use conndoc_facts::host::{HostFacts, InspectScope, Listener};
+use conndoc_facts::nat::{BackendFacts, NetnsIdentity, ProxyRef, Translation, TranslationKind};
+use conndoc_facts::{Evidence, Port};
+use conndoc_host::{InspectRequest, NetnsSpec};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Time the namespace search may take.
+const SEARCH_DEADLINE: Duration = Duration::from_millis(500);
+/// Listeners on other ports kept from the backend namespace (for wrong-port).
+const OTHER_LISTENERS: usize = 16;
+
+/// Whether anything failed that the backend could explain: a failed or closed connect, or
+/// a protocol exchange that ended in an error.
+fn worth_following(ev: &Evidence) -> bool {
+    ev.probes.iter().any(|p| !p.ok())
+        || ev.protocol.as_ref().is_some_and(|pf| pf.probes.iter().any(|p| p.error.is_some()))
+}
+
+/// The userland proxy holding the dialled port, and where it forwards to.
+pub(crate) fn proxy_translation(ev: &Evidence, h: &HostFacts) -> Option<Translation> {
+    let port = ev.target.port.get();
+    let dialled: Vec<IpAddr> = ev.probes.iter().map(|p| p.address).collect();
+    for l in h.listeners.iter().filter(|l| l.port() == port && dialled.iter().any(|a| l.accepts(*a))) {
+        let Some(p) = &l.process else { continue };
+        let args = conndoc_host::procs::cmdline_args(p.pid);
+        if !conndoc_host::proxy::is_docker_proxy(&p.comm, &args) {
+            continue;
+        }
+        let Some(a) = conndoc_host::proxy::parse_docker_proxy(&args) else { continue };
+        if a.proto != "tcp" {
+            continue;
+        }
+        return Some(Translation {
+            kind: TranslationKind::Proxy,
+            from: a.host,
+            to: a.backend,
+            hook: None,
+            rule: None,
+            proxy: Some(ProxyRef { pid: p.pid, comm: p.comm.clone(), cmdline: p.cmdline.clone() }),
+        });
+    }
+    None
+}
+
+pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
+    if opts.no_host || !worth_following(ev) {
+        return;
+    }
+    let Some(front) = ev.host.clone() else { return };
+    let Some(t) = proxy_translation(ev, &front).or(nat) else { return };
+    let mut b = BackendFacts {
+        translation: t.clone(),
+        netns: None,
+        host: None,
+        not_inspected: None,
+        other_listeners: Vec::new(),
+        searched: 0,
+        search_us: 0,
+    };
+    let to = t.to.ip();
+    let front_inode = front.inspected.as_ref().and_then(|i| i.netns_inode);
+    // The backend is the front namespace itself (a redirect, a DNAT to one of its own
+    // addresses): inspect it again with the backend's port.
+    let same = to.is_loopback() || front.local_addresses.contains(&to);
+    let entered: Option<(Option<NetnsSpec>, NetnsIdentity)> = if same {
+        let spec = front_spec(opts);
+        let id = NetnsIdentity {
+            inode: front_inode.unwrap_or(0),
+            entered_by: spec.as_ref().map(|s| s.path().display().to_string()).unwrap_or_default(),
+            ..Default::default()
+        };
+        Some((spec, id))
+    } else {
+        let mut skip_ns: Vec<u64> = front_inode.into_iter().collect();
+        skip_ns.extend(conndoc_host::procs::current_netns());
+        let s = conndoc_host::nsfind::find_owner(to, &skip_ns, SEARCH_DEADLINE.min(opts.timeout));
+        b.searched = s.searched;
+        b.search_us = u64::try_from(s.elapsed.as_micros()).unwrap_or(u64::MAX);
+        match s.found {
+            Some(id) => Some((Some(NetnsSpec::Named(id.entered_by.clone())), id)),
+            None => {
+                b.not_inspected = Some(match s.incomplete {
+                    Some(why) => format!("no namespace searched owns {to} ({} searched; {why})", s.searched),
+                    None => format!("no network namespace on this machine owns {to} ({} searched)", s.searched),
+                });
+                None
+            }
+        }
+    };
+    if let Some((spec, id)) = entered {
+        inspect_backend(ev, &mut b, spec, id, t.to);
+    }
+    ev.backend = Some(b);
+}
+
+/// The namespace the front host was inspected in, to enter again (None: conndoc's own).
+fn front_spec(opts: &Options) -> Option<NetnsSpec> {
+    opts.netns_pid.map(NetnsSpec::Pid).or_else(|| opts.netns.clone().map(NetnsSpec::Named))
+}
+
+fn inspect_backend(
+    ev: &mut Evidence,
+    b: &mut BackendFacts,
+    spec: Option<NetnsSpec>,
+    id: NetnsIdentity,
+    to: SocketAddr,
+) {
+    let Some(port) = Port::new(to.port()) else {
+        b.not_inspected = Some(format!("backend port {} is not a port", to.port()));
+        return;
+    };
+    let req = InspectRequest {
+        port,
+        expect: ev.options.expect_process.clone(),
+        scope: if spec.is_none() { InspectScope::Local } else { InspectScope::Found },
+        netns: spec,
+        privileges: ev.client.privileges.clone(),
+        thorough: true,
+    };
+    match conndoc_host::inspect::inspect(&req, None) {
+        Ok((facts, skipped)) => {
+            b.host = Some(facts);
+            ev.skipped.extend(skipped);
+            // Listeners on other ports of the backend: what wrong-port names.
+            let others = conndoc_host::listener_table(None, req.netns.as_ref()).unwrap_or_default();
+            b.other_listeners =
+                others.into_iter().filter(|l: &Listener| l.port() != to.port()).take(OTHER_LISTENERS).collect();
+        }
+        Err(e) => {
+            b.not_inspected = Some(e.to_string());
+            skip(
+                ev,
+                "backend inspection",
+                format!("{}: {e}", id.describe()),
+                Some("entering another network namespace needs root (CAP_SYS_ADMIN): run conndoc with sudo".into()),
+            );
+        }
+    }
+    b.netns = Some(id);
+}

@@ -1,0 +1,165 @@
+//! Address translation in front of the dialled port, and the backend it leads to (issue 10).
+//!
+//! When the dialled `addr:port` is forwarded — a DNAT or redirect rule in a `nat` hook, or a
+//! userland proxy such as `docker-proxy` — the diagnosis goes on at the backend: the network
+//! namespace that owns the backend address, inspected there with the backend's port.
+
+use crate::firewall::{Hook, RuleRef};
+use crate::host::HostFacts;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// How the dialled address is translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TranslationKind {
+    /// A DNAT rule (`-j DNAT --to-destination`, nft `dnat to`).
+    Dnat,
+    /// A redirect rule (`-j REDIRECT --to-ports`, nft `redirect to`): same host, another port.
+    Redirect,
+    /// A userland proxy accepts and opens its own connection to the backend (`docker-proxy`).
+    Proxy,
+}
+
+impl TranslationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TranslationKind::Dnat => "DNAT",
+            TranslationKind::Redirect => "redirect",
+            TranslationKind::Proxy => "proxy",
+        }
+    }
+}
+
+/// The userland proxy that holds the dialled port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyRef {
+    pub pid: u32,
+    /// `/proc/PID/comm` (`docker-proxy`).
+    pub comm: String,
+    /// Its command line (secrets redacted).
+    pub cmdline: String,
+}
+
+/// One translation of the probe's destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Translation {
+    pub kind: TranslationKind,
+    /// The address and port the client dialled (for a proxy: the address it listens on).
+    pub from: SocketAddr,
+    /// Where connections really go.
+    pub to: SocketAddr,
+    /// The hook the rule sits in (prerouting for traffic from elsewhere, output for this host's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<Hook>,
+    /// The DNAT/redirect rule, as a person finds it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleRef>,
+    /// The proxy process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyRef>,
+}
+
+impl Translation {
+    /// `DNAT 10.0.0.2:6379 → 172.17.0.2:6379 (iptables-nft ipv4 nat DOCKER rule 1 (line 9))`.
+    pub fn describe(&self) -> String {
+        let by = match (&self.rule, &self.proxy) {
+            (Some(r), _) => format!(" by {}: `{}`", r.location(), r.text),
+            (None, Some(p)) => format!(" by {} pid {}: {}", p.comm, p.pid, p.cmdline),
+            (None, None) => String::new(),
+        };
+        format!("{} {} → {}{by}", self.kind.as_str(), self.from, self.to)
+    }
+}
+
+/// A network namespace, as found on this machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetnsIdentity {
+    /// Inode of the namespace (what `/proc/PID/ns/net` links to).
+    pub inode: u64,
+    /// Bind-mounted names of it (`/run/netns/NAME`, `/var/run/docker/netns/ID`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Some processes that run in it (the first few, lowest pid first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
+    /// The path conndoc entered it by.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub entered_by: String,
+}
+
+impl NetnsIdentity {
+    /// `network namespace net:[4026532301] (/run/netns/x, pid 42)`.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self.paths.clone();
+        if let Some(p) = self.pids.first() {
+            parts.push(format!("pid {p}"));
+        }
+        if parts.is_empty() {
+            format!("network namespace net:[{}]", self.inode)
+        } else {
+            format!("network namespace net:[{}] ({})", self.inode, parts.join(", "))
+        }
+    }
+}
+
+/// The backend behind a translation, inspected in its own namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendFacts {
+    pub translation: Translation,
+    /// The namespace that owns `translation.to`'s address; None when none was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsIdentity>,
+    /// The backend host inspected there, with the backend's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostFacts>,
+    /// Why the backend was not inspected (no namespace owns the address, search bound hit…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_inspected: Option<String>,
+    /// Listeners of the backend namespace on other ports than the backend's (a few).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_listeners: Vec<crate::host::Listener>,
+    /// Namespaces searched, and how long the search took (µs).
+    #[serde(default)]
+    pub searched: u32,
+    #[serde(default)]
+    pub search_us: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_and_round_trips() {
+        let t = Translation {
+            kind: TranslationKind::Proxy,
+            from: "0.0.0.0:16379".parse().unwrap(),
+            to: "172.17.0.2:6379".parse().unwrap(),
+            hook: None,
+            rule: None,
+            proxy: Some(ProxyRef { pid: 7, comm: "docker-proxy".into(), cmdline: "docker-proxy -proto tcp".into() }),
+        };
+        assert_eq!(
+            t.describe(),
+            "proxy 0.0.0.0:16379 → 172.17.0.2:6379 by docker-proxy pid 7: docker-proxy -proto tcp"
+        );
+        let b = BackendFacts {
+            translation: t,
+            netns: Some(NetnsIdentity {
+                inode: 5,
+                paths: vec!["/run/netns/a".into()],
+                pids: vec![9],
+                entered_by: "/run/netns/a".into(),
+            }),
+            host: None,
+            not_inspected: None,
+            other_listeners: Vec::new(),
+            searched: 3,
+            search_us: 10,
+        };
+        let j = serde_json::to_string(&b).unwrap();
+        assert_eq!(serde_json::from_str::<BackendFacts>(&j).unwrap(), b);
+        assert_eq!(b.netns.unwrap().describe(), "network namespace net:[5] (/run/netns/a, pid 9)");
+    }
+}
