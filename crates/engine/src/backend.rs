@@ -80,7 +80,10 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
     } else {
         let mut skip_ns: Vec<u64> = front_inode.into_iter().collect();
         skip_ns.extend(conndoc_host::procs::current_netns());
-        let s = conndoc_host::nsfind::find_owner(to, &skip_ns, SEARCH_DEADLINE.min(opts.timeout));
+        // Which MAC the front namespace reaches the backend at: the namespace whose
+        // interface has it is the one the traffic goes to (an address may repeat).
+        let mac = neighbour_mac(opts, to);
+        let s = conndoc_host::nsfind::find_owner(to, &skip_ns, SEARCH_DEADLINE.min(opts.timeout), mac.as_deref());
         b.searched = s.searched;
         b.search_us = u64::try_from(s.elapsed.as_micros()).unwrap_or(u64::MAX);
         match s.found {
@@ -99,6 +102,19 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
     }
     ev.backend = Some(b);
 }
+
+/// The link-layer address the front namespace's neighbour table holds for `to`.
+fn neighbour_mac(opts: &Options, to: IpAddr) -> Option<String> {
+    let read = || conndoc_netlink::neighbours().ok();
+    let table = match front_spec(opts) {
+        Some(spec) => conndoc_host::netns::run_in(&spec, read).ok().flatten(),
+        None => read(),
+    }?;
+    table.into_iter().find(|n| n.address == to && n.nud & NUD_USABLE != 0).and_then(|n| n.lladdr)
+}
+
+/// NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT | NUD_NOARP.
+const NUD_USABLE: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x80 | 0x40;
 
 /// The namespace the front host was inspected in, to enter again (None: conndoc's own).
 fn front_spec(opts: &Options) -> Option<NetnsSpec> {

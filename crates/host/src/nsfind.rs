@@ -96,11 +96,14 @@ pub struct Search {
 }
 
 /// The namespace (other than those in `skip`) that has `addr` on one of its interfaces.
-pub fn find_owner(addr: IpAddr, skip: &[u64], deadline: Duration) -> Search {
+/// Several namespaces may hold the same address (separate bridges, labs): with `mac` (the
+/// link-layer address the front namespace's neighbour table has for `addr`) the one whose
+/// interface carries that MAC wins; the first holder is the fallback.
+pub fn find_owner(addr: IpAddr, skip: &[u64], deadline: Duration, mac: Option<&str>) -> Search {
     let start = Instant::now();
     let (all, truncated) = namespaces(MAX_NAMESPACES);
     let cands: Vec<Candidate> = all.into_iter().filter(|c| !skip.contains(&c.identity.inode)).collect();
-    let mut s = search(&cands, addr, start + deadline);
+    let mut s = search(&cands, addr, start + deadline, mac);
     if truncated && s.found.is_none() {
         s.incomplete.get_or_insert(format!("more than {MAX_NAMESPACES} namespaces: the rest were not searched"));
     }
@@ -108,20 +111,23 @@ pub fn find_owner(addr: IpAddr, skip: &[u64], deadline: Duration) -> Search {
     s
 }
 
-/// Search these candidates, split over a few worker threads; the first owner found wins.
-pub fn search(cands: &[Candidate], addr: IpAddr, until: Instant) -> Search {
+/// Search these candidates, split over a few worker threads; the first owner found (whose
+/// interface has `mac`, when given) wins.
+pub fn search(cands: &[Candidate], addr: IpAddr, until: Instant, mac: Option<&str>) -> Search {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     let start = Instant::now();
     let done = AtomicBool::new(false);
     let searched = AtomicU32::new(0);
     let chunk = cands.len().div_ceil(WORKERS).max(1);
-    let results: Vec<(Option<NetnsIdentity>, Option<String>)> = std::thread::scope(|s| {
+    type Found = (Option<NetnsIdentity>, Option<NetnsIdentity>, Option<String>);
+    let results: Vec<Found> = std::thread::scope(|s| {
         let hs: Vec<_> = cands
             .chunks(chunk)
             .map(|part| {
                 let (done, searched) = (&done, &searched);
                 s.spawn(move || {
                     let mut why = None;
+                    let mut fallback = None;
                     for c in part {
                         if done.load(Ordering::Relaxed) {
                             break;
@@ -133,10 +139,18 @@ pub fn search(cands: &[Candidate], addr: IpAddr, until: Instant) -> Search {
                         match addresses_in(&c.path) {
                             Ok(addrs) => {
                                 searched.fetch_add(1, Ordering::Relaxed);
-                                if addrs.contains(&addr) {
+                                let Some(&(_, ifindex)) = addrs.iter().find(|(a, _)| *a == addr) else { continue };
+                                let exact = match mac {
+                                    None => true,
+                                    Some(m) => conndoc_netlink::links().is_ok_and(|ls| {
+                                        ls.iter().any(|l| l.index == ifindex && l.lladdr.as_deref() == Some(m))
+                                    }),
+                                };
+                                if exact {
                                     done.store(true, Ordering::Relaxed);
-                                    return (Some(c.identity.clone()), None);
+                                    return (Some(c.identity.clone()), None, None);
                                 }
+                                fallback.get_or_insert_with(|| c.identity.clone());
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                                 why = Some(format!("entering network namespaces needs root (CAP_SYS_ADMIN): {e}"));
@@ -145,19 +159,22 @@ pub fn search(cands: &[Candidate], addr: IpAddr, until: Instant) -> Search {
                             Err(_) => {} // gone meanwhile, or not a namespace
                         }
                     }
-                    (None, why)
+                    (None, fallback, why)
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or((None, Some("a search thread panicked".into())))).collect()
+        hs.into_iter().map(|h| h.join().unwrap_or((None, None, Some("a search thread panicked".into())))).collect()
     });
     let mut out = Search { searched: searched.load(Ordering::Relaxed), elapsed: start.elapsed(), ..Default::default() };
-    for (f, why) in results {
+    let mut fallback = None;
+    for (f, fb, why) in results {
         out.found = out.found.or(f);
+        fallback = fallback.or(fb);
         if out.incomplete.is_none() {
             out.incomplete = why;
         }
     }
+    out.found = out.found.or(fallback);
     if out.found.is_some() {
         out.incomplete = None;
     }
@@ -167,11 +184,11 @@ pub fn search(cands: &[Candidate], addr: IpAddr, until: Instant) -> Search {
 /// Addresses of one namespace, read from this (worker) thread after entering it. The
 /// thread stays in the last namespace it entered; it is a worker of [`search`] and ends
 /// with it.
-fn addresses_in(path: &PathBuf) -> std::io::Result<Vec<IpAddr>> {
+fn addresses_in(path: &PathBuf) -> std::io::Result<Vec<(IpAddr, u32)>> {
     let f = File::open(path)?;
     crate::netns::setns_net(&f)?;
     let a = conndoc_netlink::addresses().map_err(std::io::Error::other)?;
-    Ok(a.into_iter().map(|a| a.address).collect())
+    Ok(a.into_iter().map(|a| (a.address, a.ifindex)).collect())
 }
 
 #[cfg(test)]
@@ -194,13 +211,13 @@ mod tests {
         let ours = crate::procs::current_netns().unwrap();
         let cands: Vec<Candidate> =
             namespaces(MAX_NAMESPACES).0.into_iter().filter(|c| c.identity.inode == ours).collect();
-        let s = search(&cands, "127.0.0.1".parse().unwrap(), Instant::now() + Duration::from_secs(2));
+        let s = search(&cands, "127.0.0.1".parse().unwrap(), Instant::now() + Duration::from_secs(2), None);
         match s.found {
             Some(id) => assert_eq!(id.inode, ours),
             None => assert!(s.incomplete.as_deref().unwrap_or("").contains("root"), "{s:?}"),
         }
         // An address nobody has: searched, not found, nothing incomplete (as root).
-        let s = search(&cands, "192.0.2.77".parse().unwrap(), Instant::now() + Duration::from_secs(2));
+        let s = search(&cands, "192.0.2.77".parse().unwrap(), Instant::now() + Duration::from_secs(2), None);
         assert!(s.found.is_none());
     }
 }

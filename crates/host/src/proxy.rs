@@ -33,7 +33,7 @@ pub fn parse_docker_proxy(args: &[String]) -> Option<ProxyArgs> {
         if !wanted {
             continue;
         }
-        let Some(v) = value.or_else(|| it.next().cloned()) else { return None };
+        let v = value.or_else(|| it.next().cloned())?;
         match name {
             "proto" => proto = v,
             "host-ip" => hip = Some(v.parse::<IpAddr>().ok()?),

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! conndoc-labtool listen ADDR PORT [--backlog N] [--no-accept] [--v6only]
-//! conndoc-labtool serve  ADDR PORT [--close]       accept and keep (or at once close) every connection
+//! conndoc-labtool serve  ADDR PORT [--close]       accept and keep (or answer one line and close) every connection
 //! conndoc-labtool churn  ADDR PORT COUNT           open and close COUNT connections, one after another
 //! conndoc-labtool hold   ADDR PORT COUNT           open COUNT connections and keep them
 //! conndoc-labtool run    SCENARIO.toml CONNDOC     build a scenario, run conndoc, print the result
@@ -69,7 +69,12 @@ fn listen(a: &[String], serve: bool) -> Result<(), String> {
             continue;
         }
         match s.accept() {
-            Ok((c, _)) if close => drop(c),
+            // A line first: a server that answers and then closes (TIME_WAIT on its side),
+            // not one that accepts and drops the connection unanswered (accepted-then-closed).
+            Ok((c, _)) if close => {
+                let _ = std::io::Write::write_all(&mut &c, b"bye\r\n");
+                drop(c)
+            }
             Ok((c, _)) => held.push(c),
             Err(e) => {
                 // At the fd limit: keep the listener, back off, try again.
@@ -111,7 +116,13 @@ fn churn(a: &[String]) -> Result<(), String> {
         let Ok(mut c) = TcpStream::connect_timeout(&sa, Duration::from_secs(2)) else { continue };
         ok += 1;
         let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
-        let _ = c.read(&mut [0u8; 64]);
+        // Read what the server says up to its FIN (bounded by the read timeout and 4 reads).
+        let mut buf = [0u8; 64];
+        for _ in 0..4 {
+            if !matches!(c.read(&mut buf), Ok(n) if n > 0) {
+                break;
+            }
+        }
     }
     eprintln!("churn: {ok} of {count} connections to {sa} opened and closed");
     if ok < count {

@@ -12,6 +12,7 @@ const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -27,6 +28,8 @@ pub struct Link {
     pub name: String,
     /// IFF_* flags (IFF_UP = 0x1, IFF_LOOPBACK = 0x8).
     pub flags: u32,
+    /// Link-layer address (IFLA_ADDRESS) as `aa:bb:cc:dd:ee:ff`, when it has one.
+    pub lladdr: Option<String>,
 }
 
 /// An address assigned to a local interface.
@@ -91,8 +94,15 @@ fn hex_lladdr(b: &[u8]) -> String {
 pub fn parse_link(p: &[u8]) -> Option<Link> {
     let index = read_i32(p, 4)?;
     let flags = read_u32(p, 8)?;
-    let name = attrs(p.get(16..)?).find(|a| a.ty == IFLA_IFNAME)?.string();
-    Some(Link { index: u32::try_from(index).ok()?, name, flags })
+    let (mut name, mut lladdr) = (None, None);
+    for a in attrs(p.get(16..)?) {
+        match a.ty {
+            IFLA_IFNAME => name = Some(a.string()),
+            IFLA_ADDRESS if !a.value.is_empty() => lladdr = Some(hex_lladdr(a.value)),
+            _ => {}
+        }
+    }
+    Some(Link { index: u32::try_from(index).ok()?, name: name?, flags, lladdr })
 }
 
 /// Parse one RTM_NEWADDR payload (ifaddrmsg + attributes).

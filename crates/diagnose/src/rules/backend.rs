@@ -313,7 +313,12 @@ mod tests {
         let mut ev: Evidence = serde_json::from_value(json).expect("evidence");
         ev.resolution.literal = true;
         ev.host = Some(HostFacts {
-            inspected: Some(Inspected { scope: InspectScope::Local, netns: None, netns_inode: Some(1) }),
+            inspected: Some(Inspected {
+                scope: InspectScope::Local,
+                netns: None,
+                netns_inode: Some(1),
+                ..Default::default()
+            }),
             listeners: vec![listener("0.0.0.0:16379", "docker-proxy")],
             ..Default::default()
         });
@@ -341,6 +346,7 @@ mod tests {
                     scope: InspectScope::Found,
                     netns: Some("/run/netns/c1".into()),
                     netns_inode: Some(7),
+                    ..Default::default()
                 }),
                 listeners: backend_listeners,
                 ..Default::default()
