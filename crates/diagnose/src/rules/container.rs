@@ -307,6 +307,7 @@ mod tests {
             deadline_us: Micros(1_000_000),
             local: None,
             syn_retransmits: None,
+            peer_close: None,
         };
         let mut e: Evidence = serde_json::from_value(serde_json::json!({
             "schema": "conndoc.evidence/v1",
