@@ -84,6 +84,11 @@ pub enum DnsOutcome {
     Error {
         message: String,
     },
+    /// The nameserver answered, but the reply could not be parsed (truncated, a label
+    /// loop, bad lengths): it answered, so it is not "silent".
+    Malformed {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,4 +146,25 @@ pub struct Resolution {
     pub hosts_entries: Vec<HostsEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsLookup>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_answer_is_an_answer_not_silence() {
+        let q = |outcome| DnsQuery {
+            server: "10.0.0.53".parse().unwrap(),
+            qtype: QType::A,
+            outcome,
+            elapsed_us: Micros(5),
+        };
+        let mut d = DnsLookup { queries: vec![q(DnsOutcome::Timeout)], ..Default::default() };
+        assert!(d.all_servers_silent());
+        d.queries.push(q(DnsOutcome::Malformed { message: "truncated".into() }));
+        assert!(!d.all_servers_silent());
+        let json = serde_json::to_string(&d.queries[1].outcome).unwrap();
+        assert_eq!(serde_json::from_str::<DnsOutcome>(&json).unwrap(), d.queries[1].outcome);
+    }
 }

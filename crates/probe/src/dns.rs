@@ -187,7 +187,7 @@ pub fn query(server: IpAddr, name: &str, qtype: QType, deadline: Instant) -> Dns
             Ok(n) => match parse_reply(&buf[..n], id, qtype) {
                 Ok(o) => return o,
                 Err(DnsParseError::WrongId { .. }) => continue,
-                Err(e) => return DnsOutcome::Error { message: e.to_string() },
+                Err(e) => return DnsOutcome::Malformed { message: e.to_string() },
             },
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 return DnsOutcome::Timeout

@@ -70,7 +70,9 @@ fn resolution_failed(ev: &Evidence, out: &mut Findings) {
     } else {
         let how = dns
             .map(|d| {
-                if d.queries.iter().any(|q| q.outcome == DnsOutcome::NxDomain) {
+                if d.queries.iter().any(|q| matches!(q.outcome, DnsOutcome::Malformed { .. })) {
+                    "a nameserver answered, but its answer was malformed (see the dns evidence)"
+                } else if d.queries.iter().any(|q| q.outcome == DnsOutcome::NxDomain) {
                     "the nameservers say the name does not exist (NXDOMAIN)"
                 } else if d.queries.iter().any(|q| matches!(q.outcome, DnsOutcome::Rcode { .. })) {
                     "the nameservers refused or failed to answer it"
@@ -120,6 +122,7 @@ fn outcome_text(o: &DnsOutcome, t: Micros) -> String {
         DnsOutcome::Rcode { rcode } => format!("{rcode} in {t}"),
         DnsOutcome::Timeout => format!("no answer within {t}"),
         DnsOutcome::Error { message } => format!("error: {message}"),
+        DnsOutcome::Malformed { message } => format!("malformed answer: {message}"),
     }
 }
 
