@@ -71,8 +71,8 @@ pub(crate) fn begin(ev: &mut Evidence, opts: &Options, addrs: &[IpAddr]) -> Opti
     let done = connect_done.clone();
     let (forced, timeout, port) = (opts.path, opts.timeout, ev.target.port);
     let handle = std::thread::spawn(move || {
-        let delay = if forced { Duration::ZERO } else { timeout / 2 };
-        if !matches!(rx.recv_timeout(delay), Err(mpsc::RecvTimeoutError::Timeout)) {
+        // `--path` probes whatever the connect does (and however fast it ends).
+        if !forced && !matches!(rx.recv_timeout(timeout / 2), Err(mpsc::RecvTimeoutError::Timeout)) {
             return Vec::new(); // the connect ended first: nothing to place
         }
         let trigger = if forced { PathTrigger::Forced } else { PathTrigger::ConnectTimeout };

@@ -236,6 +236,45 @@ mod tests {
         assert_eq!(local_port(&hex(PROBE_TTL4), &[target]), Some(0x84fd));
     }
 
+    // IPv6, recorded the same way (client fd77:1::1, one router fd77:1::2, target
+    // fd77:2::2:7000 refusing): the hop-limit-1 probe, the router's ICMPv6 time exceeded
+    // quoting it, the hop-limit-2 probe and the target's RST,ACK.
+    const PROBE6_HL1: &str = "60074b9700180601fd770001000000000000000000000001fd770002000000000000000000000002a32f1b584b453f83000000006002faf059040000020405a0";
+    const TIME_EXCEEDED6: &str = "600e154000483a40fd770001000000000000000000000002fd77000100000000000000000000000103004fef0000000060074b9700180601fd770001000000000000000000000001fd770002000000000000000000000002a32f1b584b453f83000000006002faf059040000020405a0";
+    const RST6: &str = "600357de0014063ffd770002000000000000000000000002fd7700010000000000000000000000011b58c491000000004b553f8450140000fb0f0000";
+
+    #[test]
+    fn ipv6_probe_time_exceeded_and_rst() {
+        let (src, target): (IpAddr, IpAddr) = ("fd77:1::1".parse().unwrap(), "fd77:2::2".parse().unwrap());
+        let probes = [
+            Sent { ttl: Ttl(1), source_port: 0xa32f, seq: 0x4b45_3f83 },
+            Sent { ttl: Ttl(2), source_port: 0xc491, seq: 0x4b55_3f83 },
+        ];
+        let sent = hex(PROBE6_HL1);
+        assert_eq!(&sent[40..], &syn(src, target, 0xa32f, 7000, 0x4b45_3f83)[..]);
+        let a = match_answer(&hex(TIME_EXCEEDED6), target, 7000, &probes).unwrap();
+        assert_eq!((a.probe, a.answer), (0, HopAnswer::TimeExceeded));
+        assert_eq!(a.from, "fd77:1::2".parse::<IpAddr>().unwrap());
+        let r = match_answer(&hex(RST6), target, 7000, &probes).unwrap();
+        assert_eq!((r.probe, r.answer, r.reply_ttl), (1, HopAnswer::Rst, Ttl(63)));
+        assert_eq!(local_port(&hex(TIME_EXCEEDED6), &[target]), Some(0xa32f));
+    }
+
+    #[test]
+    fn unreachable_is_classified_from_type_and_code() {
+        // The recorded time exceeded turned into an admin-prohibited unreachable (type 3
+        // code 13): same quote, other kind.
+        let mut b = hex(TIME_EXCEEDED);
+        b[20] = 3;
+        b[21] = 13;
+        let target: IpAddr = "10.9.3.2".parse().unwrap();
+        let a = match_answer(&b, target, 7000, &recorded_probes()).unwrap();
+        assert_eq!(
+            a.answer,
+            HopAnswer::Unreachable { reason: UnreachableKind::AdminProhibited, icmp_type: 3, code: 13 }
+        );
+    }
+
     #[test]
     fn unrelated_packets_match_nothing() {
         let probes = [Sent { ttl: Ttl(1), source_port: 40000, seq: 7 }];
