@@ -62,10 +62,18 @@ impl Service {
         l.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        // A healthy service keeps what it accepts open (a peer that closes right after the
+        // handshake is `accepted-then-closed`); the newest 256 are held, the oldest closed.
         let thread = std::thread::spawn(move || {
+            let mut held = std::collections::VecDeque::new();
             while !s.load(Ordering::Relaxed) {
                 match l.accept() {
-                    Ok((c, _)) => drop(c),
+                    Ok((c, _)) => {
+                        if held.len() == 256 {
+                            held.pop_front();
+                        }
+                        held.push_back(c);
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }

@@ -11,16 +11,21 @@ use std::time::Duration;
 pub const SERVER_ENV: &str = "CONNDOC_WATCH_TEST_SERVER";
 
 /// This test binary re-executed inside the server namespace (called first by main):
-/// accept and close on the given address.
+/// accept and hold connections on the given address.
 pub fn server_child() {
     if let Ok(addr) = std::env::var(SERVER_ENV) {
         let l = std::net::TcpListener::bind(&addr).unwrap_or_else(|e| {
             eprintln!("bind {addr}: {e}");
             std::process::exit(2)
         });
-        // Ends when the test kills it (bounded by the test's own deadlines).
-        for c in l.incoming() {
-            drop(c);
+        // Ends when the test kills it (bounded by the test's own deadlines). Holds what it
+        // accepts (newest 256), as a healthy service does.
+        let mut held = std::collections::VecDeque::new();
+        for c in l.incoming().flatten() {
+            if held.len() == 256 {
+                held.pop_front();
+            }
+            held.push_back(c);
         }
     }
 }
