@@ -15,6 +15,9 @@ use std::process::ExitCode;
     about = "Tells why a connection is refused or times out, with the proof and the fix."
 )]
 struct Cli {
+    /// No colour in text output, for every subcommand (NO_COLOR is honoured too).
+    #[arg(long, global = true)]
+    no_color: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    cmd::set_no_color(cli.no_color);
     let result = match cli.command {
         Command::Diagnose(a) => cmd::diagnose::run(a),
         Command::Explain(a) => cmd::explain::run(a),

@@ -3,7 +3,7 @@
 use super::usage;
 use anyhow::Context;
 use conndoc_facts::{Family, Secret, Target};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -25,9 +25,6 @@ pub struct Args {
     /// Only IPv6 addresses.
     #[arg(short = '6')]
     pub ipv6: bool,
-    /// No colour in text output (NO_COLOR is honoured too).
-    #[arg(long)]
-    pub no_color: bool,
     /// Save every fact gathered as JSON, for `conndoc explain`.
     #[arg(long, value_name = "FILE")]
     pub evidence_out: Option<PathBuf>,
@@ -166,13 +163,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         conndoc_files::write_private(out, &json)?;
     }
     let report = conndoc_diagnose::diagnose(&ev);
-    super::print_report(&report, a.json, a.no_color)?;
+    super::print_report(&report, a.json)?;
     Ok(report.exit_status() as u8)
-}
-
-/// Whether text output should be coloured: a terminal, no --no-color, no NO_COLOR.
-pub fn use_color(no_color: bool) -> bool {
-    !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
 pub(super) fn write_out(s: &str) -> anyhow::Result<()> {

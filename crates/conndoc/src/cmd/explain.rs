@@ -10,9 +10,6 @@ pub struct Args {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// No colour in text output.
-    #[arg(long)]
-    pub no_color: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
@@ -34,6 +31,6 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         )));
     }
     let report = conndoc_diagnose::diagnose(&ev);
-    super::print_report(&report, a.json, a.no_color)?;
+    super::print_report(&report, a.json)?;
     Ok(report.exit_status() as u8)
 }

@@ -39,9 +39,6 @@ pub struct Args {
     /// Deadline of each tool run, and (with --bracket) of the wait for the follow-up times 20.
     #[arg(long, default_value = "3s", value_name = "DURATION")]
     pub timeout: String,
-    /// No colour (accepted for symmetry with the other subcommands; the text has none).
-    #[arg(long)]
-    pub no_color: bool,
 }
 
 /// The follow-up line is small (a few flows); anything bigger is not from conndoc.

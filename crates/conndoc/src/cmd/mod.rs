@@ -9,6 +9,21 @@ pub mod lint;
 pub mod listeners;
 pub mod watch;
 
+/// `--no-color`, a global flag: set once by `main` before any subcommand runs.
+static NO_COLOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_no_color(v: bool) {
+    NO_COLOR.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether text output should be coloured: a terminal, no --no-color, no NO_COLOR.
+pub fn use_color() -> bool {
+    use std::io::IsTerminal;
+    !NO_COLOR.load(std::sync::atomic::Ordering::Relaxed)
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stdout().is_terminal()
+}
+
 /// Bad input or usage: printed as one line, exit status 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);
@@ -33,13 +48,13 @@ pub fn parse_timeout(s: &str) -> anyhow::Result<std::time::Duration> {
 }
 
 /// Print a report as JSON or text.
-pub fn print_report(report: &conndoc_diagnose::Report, json: bool, no_color: bool) -> anyhow::Result<()> {
+pub fn print_report(report: &conndoc_diagnose::Report, json: bool) -> anyhow::Result<()> {
     if json {
         let mut s = serde_json::to_string_pretty(report)?;
         s.push('\n');
         diagnose::write_out(&s)
     } else {
-        let s = conndoc_diagnose::render::text(report, diagnose::use_color(no_color));
+        let s = conndoc_diagnose::render::text(report, use_color());
         diagnose::write_out(&s)
     }
 }
