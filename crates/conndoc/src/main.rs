@@ -4,8 +4,9 @@
 //! status; every capability lives in a library crate (see crates/README.md).
 
 mod cmd;
+mod logging;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -18,6 +19,9 @@ struct Cli {
     /// No colour in text output, for every subcommand (NO_COLOR is honoured too).
     #[arg(long, global = true)]
     no_color: bool,
+    /// Log lines on stderr: human text, or one JSON object per line (CONNDOC_LOG picks which).
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text, value_name = "FORMAT")]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +42,11 @@ enum Command {
     Watch(cmd::watch::Args),
     /// Diagnose every target of a config once; exit 0 only if all are healthy.
     Check(cmd::check::Args),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(cmd::completions::Args),
+    /// Write the manual pages (generated from this CLI definition).
+    #[command(hide = true)]
+    Man(cmd::man::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +75,18 @@ fn main() -> ExitCode {
         }
     };
     cmd::set_no_color(cli.no_color);
+    // The daemon's log is its output; the one-shot commands print their result instead.
+    let default_level = match cli.command {
+        Command::Watch(_) => logging::LevelFilter::INFO,
+        _ => logging::LevelFilter::WARN,
+    };
+    match logging::filter(std::env::var(logging::FILTER_ENV).ok().as_deref(), default_level) {
+        Ok(f) => logging::init(cli.log_format, f),
+        Err(e) => {
+            eprintln!("conndoc: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let result = match cli.command {
         Command::Diagnose(a) => cmd::diagnose::run(a),
         Command::Explain(a) => cmd::explain::run(a),
@@ -74,6 +95,8 @@ fn main() -> ExitCode {
         Command::Lint(a) => cmd::lint::run(a),
         Command::Watch(a) => cmd::watch::run(a),
         Command::Check(a) => cmd::check::run(a),
+        Command::Completions(a) => cmd::completions::run(a, Cli::command()),
+        Command::Man(a) => cmd::man::run(a, Cli::command()),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -122,9 +122,14 @@ pub struct Daemon {
     next_generation: std::sync::atomic::AtomicU64,
 }
 
+/// A log event through `tracing` (the binary's subscriber writes it as text or JSON).
 pub fn log(level: &str, msg: impl AsRef<str>) {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    eprintln!("{} {level} {}", rfc3339(secs), msg.as_ref());
+    let msg = msg.as_ref();
+    match level {
+        "error" => tracing::error!("{msg}"),
+        "warn" => tracing::warn!("{msg}"),
+        _ => tracing::info!("{msg}"),
+    }
 }
 
 use crate::history::cut_text;

@@ -39,6 +39,8 @@ struct Row {
     summary: String,
     latency: Option<Duration>,
     report: Option<conndoc_diagnose::Report>,
+    /// The diagnosis itself failed (no report): logged as a warning.
+    tool_failed: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
@@ -77,6 +79,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             let items = targets.iter().map(|t| (t.target.clone(), t.engine_options())).collect();
             conndoc_engine::gather_each(items, a.concurrency, &|i, r| {
                 let row = to_row(&targets[i], r, a.json);
+                log_row(&targets[i], &row);
                 if !row.healthy {
                     failing.fetch_add(1, Relaxed);
                 }
@@ -179,6 +182,7 @@ fn to_row(
                 latency,
                 // Only --json prints it: thousands of reports kept for nothing cost memory.
                 report: keep_report.then_some(rep),
+                tool_failed: false,
             }
         }
         Err(e) => Row {
@@ -188,7 +192,19 @@ fn to_row(
             summary: format!("diagnosis failed: {e}"),
             latency: None,
             report: None,
+            tool_failed: true,
         },
+    }
+}
+
+/// One event per checked target (info: shown with CONNDOC_LOG=info); the URL only redacted.
+fn log_row(t: &conndoc_watch::config::TargetConfig, r: &Row) {
+    let latency_ms = r.latency.map(|d| d.as_secs_f64() * 1e3);
+    let state = if r.healthy { "up" } else { "down" };
+    if r.tool_failed {
+        tracing::warn!(name = %t.name, url = %t.url.shown(), state, cause = %r.cause, "target {}: {}", t.name, r.summary);
+    } else {
+        tracing::info!(name = %t.name, url = %t.url.shown(), state, cause = %r.cause, latency_ms, "target {}: {state} {}", t.name, r.cause);
     }
 }
 

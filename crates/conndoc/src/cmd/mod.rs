@@ -2,11 +2,13 @@
 //! returning the exit status. Errors wrapped in [`UsageError`] exit 2, others exit 3.
 
 pub mod check;
+pub mod completions;
 pub mod diagnose;
 pub mod explain;
 pub mod inspect;
 pub mod lint;
 pub mod listeners;
+pub mod man;
 pub mod watch;
 
 /// `--no-color`, a global flag: set once by `main` before any subcommand runs.

@@ -1,0 +1,127 @@
+//! `conndoc man [--out DIR]` (hidden): the manual pages, generated from the CLI definition
+//! (clap_mangen) so they never drift from `--help`. With `--out` it writes `conndoc.1` and one
+//! `conndoc-SUBCOMMAND.1` per subcommand (what the .deb ships); without it prints one page.
+
+use super::usage;
+use clap_mangen::roff::{bold, roman, Roff};
+use clap_mangen::Man;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Write every page into this directory (created if missing) instead of printing one.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The page to print: a subcommand's name (default: the conndoc(1) overview).
+    #[arg(value_name = "COMMAND", conflicts_with = "out")]
+    pub page: Option<String>,
+}
+
+pub fn run(a: Args, cli: clap::Command) -> anyhow::Result<u8> {
+    let pages = pages(cli)?;
+    if let Some(dir) = a.out {
+        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+        for (file, text) in &pages {
+            conndoc_files::write_private(dir.join(file), text)?;
+        }
+        return Ok(0);
+    }
+    let want = match &a.page {
+        None => "conndoc.1".to_string(),
+        Some(p) => format!("conndoc-{p}.1"),
+    };
+    let Some((_, text)) = pages.iter().find(|(f, _)| *f == want) else {
+        return Err(usage(format!("no manual page for {:?}", a.page.unwrap_or_default())));
+    };
+    super::diagnose::write_out(&String::from_utf8_lossy(text))?;
+    Ok(0)
+}
+
+/// Every page as (file name, roff text): the overview and each visible subcommand.
+pub fn pages(cli: clap::Command) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut cli = cli.disable_help_subcommand(true);
+    cli.build();
+    let version = cli.get_version().unwrap_or_default().to_string();
+    let source = format!("conndoc {version}");
+    let mut pages = Vec::new();
+    let mut top = Vec::new();
+    let man = Man::new(cli.clone()).source(&source).manual("conndoc manual");
+    man.render_title(&mut top)?;
+    man.render_name_section(&mut top)?;
+    man.render_synopsis_section(&mut top)?;
+    man.render_description_section(&mut top)?;
+    man.render_options_section(&mut top)?;
+    man.render_subcommands_section(&mut top)?;
+    overview_sections().to_writer(&mut top)?;
+    man.render_version_section(&mut top)?;
+    pages.push((man.get_filename(), top));
+    for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let man = Man::new(sub.clone()).source(&source).manual("conndoc manual");
+        let mut page = Vec::new();
+        man.render(&mut page)?;
+        let mut extra = Roff::default();
+        see_also(&mut extra);
+        extra.to_writer(&mut page)?;
+        pages.push((man.get_filename(), page));
+    }
+    Ok(pages)
+}
+
+/// What `--help` cannot say: exit status, environment, where the rest is documented.
+fn overview_sections() -> Roff {
+    let mut r = Roff::default();
+    r.control("SH", ["EXIT STATUS"]);
+    for (code, meaning) in [
+        ("0", "the target is healthy (check: every target is)"),
+        ("1", "the diagnosis is done and the target fails; the verdict's cause code says why"),
+        ("2", "bad input or usage, explained in one line on stderr"),
+        ("3", "conndoc itself failed"),
+    ] {
+        r.control("TP", []).text([bold(code)]).text([roman(meaning)]);
+    }
+    r.control("SH", ["ENVIRONMENT"]);
+    for (name, meaning) in [
+        ("CONNDOC_LOG", "which log events are written to stderr: a level (info, debug) or per-crate directives such as conndoc_watch=debug,warn. Default: info for watch, warnings for the other commands."),
+        ("NO_COLOR", "no colour in text output (as --no-color)."),
+        ("REDISCLI_AUTH", "the Redis password when neither the URL nor --password-file gives one."),
+        ("CONNDOC_SSH_COMMAND", "the command used instead of ssh for --ssh, split like a shell would."),
+    ] {
+        r.control("TP", []).text([bold(name)]).text([roman(meaning)]);
+    }
+    r.control("SH", ["SECRETS"]);
+    r.text([roman(
+        "Passwords, tokens and URL credentials print as <redacted> in every output, log line, error, database row and alert.",
+    )]);
+    see_also(&mut r);
+    r
+}
+
+fn see_also(r: &mut Roff) {
+    r.control("SH", ["SEE ALSO"]);
+    r.text([
+        bold("conndoc"),
+        roman("(1), "),
+        bold("ss"),
+        roman("(8), "),
+        bold("traceroute"),
+        roman("(1). The cause catalogue and the report format: /usr/share/doc/conndoc/ (causes.md, report.md), or docs/ in the source."),
+    ]);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_page_per_visible_subcommand_and_the_overview() {
+        let cli = clap::Command::new("conndoc")
+            .version("9.9")
+            .subcommand(clap::Command::new("diagnose").about("Diagnose."))
+            .subcommand(clap::Command::new("man").hide(true));
+        let pages = super::pages(cli).unwrap();
+        let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["conndoc.1", "conndoc-diagnose.1"]);
+        let top = String::from_utf8(pages[0].1.clone()).unwrap();
+        assert!(top.contains(".SH \"EXIT STATUS\""), "{top}");
+        assert!(top.contains("CONNDOC_LOG"), "{top}");
+        assert!(top.contains("conndoc 9.9"), "{top}");
+    }
+}
