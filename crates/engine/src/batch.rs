@@ -198,7 +198,7 @@ fn assemble(template: &Evidence, f: Fast, chunk: &Chunk) -> Result<Evidence, Box
     match chunk.snap.as_ref().and_then(|s| s.facts_for(t.port)) {
         // A refusal at one of the namespace's own addresses with no listener on the
         // port: no firewall, capture or protocol stage would run (see firewall_relevant).
-        Some((facts, skipped)) if facts.local_addresses.contains(&ip) => {
+        Some((facts, skipped)) if crate::host::owns_address(&facts.local_addresses, &ip) => {
             let mut ev = template.clone();
             ev.options = crate::run_options(&t, &o);
             ev.started_at = chunk.started_at.clone();

@@ -24,6 +24,14 @@ pub(crate) fn is_local(ev: &Evidence, addr: &IpAddr) -> bool {
         || matches!(addr, IpAddr::V6(a) if a.to_ipv4_mapped().is_some_and(|v4| ev.client.local_addresses.contains(&IpAddr::V4(v4))))
 }
 
+/// Whether `ip` is one of an inspected namespace's own addresses (`local`: the addresses on
+/// its interfaces). Every 127.0.0.0/8 address is, once loopback holds one of them: the
+/// kernel routes the whole block to `lo` (`local 127.0.0.0/8` in the local table), so a
+/// refusal from 127.0.0.5 is this host's stack answering, as from 127.0.0.1.
+pub(crate) fn owns_address(local: &[IpAddr], ip: &IpAddr) -> bool {
+    local.contains(ip) || (ip.is_loopback() && ip.is_ipv4() && local.iter().any(|a| a.is_ipv4() && a.is_loopback()))
+}
+
 pub(crate) fn begin(ev: &Evidence, opts: &Options, addrs: &[IpAddr]) -> Option<HostStage> {
     if opts.no_host {
         return None;

@@ -191,7 +191,7 @@ fn firewall_relevant(ev: &Evidence) -> bool {
         // The inspected namespace may be a router on the path (the address is not its own):
         // then a FORWARD rule can forge the refusal.
         Refused => ev.host.as_ref().is_none_or(|h| {
-            !h.local_addresses.contains(&p.address)
+            !host::owns_address(&h.local_addresses, &p.address)
                 || h.listeners.iter().any(|l| l.port() == port && l.accepts(p.address))
         }),
         Connected | NoLocalAddress => false,
