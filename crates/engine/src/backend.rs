@@ -18,7 +18,7 @@ const OTHER_LISTENERS: usize = 16;
 
 /// Whether anything failed that the backend could explain: a failed or closed connect, or
 /// a protocol exchange that ended in an error.
-fn worth_following(ev: &Evidence) -> bool {
+pub(crate) fn worth_following(ev: &Evidence) -> bool {
     ev.probes.iter().any(|p| !p.ok())
         || ev.protocol.as_ref().is_some_and(|pf| pf.probes.iter().any(|p| p.error.is_some()))
 }
@@ -53,8 +53,16 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
     if opts.no_host || !worth_following(ev) {
         return;
     }
-    let Some(front) = ev.host.clone() else { return };
-    let Some(t) = proxy_translation(ev, &front).or(nat) else { return };
+    let proxy = ev.host.as_ref().and_then(|front| proxy_translation(ev, front));
+    let Some(t) = proxy.or(nat) else { return };
+    let b = follow(ev, opts, t);
+    ev.backend = Some(b);
+}
+
+/// Find the namespace that owns `t.to` and inspect it there with the backend's port. The
+/// front is the inspected host, or conndoc's own namespace when none was (a ClusterIP is
+/// no address of the node's). Skipped checks go to `ev`; the facts are returned.
+pub(crate) fn follow(ev: &mut Evidence, opts: &Options, t: Translation) -> BackendFacts {
     let mut b = BackendFacts {
         translation: t.clone(),
         netns: None,
@@ -65,10 +73,12 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
         search_us: 0,
     };
     let to = t.to.ip();
-    let front_inode = front.inspected.as_ref().and_then(|i| i.netns_inode);
+    let front = ev.host.as_ref();
+    let front_inode = front.and_then(|f| f.inspected.as_ref()).and_then(|i| i.netns_inode);
+    let front_local = front.map(|f| &f.local_addresses).unwrap_or(&ev.client.local_addresses);
     // The backend is the front namespace itself (a redirect, a DNAT to one of its own
     // addresses): inspect it again with the backend's port.
-    let same = to.is_loopback() || front.local_addresses.contains(&to);
+    let same = to.is_loopback() || front_local.contains(&to);
     let entered: Option<(Option<NetnsSpec>, NetnsIdentity)> = if same {
         let spec = front_spec(opts);
         let id = NetnsIdentity {
@@ -100,7 +110,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
     if let Some((spec, id)) = entered {
         inspect_backend(ev, &mut b, spec, id, t.to);
     }
-    ev.backend = Some(b);
+    b
 }
 
 /// The link-layer address the front namespace's neighbour table holds for `to`.

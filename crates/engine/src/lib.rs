@@ -12,6 +12,7 @@ pub mod container;
 mod firewall;
 mod host;
 pub mod inspect;
+mod kube;
 mod path;
 mod protocol;
 pub mod remote;
@@ -121,6 +122,10 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     if firewall_relevant(&ev) {
         firewall::run(&mut ev, opts, remote_fw);
     }
+    // A Service in kube-proxy's rules (read just above) is followed to its pods here.
+    if opts.ssh.is_none() {
+        kube::follow(&mut ev, opts);
+    }
     client::after_probe(&mut ev);
 
     ev.elapsed_us = Micros::from_duration(start.elapsed());
@@ -193,10 +198,16 @@ fn firewall_relevant(ev: &Evidence) -> bool {
         Refused => ev.host.as_ref().is_none_or(|h| {
             !host::owns_address(&h.local_addresses, &p.address)
                 || h.listeners.iter().any(|l| l.port() == port && l.accepts(p.address))
+                // A NodePort has no listener: kube-proxy's rules translate or reject it.
+                || NODE_PORTS.contains(&port)
         }),
         Connected | NoLocalAddress => false,
     })
 }
+
+/// kube-proxy's default `--service-node-port-range`: a refused local port in it may be a
+/// NodePort, which only the rules explain.
+const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 /// Record a check that could not run.
 pub(crate) fn skip(ev: &mut Evidence, check: &str, reason: impl Into<String>, hint: Option<String>) {

@@ -117,6 +117,25 @@ pub struct ServiceMatch {
     pub endpoints: Vec<ServiceEndpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_endpoints: Option<NoEndpoints>,
+    /// The endpoints followed to their pods (a few, in `endpoints` order) and what was
+    /// found there; the one the verdict is about is `Evidence::backend`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followed: Vec<EndpointCheck>,
+}
+
+/// One endpoint followed to the pod that owns its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointCheck {
+    pub address: IpAddr,
+    pub port: u16,
+    /// The pod's network namespace, when one owns the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<crate::nat::NetnsIdentity>,
+    /// Something there takes connections on `address:port` (None: not inspected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_inspected: Option<String>,
 }
 
 impl ServiceMatch {

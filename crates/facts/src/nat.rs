@@ -89,6 +89,23 @@ pub struct NetnsIdentity {
 }
 
 impl NetnsIdentity {
+    /// The name CNI gave a pod's namespace (`cni-<uuid>`, bind-mounted under `/run/netns`
+    /// or `/var/run/netns` by containerd/CRI-O), when this is one.
+    pub fn cni_name(&self) -> Option<&str> {
+        self.paths.iter().chain(std::iter::once(&self.entered_by)).find_map(|p| {
+            let name = p.strip_prefix("/run/netns/").or_else(|| p.strip_prefix("/var/run/netns/"))?;
+            name.starts_with("cni-").then_some(name)
+        })
+    }
+
+    /// A pod for a sentence: `pod 10.244.0.5 (netns cni-…)`, or the namespace when it has no CNI name.
+    pub fn describe_pod(&self, address: std::net::IpAddr) -> String {
+        match self.cni_name() {
+            Some(n) => format!("pod {address} (netns {n}, net:[{}])", self.inode),
+            None => format!("pod {address} ({})", self.describe()),
+        }
+    }
+
     /// `network namespace net:[4026532301] (/run/netns/x, pid 42)`.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self.paths.clone();
@@ -160,6 +177,11 @@ mod tests {
         };
         let j = serde_json::to_string(&b).unwrap();
         assert_eq!(serde_json::from_str::<BackendFacts>(&j).unwrap(), b);
-        assert_eq!(b.netns.unwrap().describe(), "network namespace net:[5] (/run/netns/a, pid 9)");
+        let n = b.netns.unwrap();
+        assert_eq!(n.describe(), "network namespace net:[5] (/run/netns/a, pid 9)");
+        assert_eq!(n.cni_name(), None);
+        let pod = NetnsIdentity { inode: 6, paths: vec!["/run/netns/cni-1f2e".into()], ..Default::default() };
+        assert_eq!(pod.cni_name(), Some("cni-1f2e"));
+        assert_eq!(pod.describe_pod("10.244.0.5".parse().unwrap()), "pod 10.244.0.5 (netns cni-1f2e, net:[6])");
     }
 }

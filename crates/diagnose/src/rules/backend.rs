@@ -71,9 +71,9 @@ fn netns_item(f: Finding, b: &BackendFacts) -> Finding {
     }
 }
 
-fn listener_item(f: Finding, l: &Listener) -> Finding {
+fn listener_item(f: Finding, inside: &str, l: &Listener) -> Finding {
     let owner = l.process.as_ref().map(|p| format!(" — pid {} ({}): {}", p.pid, p.comm, p.cmdline)).unwrap_or_default();
-    f.evidence("listener", format!("inside the backend: listening on {}{owner}", l.local), json!(l))
+    f.evidence("listener", format!("{inside}: listening on {}{owner}", l.local), json!(l))
 }
 
 fn with_connect(f: Finding, p: Option<&ConnectProbe>) -> Finding {
@@ -86,6 +86,15 @@ fn with_connect(f: Finding, p: Option<&ConnectProbe>) -> Finding {
     }
 }
 
+/// A pod behind a Service explains the refusal: the client's "nothing accepts connections
+/// on the ClusterIP" (whose fix is `ss` on a server that is no host) steps aside.
+fn push_backend(out: &mut Findings, f: Finding, pod: bool) {
+    if pod {
+        out.remove(Cause::NoListener);
+    }
+    out.push(f);
+}
+
 fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectProbe>, out: &mut Findings) {
     let t = &b.translation;
     let (to, port) = (t.to.ip(), t.to.port());
@@ -95,29 +104,45 @@ fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectPr
     let front_ns = ev.host.as_ref().and_then(|h| h.inspected.as_ref()).and_then(|i| i.netns_inode);
     let other_ns = b.netns.as_ref().is_some_and(|n| n.inode != 0 && Some(n.inode) != front_ns);
     let wher = where_backend(b);
+    // A Kubernetes Service's endpoint: the words name the Service and the pod.
+    let pod = crate::rules::kube::pod_frame(ev, b);
+    let inside = if pod.is_some() { "inside the pod" } else { "inside the backend" };
     if !ls.is_empty() && !ls.iter().any(|l| l.accepts(to)) && ls.iter().all(Listener::loopback_only) {
         let cause = if other_ns { Cause::ContainerBoundToLoopback } else { Cause::BoundToLoopback };
         let shown: Vec<String> = ls.iter().map(|l| l.local.to_string()).collect();
-        let mut f = Finding::critical(
-            cause,
-            format!(
+        let summary = match &pod {
+            Some(k) => format!(
+                "{} sends its connections to {} at targetPort {port}, where the pod's process listens only on loopback ({}): connections from the Service arrive on {to} and are refused",
+                k.service,
+                k.pod,
+                shown.join(", ")
+            ),
+            None => format!(
                 "{dialled} is forwarded to {} ({}), where the service listens only on loopback ({}): the forwarded connections are refused there",
                 t.to,
                 wher,
                 shown.join(", ")
             ),
-        );
+        };
+        let mut f = Finding::critical(cause, summary);
         f = translation_item(f, b);
         f = netns_item(f, b);
         for l in ls {
-            f = listener_item(f, l);
+            f = listener_item(f, inside, l);
         }
-        f = with_connect(f, p)
+        f = with_connect(f, p);
+        if let Some(k) = &pod {
+            f = f.fix(format!(
+                "Make the container of {} listen on all addresses (0.0.0.0 / [::]) or on its pod IP {to}, port {port}: traffic of Service {} arrives on the pod IP, never on 127.0.0.1 (find the pod: {}).",
+                k.pod, k.name, k.find_pod
+            ));
+        }
+        f = f
             .fix(format!(
                 "Make the service inside {wher} listen on {to}:{port} or on all addresses (0.0.0.0 / [::]) instead of loopback; forwarded connections arrive on {to}, never on 127.0.0.1."
             ))
             .fix("For redis in a container: `--bind 0.0.0.0` (or `bind 0.0.0.0` in its redis.conf), and set a password before exposing it.");
-        out.push(f);
+        push_backend(out, f, pod.is_some());
         return;
     }
     if !ls.is_empty() {
@@ -135,37 +160,72 @@ fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectPr
     }
     if !others.is_empty() {
         let ports: Vec<String> = others.iter().map(|l| l.local.to_string()).collect();
-        let mut f = Finding::critical(
-            Cause::WrongPort,
-            format!(
+        let summary = match &pod {
+            Some(k) => format!(
+                "{} sends its connections to {} at targetPort {port}, but the pod listens on {}, not on {port}",
+                k.service,
+                k.pod,
+                ports.join(", ")
+            ),
+            None => format!(
                 "{dialled} is forwarded to {} ({}), but the service there listens on {}, not on port {port}",
                 t.to,
                 wher,
                 ports.join(", ")
             ),
-        );
+        };
+        let mut f = Finding::critical(Cause::WrongPort, summary);
         f = translation_item(f, b);
         f = netns_item(f, b);
         for l in &others {
-            f = listener_item(f, l);
+            f = listener_item(f, inside, l);
         }
         f = f.evidence(
             "socket-table",
-            format!("inside the backend: no TCP listener on port {port}"),
+            format!("{inside}: no TCP listener on port {port}"),
             json!({ "port": port, "listeners": [] }),
         );
-        f = with_connect(f, p).fix(format!(
-            "Make the forwarding point at port {} (the {} maps {} → {}), or make the service listen on {port}.",
-            others[0].port(),
-            t.kind.as_str(),
-            t.from,
-            t.to
-        ));
-        out.push(f);
+        f = with_connect(f, p);
+        f = match &pod {
+            Some(k) => f.fix(format!(
+                "Set the targetPort of Service {} port {:?} to {} (`kubectl -n {} edit service {}`), or make the pod's container listen on {port} (its containerPort); find the pod: {}.",
+                k.name,
+                k.port_name,
+                others[0].port(),
+                k.namespace,
+                k.name,
+                k.find_pod
+            )),
+            None => f.fix(format!(
+                "Make the forwarding point at port {} (the {} maps {} → {}), or make the service listen on {port}.",
+                others[0].port(),
+                t.kind.as_str(),
+                t.from,
+                t.to
+            )),
+        };
+        push_backend(out, f, pod.is_some());
         return;
     }
     let not_running = svc.is_some_and(|s| s.running.is_empty());
     let (cause, summary) = match svc {
+        Some(s) if not_running && pod.is_some() => (
+            Cause::ProcessNotRunning,
+            format!(
+                "{} sends its connections to {} at targetPort {port}, where {} is not running: nothing listens on port {port} in the pod",
+                pod.as_ref().map(|k| k.service.as_str()).unwrap_or_default(),
+                pod.as_ref().map(|k| k.pod.as_str()).unwrap_or_default(),
+                s.name
+            ),
+        ),
+        _ if pod.is_some() => (
+            Cause::NoListener,
+            format!(
+                "{} sends its connections to {} at targetPort {port}, where nothing listens",
+                pod.as_ref().map(|k| k.service.as_str()).unwrap_or_default(),
+                pod.as_ref().map(|k| k.pod.as_str()).unwrap_or_default(),
+            ),
+        ),
         Some(s) if not_running => (
             Cause::ProcessNotRunning,
             format!(
@@ -183,24 +243,35 @@ fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectPr
     f = netns_item(f, b);
     f = f.evidence(
         "socket-table",
-        format!("inside the backend: no TCP listener on port {port} on any address (sock_diag in {wher})"),
+        format!("{inside}: no TCP listener on port {port} on any address (sock_diag in {wher})"),
         json!({ "port": port, "listeners": [], "inspected": bh.inspected }),
     );
     if let Some(s) = svc.filter(|_| not_running) {
         f = f.evidence(
             "process-table",
-            format!("no process named {} runs in the backend's namespace", s.name),
+            format!(
+                "no process named {} runs in the {}'s namespace",
+                s.name,
+                if pod.is_some() { "pod" } else { "backend" }
+            ),
             json!({ "expected": s.name, "running": s.running }),
         );
     }
-    f = with_connect(f, p).fix(format!(
+    f = with_connect(f, p);
+    if let Some(k) = &pod {
+        f = f.fix(format!(
+            "Check the container of {} that should serve port {port}: find the pod ({}), then `kubectl -n {} describe pod POD` (restarts, OOMKilled, probes) and `kubectl -n {} logs POD --previous`; the Service's targetPort must be the port the container listens on.",
+            k.pod, k.find_pod, k.namespace, k.namespace
+        ));
+    }
+    f = f.fix(format!(
         "Start the backend service inside {wher} on port {port}, or point the {} at where it really listens.",
         match t.kind {
             TranslationKind::Proxy => format!("{} (its -container-port)", proxy_name(b)),
             _ => "DNAT rule".to_string(),
         }
     ));
-    out.push(f);
+    push_backend(out, f, pod.is_some());
 }
 
 fn accepted_then_closed(ev: &Evidence, p: &ConnectProbe) -> Finding {

@@ -8,6 +8,7 @@
 use crate::{Cause, Finding, Findings};
 use conndoc_facts::firewall::FwVerdict;
 use conndoc_facts::kube::ServiceMatch;
+use conndoc_facts::nat::BackendFacts;
 use conndoc_facts::{ConnectProbe, Evidence, Outcome};
 use serde_json::json;
 
@@ -88,13 +89,100 @@ fn with_endpoints(m: &ServiceMatch, out: &mut Findings) {
         ),
     };
     let item = crate::EvidenceItem { kind: "kube-service".into(), text, data: json!(m) };
-    for c in [Cause::NoListener, Cause::ConnectTimeout, Cause::FirewallReject, Cause::FirewallDrop, Cause::Unknown] {
+    let followed = followed_item(m);
+    for c in [
+        Cause::WrongPort,
+        Cause::ContainerBoundToLoopback,
+        Cause::BoundToLoopback,
+        Cause::ProcessNotRunning,
+        Cause::NoListener,
+        Cause::AcceptedThenClosed,
+        Cause::ConnectTimeout,
+        Cause::FirewallReject,
+        Cause::FirewallDrop,
+        Cause::Unknown,
+    ] {
         if let Some(f) = out.get_mut(c) {
+            // The Service first: the finding's other evidence is about its endpoint.
             if !f.evidence.contains(&item) {
-                f.evidence.push(item.clone());
+                f.evidence.insert(0, item.clone());
+            }
+            if let Some(fi) = &followed {
+                if !f.evidence.contains(fi) {
+                    f.evidence.insert(1, fi.clone());
+                }
             }
         }
     }
+}
+
+/// How the backend rules name a Service's endpoint they found the failure in.
+pub(crate) struct PodFrame {
+    /// `Service default/web:http (ClusterIP 10.96.0.30:80)`
+    pub service: String,
+    /// `pod 10.244.0.5 (netns cni-…, net:[…])`
+    pub pod: String,
+    pub namespace: String,
+    pub name: String,
+    pub port_name: String,
+    /// The command that names the pod by its IP.
+    pub find_pod: String,
+}
+
+/// The Service whose endpoint the backend is (kube-proxy translated the probe to it).
+pub(crate) fn pod_frame(ev: &Evidence, b: &BackendFacts) -> Option<PodFrame> {
+    let t = &b.translation;
+    let m = ev.kube.as_ref()?.services.iter().find(|m| {
+        m.address == t.from.ip()
+            && m.port == t.from.port()
+            && m.endpoints.iter().any(|e| std::net::SocketAddr::new(e.address, e.port) == t.to)
+    })?;
+    let ip = t.to.ip();
+    let pod = match &b.netns {
+        Some(n) => n.describe_pod(ip),
+        None => format!("pod {ip}"),
+    };
+    let s = &m.service;
+    Some(PodFrame {
+        service: m.describe(),
+        pod,
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        port_name: s.port.clone(),
+        find_pod: format!("`kubectl -n {} get pods -o wide --field-selector status.podIP={ip}`", s.namespace),
+    })
+}
+
+/// The endpoints followed to their pods, when there were several (which one failed).
+fn followed_item(m: &ServiceMatch) -> Option<crate::EvidenceItem> {
+    if m.followed.len() < 2 && m.endpoints.len() < 2 {
+        return None;
+    }
+    let each: Vec<String> = m
+        .followed
+        .iter()
+        .map(|c| {
+            let at = std::net::SocketAddr::new(c.address, c.port);
+            let pod =
+                c.netns.as_ref().map(|n| n.describe_pod(c.address)).unwrap_or_else(|| format!("pod {}", c.address));
+            match (c.serving, &c.not_inspected) {
+                (Some(true), _) => format!("{at} in {pod}: listening"),
+                (Some(false), _) => format!("{at} in {pod}: nothing takes connections on {at}"),
+                (None, Some(why)) => format!("{at}: not inspected ({why})"),
+                (None, None) => format!("{at}: not inspected"),
+            }
+        })
+        .collect();
+    Some(crate::EvidenceItem {
+        kind: "kube-endpoints".into(),
+        text: format!(
+            "kube-proxy picks one of {} endpoint(s) at random per connection; {} inspected: {}",
+            m.endpoints.len(),
+            m.followed.len(),
+            each.join("; ")
+        ),
+        data: json!(m.followed),
+    })
 }
 
 fn no_endpoints(p: &ConnectProbe, m: &ServiceMatch) -> Finding {

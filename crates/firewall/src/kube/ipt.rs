@@ -149,6 +149,7 @@ fn no_endpoints(
                 frontend: Some(r.reference.clone()),
                 endpoints: Vec::new(),
                 no_endpoints: Some(NoEndpoints { verdict, rule: r.reference.clone() }),
+                followed: Vec::new(),
             });
         }
     }
@@ -209,6 +210,7 @@ fn with_endpoints(rs: &Ruleset, src: usize, fam: &str, role: FirewallRole, probe
         frontend: Some(frontend),
         endpoints,
         no_endpoints: None,
+        followed: Vec::new(),
     })
 }
 

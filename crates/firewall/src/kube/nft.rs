@@ -134,6 +134,7 @@ pub fn recognise(probe: &Probe, role: FirewallRole, deadline: Instant) -> Result
         frontend: None,
         endpoints: Vec::new(),
         no_endpoints: None,
+        followed: Vec::new(),
     };
 
     // A Service without endpoints: the element's comment names it.
