@@ -12,7 +12,7 @@
 
 use super::{parse_endpoint, Probe};
 use crate::model::{Action, ChainId, Rule, Ruleset};
-use conndoc_facts::firewall::{FirewallRole, FirewallTool, FwVerdict, RuleRef};
+use conndoc_facts::firewall::{FirewallRole, FirewallTool, FwVerdict};
 use conndoc_facts::kube::{FrontendKind, NoEndpoints, ProxyMode, ServiceEndpoint, ServiceMatch, ServicePortName};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -156,47 +156,44 @@ fn no_endpoints(
     None
 }
 
+/// Which Service (and which of its addresses) a frontend rule's parts name.
+type Recognise<'a> = dyn Fn(&Line) -> Option<(ServicePortName, FrontendKind)> + 'a;
+
 fn with_endpoints(rs: &Ruleset, src: usize, fam: &str, role: FirewallRole, probe: &Probe) -> Option<ServiceMatch> {
     let chain = |c: &str| rs.chains.get(&(src, fam.to_string(), "nat".to_string(), c.to_string()));
-    let mut found: Option<(ServicePortName, FrontendKind, RuleRef, String)> = None;
-    if let Some(ch) = chain("KUBE-SERVICES") {
-        for r in ch.rules.iter().filter(|r| names_port(&r.reference.text, probe.port)) {
+    // nat KUBE-SERVICES: `-d ADDR --dport PORT` with a "… cluster IP" (external, LB) comment;
+    // nat KUBE-NODEPORTS (a local address only): `--dport NODEPORT` with a bare `NS/NAME:PORT`.
+    let services = |l: &Line| -> Option<(ServicePortName, FrontendKind)> {
+        if l.dest != Some(probe.address) {
+            return None;
+        }
+        let c = l.comment.as_deref()?;
+        let (name, kind) = [
+            (" cluster IP", FrontendKind::ClusterIp),
+            (" external IP", FrontendKind::ExternalIp),
+            (" loadbalancer IP", FrontendKind::LoadBalancer),
+        ]
+        .into_iter()
+        .find_map(|(suffix, kind)| c.strip_suffix(suffix).map(|n| (n, kind)))?;
+        Some((ServicePortName::parse(name)?, kind))
+    };
+    let node_ports = |l: &Line| -> Option<(ServicePortName, FrontendKind)> {
+        if l.dest.is_some_and(|d| d != probe.address) {
+            return None;
+        }
+        Some((l.comment.as_deref().and_then(ServicePortName::parse)?, FrontendKind::NodePort))
+    };
+    let walks: [(&str, &Recognise); 2] = [("KUBE-SERVICES", &services), ("KUBE-NODEPORTS", &node_ports)];
+    let found = walks.into_iter().filter(|(c, _)| *c != "KUBE-NODEPORTS" || probe.local).find_map(|(c, recognise)| {
+        chain(c)?.rules.iter().filter(|r| names_port(&r.reference.text, probe.port)).find_map(|r| {
             let l = parse_line(&r.reference.text);
-            if !l.tcp || l.dport != Some(probe.port) || l.dest != Some(probe.address) {
-                continue;
+            if !l.tcp || l.dport != Some(probe.port) {
+                return None;
             }
-            let Some(c) = &l.comment else { continue };
-            let (name, kind) = if let Some(n) = c.strip_suffix(" cluster IP") {
-                (n, FrontendKind::ClusterIp)
-            } else if let Some(n) = c.strip_suffix(" external IP") {
-                (n, FrontendKind::ExternalIp)
-            } else if let Some(n) = c.strip_suffix(" loadbalancer IP") {
-                (n, FrontendKind::LoadBalancer)
-            } else {
-                continue;
-            };
-            let (Some(service), Some(target)) = (ServicePortName::parse(name), l.jump.clone()) else { continue };
-            found = Some((service, kind, r.reference.clone(), target));
-            break;
-        }
-    }
-    if found.is_none() && probe.local {
-        if let Some(ch) = chain("KUBE-NODEPORTS") {
-            for r in ch.rules.iter().filter(|r| names_port(&r.reference.text, probe.port)) {
-                let l = parse_line(&r.reference.text);
-                if !l.tcp || l.dport != Some(probe.port) || l.dest.is_some_and(|d| d != probe.address) {
-                    continue;
-                }
-                let (Some(service), Some(target)) =
-                    (l.comment.as_deref().and_then(ServicePortName::parse), l.jump.clone())
-                else {
-                    continue;
-                };
-                found = Some((service, FrontendKind::NodePort, r.reference.clone(), target));
-                break;
-            }
-        }
-    }
+            let (service, kind) = recognise(&l)?;
+            Some((service, kind, r.reference.clone(), l.jump.clone()?))
+        })
+    });
     let (service, kind, frontend, target) = found?;
     let endpoints = collect_endpoints(rs, src, fam, &target);
     Some(ServiceMatch {
