@@ -6,7 +6,8 @@
 use crate::Options;
 use conndoc_facts::container::{Container, ContainerFacts};
 use conndoc_facts::host::InspectScope;
-use conndoc_facts::Evidence;
+use conndoc_facts::host::InspectedPortMap;
+use conndoc_facts::{Evidence, Port};
 use conndoc_host::NetnsSpec;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
             req.pids.extend(x.running.iter().chain(&x.elsewhere).map(|p| p.pid));
         }
     }
-    if let Some(pid) = opts.netns_pid {
+    if let Some(pid) = crate::namespace_pid(opts) {
         req.pids.push(pid);
     }
     req.pids.sort_unstable();
@@ -58,8 +59,16 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
         if c.netns_inode.is_none() || c.netns_inode == ours {
             continue;
         }
-        if let Ok(ls) = conndoc_host::inspect::listener_table(Some(port), Some(&NetnsSpec::Pid(pid))) {
-            c.listeners = ls;
+        // The target port, and the container ports it is published to (`-p 16379:6379`).
+        let mut ports = vec![port];
+        ports.extend(c.published_on(port).map(|m| m.container_port));
+        ports.sort_unstable();
+        ports.dedup();
+        let spec = NetnsSpec::Pid(pid);
+        let read: Result<Vec<Vec<_>>, _> =
+            ports.iter().map(|&p| conndoc_host::inspect::listener_table(Some(p), Some(&spec))).collect();
+        if let Ok(ls) = read {
+            c.listeners = ls.into_iter().flatten().collect();
             c.listeners_read = true;
         }
     }
@@ -88,6 +97,26 @@ pub fn containers_for_pids(pids: &[u32], port: u16) -> Option<ContainerFacts> {
     }
     let (facts, _) = conndoc_container::gather(&req);
     facts
+}
+
+/// The container whose namespace `pid` is in, when it publishes the dialled `port` to
+/// another container port: the port to inspect inside instead.
+pub(crate) fn port_map_for(pid: u32, port: Port) -> Option<InspectedPortMap> {
+    let facts = containers_for_pids(&[pid], port.get())?;
+    let ns = conndoc_host::procs::netns_of(pid);
+    let cg = conndoc_container::cgroup::of_pid(pid).map(|c| c.id);
+    let c = facts.containers.iter().find(|c| {
+        c.pid == Some(pid)
+            || cg.as_deref() == Some(c.id.as_str())
+            || (ns.is_some() && c.pid.and_then(conndoc_host::procs::netns_of) == ns)
+    })?;
+    let m = c.published_on(port.get()).find(|m| m.container_port != port.get())?;
+    Some(InspectedPortMap {
+        dialled: port,
+        inspected: Port::new(m.container_port)?,
+        container: c.name().to_string(),
+        mapping: m.text(),
+    })
 }
 
 /// The container behind a listener, for `conndoc listeners`.

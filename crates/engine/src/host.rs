@@ -14,6 +14,7 @@ use std::net::IpAddr;
 pub(crate) struct HostStage {
     req: InspectRequest,
     base: Option<Baseline>,
+    port_map: Option<conndoc_facts::host::InspectedPortMap>,
 }
 
 /// Whether `addr` is this namespace's own: loopback, or on a local interface.
@@ -51,8 +52,14 @@ pub(crate) fn begin(ev: &Evidence, opts: &Options, addrs: &[IpAddr]) -> Option<H
     } else {
         return None;
     };
+    // Inside a container's namespace the dialled host port may be published to another
+    // port of the container (`-p 16379:6379`): inspect that one, and say so.
+    let port_map = match (&netns, crate::namespace_pid(opts)) {
+        (Some(_), Some(pid)) => crate::container::port_map_for(pid, ev.target.port),
+        _ => None,
+    };
     let req = InspectRequest {
-        port: ev.target.port,
+        port: port_map.as_ref().map_or(ev.target.port, |m| m.inspected),
         expect: ev.options.expect_process.clone(),
         scope,
         netns,
@@ -61,7 +68,7 @@ pub(crate) fn begin(ev: &Evidence, opts: &Options, addrs: &[IpAddr]) -> Option<H
     };
     // A failure here shows again (and is recorded) in `end`.
     let base = conndoc_host::baseline(&req).ok();
-    Some(HostStage { req, base })
+    Some(HostStage { req, base, port_map })
 }
 
 pub(crate) fn end(stage: Option<HostStage>, ev: &mut Evidence, opts: &Options) {
@@ -84,7 +91,8 @@ pub(crate) fn end(stage: Option<HostStage>, ev: &mut Evidence, opts: &Options) {
         .filter_map(|pr| pr.redis.as_ref()?.info.as_ref()?.process_id)
         .collect();
     match conndoc_host::inspect::inspect_hinted(&req, stage.base.as_ref(), &hint) {
-        Ok((facts, skipped)) => {
+        Ok((mut facts, skipped)) => {
+            facts.port_map = stage.port_map;
             ev.host = Some(facts);
             ev.skipped.extend(skipped);
         }

@@ -69,6 +69,18 @@ impl Default for Options {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn namespace_paths_name_their_process() {
+        assert_eq!(super::proc_pid("/proc/42/ns/net"), Some(42));
+        assert_eq!(super::proc_pid("/proc/42/task/43/ns/net"), Some(42));
+        assert_eq!(super::proc_pid("/proc/self/ns/net"), None);
+        assert_eq!(super::proc_pid("/run/netns/lab1"), None);
+        assert_eq!(super::proc_pid("lab1"), None);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("{0}")]
@@ -208,6 +220,21 @@ fn firewall_relevant(ev: &Evidence) -> bool {
 /// kube-proxy's default `--service-node-port-range`: a refused local port in it may be a
 /// NodePort, which only the rules explain.
 const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// The process whose namespace is inspected: `--netns-pid PID`, or the PID of a
+/// `--netns /proc/PID/ns/net` path — the same namespace, so the same container lookup.
+pub(crate) fn namespace_pid(opts: &Options) -> Option<u32> {
+    opts.netns_pid.or_else(|| opts.netns.as_deref().and_then(proc_pid))
+}
+
+/// `/proc/PID/ns/net` (or `/proc/PID/task/TID/ns/net`) → PID.
+fn proc_pid(path: &str) -> Option<u32> {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["", "proc", pid, "ns", "net"] | ["", "proc", pid, "task", _, "ns", "net"] => pid.parse().ok(),
+        _ => None,
+    }
+}
 
 /// Record a check that could not run.
 pub(crate) fn skip(ev: &mut Evidence, check: &str, reason: impl Into<String>, hint: Option<String>) {

@@ -344,6 +344,24 @@ pub struct HostFacts {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unavailable: Vec<String>,
     pub elapsed_us: Micros,
+    /// Set when the inspected namespace is a container's and the dialled port is published
+    /// to another port of it (`-p 16379:6379`): that port was inspected instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_map: Option<InspectedPortMap>,
+}
+
+/// The dialled host port and the container port it is published to, read from the
+/// engine's port map before the container's namespace was inspected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InspectedPortMap {
+    /// The port the client dialled (on the host).
+    pub dialled: Port,
+    /// The container's port, inspected inside its namespace.
+    pub inspected: Port,
+    /// The container's name.
+    pub container: String,
+    /// The mapping as the engine shows it (`0.0.0.0:16379 → 6379/tcp`).
+    pub mapping: String,
 }
 
 #[cfg(test)]

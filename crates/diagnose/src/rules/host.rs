@@ -128,6 +128,22 @@ fn same_family_equivalent(l: &Listener, a: IpAddr) -> bool {
     }
 }
 
+/// The dialled port is published to another port of the inspected container: the port
+/// inspected inside is that one.
+fn with_port_map(f: Finding, h: &HostFacts) -> Finding {
+    match &h.port_map {
+        Some(m) => f.evidence(
+            "port-map",
+            format!(
+                "host port {} is published to port {} of container {} ({}): port {} was inspected inside",
+                m.dialled, m.inspected, m.container, m.mapping, m.inspected
+            ),
+            json!(m),
+        ),
+        None => f,
+    }
+}
+
 /// A refusal at `p.address` while listeners exist on the port: which bind explains it.
 fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findings) {
     let a = p.address;
@@ -142,7 +158,7 @@ fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findi
             format!("no TCP listener on port {} on any address or family{} (sock_diag)", p.port, where_(h)),
             json!({ "port": p.port, "listeners": [] , "inspected": h.inspected }),
         );
-        out.push(with_connect(f, p));
+        out.push(with_connect(with_port_map(f, h), p));
         return;
     }
     if ls.iter().any(|l| l.accepts(a)) {
@@ -151,14 +167,17 @@ fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findi
     let port = p.port;
     let a_loop = a.is_loopback() || matches!(a, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|x| x.is_loopback()));
     if !a_loop && ls.iter().all(Listener::loopback_only) {
-        let container =
-            h.inspected.as_ref().is_some_and(|i| matches!(i.scope, InspectScope::NetnsPid | InspectScope::Found));
-        let named = h
+        // A container's namespace by its identity (inode), however it was named
+        // (`--netns-pid PID`, `--netns /proc/PID/ns/net`, a bind mount), or the namespace
+        // found behind a forward; a plain namespace is the server itself.
+        let owner = h
             .inspected
             .as_ref()
             .and_then(|i| i.netns_inode)
-            .and_then(|n| _ev.containers.as_ref()?.by_netns(n))
-            .map(|c| format!("inside {}'s network namespace ", c.label()));
+            .filter(|_| h.inspected.as_ref().is_some_and(|i| i.scope != InspectScope::Local))
+            .and_then(|n| _ev.containers.as_ref()?.by_netns(n));
+        let container = owner.is_some() || h.inspected.as_ref().is_some_and(|i| matches!(i.scope, InspectScope::Found));
+        let named = owner.map(|c| format!("inside {}'s network namespace ", c.label()));
         let (cause, what) = if container {
             (Cause::ContainerBoundToLoopback, named.as_deref().unwrap_or("inside its container's network namespace "))
         } else {
@@ -178,7 +197,7 @@ fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findi
             format!("the client dials {a}:{port} from {from}, which is not loopback"),
             json!({ "dialled": a, "source": p.local.map(|l| l.ip()) }),
         );
-        let f = with_connect(f, p)
+        let f = with_connect(with_port_map(f, h), p)
             .fix(format!("Bind the service to {a} or to all addresses (0.0.0.0 / [::]) instead of loopback{}.", if container { " inside the container" } else { "" }))
             .fix("For redis: `bind 0.0.0.0` (or the interface address) in redis.conf, and set a password before exposing it.");
         out.push(f);
@@ -737,11 +756,27 @@ mod tests {
     }
 
     #[test]
-    fn container_loopback_via_netns_pid() {
-        let mut h = host(vec![listener("127.0.0.1:7000", None)]);
-        h.inspected.as_mut().unwrap().scope = InspectScope::NetnsPid;
-        let ev = evidence(vec![probe("10.0.0.2", ConnectKind::Refused)], h);
-        assert_eq!(verdict(&ev), Cause::ContainerBoundToLoopback);
+    fn container_loopback_by_namespace_identity_not_by_flag() {
+        use conndoc_facts::container::{Container, ContainerFacts, ContainerState};
+        // The same namespace (inode 1) named either way gives the same verdict: a plain
+        // namespace is the server itself…
+        for scope in [InspectScope::NetnsPid, InspectScope::Netns] {
+            let mut h = host(vec![listener("127.0.0.1:7000", None)]);
+            h.inspected.as_mut().unwrap().scope = scope;
+            let mut ev = evidence(vec![probe("10.0.0.2", ConnectKind::Refused)], h);
+            assert_eq!(verdict(&ev), Cause::BoundToLoopback, "{scope:?}");
+            // …and a container's namespace is named as the container's.
+            let c = Container {
+                names: vec!["cache".into()],
+                state: ContainerState::Running,
+                netns_inode: Some(1),
+                ..serde_json::from_value(serde_json::json!({"id": "e789749d466b", "image": "redis:7", "engine": "docker", "state": "running", "source": "engine-api"})).unwrap()
+            };
+            ev.containers = Some(ContainerFacts { containers: vec![c], ..Default::default() });
+            let r = diagnose(&ev);
+            assert_eq!(r.verdict.cause, Cause::ContainerBoundToLoopback, "{scope:?}");
+            assert!(r.verdict.summary.contains("cache"), "{}", r.verdict.summary);
+        }
     }
 
     #[test]
