@@ -44,7 +44,11 @@ fn recorded_evidence_gives_the_scenarios_verdict() {
         }
         // Every finding the scenario asserts (warnings too) comes back from the facts alone.
         let expected = scenario.get("expect").and_then(|e| e.get("finding")).and_then(|f| f.as_array());
-        for want in expected.into_iter().flatten().filter_map(|f| f.get("cause").and_then(|c| c.as_str())) {
+        // (`exists = false` asserts a finding's absence.)
+        let present = |f: &&toml::Value| f.get("exists").and_then(|e| e.as_bool()) != Some(false);
+        for want in
+            expected.into_iter().flatten().filter(present).filter_map(|f| f.get("cause").and_then(|c| c.as_str()))
+        {
             if !report.findings.iter().any(|f| f.cause.code() == want) {
                 failures.push(format!("{name}: the scenario expects a {want} finding, the rules give none"));
             }
