@@ -21,6 +21,32 @@ pub(crate) fn local_addresses(ev: &mut Evidence) {
     }
 }
 
+/// What resolution left out on purpose, in the report's `skipped` list: addresses beyond
+/// the ones conndoc probes, nameservers the system resolver never asks.
+pub(crate) fn resolution_limits(ev: &mut Evidence) {
+    let sys = &ev.resolution.system;
+    if sys.dropped > 0 {
+        let total = sys.addresses.len() as u64 + u64::from(sys.dropped);
+        let reason = format!(
+            "the system resolver returned {total} addresses; conndoc kept and probed the first {}, {} dropped",
+            sys.addresses.len(),
+            sys.dropped
+        );
+        let hint = format!("getent ahosts {} lists them all", ev.target.host);
+        crate::skip(ev, "connect to every address", reason, Some(hint));
+    }
+    if let Some(d) = ev.resolution.dns.as_ref().filter(|d| d.ignored_servers > 0) {
+        let reason = format!(
+            "{} names {} nameservers; the system resolver asks only the first {}, and so did conndoc ({} ignored)",
+            d.resolv_conf,
+            d.servers.len() as u64 + u64::from(d.ignored_servers),
+            d.servers.len(),
+            d.ignored_servers
+        );
+        crate::skip(ev, "DNS query to every nameserver", reason, None);
+    }
+}
+
 pub(crate) fn after_probe(ev: &mut Evidence) {
     let failed: Vec<(IpAddr, ConnectKind)> =
         ev.probes.iter().filter(|p| !p.ok()).map(|p| (p.address, p.kind)).collect();

@@ -103,6 +103,7 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     let remote = ssh.map(|o| remote::start(&ev, o, opts.timeout));
     client::local_addresses(&mut ev);
     ev.resolution = conndoc_probe::resolve::resolve(&ev.target, opts.family, opts.timeout);
+    client::resolution_limits(&mut ev);
     let addrs = conndoc_probe::resolve::addresses_to_probe(&ev.resolution, opts.family);
 
     let (remote, host_stage) = match remote {

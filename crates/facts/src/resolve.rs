@@ -36,6 +36,21 @@ pub struct SystemLookup {
     #[serde(default)]
     pub timed_out: bool,
     pub elapsed_us: Micros,
+    /// Addresses the resolver returned beyond the ones kept (conndoc keeps and probes at
+    /// most [`MAX_ADDRESSES`]): a hostile or broken resolver cannot make it fan out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u32,
+}
+
+/// At most this many resolved addresses are kept and probed.
+pub const MAX_ADDRESSES: usize = 32;
+
+/// At most this many nameservers are asked: the system resolver (glibc and musl, `MAXNS`)
+/// uses only the first three, so the others cannot matter to the application either.
+pub const MAX_NAMESERVERS: usize = 3;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One matching line of the hosts file.
@@ -111,6 +126,10 @@ pub struct DnsLookup {
     pub queries: Vec<DnsQuery>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Nameservers resolv.conf names after the first [`MAX_NAMESERVERS`]: the system
+    /// resolver ignores them, and so does conndoc.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ignored_servers: u32,
 }
 
 impl DnsLookup {

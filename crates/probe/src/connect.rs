@@ -1,12 +1,15 @@
 //! One TCP connect per address, each with its own deadline, classified by errno.
 
+use conndoc_facts::resolve::MAX_ADDRESSES;
 use conndoc_facts::{ConnectKind, ConnectProbe, Errno, Family, Micros, PeerClose, PeerCloseKind, Port};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// Connect to every address at once (one thread each) and classify each result.
-/// Results keep the order of `addrs`.
+/// Connect to every address at once and classify each result. Results keep the order of
+/// `addrs`. The resolver keeps at most [`MAX_ADDRESSES`] addresses, and at most that many
+/// threads connect, so every connect of a resolved target runs in parallel under one
+/// deadline; a longer list (not from the resolver) waits for a free worker.
 pub fn connect_all(addrs: &[IpAddr], port: Port, timeout: Duration) -> Vec<ConnectProbe> {
     connect_all_watched(addrs, port, timeout, None)
 }
@@ -19,9 +22,7 @@ pub fn connect_all_watched(
     timeout: Duration,
     watch: Option<Duration>,
 ) -> Vec<ConnectProbe> {
-    let handles: Vec<_> =
-        addrs.iter().map(|&a| std::thread::spawn(move || connect_watched(a, port, timeout, watch))).collect();
-    handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    crate::pool::map_bounded(addrs, MAX_ADDRESSES, |&a| connect_watched(a, port, timeout, watch))
 }
 
 /// A connect to `address:port` with this deadline, before it has a result.

@@ -2,14 +2,17 @@
 //! Enough to compare what DNS says with what the hosts file says, and to tell a silent
 //! nameserver from a name that does not exist.
 
-use conndoc_facts::resolve::{DnsOutcome, QType};
+use conndoc_facts::resolve::{DnsOutcome, QType, MAX_NAMESERVERS};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// resolv.conf as far as it matters here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResolvConf {
+    /// The first [`MAX_NAMESERVERS`] nameservers: the only ones the system resolver asks.
     pub servers: Vec<IpAddr>,
+    /// How many more `nameserver` lines there were.
+    pub ignored_servers: u32,
     pub search: Vec<String>,
     pub ndots: u32,
 }
@@ -23,7 +26,11 @@ pub fn parse_resolv_conf(text: &str) -> ResolvConf {
             Some("nameserver") => {
                 // A scoped IPv6 address (fe80::1%eth0) keeps only the address.
                 if let Some(ip) = it.next().and_then(|s| s.split('%').next()).and_then(|s| s.parse().ok()) {
-                    rc.servers.push(ip);
+                    if rc.servers.len() < MAX_NAMESERVERS {
+                        rc.servers.push(ip);
+                    } else {
+                        rc.ignored_servers = rc.ignored_servers.saturating_add(1);
+                    }
                 }
             }
             Some("search") | Some("domain") => rc.search = it.map(str::to_string).collect(),
@@ -265,5 +272,14 @@ mod tests {
         assert_eq!(rc.servers, vec!["10.0.0.53".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]);
         assert_eq!(rc.search, vec!["a.lab", "b.lab"]);
         assert_eq!(rc.ndots, 2);
+    }
+
+    #[test]
+    fn resolv_conf_keeps_the_servers_the_resolver_uses() {
+        let text: String = (0..5000).map(|i| format!("nameserver 10.{}.{}.53\n", i / 256, i % 256)).collect();
+        let rc = parse_resolv_conf(&text);
+        assert_eq!(rc.servers.len(), MAX_NAMESERVERS);
+        assert_eq!(rc.servers[0], "10.0.0.53".parse::<IpAddr>().unwrap());
+        assert_eq!(rc.ignored_servers, 5000 - MAX_NAMESERVERS as u32);
     }
 }

@@ -4,5 +4,6 @@
 pub mod client;
 pub mod connect;
 pub mod dns;
+pub mod pool;
 pub mod resolve;
 pub mod time;

@@ -3,7 +3,9 @@
 //! query to every configured nameserver. Every address says where it came from.
 
 use crate::dns;
-use conndoc_facts::resolve::{AddrSource, DnsLookup, DnsQuery, HostsEntry, QType, ResolvedAddr, SystemLookup};
+use conndoc_facts::resolve::{
+    AddrSource, DnsLookup, DnsQuery, HostsEntry, QType, ResolvedAddr, SystemLookup, MAX_ADDRESSES, MAX_NAMESERVERS,
+};
 use conndoc_facts::{Family, Host, Micros, Resolution, Target};
 use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::mpsc;
@@ -48,7 +50,7 @@ pub fn resolve(t: &Target, _family: Option<Family>, timeout: Duration) -> Resolu
 }
 
 /// The addresses to connect to: what the system resolver returned, in its order,
-/// without duplicates, restricted to one family when asked.
+/// without duplicates, restricted to one family when asked, at most [`MAX_ADDRESSES`].
 pub fn addresses_to_probe(r: &Resolution, family: Option<Family>) -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = Vec::new();
     for a in &r.system.addresses {
@@ -56,7 +58,27 @@ pub fn addresses_to_probe(r: &Resolution, family: Option<Family>) -> Vec<IpAddr>
             v.push(a.address);
         }
     }
+    v.truncate(MAX_ADDRESSES);
     v
+}
+
+/// The resolver's addresses without duplicates, the first [`MAX_ADDRESSES`] kept, and how
+/// many more there were.
+fn keep_addresses(all: Vec<IpAddr>) -> (Vec<IpAddr>, u32) {
+    let mut kept: Vec<IpAddr> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut dropped = 0u32;
+    for a in all {
+        if !seen.insert(a) {
+            continue;
+        }
+        if kept.len() < MAX_ADDRESSES {
+            kept.push(a);
+        } else {
+            dropped = dropped.saturating_add(1);
+        }
+    }
+    (kept, dropped)
 }
 
 type SysResult = (Result<Vec<IpAddr>, String>, Duration);
@@ -79,23 +101,29 @@ fn spawn_system_lookup(name: String, port: u16) -> mpsc::Receiver<SysResult> {
 fn wait_system_lookup(rx: mpsc::Receiver<SysResult>, deadline: Instant) -> SystemLookup {
     let start = Instant::now();
     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok((Ok(addrs), took)) => SystemLookup {
-            addresses: addrs.into_iter().map(|address| ResolvedAddr { address, source: AddrSource::System }).collect(),
-            error: None,
-            timed_out: false,
-            elapsed_us: Micros::from_duration(took),
-        },
+        Ok((Ok(addrs), took)) => {
+            let (kept, dropped) = keep_addresses(addrs);
+            SystemLookup {
+                addresses: kept.into_iter().map(|address| ResolvedAddr { address, source: AddrSource::System }).collect(),
+                error: None,
+                timed_out: false,
+                elapsed_us: Micros::from_duration(took),
+                dropped,
+            }
+        }
         Ok((Err(e), took)) => SystemLookup {
             addresses: vec![],
             error: Some(e),
             timed_out: false,
             elapsed_us: Micros::from_duration(took),
+            dropped: 0,
         },
         Err(_) => SystemLookup {
             addresses: vec![],
             error: Some("the system resolver did not answer before the deadline".into()),
             timed_out: true,
             elapsed_us: Micros::from_duration(start.elapsed()),
+            dropped: 0,
         },
     }
 }
@@ -173,19 +201,16 @@ fn dns_lookup(name: &str, deadline: Instant) -> DnsLookup {
     } else {
         name.trim_end_matches('.').to_string()
     };
-    let mut handles = Vec::new();
-    for server in rc.servers.iter().copied() {
-        for qtype in [QType::A, QType::Aaaa] {
-            let fqdn = fqdn.clone();
-            handles.push(std::thread::spawn(move || {
-                let start = Instant::now();
-                let outcome = dns::query(server, &fqdn, qtype, deadline);
-                DnsQuery { server, qtype, outcome, elapsed_us: Micros::from_duration(start.elapsed()) }
-            }));
-        }
-    }
-    let queries = handles.into_iter().filter_map(|h| h.join().ok()).collect();
+    // resolv.conf parsing kept at most MAX_NAMESERVERS: two questions each, all at once.
+    let questions: Vec<(IpAddr, QType)> =
+        rc.servers.iter().flat_map(|&s| [(s, QType::A), (s, QType::Aaaa)]).collect();
+    let queries = crate::pool::map_bounded(&questions, 2 * MAX_NAMESERVERS, |&(server, qtype)| {
+        let start = Instant::now();
+        let outcome = dns::query(server, &fqdn, qtype, deadline);
+        DnsQuery { server, qtype, outcome, elapsed_us: Micros::from_duration(start.elapsed()) }
+    });
     DnsLookup {
+        ignored_servers: rc.ignored_servers,
         resolv_conf: RESOLV_CONF.into(),
         error: rc.servers.is_empty().then(|| format!("{RESOLV_CONF} names no nameserver")),
         servers: rc.servers,
@@ -215,6 +240,22 @@ mod tests {
         assert!(gai_error("failed to lookup address information: Name or service not known").starts_with("EAI_NONAME"));
         assert!(gai_error("failed to lookup address information: Temporary failure in name resolution")
             .starts_with("EAI_AGAIN"));
+    }
+
+    #[test]
+    fn a_long_answer_is_capped_and_counted() {
+        let all: Vec<IpAddr> = (0..4000u32).map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a4d_0000 + i))).collect();
+        let (kept, dropped) = keep_addresses([all.clone(), all.clone()].concat());
+        assert_eq!(kept, all[..MAX_ADDRESSES]);
+        assert_eq!(dropped, 4000 - MAX_ADDRESSES as u32, "duplicates are not counted as dropped");
+        let r = Resolution {
+            system: SystemLookup {
+                addresses: all.iter().map(|&address| ResolvedAddr { address, source: AddrSource::System }).collect(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(addresses_to_probe(&r, None).len(), MAX_ADDRESSES);
     }
 
     #[test]
