@@ -104,7 +104,10 @@ fn wait_system_lookup(rx: mpsc::Receiver<SysResult>, deadline: Instant) -> Syste
         Ok((Ok(addrs), took)) => {
             let (kept, dropped) = keep_addresses(addrs);
             SystemLookup {
-                addresses: kept.into_iter().map(|address| ResolvedAddr { address, source: AddrSource::System }).collect(),
+                addresses: kept
+                    .into_iter()
+                    .map(|address| ResolvedAddr { address, source: AddrSource::System })
+                    .collect(),
                 error: None,
                 timed_out: false,
                 elapsed_us: Micros::from_duration(took),
@@ -202,8 +205,7 @@ fn dns_lookup(name: &str, deadline: Instant) -> DnsLookup {
         name.trim_end_matches('.').to_string()
     };
     // resolv.conf parsing kept at most MAX_NAMESERVERS: two questions each, all at once.
-    let questions: Vec<(IpAddr, QType)> =
-        rc.servers.iter().flat_map(|&s| [(s, QType::A), (s, QType::Aaaa)]).collect();
+    let questions: Vec<(IpAddr, QType)> = rc.servers.iter().flat_map(|&s| [(s, QType::A), (s, QType::Aaaa)]).collect();
     let queries = crate::pool::map_bounded(&questions, 2 * MAX_NAMESERVERS, |&(server, qtype)| {
         let start = Instant::now();
         let outcome = dns::query(server, &fqdn, qtype, deadline);
