@@ -188,6 +188,21 @@ fn check_log_lines_redact_the_password_in_both_formats() {
     assert_eq!(text(&o.stderr).trim_end().lines().count(), 1, "{}", text(&o.stderr));
 }
 
+/// `man --out` at something that is not a directory is bad input: one line, exit 2, nothing written.
+fn man_out_not_a_directory_is_bad_input() {
+    let dir = Dir::new("man-out");
+    let file = dir.path("plain-file");
+    std::fs::write(&file, b"keep").unwrap();
+    for out in [file.to_str().unwrap(), "/dev/zero"] {
+        let o = conndoc(&["man", "--out", out]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{out}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("not a directory"), "{err}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+}
+
 fn main() {
     let mut t = Tests::new();
     tests!(t, program("bash", "bash"), bash_completion_registers_and_completes_subcommands_and_options);
@@ -199,5 +214,6 @@ fn main() {
         man_pages_are_written_for_every_subcommand_and_render
     );
     tests!(t, Need::met(), check_log_lines_redact_the_password_in_both_formats);
+    tests!(t, Need::met(), man_out_not_a_directory_is_bad_input);
     t.run()
 }

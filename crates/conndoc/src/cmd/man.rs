@@ -20,6 +20,10 @@ pub struct Args {
 pub fn run(a: Args, cli: clap::Command) -> anyhow::Result<u8> {
     let pages = pages(cli)?;
     if let Some(dir) = a.out {
+        // An existing non-directory (a file, /dev/zero) is the user's mistake: exit 2, not 3.
+        if dir.exists() && !dir.is_dir() {
+            return Err(usage(format!("--out {}: not a directory", dir.display())));
+        }
         std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
         for (file, text) in &pages {
             conndoc_files::write_private(dir.join(file), text)?;
