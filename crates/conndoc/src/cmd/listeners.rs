@@ -44,12 +44,24 @@ struct Output<'a> {
     listeners: Vec<Row<'a>>,
 }
 
-fn warnings(l: &Listener) -> Vec<&'static str> {
+/// Whether an IPv4 listener of the same table serves the IPv4 side of a v6-only listener: the
+/// pair docker-proxy (and many daemons) open, `[::]:P` with IPV6_V6ONLY next to `0.0.0.0:P`
+/// (or `[::1]:P` next to `127.0.0.1:P`). Such a row reaches IPv4 clients, so no `ipv6-only`.
+fn v4_twin(l: &Listener, all: &[Listener]) -> bool {
+    all.iter().any(|o| {
+        o.local.is_ipv4()
+            && o.port() == l.port()
+            && ((l.wildcard() && o.wildcard()) || (l.loopback_only() && o.loopback_only()))
+    })
+}
+
+/// The warnings of `l`, a row of the table `all` (one namespace's listeners).
+fn warnings(l: &Listener, all: &[Listener]) -> Vec<&'static str> {
     let mut w = Vec::new();
     if l.loopback_only() {
         w.push("loopback-only");
     }
-    if l.v6only == Some(true) {
+    if l.v6only == Some(true) && !v4_twin(l, all) {
         w.push("ipv6-only");
     }
     if l.queue_full() {
@@ -111,7 +123,7 @@ fn table(ls: &[Listener], cs: &[Option<ListenerContainer>]) -> String {
                 Some(format!("{}/{}", p.open_fds?, p.nofile_soft.map(|n| n.to_string()).unwrap_or("∞".into())))
             })
             .unwrap_or_else(|| "-".into()),
-            warnings(l).join(","),
+            warnings(l, ls).join(","),
         ]);
     }
     let widths: Vec<usize> = (0..9).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
@@ -151,7 +163,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             listeners: ls
                 .iter()
                 .zip(&cs)
-                .map(|(l, c)| Row { listener: l, container: c.as_ref(), warnings: warnings(l) })
+                .map(|(l, c)| Row { listener: l, container: c.as_ref(), warnings: warnings(l, &ls) })
                 .collect(),
         };
         let mut s = serde_json::to_string_pretty(&out)?;
@@ -193,8 +205,30 @@ mod tests {
         assert_eq!(fill(&l("0.0.0.0:80", 0, 128)), "0/128 [..........]");
         assert_eq!(fill(&l("0.0.0.0:80", 2, 1)), "2/1 [##########]");
         assert_eq!(fill(&l("0.0.0.0:80", 3, 128)), "3/128 [#.........]");
-        assert_eq!(warnings(&l("127.0.0.1:80", 0, 128)), vec!["loopback-only"]);
-        assert_eq!(warnings(&l("[::]:80", 2, 1)), vec!["ipv6-only", "queue-full"]);
+        assert_eq!(warnings(&l("127.0.0.1:80", 0, 128), &[]), vec!["loopback-only"]);
+        assert_eq!(warnings(&l("[::]:80", 2, 1), &[]), vec!["ipv6-only", "queue-full"]);
+        let t = table(&[l("127.0.0.1:6379", 0, 511)], &[None]);
+        assert!(t.starts_with("ADDRESS"));
+        assert!(t.contains("127.0.0.1  6379"));
+    }
+
+    #[test]
+    fn v6only_row_with_an_ipv4_twin_is_not_ipv6_only() {
+        // docker-proxy's pair: [::]:P (v6only) and 0.0.0.0:P.
+        let pair = [l("0.0.0.0:6379", 0, 4096), l("[::]:6379", 0, 4096)];
+        assert!(warnings(&pair[1], &pair).is_empty());
+        let lo = [l("127.0.0.1:53", 0, 5), l("[::1]:53", 0, 5)];
+        assert_eq!(warnings(&lo[1], &lo), vec!["loopback-only"]);
+        // Another port, or only a loopback IPv4 row, leaves the wildcard v6 row IPv6-only.
+        let other = [l("0.0.0.0:6380", 0, 5), l("127.0.0.1:6379", 0, 5), l("[::]:6379", 0, 5)];
+        assert_eq!(warnings(&other[2], &other), vec!["ipv6-only"]);
+        // An IPv6 row never twins another one.
+        let v6 = [l("[::1]:6379", 0, 5), l("[::]:6379", 0, 5)];
+        assert_eq!(warnings(&v6[1], &v6), vec!["ipv6-only"]);
+    }
+
+    #[test]
+    fn table_renders() {
         let t = table(&[l("127.0.0.1:6379", 0, 511)], &[None]);
         assert!(t.starts_with("ADDRESS"));
         assert!(t.contains("127.0.0.1  6379"));
