@@ -218,14 +218,38 @@ pub struct CertFacts {
     pub serial: String,
 }
 
+/// How much of a reply's text evidence keeps: a 64 MiB reply is stated by its length, not
+/// copied into every report, evidence file and history row.
+pub const REPLY_KEEP: usize = 4096;
+
+/// The first `max` bytes of `s`, cut at a character boundary.
+pub fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// One request and the server's reply, exactly as sent back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exchange {
     /// The command as sent, with any password replaced by `<redacted>`.
     pub command: String,
-    /// The reply text; `None` when nothing came back.
+    /// The reply text (its first [`REPLY_KEEP`] bytes when `truncated`); `None` when
+    /// nothing came back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
+    /// `reply` holds only the start of the reply's text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// With `truncated`: the reply's real size in bytes as the server sent it (the whole
+    /// RESP frame).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
     /// From sending the command to the end of its reply.
     pub elapsed_us: Micros,
     /// What went wrong reading or writing (`closed by server`, `deadline`, `ECONNRESET`).
@@ -519,6 +543,14 @@ mod tests {
         assert_eq!(i.config_file, None);
         assert_eq!(i.loading, Some(false));
         assert!(!i.other.contains_key("run_id"));
+    }
+
+    #[test]
+    fn clip_keeps_whole_characters() {
+        assert_eq!(clip("abc", 5), "abc");
+        assert_eq!(clip("h\u{e9}llo", 2), "h");
+        assert_eq!(clip("h\u{e9}llo", 3), "h\u{e9}");
+        assert_eq!(clip("", 0), "");
     }
 
     #[test]

@@ -5,7 +5,9 @@ use crate::conn;
 use crate::http;
 use crate::tls::TlsSetup;
 use crate::{confirm_tls_port, mismatch_from_first_bytes};
-use conndoc_facts::protocol::{HttpFacts, MismatchDirection, ProtocolKind, ProtocolProbe, TlsMismatch};
+use conndoc_facts::protocol::{
+    clip, HttpFacts, MismatchDirection, ProtocolKind, ProtocolProbe, TlsMismatch, REPLY_KEEP,
+};
 use conndoc_facts::{Micros, Port};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -18,6 +20,9 @@ pub struct HttpOptions<'a> {
     pub tls: Option<&'a TlsSetup>,
     pub timeout: Duration,
 }
+
+/// `Via` headers kept (one per proxy on the way; more is not a path a person reads).
+const MAX_VIA: usize = 16;
 
 /// nginx's answer to plain HTTP on a TLS port (a 400 with this sentence in the body).
 const NGINX_PLAIN_TO_TLS: &str = "The plain HTTP request was sent to HTTPS port";
@@ -67,16 +72,17 @@ pub fn probe(addr: SocketAddr, o: &HttpOptions<'_>) -> ProtocolProbe {
         match http::parse_head(&buf) {
             Ok(Some((head, used))) => {
                 h.headers_us = Some(Micros::from_duration(sent.elapsed()));
-                h.status_line = Some(head.status_line.clone());
+                // Server-chosen text is kept bounded (the head itself is at most MAX_HEAD).
+                h.status_line = Some(clip(&head.status_line, REPLY_KEEP).to_string());
                 h.status = Some(head.status);
-                h.server = head.header("server").map(str::to_string);
-                h.via = head.all("via");
+                h.server = head.header("server").map(|s| clip(s, REPLY_KEEP).to_string());
+                h.via = head.all("via").iter().take(MAX_VIA).map(|v| clip(v, REPLY_KEEP).to_string()).collect();
                 body_from = Some((head, used));
                 break;
             }
             Ok(None) => {}
             Err(e) => {
-                h.error = Some(e.to_string());
+                h.error = Some(clip(&e.to_string(), REPLY_KEEP).to_string());
                 break;
             }
         }

@@ -6,7 +6,8 @@ use crate::resp::{self, Reply};
 use crate::tls::TlsSetup;
 use crate::{confirm_tls_port, looks_like_tls, mismatch_from_first_bytes};
 use conndoc_facts::protocol::{
-    Exchange, MismatchDirection, ProtocolKind, ProtocolProbe, RedisError, RedisFacts, RedisInfo, TlsMismatch,
+    clip, Exchange, MismatchDirection, ProtocolKind, ProtocolProbe, RedisError, RedisFacts, RedisInfo, TlsMismatch,
+    REPLY_KEEP,
 };
 use conndoc_facts::{Micros, Port, Secret};
 use std::io::{self, Read, Write};
@@ -64,7 +65,10 @@ impl Session {
             }
         }
         for (label, _) in cmds {
-            let reply = self.read_reply();
+            let (reply, wire_len) = match self.read_reply() {
+                Some((r, n)) => (Some(r), n),
+                None => (None, 0),
+            };
             let elapsed = Micros::from_duration(start.elapsed());
             let error = match &reply {
                 Some(_) => None,
@@ -75,21 +79,30 @@ impl Session {
                         .unwrap_or_else(|| "connection closed by server".into()),
                 ),
             };
-            let text = reply.as_ref().map(|r| match r {
-                Reply::Bulk(Some(b)) if label.starts_with("INFO") => format!("(bulk string, {} bytes)", b.len()),
-                r => r.text(),
-            });
-            out.push((Exchange { command: label.clone(), reply: text, elapsed_us: elapsed, error }, reply));
+            let (text, truncated) = match &reply {
+                Some(Reply::Bulk(Some(b))) if label.starts_with("INFO") => {
+                    (Some(format!("(bulk string, {} bytes)", b.len())), false)
+                }
+                Some(r) => {
+                    let (t, cut) = r.text_bounded(REPLY_KEEP);
+                    (Some(t), cut)
+                }
+                None => (None, false),
+            };
+            let length = truncated.then_some(wire_len as u64);
+            let ex = Exchange { command: label.clone(), reply: text, truncated, length, elapsed_us: elapsed, error };
+            out.push((ex, reply));
         }
         out
     }
 
-    fn read_reply(&mut self) -> Option<Reply> {
+    /// The next reply and its size on the wire.
+    fn read_reply(&mut self) -> Option<(Reply, usize)> {
         loop {
             match resp::parse(&self.buf) {
                 Ok(Some((r, used))) => {
                     self.buf.drain(..used);
-                    return Some(r);
+                    return Some((r, used));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -100,6 +113,10 @@ impl Session {
                 }
             }
             if self.closed || self.failed.as_deref().is_some_and(|f| f.starts_with("deadline")) {
+                return None;
+            }
+            if self.buf.len() >= resp::MAX_REPLY {
+                self.garbage = Some(format!("a RESP reply larger than {} bytes: stopped reading", resp::MAX_REPLY));
                 return None;
             }
             let mut chunk = [0u8; 16 * 1024];
@@ -168,7 +185,7 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
         for (ex, reply) in res {
             if r.first_error.is_none() {
                 if let Some(Reply::Error(t)) = reply {
-                    r.first_error = Some(RedisError::parse(t));
+                    r.first_error = Some(RedisError::parse(clip(t, REPLY_KEEP)));
                 }
             }
             r.exchanges.push(ex.clone());
@@ -194,7 +211,7 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
     if let Some(n) = db {
         r.db = Some(n);
         if let Some(Reply::Error(e)) = &res[0].1 {
-            r.select_error = Some(e.clone());
+            r.select_error = Some(clip(e, REPLY_KEEP).to_string());
         }
         res.remove(0);
     }
@@ -222,7 +239,9 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
                 let res = s.exchange(&cmds);
                 for (ex, reply) in &res {
                     match reply {
-                        Some(Reply::Error(e)) if r.config_refused.is_none() => r.config_refused = Some(format!("-{e}")),
+                        Some(Reply::Error(e)) if r.config_refused.is_none() => {
+                            r.config_refused = Some(format!("-{}", clip(e, REPLY_KEEP)))
+                        }
                         Some(rep) => r.config.extend(rep.pairs()),
                         None => {}
                     }
@@ -230,7 +249,7 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
                 }
             }
             Some(Reply::Error(e)) => {
-                r.config_refused = Some(format!("-{e}"));
+                r.config_refused = Some(format!("-{}", clip(e, REPLY_KEEP)));
                 r.exchanges.push(res[0].0.clone());
             }
             Some(rep) => {

@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 /// Longest bulk string or array we accept; a larger length means the bytes are not RESP.
 const MAX_LEN: i64 = 64 * 1024 * 1024;
 const MAX_DEPTH: usize = 8;
+/// Most bytes buffered for one reply: the longest bulk string and its framing.
+pub const MAX_REPLY: usize = MAX_LEN as usize + 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -128,36 +130,78 @@ pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// A text sink that keeps at most `max` bytes (cut at a character boundary) and remembers
+/// whether anything was left out, so a 64 MiB reply is never rendered whole.
+struct Bounded {
+    s: String,
+    max: usize,
+    cut: bool,
+}
+
+impl std::fmt::Write for Bounded {
+    fn write_str(&mut self, t: &str) -> std::fmt::Result {
+        if self.cut {
+            return Ok(());
+        }
+        let room = self.max - self.s.len();
+        let kept = conndoc_facts::protocol::clip(t, room);
+        self.s.push_str(kept);
+        self.cut = kept.len() < t.len();
+        Ok(())
+    }
+}
+
+/// Lossy UTF-8 of at most a little more than `max` bytes of `b`: enough for the first `max`
+/// bytes of text (a replacement character is never shorter than what it replaces).
+fn lossy_prefix(b: &[u8], max: usize) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(&b[..b.len().min(max.saturating_add(4))])
+}
+
 impl Reply {
     /// The reply as redis-cli would show it: `+PONG` → `PONG`, `-NOAUTH …` → `-NOAUTH …`,
     /// bulk text as is; an array on one line, its strings quoted (`["bind", "127.0.0.1"]`),
     /// so evidence lines stay one line each.
     pub fn text(&self) -> String {
-        let mut s = String::new();
-        self.render(&mut s);
-        s
+        self.text_bounded(usize::MAX).0
     }
-    fn render(&self, s: &mut String) {
+    /// [`Reply::text`] cut to its first `max` bytes, and whether it was cut.
+    pub fn text_bounded(&self, max: usize) -> (String, bool) {
+        let mut out = Bounded { s: String::new(), max, cut: false };
+        self.render(&mut out);
+        (out.s, out.cut)
+    }
+    fn render(&self, s: &mut Bounded) {
+        let max = s.max;
         match self {
-            Reply::Simple(t) => s.push_str(t),
+            Reply::Simple(t) => {
+                let _ = s.write_str(t);
+            }
             Reply::Error(t) => {
-                s.push('-');
-                s.push_str(t)
+                let _ = write!(s, "-{t}");
             }
             Reply::Integer(i) => {
                 let _ = write!(s, "(integer) {i}");
             }
-            Reply::Bulk(None) | Reply::Array(None) => s.push_str("(nil)"),
-            Reply::Bulk(Some(b)) => s.push_str(&String::from_utf8_lossy(b)),
+            Reply::Bulk(None) | Reply::Array(None) => {
+                let _ = s.write_str("(nil)");
+            }
+            Reply::Bulk(Some(b)) => {
+                let _ = s.write_str(&lossy_prefix(b, max));
+                s.cut |= b.len() > max;
+            }
             Reply::Array(Some(items)) => {
-                s.push('[');
+                let _ = s.write_str("[");
                 for (i, it) in items.iter().enumerate() {
+                    if s.cut {
+                        return;
+                    }
                     if i > 0 {
-                        s.push_str(", ");
+                        let _ = s.write_str(", ");
                     }
                     match it {
                         Reply::Bulk(Some(b)) => {
-                            let _ = write!(s, "{:?}", String::from_utf8_lossy(b));
+                            let _ = write!(s, "{:?}", lossy_prefix(b, max));
+                            s.cut |= b.len() > max;
                         }
                         Reply::Simple(t) => {
                             let _ = write!(s, "{t:?}");
@@ -165,7 +209,7 @@ impl Reply {
                         it => it.render(s),
                     }
                 }
-                s.push(']');
+                let _ = s.write_str("]");
             }
         }
     }
@@ -291,6 +335,17 @@ mod tests {
     fn encode_commands() {
         assert_eq!(encode(&[b"PING"]), b"*1\r\n$4\r\nPING\r\n");
         assert_eq!(encode(&[b"CONFIG", b"GET", b"port"]), b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nport\r\n");
+    }
+
+    #[test]
+    fn bounded_text_is_cut_at_a_character() {
+        let big = one(b"$6\r\nh\xc3\xa9llo\r\n");
+        assert_eq!(big.text_bounded(2), ("h".to_string(), true));
+        assert_eq!(big.text_bounded(6), ("h\u{e9}llo".to_string(), false));
+        let arr = one(b"*3\r\n$1\r\na\r\n$1\r\nb\r\n:7\r\n");
+        assert_eq!(arr.text_bounded(100), (r#"["a", "b", (integer) 7]"#.to_string(), false));
+        assert_eq!(arr.text_bounded(8), (r#"["a", "b"#.to_string(), true));
+        assert_eq!(arr.text(), arr.text_bounded(usize::MAX).0);
     }
 
     #[test]

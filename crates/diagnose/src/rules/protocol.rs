@@ -3,7 +3,7 @@
 
 use crate::{Cause, Finding, Findings};
 use conndoc_facts::protocol::{
-    CertFacts, MismatchDirection, ProtocolKind, ProtocolProbe, RedisFacts, TlsFacts, TlsFailure,
+    CertFacts, Exchange, MismatchDirection, ProtocolKind, ProtocolProbe, RedisFacts, TlsFacts, TlsFailure,
 };
 use conndoc_facts::{Evidence, Scheme};
 use serde_json::json;
@@ -259,12 +259,22 @@ fn expiry_warning(where_: &str, t: &TlsFacts, out: &mut Findings) {
     }
 }
 
+/// `… (4096 bytes shown of a 67108877-byte reply)` after a reply evidence keeps only the
+/// start of.
+fn cut_note(e: &Exchange) -> String {
+    match (e.truncated, e.length) {
+        (true, Some(n)) => format!("… ({} bytes shown of a {n}-byte reply)", e.reply.as_deref().map_or(0, str::len)),
+        (true, None) => "… (truncated)".into(),
+        _ => String::new(),
+    }
+}
+
 fn reply_items(r: &RedisFacts) -> Vec<(String, serde_json::Value)> {
     r.exchanges
         .iter()
         .map(|e| {
             let t = match (&e.reply, &e.error) {
-                (Some(rep), _) => format!("{} → {} ({})", e.command, rep, e.elapsed_us),
+                (Some(rep), _) => format!("{} → {}{} ({})", e.command, rep, cut_note(e), e.elapsed_us),
                 (None, Some(err)) => format!("{} → no reply: {err}", e.command),
                 (None, None) => format!("{} → no reply", e.command),
             };
@@ -401,7 +411,7 @@ fn redis(where_: &str, p: &ProtocolProbe, r: &RedisFacts, out: &mut Findings) {
         for e in r.exchanges.iter().filter(|e| e.command.starts_with("SELECT ") || e.command == "PING") {
             f = f.evidence(
                 "redis-reply",
-                format!("{} → {} ({})", e.command, e.reply.as_deref().unwrap_or(""), e.elapsed_us),
+                format!("{} → {}{} ({})", e.command, e.reply.as_deref().unwrap_or(""), cut_note(e), e.elapsed_us),
                 json!(e),
             );
         }
@@ -549,7 +559,12 @@ mod tests {
     }
 
     fn ex(cmd: &str, reply: Option<&str>) -> Exchange {
-        Exchange { command: cmd.into(), reply: reply.map(str::to_string), elapsed_us: Micros(120), error: None }
+        Exchange {
+            command: cmd.into(),
+            reply: reply.map(str::to_string),
+            elapsed_us: Micros(120),
+            ..Default::default()
+        }
     }
 
     fn redis_with(first: &str, closed: bool) -> ProtocolFacts {
