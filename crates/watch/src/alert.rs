@@ -28,6 +28,8 @@ pub struct AlertInfo<'a> {
     pub starts_at: &'a str,
     /// The first remediation of the diagnosis.
     pub fix: Option<&'a str>,
+    /// The container behind the target, when the diagnosis found one.
+    pub container: Option<&'a str>,
 }
 
 /// Alertmanager's `alertname` for a target that is down (the shipped Prometheus rule's name).
@@ -51,11 +53,13 @@ pub fn payload(kind: ReceiverKind, a: &AlertInfo, host: &str) -> Value {
             "dashboard": a.dashboard,
             "details": a.details,
             "agent": host,
+            "container": a.container,
         }),
         ReceiverKind::Slack => {
+            let ctr = a.container.map(|c| format!(" (container `{c}`)")).unwrap_or_default();
             let text = if a.status == "firing" {
                 format!(
-                    ":red_circle: *{}* is down: `{}`, {}\n<{}|dashboard>",
+                    ":red_circle: *{}*{ctr} is down: `{}`, {}\n<{}|dashboard>",
                     a.target, a.cause, a.summary, a.dashboard
                 )
             } else {
@@ -87,6 +91,11 @@ pub fn payload(kind: ReceiverKind, a: &AlertInfo, host: &str) -> Value {
             if let Some(f) = a.fix {
                 annotations["fix"] = json!(f);
             }
+            // An annotation, not a label: a container recreated under the same name is
+            // still the same alert.
+            if let Some(c) = a.container {
+                annotations["container"] = json!(c);
+            }
             let mut alert = json!({
                 "labels": labels,
                 "annotations": annotations,
@@ -107,7 +116,7 @@ pub fn payload(kind: ReceiverKind, a: &AlertInfo, host: &str) -> Value {
                 "severity": "critical",
                 "component": a.target,
                 "class": a.cause,
-                "custom_details": { "url": a.url.shown(), "cause": a.cause, "labels": a.labels, "since": a.since, "details": a.details },
+                "custom_details": { "url": a.url.shown(), "cause": a.cause, "labels": a.labels, "since": a.since, "details": a.details, "container": a.container },
             },
             "links": [{ "href": a.dashboard, "text": "conndoc dashboard" }],
             "client": "conndoc",
@@ -214,7 +223,7 @@ pub fn wire_body(r: &ReceiverConfig, stored: &str) -> Vec<u8> {
             let until = crate::history::now_ms() / 1000 + 4 * r.resend.as_secs().max(1) as i64;
             for a in v.as_array_mut().into_iter().flatten() {
                 if a.get("endsAt").is_none() {
-                    a["endsAt"] = json!(crate::daemon::rfc3339(until.max(0) as u64));
+                    a["endsAt"] = json!(conndoc_probe::time::rfc3339(until.max(0) as u64));
                 }
             }
             return serde_json::to_vec(&v).unwrap_or_default();
@@ -254,6 +263,7 @@ mod tests {
             details: Some("no-listener: …"),
             starts_at: "2026-11-21T03:59:00Z",
             fix: Some("start the service"),
+            container: Some("web-1"),
         }
     }
 
@@ -285,6 +295,11 @@ mod tests {
         assert_eq!((a["labels"]["env"].as_str(), a["labels"]["instance"].as_str()), (Some("prod"), Some("node1")));
         assert_eq!(a["labels"]["severity"], "critical");
         assert_eq!(a["annotations"]["fix"], "start the service");
+        assert_eq!(a["annotations"]["container"], "web-1");
+        assert!(a["labels"].get("container").is_none(), "not a label: a recreated container is the same alert");
+        assert_eq!(g["container"], "web-1");
+        assert!(s["text"].as_str().unwrap().contains("*api* (container `web-1`) is down"));
+        assert_eq!(p["payload"]["custom_details"]["container"], "web-1");
         assert_eq!(a["startsAt"], "2026-11-21T03:59:00Z");
         assert!(a.get("endsAt").is_none(), "firing: endsAt is set at send time");
         let mut r = info(&l, &u);

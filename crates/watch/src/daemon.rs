@@ -4,11 +4,12 @@
 
 use crate::alert::{self, AlertInfo};
 use crate::config::{CheckKind, Config, Overrides, ReceiverKind, TargetConfig};
-use crate::health::{Health, State, Transition};
+use crate::health::{State, Transition};
 use crate::history::{now_ms, Bucket, Diagnosis, History, NewAlert, SavedState};
-use crate::metrics::{Hist, Stats};
 use crate::probe::{self, ProbeResult};
-use conndoc_diagnose::Cause;
+use crate::snapshot::{ReadModel, Snapshot, TargetView};
+use crate::state::{AfterEvent, RecordParams, TargetState};
+use crate::stats::Stats;
 use conndoc_facts::ConnectKind;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,30 +33,10 @@ pub enum WatchError {
 /// Called on every state change (after the state machine flipped), before any diagnosis.
 pub type ChangeHook = Arc<dyn Fn(&str, Transition) + Send + Sync>;
 
-/// One target's live state.
+/// One target: its config, its pure state (crate::state) and the task that probes it.
 pub struct Entry {
     pub cfg: Arc<TargetConfig>,
-    pub health: Health,
-    /// The diagnosed cause while down; `ok` while up; None before a diagnosis finished.
-    pub cause: Option<String>,
-    pub summary: Option<String>,
-    /// The first remediation of the last diagnosis (Alertmanager's `fix` annotation).
-    pub fix: Option<String>,
-    pub since_ms: i64,
-    /// When the current (or last) down period began: Alertmanager's `startsAt`.
-    pub down_since_ms: i64,
-    pub event_id: Option<i64>,
-    pub diagnosing: bool,
-    /// The target came back while its diagnosis ran: send `resolved` after the `firing`.
-    pub resolve_pending: bool,
-    pub last: Option<ProbeResult>,
-    pub last_ms: i64,
-    pub last_diagnosis_ms: i64,
-    pub duration: Hist,
-    pub outcomes: BTreeMap<&'static str, u64>,
-    pub failures_by_cause: BTreeMap<String, u64>,
-    pub transitions: BTreeMap<&'static str, u64>,
-    pub unflushed: BTreeMap<i64, Bucket>,
+    pub st: TargetState,
     generation: u64,
     task: Option<JoinHandle<()>>,
 }
@@ -63,34 +44,10 @@ pub struct Entry {
 impl Entry {
     fn new(cfg: Arc<TargetConfig>) -> Entry {
         Entry {
-            health: Health::new(cfg.failures_before_down, cfg.successes_before_up),
+            st: TargetState::new(cfg.failures_before_down, cfg.successes_before_up, now_ms()),
             cfg,
-            cause: None,
-            summary: None,
-            fix: None,
-            since_ms: now_ms(),
-            down_since_ms: now_ms(),
-            event_id: None,
-            diagnosing: false,
-            resolve_pending: false,
-            last: None,
-            last_ms: 0,
-            last_diagnosis_ms: 0,
-            duration: Hist::default(),
-            outcomes: BTreeMap::new(),
-            failures_by_cause: BTreeMap::new(),
-            transitions: BTreeMap::new(),
-            unflushed: BTreeMap::new(),
             generation: 0,
             task: None,
-        }
-    }
-    /// The cause as /api/targets shows it: `ok` when up, the diagnosis when down.
-    pub fn shown_cause(&self) -> &str {
-        match self.health.state {
-            State::Up => "ok",
-            State::Down => self.cause.as_deref().unwrap_or("unknown"),
-            State::Unknown => "unknown",
         }
     }
 }
@@ -102,7 +59,10 @@ pub struct Daemon {
     /// comparisons over 10,000 names were ~4% of the daemon's CPU. Views sort.
     pub targets: Mutex<HashMap<String, Entry>>,
     pub history: Arc<History>,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
+    /// What the dashboard, the API and /metrics render from.
+    pub view: Arc<ReadModel>,
+    publish_wake: Notify,
     pub hostname: String,
     pub start_unix: f64,
     epoch: Instant,
@@ -122,23 +82,9 @@ pub struct Daemon {
     next_generation: std::sync::atomic::AtomicU64,
 }
 
-/// A log event through `tracing` (the binary's subscriber writes it as text or JSON).
-pub fn log(level: &str, msg: impl AsRef<str>) {
-    let msg = msg.as_ref();
-    match level {
-        "error" => tracing::error!("{msg}"),
-        "warn" => tracing::warn!("{msg}"),
-        _ => tracing::info!("{msg}"),
-    }
-}
-
-use crate::history::cut_text;
+use crate::diagnosis::Diagnosed;
+pub use crate::sys::log;
 pub use conndoc_probe::time::rfc3339;
-
-/// Longest diagnosis text in an alert (`details`).
-const MAX_ALERT_DETAILS: usize = 16 * 1024;
-/// Longest summary kept for a target, its events and alerts.
-const MAX_SUMMARY: usize = 1024;
 
 fn alert_clients(receivers: &[crate::config::ReceiverConfig]) -> HashMap<String, Result<reqwest::Client, String>> {
     receivers
@@ -156,6 +102,9 @@ fn alert_clients(receivers: &[crate::config::ReceiverConfig]) -> HashMap<String,
 /// Scheduling granularity: a check starts at most this much after its slot (plus jitter).
 pub const SCHED_TICK: Duration = Duration::from_millis(10);
 
+/// The read model is refreshed at least this often.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
 fn round_up(d: Duration, tick: Duration) -> Duration {
     let t = tick.as_nanos().max(1);
     Duration::from_nanos((d.as_nanos().div_ceil(t) * t) as u64)
@@ -166,35 +115,9 @@ fn hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
-/// Keep glibc from giving every thread its own malloc arena: large responses (/metrics of
-/// 10,000 targets is ~10 MB) rendered on changing blocking threads would otherwise leave
-/// tens of MB behind in each arena.
-#[cfg(target_env = "gnu")]
-#[allow(unsafe_code)]
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only sets an allocator tunable; called before the runtime's threads exist.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-#[cfg(not(target_env = "gnu"))]
-fn limit_malloc_arenas() {}
-
-/// Give memory freed after a large response back to the system.
-#[cfg(target_env = "gnu")]
-#[allow(unsafe_code)]
-pub fn trim_heap() {
-    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-#[cfg(not(target_env = "gnu"))]
-pub fn trim_heap() {}
-
 /// Run the daemon until SIGTERM/SIGINT. Builds its own runtime.
 pub fn run_blocking(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) -> Result<(), WatchError> {
-    limit_malloc_arenas();
+    crate::sys::limit_malloc_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(64)
@@ -211,6 +134,14 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
         .await
         .map_err(|source| WatchError::Listen { addr: cfg.listen, source })?;
     let (stop, _) = watch::channel(false);
+    let stats = Arc::new(Stats::default());
+    let start_unix = now_ms() as f64 / 1000.0;
+    let view = Arc::new(ReadModel::new(
+        Snapshot::new(now_ms(), Vec::new(), Arc::new(cfg.clone())),
+        stats.clone(),
+        history.clone(),
+        start_unix,
+    ));
     let d = Arc::new(Daemon {
         probe_sem: Arc::new(Semaphore::new(cfg.concurrency)),
         sockets: probe::Sockets::default(),
@@ -222,11 +153,13 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
         overrides,
         targets: Mutex::new(HashMap::new()),
         history,
-        stats: Stats::default(),
+        stats: stats.clone(),
+        view: view.clone(),
+        publish_wake: Notify::new(),
         hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
-        start_unix: now_ms() as f64 / 1000.0,
+        start_unix,
         epoch: Instant::now(),
         alert_wake: Notify::new(),
         stop,
@@ -244,15 +177,15 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
         for t in &cfg.targets {
             let mut e = Entry::new(Arc::new(t.clone()));
             if let Some(s) = saved.get(&t.name).filter(|s| s.url == t.url.shown()) {
-                e.health.state = s.state;
-                e.cause = s.cause.clone();
-                e.since_ms = s.since_ms;
-                e.down_since_ms = s.since_ms;
-                e.event_id = s.event_id;
+                e.st.health.state = s.state;
+                e.st.cause = s.cause.clone();
+                e.st.since_ms = s.since_ms;
+                e.st.down_since_ms = s.since_ms;
+                e.st.event_id = s.event_id;
                 // Killed while diagnosing: the event exists without its report; finish it.
                 if s.state == State::Down && s.cause.is_none() {
                     if let Some(id) = s.event_id {
-                        e.diagnosing = true;
+                        e.st.diagnosing = true;
                         rediagnose.push((t.name.clone(), id));
                     }
                 }
@@ -270,7 +203,9 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
             cfg.history.display()
         ),
     );
-    let server = tokio::spawn(crate::http::serve(d.clone(), listener, d.stop.subscribe()));
+    d.view.publish(d.build_snapshot());
+    let server = tokio::spawn(crate::http::serve(d.view.clone(), listener, d.stop.subscribe()));
+    let publisher = tokio::spawn(d.clone().publish_loop());
     d.start_all();
     for (name, id) in rediagnose {
         tokio::spawn(d.clone().diagnose(name, id));
@@ -291,6 +226,7 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
         }
     }
     resender.abort();
+    publisher.abort();
     d.shutdown(server, alerts, flusher).await;
     Ok(())
 }
@@ -378,6 +314,7 @@ impl Daemon {
             elapsed: start.elapsed(),
             errno: None,
             unresolved: false,
+            peer_close: None,
         }
     }
 
@@ -388,59 +325,17 @@ impl Daemon {
         let res = cfg.history_resolution.as_millis().max(1) as i64;
         let rediagnose_every = cfg.rediagnose.as_millis() as i64;
         drop(cfg);
-        let transition;
-        let mut rediagnose = None;
-        {
+        let p = RecordParams { resolution_ms: res, rediagnose_ms: rediagnose_every };
+        let fx = {
             let mut map = self.targets.lock().unwrap();
             let Some(e) = map.get_mut(name) else { return };
             if e.generation != generation {
                 return;
             }
             self.stats.probes.fetch_add(1, Relaxed);
-            e.duration.observe(r.elapsed.as_secs_f64());
-            *e.outcomes.entry(r.outcome_label()).or_default() += 1;
-            let b = e.unflushed.entry(now - now % res).or_default();
-            b.count += 1;
-            let us = r.elapsed.as_micros() as u64;
-            b.latency_sum_us += us;
-            b.latency_max_us = b.latency_max_us.max(us);
-            if !r.ok() {
-                b.failures += 1;
-                let cause = if e.health.state == State::Down { e.shown_cause().to_string() } else { "unknown".into() };
-                *e.failures_by_cause.entry(cause).or_default() += 1;
-            }
-            e.last = Some(r);
-            e.last_ms = now;
-            transition = e.health.record(r.ok());
-            // While down, diagnose again every `rediagnose` so a changed cause shows.
-            if transition.is_none()
-                && rediagnose_every > 0
-                && e.health.state == State::Down
-                && !e.diagnosing
-                && now - e.last_diagnosis_ms >= rediagnose_every
-            {
-                if let Some(id) = e.event_id {
-                    e.diagnosing = true;
-                    e.last_diagnosis_ms = now;
-                    rediagnose = Some(id);
-                }
-            }
-            if let Some(t) = transition {
-                *e.transitions.entry(t.to.as_str()).or_default() += 1;
-                e.since_ms = now;
-                e.cause = if t.to == State::Up { Some("ok".into()) } else { None };
-                e.summary = None;
-                if t.to == State::Down {
-                    e.down_since_ms = now;
-                    e.fix = None;
-                    e.diagnosing = true;
-                    e.resolve_pending = false;
-                    e.last_diagnosis_ms = now;
-                } else if t.from == State::Down && e.diagnosing {
-                    e.resolve_pending = true;
-                }
-            }
-        }
+            e.st.record(r, now, p)
+        };
+        let (transition, rediagnose) = (fx.transition, fx.rediagnose);
         let Some(t) = transition else {
             if let Some(id) = rediagnose {
                 tokio::spawn(self.clone().rediagnose(name.to_string(), id));
@@ -448,6 +343,7 @@ impl Daemon {
             return;
         };
         log("info", format!("target {name}: {} -> {}", t.from, t.to));
+        self.changed();
         if let Some(h) = &self.hook {
             h(name, t);
         }
@@ -462,7 +358,7 @@ impl Daemon {
                 name: name.clone(),
                 url: e.cfg.url.shown().to_string(),
                 state: t.to,
-                cause: e.cause.clone(),
+                cause: e.st.cause.clone(),
                 since_ms: at_ms,
                 event_id: None,
             }
@@ -478,47 +374,41 @@ impl Daemon {
             }
             Err(_) => return,
         };
-        let prev_event;
-        let send_resolved;
-        {
+        let next = {
             let mut map = self.targets.lock().unwrap();
             let Some(e) = map.get_mut(&name) else { return };
-            prev_event = e.event_id;
-            // A later transition may already have replaced this one; keep the newest id.
-            if e.since_ms == at_ms {
-                e.event_id = Some(id);
-            }
-            send_resolved = t.from == State::Down && t.to == State::Up && !e.resolve_pending;
-        }
-        if t.to == State::Down {
-            self.clone().diagnose(name, id).await;
-        } else if send_resolved {
-            self.queue_resolved(&name, id, prev_event).await;
+            e.st.event_stored(t, at_ms, id)
+        };
+        match next {
+            AfterEvent::Diagnose { event_id } => self.clone().diagnose(name, event_id).await,
+            AfterEvent::Resolved { event_id, down_event } => self.queue_resolved(&name, event_id, down_event).await,
+            AfterEvent::ResolveAfterDiagnosis | AfterEvent::Nothing => {}
         }
     }
 
     /// Full diagnosis of a target that went down; stores the report with the event and
     /// queues the firing alerts (and the resolved ones if it already came back).
     async fn diagnose(self: Arc<Self>, name: String, event_id: i64) {
-        let Some(report) = self.run_diagnosis(&name).await else { return };
-        let (cause, summary, json, text) = report;
-        let (still_down, resolve, entry_info) = {
+        let Some(dg) = self.run_diagnosis(&name).await else { return };
+        let (after, cfg, down_since) = {
             let mut map = self.targets.lock().unwrap();
             let Some(e) = map.get_mut(&name) else { return };
-            e.diagnosing = false;
-            let still_down = e.health.state == State::Down;
-            if still_down && e.event_id == Some(event_id) {
-                e.cause = Some(cause.clone());
-                e.summary = Some(summary.clone());
-            }
-            let resolve = std::mem::take(&mut e.resolve_pending);
-            (still_down, resolve, (e.cfg.clone(), e.down_since_ms, e.fix.clone()))
+            e.st.fix = dg.fix.clone();
+            let after = e.st.diagnosed(event_id, &dg.cause, &dg.summary, dg.container.clone(), true);
+            (after, e.cfg.clone(), e.st.down_since_ms)
         };
-        log("info", format!("target {name}: diagnosis {cause}: {summary}"));
-        let (cfg, down_since, fix) = entry_info;
-        let a = Alert { status: "firing", cause: &cause, summary: &summary, details: Some(&text), fix: fix.as_deref() };
+        self.changed();
+        log("info", format!("target {name}: diagnosis {}: {}", dg.cause, dg.summary));
+        let a = Alert {
+            status: "firing",
+            cause: &dg.cause,
+            summary: &dg.summary,
+            details: Some(&dg.text),
+            fix: dg.fix.as_deref(),
+            container: dg.container.as_deref(),
+        };
         let mut alerts = self.build_alerts(&cfg, &a, event_id, down_since);
-        if resolve {
+        if after.send_resolved {
             let a = Alert { status: "resolved", details: None, ..a };
             alerts.extend(self.build_alerts(&cfg, &a, event_id, down_since));
         }
@@ -528,8 +418,8 @@ impl Daemon {
             h.diagnosed(
                 event_id,
                 &n,
-                &Diagnosis { cause: &cause, summary: &summary, report_json: &json },
-                still_down,
+                &Diagnosis { cause: &dg.cause, summary: &dg.summary, report_json: &dg.json },
+                after.still_down,
                 &alerts,
             )
         })
@@ -543,25 +433,21 @@ impl Daemon {
 
     /// A later diagnosis while still down: update the cause and the stored report.
     async fn rediagnose(self: Arc<Self>, name: String, event_id: i64) {
-        let Some((cause, summary, json, _)) = self.run_diagnosis(&name).await else { return };
-        let still = {
+        let Some(dg) = self.run_diagnosis(&name).await else { return };
+        let after = {
             let mut map = self.targets.lock().unwrap();
             let Some(e) = map.get_mut(&name) else { return };
-            e.diagnosing = false;
-            let still = e.health.state == State::Down && e.event_id == Some(event_id);
-            if still {
-                e.cause = Some(cause.clone());
-                e.summary = Some(summary.clone());
-            }
-            still
+            e.st.fix = dg.fix.clone();
+            e.st.diagnosed(event_id, &dg.cause, &dg.summary, dg.container.clone(), false)
         };
-        if still {
+        self.changed();
+        if after.current {
             let h = self.history.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 h.diagnosed(
                     event_id,
                     &name,
-                    &Diagnosis { cause: &cause, summary: &summary, report_json: &json },
+                    &Diagnosis { cause: &dg.cause, summary: &dg.summary, report_json: &dg.json },
                     true,
                     &[],
                 )
@@ -570,64 +456,36 @@ impl Daemon {
         }
     }
 
-    /// (cause, summary, report JSON, report text) of a full diagnosis.
-    async fn run_diagnosis(&self, name: &str) -> Option<(String, String, String, String)> {
+    /// A full diagnosis of the target, on a blocking thread, at most `diagnose_concurrency` at once.
+    async fn run_diagnosis(&self, name: &str) -> Option<Diagnosed> {
         let cfg = self.targets.lock().unwrap().get(name)?.cfg.clone();
         let _permit = self.diag_sem.acquire().await.ok()?;
         self.stats.diagnoses.fetch_add(1, Relaxed);
         self.stats.diagnoses_in_flight.fetch_add(1, Relaxed);
         let (t, o) = (cfg.target.clone(), cfg.engine_options());
         let r = tokio::task::spawn_blocking(move || {
-            conndoc_engine::gather(t, &o).map(|ev| conndoc_diagnose::diagnose(&ev))
+            conndoc_engine::gather(t, &o).map(|ev| Diagnosed::from_report(&conndoc_diagnose::diagnose(&ev)))
         })
         .await;
         self.stats.diagnoses_in_flight.fetch_sub(1, Relaxed);
         Some(match r {
-            Ok(Ok(rep)) => {
-                // Bounded before anything is stored or sent: a server's huge reply must not
-                // grow the history past max_history_mb or every alert payload with it.
-                let json = crate::history::bounded_report(&serde_json::to_string(&rep).unwrap_or_default());
-                let text = cut_text(&conndoc_diagnose::render::text(&rep, false), MAX_ALERT_DETAILS);
-                let mut rep = rep;
-                rep.verdict.summary = cut_text(&rep.verdict.summary, MAX_SUMMARY);
-                let fix = rep
-                    .findings
-                    .iter()
-                    .find(|f| f.cause == rep.verdict.cause)
-                    .or(rep.findings.first())
-                    .and_then(|f| f.remediation.first())
-                    .map(|f| cut_text(f, MAX_SUMMARY));
-                if let Some(e) = self.targets.lock().unwrap().get_mut(name) {
-                    e.fix = fix;
-                }
-                if rep.verdict.cause == Cause::Ok {
-                    // The target answered the diagnosis although the health checks failed.
-                    (
-                        Cause::Unknown.code().to_string(),
-                        format!("health checks fail but the diagnosis reached it: {}", rep.verdict.summary),
-                        json,
-                        text,
-                    )
-                } else {
-                    (rep.verdict.cause.code().to_string(), rep.verdict.summary.clone(), json, text)
-                }
-            }
+            Ok(Ok(d)) => d,
             Ok(Err(e)) => {
                 self.stats.diagnosis_errors.fetch_add(1, Relaxed);
-                (Cause::Unknown.code().into(), format!("diagnosis failed: {e}"), "null".into(), String::new())
+                Diagnosed::failed(&e.to_string())
             }
             Err(e) => {
                 self.stats.diagnosis_errors.fetch_add(1, Relaxed);
-                (Cause::Unknown.code().into(), format!("diagnosis failed: {e}"), "null".into(), String::new())
+                Diagnosed::failed(&e.to_string())
             }
         })
     }
 
     async fn queue_resolved(&self, name: &str, event_id: i64, down_event: Option<i64>) {
-        let (cfg, cause, down_since) = {
+        let (cfg, cause, down_since, container) = {
             let map = self.targets.lock().unwrap();
             let Some(e) = map.get(name) else { return };
-            (e.cfg.clone(), String::from("unknown"), e.down_since_ms)
+            (e.cfg.clone(), String::from("unknown"), e.st.down_since_ms, e.st.container.clone())
         };
         let h = self.history.clone();
         // The cause it had while down, for the resolved message.
@@ -643,7 +501,14 @@ impl Daemon {
             }
             None => cause,
         };
-        let a = Alert { status: "resolved", cause: &prev_cause, summary: "up again", details: None, fix: None };
+        let a = Alert {
+            status: "resolved",
+            cause: &prev_cause,
+            summary: "up again",
+            details: None,
+            fix: None,
+            container: container.as_deref(),
+        };
         let alerts = self.build_alerts(&cfg, &a, event_id, down_since);
         // In order after any Alertmanager re-send of the firing alert (see resend_loop).
         let _order = self.resend_order.lock().await;
@@ -694,6 +559,7 @@ impl Daemon {
             details,
             starts_at: &starts_at,
             fix: a.fix,
+            container: a.container,
         };
         cfg.receivers
             .iter()
@@ -824,7 +690,7 @@ impl Daemon {
             let mut map = self.targets.lock().unwrap();
             map.iter_mut()
                 .flat_map(|(n, e)| {
-                    std::mem::take(&mut e.unflushed).into_iter().map(|(b, v)| (n.clone(), b, v)).collect::<Vec<_>>()
+                    std::mem::take(&mut e.st.unflushed).into_iter().map(|(b, v)| (n.clone(), b, v)).collect::<Vec<_>>()
                 })
                 .collect()
         };
@@ -873,8 +739,8 @@ impl Daemon {
                 let cfg = Arc::new(t.clone());
                 match map.get_mut(&t.name) {
                     Some(e) if e.cfg.same_probe(t) => {
-                        e.health.failures_before_down = t.failures_before_down;
-                        e.health.successes_before_up = t.successes_before_up;
+                        e.st.health.failures_before_down = t.failures_before_down;
+                        e.st.health.successes_before_up = t.successes_before_up;
                         let restart =
                             e.cfg.interval != t.interval || e.cfg.timeout != t.timeout || e.cfg.check != t.check;
                         e.cfg = cfg;
@@ -899,6 +765,7 @@ impl Daemon {
         *self.clients.lock().unwrap() = alert_clients(&new.receivers);
         *self.cfg.write().unwrap() = Arc::new(new);
         self.stats.reloads_ok.fetch_add(1, Relaxed);
+        self.changed();
         log(
             "info",
             format!(
@@ -939,40 +806,69 @@ impl Daemon {
         log("info", "stopped; history flushed");
     }
 
-    /// Per-target view for the dashboard and the API, sorted down, unknown, up.
-    pub fn snapshot(&self) -> Vec<TargetView> {
-        let map = self.targets.lock().unwrap();
-        let mut v: Vec<TargetView> = map
-            .values()
-            .map(|e| TargetView {
-                name: e.cfg.name.clone(),
-                url: e.cfg.url.clone(),
-                labels: e.cfg.labels.clone(),
-                state: e.health.state,
-                cause: e.shown_cause().to_string(),
-                summary: e.summary.clone(),
-                since_ms: e.since_ms,
-                last_ms: e.last_ms,
-                last_latency: e.last.map(|r| r.elapsed),
-                last_outcome: e.last.map(|r| r.outcome_label()),
-                diagnosing: e.diagnosing,
-                interval: e.cfg.interval,
-            })
-            .collect();
-        v.sort_by(|a, b| {
-            let rank = |s: State| match s {
-                State::Down => 0,
-                State::Unknown => 1,
-                State::Up => 2,
-            };
-            rank(a.state).cmp(&rank(b.state)).then_with(|| a.name.cmp(&b.name))
-        });
-        v
+    /// Copy every target's state into a new snapshot (the lock is held only to copy).
+    pub fn build_snapshot(&self) -> Snapshot {
+        let views: Vec<TargetView> = {
+            let map = self.targets.lock().unwrap();
+            map.values()
+                .map(|e| TargetView {
+                    name: e.cfg.name.clone(),
+                    url: e.cfg.url.clone(),
+                    labels: e.cfg.labels.clone(),
+                    state: e.st.health.state,
+                    cause: e.st.shown_cause().to_string(),
+                    summary: e.st.summary.clone(),
+                    container: e.st.container.clone(),
+                    since_ms: e.st.since_ms,
+                    last_ms: e.st.last_ms,
+                    last_latency: e.st.last.map(|r| r.elapsed),
+                    last_outcome: e.st.last.map(|r| r.outcome_label()),
+                    diagnosing: e.st.diagnosing,
+                    interval: e.cfg.interval,
+                    cfg: e.cfg.clone(),
+                    duration: e.st.duration.clone(),
+                    outcomes: e.st.outcomes.clone(),
+                    failures_by_cause: e.st.failures_by_cause.clone(),
+                    transitions: e.st.transitions.clone(),
+                    unflushed: e.st.unflushed.iter().map(|(b, v)| (*b, *v)).collect(),
+                })
+                .collect()
+        };
+        Snapshot::new(now_ms(), views, self.config())
+    }
+
+    /// Publish a fresh snapshot at once after a change that people look for (a transition,
+    /// a diagnosis, a reload) and at least every second for the counters. Built on a
+    /// blocking thread: never on the runtime worker that schedules the probes.
+    async fn publish_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(PUBLISH_EVERY) => {}
+                _ = self.publish_wake.notified() => {}
+                _ = stop.changed() => return,
+            }
+            let d = self.clone();
+            let _ = tokio::task::spawn_blocking(move || d.view.publish(d.build_snapshot())).await;
+        }
+    }
+
+    /// Ask for a new snapshot soon (coalesced: many changes in a burst make one).
+    pub fn changed(&self) {
+        self.publish_wake.notify_one();
     }
 }
 
-/// A target still down, as a re-send needs it: (target, cause, summary, fix, event, down since).
-type Firing = (Arc<TargetConfig>, String, String, Option<String>, i64, i64);
+/// A target still down, as a re-send needs it.
+struct Firing {
+    t: Arc<TargetConfig>,
+    cause: String,
+    summary: String,
+    fix: Option<String>,
+    container: Option<String>,
+    event_id: i64,
+    down_since: i64,
+}
 
 /// What one alert says, for every receiver.
 #[derive(Clone, Copy)]
@@ -982,6 +878,7 @@ struct Alert<'a> {
     summary: &'a str,
     details: Option<&'a str>,
     fix: Option<&'a str>,
+    container: Option<&'a str>,
 }
 
 impl Daemon {
@@ -1006,22 +903,23 @@ impl Daemon {
             let due: Vec<Firing> = {
                 let map = self.targets.lock().unwrap();
                 map.values()
-                    .filter(|e| e.health.state == State::Down && !e.diagnosing)
+                    .filter(|e| e.st.health.state == State::Down && !e.st.diagnosing)
                     .filter_map(|e| {
-                        let cause = e.cause.clone()?;
-                        Some((
-                            e.cfg.clone(),
-                            cause,
-                            e.summary.clone().unwrap_or_default(),
-                            e.fix.clone(),
-                            e.event_id?,
-                            e.down_since_ms,
-                        ))
+                        Some(Firing {
+                            t: e.cfg.clone(),
+                            cause: e.st.cause.clone()?,
+                            summary: e.st.summary.clone().unwrap_or_default(),
+                            fix: e.st.fix.clone(),
+                            container: e.st.container.clone(),
+                            event_id: e.st.event_id?,
+                            down_since: e.st.down_since_ms,
+                        })
                     })
                     .collect()
             };
             let mut queue = Vec::new();
-            for (t, cause, summary, fix, event_id, down_since) in &due {
+            for f in &due {
+                let t = &f.t;
                 for r in &ams {
                     let key = (r.name.clone(), t.name.clone());
                     let last = self.resent.lock().unwrap().get(&key).copied().unwrap_or(0);
@@ -1034,9 +932,16 @@ impl Daemon {
                     if !matches!(waiting, Ok(Ok(false))) {
                         continue;
                     }
-                    let a = Alert { status: "firing", cause, summary, details: None, fix: fix.as_deref() };
-                    let alerts = self.build_alerts_for(t, &a, *event_id, *down_since, Some(&r.name));
-                    queue.extend(alerts.into_iter().map(|x| (Some(*event_id), x)));
+                    let a = Alert {
+                        status: "firing",
+                        cause: &f.cause,
+                        summary: &f.summary,
+                        details: None,
+                        fix: f.fix.as_deref(),
+                        container: f.container.as_deref(),
+                    };
+                    let alerts = self.build_alerts_for(t, &a, f.event_id, f.down_since, Some(&r.name));
+                    queue.extend(alerts.into_iter().map(|x| (Some(f.event_id), x)));
                 }
             }
             if queue.is_empty() {
@@ -1057,22 +962,6 @@ impl Daemon {
             self.alert_wake.notify_one();
         }
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct TargetView {
-    pub name: String,
-    pub url: crate::urls::TargetUrl,
-    pub labels: BTreeMap<String, String>,
-    pub state: State,
-    pub cause: String,
-    pub summary: Option<String>,
-    pub since_ms: i64,
-    pub last_ms: i64,
-    pub last_latency: Option<Duration>,
-    pub last_outcome: Option<&'static str>,
-    pub diagnosing: bool,
-    pub interval: Duration,
 }
 
 #[cfg(test)]

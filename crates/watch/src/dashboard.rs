@@ -2,12 +2,12 @@
 //! refresh. An index of all targets (state, cause, time since change) and a page per target
 //! with an availability timeline, its transitions and the last diagnosis for people.
 
-use crate::daemon::{rfc3339, Daemon, TargetView};
 use crate::health::State;
 use crate::history::now_ms;
+use crate::snapshot::{ReadModel, TargetView};
+use conndoc_probe::time::rfc3339;
 use serde_json::json;
 use std::fmt::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub fn esc(s: &str) -> String {
@@ -86,11 +86,12 @@ fn refresh_secs(views: &[TargetView]) -> u64 {
     views.iter().map(|v| v.interval.as_secs()).min().unwrap_or(5).clamp(2, 30)
 }
 
-pub fn index(d: &Arc<Daemon>) -> String {
-    let views = d.snapshot();
+pub fn index(m: &ReadModel) -> String {
+    let snap = m.snapshot();
+    let views = &snap.targets;
     let now = now_ms();
     let (mut up, mut down, mut unknown) = (0, 0, 0);
-    for v in &views {
+    for v in views {
         match v.state {
             State::Up => up += 1,
             State::Down => down += 1,
@@ -105,7 +106,7 @@ pub fn index(d: &Arc<Daemon>) -> String {
         if down > 0 { "n-down" } else { "muted" },
         if up > 0 { "n-up" } else { "muted" },
     );
-    for v in &views {
+    for v in views {
         let name = esc(&v.name);
         let st = v.state.as_str();
         let cause = if v.state == State::Down && v.diagnosing && v.summary.is_none() {
@@ -134,11 +135,11 @@ pub fn index(d: &Arc<Daemon>) -> String {
     b.push_str("</tbody></table>");
     let title =
         if down > 0 { format!("{down} down · conndoc watch") } else { format!("all {up} up · conndoc watch") };
-    page(&title, refresh_secs(&views), &b)
+    page(&title, refresh_secs(views), &b)
 }
 
-pub fn api_targets(d: &Arc<Daemon>) -> String {
-    let v: Vec<_> = d.snapshot().iter().map(view_json).collect();
+pub fn api_targets(m: &ReadModel) -> String {
+    let v: Vec<_> = m.snapshot().targets.iter().map(view_json).collect();
     serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
 }
 
@@ -166,14 +167,11 @@ struct Detail {
 }
 
 /// Reads the history database: call it off the runtime's worker (the HTTP server does).
-fn detail(d: &Arc<Daemon>, name: &str) -> Option<Detail> {
-    let view = d.snapshot().into_iter().find(|v| v.name == name)?;
-    let unflushed: Vec<(i64, u32, u32)> = {
-        let map = d.targets.lock().unwrap();
-        map.get(name).map(|e| e.unflushed.iter().map(|(b, v)| (*b, v.count, v.failures)).collect()).unwrap_or_default()
-    };
+fn detail(m: &ReadModel, name: &str) -> Option<Detail> {
+    let view = m.snapshot().get(name)?.clone();
+    let unflushed: Vec<(i64, u32, u32)> = view.unflushed.iter().map(|(b, v)| (*b, v.count, v.failures)).collect();
     let now = now_ms();
-    let h = &d.history;
+    let h = &m.history;
     let (buckets, events, report) = (
         h.buckets(name, now - 86_400_000).unwrap_or_default(),
         h.events(name, 20).unwrap_or_default(),
@@ -197,8 +195,8 @@ fn detail(d: &Arc<Daemon>, name: &str) -> Option<Detail> {
     Some(Detail { view, slots, window_ms, events, report })
 }
 
-pub fn target_page(d: &Arc<Daemon>, name: &str) -> Option<String> {
-    let x = detail(d, name)?;
+pub fn target_page(m: &ReadModel, name: &str) -> Option<String> {
+    let x = detail(m, name)?;
     let v = &x.view;
     let now = now_ms();
     let st = v.state.as_str();
@@ -270,8 +268,8 @@ pub fn target_page(d: &Arc<Daemon>, name: &str) -> Option<String> {
     Some(page(&title, refresh_secs(std::slice::from_ref(v)), &b))
 }
 
-pub fn api_target(d: &Arc<Daemon>, name: &str) -> Option<String> {
-    let x = detail(d, name)?;
+pub fn api_target(m: &ReadModel, name: &str) -> Option<String> {
+    let x = detail(m, name)?;
     let mut v = view_json(&x.view);
     v["events"] = x
         .events

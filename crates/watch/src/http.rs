@@ -6,7 +6,7 @@
 //! closed to make room (idle and slow clients go first, a scrape in progress is kept). Pages
 //! are rendered on blocking threads, never on the runtime worker that runs the probes.
 
-use crate::daemon::Daemon;
+use crate::snapshot::ReadModel;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST};
@@ -53,7 +53,7 @@ pub struct HostPolicy {
 }
 
 impl HostPolicy {
-    pub fn new(cfg: &crate::Config) -> HostPolicy {
+    pub fn new(cfg: &crate::config::Config) -> HostPolicy {
         let mut names: Vec<String> = cfg.allowed_hosts.clone();
         names.push("localhost".into());
         if let Some(h) = url::Url::parse(&cfg.dashboard_url).ok().and_then(|u| u.host_str().map(str::to_string)) {
@@ -112,9 +112,9 @@ impl Conns {
     }
 }
 
-pub async fn serve(d: Arc<Daemon>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+pub async fn serve(d: Arc<ReadModel>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     let conns = Arc::new(Mutex::new(Conns::default()));
-    let hosts = Arc::new(HostPolicy::new(&d.config()));
+    let hosts = Arc::new(HostPolicy::new(&d.snapshot().config));
     loop {
         let (sock, _peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -157,7 +157,7 @@ pub async fn serve(d: Arc<Daemon>, listener: TcpListener, mut stop: watch::Recei
     }
 }
 
-async fn answer(d: Arc<Daemon>, hosts: &HostPolicy, req: Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn answer(d: Arc<ReadModel>, hosts: &HostPolicy, req: Request<Incoming>) -> hyper::Response<Full<Bytes>> {
     let head_only = req.method() == Method::HEAD;
     let host = req.headers().get(HOST).map(|h| h.to_str().unwrap_or("\u{fffd}").to_string());
     let r = if req.method() != Method::GET && !head_only {
@@ -187,7 +187,7 @@ async fn answer(d: Arc<Daemon>, hosts: &HostPolicy, req: Request<Incoming>) -> h
         h.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
     }
     if large {
-        crate::daemon::trim_heap();
+        crate::sys::trim_heap();
     }
     out
 }
@@ -199,7 +199,7 @@ fn decode_name(s: &str) -> Result<String, Response> {
 }
 
 /// Answer one GET for `path` (no query). Blocking: reads the history database.
-pub fn route(d: &Arc<Daemon>, path: &str) -> Response {
+pub fn route(d: &ReadModel, path: &str) -> Response {
     match path {
         "/" => Response::new(200, "text/html; charset=utf-8", crate::dashboard::index(d)),
         "/metrics" => Response::new(200, crate::metrics::CONTENT_TYPE, crate::metrics::render(d)),

@@ -10,11 +10,16 @@ pub mod alert;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
+pub mod diagnosis;
 pub mod health;
 pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod probe;
+pub mod snapshot;
+pub mod state;
+pub mod stats;
+pub mod sys;
 pub mod urls;
 
 pub use config::{load, Config, ConfigErrors, Overrides};

@@ -2,75 +2,13 @@
 //! histogram, failures by cause code, transitions, alert delivery, and the daemon's own
 //! health (schedule lag, probes in flight, process CPU and memory).
 
-use crate::daemon::Daemon;
 use crate::health::State;
-use std::collections::BTreeMap;
+use crate::snapshot::{ReadModel, TargetView};
+pub use crate::stats::{Hist, BUCKETS};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Upper bounds (seconds) of the duration histograms.
-/// Few enough that 10,000 targets stay a reasonable scrape: loopback connects are ~100 µs,
-/// a timeout is seconds.
-pub const BUCKETS: [f64; 9] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
-
-#[derive(Debug, Clone, Default)]
-pub struct Hist {
-    /// Non-cumulative counts per bucket; the last slot is +Inf.
-    pub counts: [u64; BUCKETS.len() + 1],
-    pub sum: f64,
-}
-
-impl Hist {
-    pub fn observe(&mut self, v: f64) {
-        let i = BUCKETS.iter().position(|b| v <= *b).unwrap_or(BUCKETS.len());
-        self.counts[i] += 1;
-        self.sum += v;
-    }
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-}
-
-#[derive(Default)]
-pub struct Stats {
-    pub probes: AtomicU64,
-    pub probes_in_flight: AtomicU64,
-    /// Probes that started more than one interval after their scheduled time.
-    pub late: AtomicU64,
-    /// Scheduled probes skipped because the target fell a whole interval behind.
-    pub skipped: AtomicU64,
-    pub lag: Mutex<Hist>,
-    pub max_lag_ns: AtomicU64,
-    pub diagnoses: AtomicU64,
-    pub diagnoses_in_flight: AtomicU64,
-    pub diagnosis_errors: AtomicU64,
-    pub history_errors: AtomicU64,
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
-    pub alerts_sent: Mutex<BTreeMap<String, u64>>,
-    pub alerts_failed: Mutex<BTreeMap<String, u64>>,
-    pub alerts_pending: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Stats {
-    pub fn record_lag(&self, lag: Duration, interval: Duration) {
-        self.lag.lock().unwrap().observe(lag.as_secs_f64());
-        self.max_lag_ns.fetch_max(lag.as_nanos() as u64, Relaxed);
-        if lag > interval {
-            self.late.fetch_add(1, Relaxed);
-        }
-    }
-    pub fn alert_sent(&self, r: &str) {
-        *self.alerts_sent.lock().unwrap().entry(r.to_string()).or_default() += 1;
-    }
-    pub fn alert_failed(&self, r: &str) {
-        *self.alerts_failed.lock().unwrap().entry(r.to_string()).or_default() += 1;
-    }
-}
 
 /// Escape a label value (backslash, double quote, newline).
 pub fn esc(s: &str) -> String {
@@ -116,36 +54,10 @@ fn hist(o: &mut String, name: &str, labels: &str, h: &Hist) {
     let _ = writeln!(o, "{name}_sum{b} {}", h.sum);
 }
 
-struct Snap {
-    cfg: std::sync::Arc<crate::config::TargetConfig>,
-    state: State,
-    cause: String,
-    since_ms: i64,
-    duration: Hist,
-    outcomes: BTreeMap<&'static str, u64>,
-    failures_by_cause: BTreeMap<String, u64>,
-    transitions: BTreeMap<&'static str, u64>,
-}
-
-pub fn render(d: &Daemon) -> String {
+pub fn render(m: &ReadModel) -> String {
     let mut o = String::with_capacity(1 << 16);
-    // Copy what is needed and let go of the lock at once: probes record into the same map.
-    let snaps: Vec<Snap> = {
-        let map = d.targets.lock().unwrap();
-        map.values()
-            .map(|e| Snap {
-                cfg: e.cfg.clone(),
-                state: e.health.state,
-                cause: e.shown_cause().to_string(),
-                since_ms: e.since_ms,
-                duration: e.duration.clone(),
-                outcomes: e.outcomes.clone(),
-                failures_by_cause: e.failures_by_cause.clone(),
-                transitions: e.transitions.clone(),
-            })
-            .collect()
-    };
-    let mut snaps = snaps;
+    let snap = m.snapshot();
+    let mut snaps: Vec<&TargetView> = snap.targets.iter().collect();
     snaps.sort_unstable_by(|a, b| a.cfg.name.cmp(&b.cfg.name));
     let n = snaps.len();
     o.reserve(n * 1200);
@@ -243,7 +155,7 @@ pub fn render(d: &Daemon) -> String {
     for s in [State::Unknown, State::Up, State::Down] {
         let _ = writeln!(o, "conndoc_targets{{state=\"{s}\"}} {}", by_state[s as usize]);
     }
-    let s = &d.stats;
+    let s = &m.stats;
     family(&mut o, "conndoc_alert_deliveries", "counter", "Alerts delivered, by receiver.", None);
     for (r, v) in s.alerts_sent.lock().unwrap().iter() {
         let _ = writeln!(o, "conndoc_alert_deliveries_total{{receiver=\"{}\"}} {v}", esc(r));
@@ -255,7 +167,7 @@ pub fn render(d: &Daemon) -> String {
         "Failed alert delivery attempts (each is retried), by receiver.",
         None,
     );
-    let cfg = d.config();
+    let cfg = &snap.config;
     let failed = s.alerts_failed.lock().unwrap().clone();
     for r in &cfg.receivers {
         let _ = writeln!(
@@ -336,7 +248,7 @@ pub fn render(d: &Daemon) -> String {
         let _ = writeln!(o, "process_resident_memory_bytes {rss}");
     }
     family(&mut o, "process_start_time_seconds", "gauge", "Unix time the daemon started.", Some("seconds"));
-    let _ = writeln!(o, "process_start_time_seconds {}", d.start_unix);
+    let _ = writeln!(o, "process_start_time_seconds {}", m.start_unix);
     o.push_str("# EOF\n");
     o
 }
@@ -383,7 +295,7 @@ mod tests {
         let (cpu0, rss) = process_usage().unwrap();
         assert!(rss > 1024 * 1024);
         // Burn CPU until the reading moves (bounded): a constant or wrong counter fails.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut x = 0u64;
         let mut cpu = cpu0;
         while cpu - cpu0 < 0.05 && std::time::Instant::now() < deadline {

@@ -2,7 +2,7 @@
 //! way the client probe classifies it. The full diagnosis (engine + rules) only runs when
 //! the state machine says a target went down.
 
-use conndoc_facts::{ConnectKind, Host, Target};
+use conndoc_facts::{ConnectKind, Host, PeerCloseKind, Target};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -75,16 +75,22 @@ pub struct ProbeResult {
     pub errno: Option<i32>,
     /// The name did not resolve (no address to connect to).
     pub unresolved: bool,
+    /// The server accepted, then closed or reset the connection at once (docs/nat.md
+    /// "Accepted, then closed"): a failure although the connect succeeded.
+    pub peer_close: Option<PeerCloseKind>,
 }
 
 impl ProbeResult {
     pub fn ok(&self) -> bool {
-        self.kind == ConnectKind::Connected
+        self.kind == ConnectKind::Connected && self.peer_close.is_none()
     }
     /// The coarse outcome label used in metrics (`connected`, `refused`, `timeout`, …).
     pub fn outcome_label(&self) -> &'static str {
         if self.unresolved {
             return "unresolved";
+        }
+        if self.peer_close.is_some() {
+            return "closed";
         }
         kind_label(self.kind)
     }
@@ -127,20 +133,38 @@ pub async fn check_with(t: &Target, timeout: Duration, close: Close, sockets: Op
     let start = Instant::now();
     let addrs = addresses(t, timeout).await;
     if addrs.is_empty() {
-        return ProbeResult { kind: ConnectKind::Other, elapsed: start.elapsed(), errno: None, unresolved: true };
+        return ProbeResult {
+            kind: ConnectKind::Other,
+            elapsed: start.elapsed(),
+            errno: None,
+            unresolved: true,
+            peer_close: None,
+        };
     }
-    let mut last = ProbeResult { kind: ConnectKind::Other, elapsed: Duration::ZERO, errno: None, unresolved: false };
+    let mut last = ProbeResult {
+        kind: ConnectKind::Other,
+        elapsed: Duration::ZERO,
+        errno: None,
+        unresolved: false,
+        peer_close: None,
+    };
     for a in addrs {
         let left = timeout.saturating_sub(start.elapsed());
         if left.is_zero() {
-            last = ProbeResult { kind: ConnectKind::Timeout, elapsed: start.elapsed(), errno: None, unresolved: false };
+            last = ProbeResult {
+                kind: ConnectKind::Timeout,
+                elapsed: start.elapsed(),
+                errno: None,
+                unresolved: false,
+                peer_close: None,
+            };
             break;
         }
         let (kind, errno) = match (close, sockets) {
             (Close::Reset, Some(pool)) => connect_reusing(pool, a, left).await,
             _ => connect_one(a, left, close).await,
         };
-        last = ProbeResult { kind, elapsed: start.elapsed(), errno, unresolved: false };
+        last = ProbeResult { kind, elapsed: start.elapsed(), errno, unresolved: false, peer_close: None };
         if kind == ConnectKind::Connected {
             break;
         }
