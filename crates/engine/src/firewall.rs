@@ -43,7 +43,13 @@ fn dev_of(view: &HostView, addr: IpAddr) -> Option<String> {
 }
 
 /// The probe's SYN of one flow (destination, source, source port) as a rule sees it.
-fn syn(flow: (IpAddr, Option<IpAddr>, Option<u16>), port: u16, iif: Option<String>, oif: Option<String>) -> Packet {
+fn syn(
+    flow: (IpAddr, Option<IpAddr>, Option<u16>),
+    port: u16,
+    iif: Option<String>,
+    oif: Option<String>,
+    local: bool,
+) -> Packet {
     let (dst, src, sport) = flow;
     Packet {
         family: Family::of(&dst),
@@ -53,6 +59,7 @@ fn syn(flow: (IpAddr, Option<IpAddr>, Option<u16>), port: u16, iif: Option<Strin
         destination_port: port,
         input_interface: iif,
         output_interface: oif,
+        destination_local: Some(local),
     }
 }
 
@@ -104,7 +111,7 @@ pub(crate) fn target_firewall(
             None => None,
         };
         let oif = if local { None } else { dev_of(view, *dst) };
-        let pkt = syn((*dst, *src, *sport), port, iif, oif);
+        let pkt = syn((*dst, *src, *sport), port, iif, oif, local);
         evaluations.push(rs.evaluate(if local { Hook::Input } else { Hook::Forward }, &pkt));
     }
     let fw = HostFirewall {
@@ -219,7 +226,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, remote: Option<crate::remot
             let evaluations = flows
                 .iter()
                 .map(|(dst, src, sport)| {
-                    let pkt = syn((*dst, *src, *sport), port, None, dev_of(&client, *dst));
+                    let pkt = syn((*dst, *src, *sport), port, None, dev_of(&client, *dst), client.local.contains(dst));
                     rs.evaluate(Hook::Output, &pkt)
                 })
                 .collect();

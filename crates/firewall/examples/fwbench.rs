@@ -40,6 +40,7 @@ fn main() {
         destination_port: port,
         input_interface: Some("eth0".into()),
         output_interface: None,
+        destination_local: None,
     };
     let (mut t_read, mut t_build, mut t_eval, mut t_total, mut t_nl) = (vec![], vec![], vec![], vec![], vec![]);
     let mut source = String::new();

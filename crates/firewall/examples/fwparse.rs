@@ -37,6 +37,7 @@ fn main() {
         destination_port: 7000,
         input_interface: Some("eth0".into()),
         output_interface: None,
+        destination_local: None,
     };
     let t2 = Instant::now();
     let e = rs.evaluate(Hook::Input, &pkt);

@@ -1,7 +1,7 @@
 //! `iptables-save` / `ip6tables-save` output (legacy and nf_tables back-ends alike).
 //! An option conndoc does not know makes that rule "not understood", never the read fail.
 
-use crate::model::{Action, BaseChain, ChainId, Cond, Elem, Key, Op, Rule, Ruleset};
+use crate::model::{Action, BaseChain, ChainId, Cond, Elem, Key, NatAction, NatKind, Op, RouteType, Rule, Ruleset};
 use crate::nft::proto_number;
 use conndoc_facts::firewall::{FirewallTool, Hook, RejectWith, RuleRef};
 use conndoc_facts::Family;
@@ -50,8 +50,17 @@ fn table_priority(table: &str) -> Option<i64> {
         "mangle" => -150,
         "filter" => 0,
         "security" => 50,
-        _ => return None, // nat translates, it does not filter
+        _ => return None, // nat translates, it does not filter (see `nat_priority`)
     })
+}
+
+/// The priority of the nat table's built-in chains (`NF_IP_PRI_NAT_DST` -100 where the
+/// destination is translated, `NF_IP_PRI_NAT_SRC` 100 where the source is).
+fn nat_priority(hook: Hook) -> i64 {
+    match hook {
+        Hook::Prerouting | Hook::Output => -100,
+        _ => 100,
+    }
 }
 
 fn builtin_hook(chain: &str) -> Option<Hook> {
@@ -74,7 +83,9 @@ pub fn parse_save(text: &str, tool: FirewallTool, family: Family, source: usize)
     let mut order: Vec<String> = Vec::new();
     let flush = |rs: &mut Ruleset, table: &str, policies: &mut HashMap<String, (bool, u32, String)>| {
         for (chain, (accept, line, text)) in policies.drain() {
-            let (Some(hook), Some(priority)) = (builtin_hook(&chain), table_priority(table)) else { continue };
+            let Some(hook) = builtin_hook(&chain) else { continue };
+            let nat = table == "nat";
+            let Some(priority) = (if nat { Some(nat_priority(hook)) } else { table_priority(table) }) else { continue };
             let policy = RuleRef {
                 tool,
                 family: fam.clone(),
@@ -86,13 +97,18 @@ pub fn parse_save(text: &str, tool: FirewallTool, family: Family, source: usize)
                 policy: true,
                 text,
             };
-            rs.bases.push(BaseChain {
+            let base = BaseChain {
                 hook,
                 priority,
                 family: Some(family),
                 chain: (source, fam.clone(), table.to_string(), chain),
                 policy: (policy, accept),
-            });
+            };
+            if nat {
+                rs.nat_bases.push(base);
+            } else {
+                rs.bases.push(base);
+            }
         }
     };
     for (i, raw) in text.lines().enumerate() {
@@ -198,7 +214,7 @@ fn rule_options(w: &[String], family: Family, rule: &mut Rule) -> Result<(), Str
             "-m" | "--match" => {
                 module = next(&mut i)?.to_string();
                 match module.as_str() {
-                    "tcp" | "multiport" | "conntrack" | "state" | "comment" | "iprange" => {}
+                    "tcp" | "multiport" | "conntrack" | "state" | "comment" | "iprange" | "addrtype" => {}
                     "udp" | "icmp" | "icmp6" | "icmpv6" | "udplite" | "sctp" => rule.conds.push(Cond::Never),
                     m => {
                         err.get_or_insert(format!("match module `{m}`"));
@@ -255,6 +271,15 @@ fn rule_options(w: &[String], family: Family, rule: &mut Rule) -> Result<(), Str
                 let key = if opt == "--src-range" { Key::SAddr } else { Key::DAddr };
                 rule.conds.push(Cond::Cmp { key, op, elems: vec![Elem::AddrRange(a, b)] });
             }
+            // `-m addrtype --dst-type LOCAL` (Docker's jump to its DOCKER chain).
+            "--dst-type" => {
+                let v = next(&mut i)?;
+                let elems = v
+                    .split(',')
+                    .map(|t| RouteType::from_name(t).map(Elem::RouteType).ok_or_else(|| format!("address type {t}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                rule.conds.push(Cond::Cmp { key: Key::DAddrType, op, elems });
+            }
             "--icmp-type" | "--icmpv6-type" => {
                 next(&mut i)?;
             }
@@ -267,6 +292,8 @@ fn rule_options(w: &[String], family: Family, rule: &mut Rule) -> Result<(), Str
                     "DROP" => Action::Drop,
                     "RETURN" => Action::Return,
                     "REJECT" => Action::Reject(reject_with(rest, family)?),
+                    "DNAT" | "REDIRECT" => Action::Nat(nat_target(&target, rest)?),
+                    "SNAT" | "MASQUERADE" => Action::Nat(NatAction::Snat),
                     // Targets that mark, log or count and let the packet go on.
                     "LOG" | "NFLOG" | "ULOG" | "MARK" | "CONNMARK" | "TRACE" | "CT" | "NOTRACK" | "TCPMSS" | "DSCP"
                     | "TOS" | "CLASSIFY" | "AUDIT" | "CHECKSUM" | "TTL" | "HL" | "SET" | "CONNSECMARK" | "SECMARK" => {
@@ -308,6 +335,71 @@ fn rule_options(w: &[String], family: Family, rule: &mut Rule) -> Result<(), Str
 /// User chains may be upper-case too; those that look like a built-in target are not.
 fn rs_chain_like(t: &str) -> bool {
     !matches!(t, "NFQUEUE" | "QUEUE" | "DNAT" | "SNAT" | "MASQUERADE" | "REDIRECT" | "TPROXY" | "TARPIT" | "TEE")
+}
+
+/// `-j DNAT --to-destination ADDR[:PORT]` / `-j REDIRECT --to-ports PORT`; ranges are read
+/// but not followed.
+fn nat_target(target: &str, rest: &[String]) -> Result<NatAction, String> {
+    let opt = if target == "DNAT" { "--to-destination" } else { "--to-ports" };
+    let mut it = rest.iter();
+    let mut value = None;
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            o if o == opt => value = it.next().map(String::as_str),
+            "--random" | "--persistent" | "--random-fully" => {}
+            o => return Err(format!("{target} option `{o}`")),
+        }
+    }
+    if target == "REDIRECT" {
+        return Ok(match value {
+            None => NatAction::Redirect { port: None },
+            Some(p) => match nat_port(p)? {
+                Ok(port) => NatAction::Redirect { port: Some(port) },
+                Err(why) => NatAction::Unfollowed { kind: NatKind::Redirect, why },
+            },
+        });
+    }
+    let v = value.ok_or("DNAT without --to-destination")?;
+    dnat_to(v)
+}
+
+/// `A`, `A:P`, `[A6]:P`, `A6`, with ranges (`A-B`, `P-Q`) seen but not followed.
+pub(crate) fn dnat_to(v: &str) -> Result<NatAction, String> {
+    let unfollowed = |why: String| Ok(NatAction::Unfollowed { kind: NatKind::Dnat, why });
+    let (a, p) = if let Some(rest) = v.strip_prefix('[') {
+        let (a, after) = rest.split_once(']').ok_or_else(|| format!("--to-destination {v}"))?;
+        (a, after.strip_prefix(':'))
+    } else if v.parse::<IpAddr>().is_ok() {
+        (v, None)
+    } else {
+        match v.rsplit_once(':') {
+            Some((a, p)) => (a, Some(p)),
+            None => (v, None),
+        }
+    };
+    if a.contains('-') {
+        return unfollowed(format!("DNAT to the address range {a}"));
+    }
+    if a.is_empty() {
+        return unfollowed(format!("DNAT to port {} of the packet's own address", p.unwrap_or("?")));
+    }
+    let addr: IpAddr = a.parse().map_err(|_| format!("--to-destination address {a}"))?;
+    let port = match p.map(nat_port).transpose()? {
+        None => None,
+        Some(Ok(port)) => Some(port),
+        Some(Err(why)) => return unfollowed(why),
+    };
+    Ok(NatAction::Dnat { addr, port })
+}
+
+/// One port, or a range (Err inside: seen, not followed — the kernel picks one per flow).
+fn nat_port(p: &str) -> Result<Result<u16, String>, String> {
+    let num = |s: &str| s.parse::<u16>().map_err(|_| format!("nat port {s}"));
+    match p.split_once('-') {
+        Some((a, z)) if num(a)? == num(z)? => Ok(Ok(num(a)?)),
+        Some((a, z)) => Ok(Err(format!("a port range {}-{} (the kernel picks one per connection)", num(a)?, num(z)?))),
+        None => Ok(Ok(num(p)?)),
+    }
 }
 
 fn reject_with(rest: &[String], family: Family) -> Result<RejectWith, String> {
@@ -410,6 +502,44 @@ mod tests {
             words(r#"-A sub -s 10.0.0.0/8 -m comment --comment "hello world" -j DROP"#),
             vec!["-A", "sub", "-s", "10.0.0.0/8", "-m", "comment", "--comment", "hello world", "-j", "DROP"]
         );
+    }
+
+    #[test]
+    fn nat_targets() {
+        let w = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            nat_target("DNAT", &w("--to-destination 172.17.0.2:6379")),
+            Ok(NatAction::Dnat { addr: a("172.17.0.2"), port: Some(6379) })
+        );
+        assert_eq!(
+            nat_target("DNAT", &w("--to-destination 10.0.0.1")),
+            Ok(NatAction::Dnat { addr: a("10.0.0.1"), port: None })
+        );
+        assert_eq!(
+            nat_target("DNAT", &w("--to-destination [fd77:1::2]:6379")),
+            Ok(NatAction::Dnat { addr: a("fd77:1::2"), port: Some(6379) })
+        );
+        assert_eq!(
+            nat_target("DNAT", &w("--to-destination fd77:1::2")),
+            Ok(NatAction::Dnat { addr: a("fd77:1::2"), port: None })
+        );
+        assert!(matches!(
+            nat_target("DNAT", &w("--to-destination 10.0.0.1:6000-6010")),
+            Ok(NatAction::Unfollowed { kind: NatKind::Dnat, .. })
+        ));
+        assert!(matches!(
+            nat_target("DNAT", &w("--to-destination 10.0.0.1-10.0.0.3")),
+            Ok(NatAction::Unfollowed { kind: NatKind::Dnat, .. })
+        ));
+        assert_eq!(nat_target("REDIRECT", &w("--to-ports 6390")), Ok(NatAction::Redirect { port: Some(6390) }));
+        assert_eq!(nat_target("REDIRECT", &[]), Ok(NatAction::Redirect { port: None }));
+        assert!(matches!(
+            nat_target("REDIRECT", &w("--to-ports 6390-6392")),
+            Ok(NatAction::Unfollowed { kind: NatKind::Redirect, .. })
+        ));
+        assert!(nat_target("DNAT", &w("--to-destination 10.0.0.1:x")).is_err());
+        assert!(nat_target("DNAT", &w("--to-destination 10.0.0.1 --bogus")).is_err());
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct Packet {
     pub destination_port: u16,
     pub input_interface: Option<String>,
     pub output_interface: Option<String>,
+    /// Whether the destination is one of the reading host's own addresses (`fib daddr type
+    /// local`, `-m addrtype --dst-type LOCAL`); None when not known.
+    pub destination_local: Option<bool>,
 }
 
 impl Packet {
@@ -51,6 +54,38 @@ pub enum Key {
     Oifname,
     CtState,
     TcpFlags,
+    /// The route type of the destination address (`fib daddr type`, `addrtype --dst-type`).
+    DAddrType,
+}
+
+/// A route type (`RTN_*` of rtnetlink), as `fib … type` and `-m addrtype` test it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteType(pub u8);
+
+impl RouteType {
+    pub const UNSPEC: RouteType = RouteType(0);
+    pub const UNICAST: RouteType = RouteType(1);
+    pub const LOCAL: RouteType = RouteType(2);
+    pub const BROADCAST: RouteType = RouteType(3);
+    pub const ANYCAST: RouteType = RouteType(4);
+    pub const MULTICAST: RouteType = RouteType(5);
+    pub const BLACKHOLE: RouteType = RouteType(6);
+    pub const UNREACHABLE: RouteType = RouteType(7);
+    pub const PROHIBIT: RouteType = RouteType(8);
+
+    const NAMES: [&'static str; 9] =
+        ["unspec", "unicast", "local", "broadcast", "anycast", "multicast", "blackhole", "unreachable", "prohibit"];
+
+    /// nft's lower-case name (`local`); iptables spells them upper-case.
+    pub fn name(self) -> String {
+        Self::NAMES.get(usize::from(self.0)).map(|n| n.to_string()).unwrap_or_else(|| self.0.to_string())
+    }
+
+    /// From nft's or iptables' name, any case.
+    pub fn from_name(n: &str) -> Option<RouteType> {
+        let n = n.to_ascii_lowercase();
+        Self::NAMES.iter().position(|x| *x == n).and_then(|i| u8::try_from(i).ok()).map(RouteType)
+    }
 }
 
 /// One element a value is compared with.
@@ -67,6 +102,8 @@ pub enum Elem {
     State(String),
     /// `family` (ipv4/ipv6) for `meta nfproto`.
     Fam(Family),
+    /// A route type for `fib daddr type` / `-m addrtype`.
+    RouteType(RouteType),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +148,40 @@ pub enum Action {
     Return,
     /// No verdict: counter, log, mark … evaluation goes on with the next rule.
     Continue,
+    /// An address translation (nat chains only): ends the nat chain walk for the packet.
+    Nat(NatAction),
+}
+
+/// What a nat rule does with the packet's destination (or source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatAction {
+    /// `dnat to ADDR[:PORT]`, `-j DNAT --to-destination ADDR[:PORT]`; no port keeps the
+    /// dialled one.
+    Dnat { addr: IpAddr, port: Option<u16> },
+    /// `redirect to :PORT`, `-j REDIRECT --to-ports PORT`: this host, another port; no port
+    /// keeps the dialled one.
+    Redirect { port: Option<u16> },
+    /// `snat`, `masquerade`: the source is rewritten (postrouting), the destination kept.
+    Snat,
+    /// A destination translation conndoc reads but cannot follow to one backend (a port or
+    /// address range, a map): the kind and why.
+    Unfollowed { kind: NatKind, why: String },
+}
+
+/// Destination translations, by how they are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    Dnat,
+    Redirect,
+}
+
+impl NatKind {
+    pub fn translation_kind(self) -> conndoc_facts::nat::TranslationKind {
+        match self {
+            NatKind::Dnat => conndoc_facts::nat::TranslationKind::Dnat,
+            NatKind::Redirect => conndoc_facts::nat::TranslationKind::Redirect,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +219,8 @@ pub struct Ruleset {
     /// `Arc::make_mut` to change one.
     pub chains: HashMap<ChainId, Arc<Chain>>,
     pub bases: Vec<BaseChain>,
+    /// Chains of type nat attached to a hook: they translate, they do not filter.
+    pub nat_bases: Vec<BaseChain>,
     /// Rules anywhere that could not be read at all.
     pub not_understood_total: u32,
     pub rule_count: u32,
@@ -180,6 +253,7 @@ impl Ruleset {
     pub fn extend(&mut self, other: Ruleset) {
         self.chains.extend(other.chains);
         self.bases.extend(other.bases);
+        self.nat_bases.extend(other.nat_bases);
         self.not_understood_total += other.not_understood_total;
         self.rule_count += other.rule_count;
     }
@@ -249,7 +323,8 @@ impl Walk<'_> {
                 continue;
             }
             match &rule.action {
-                Action::Continue => {}
+                // Nat statements sit in nat chains, which the filter walk never enters.
+                Action::Continue | Action::Nat(_) => {}
                 Action::Accept => return Outcome::Verdict(FwVerdict::Accept, rule.reference.clone()),
                 Action::Drop => return Outcome::Verdict(FwVerdict::Drop, rule.reference.clone()),
                 Action::Reject(r) => return Outcome::Verdict(FwVerdict::Reject(r.clone()), rule.reference.clone()),
@@ -294,6 +369,7 @@ enum Val<'a> {
     Name(&'a str),
     State(&'static str),
     Fam(Family),
+    RouteType(RouteType),
 }
 
 fn value<'a>(key: Key, pkt: &'a Packet) -> Option<Val<'a>> {
@@ -308,6 +384,7 @@ fn value<'a>(key: Key, pkt: &'a Packet) -> Option<Val<'a>> {
         Key::Oifname => Val::Name(pkt.output_interface.as_deref()?),
         Key::CtState => Val::State("new"),
         Key::TcpFlags => Val::Int(TCP_SYN),
+        Key::DAddrType => Val::RouteType(if pkt.destination_local? { RouteType::LOCAL } else { RouteType::UNICAST }),
     })
 }
 
@@ -323,6 +400,7 @@ fn key_name(key: Key) -> &'static str {
         Key::Oifname => "output interface",
         Key::CtState => "conntrack state",
         Key::TcpFlags => "tcp flags",
+        Key::DAddrType => "destination address type",
     }
 }
 
@@ -402,6 +480,7 @@ fn elem_contains(e: &Elem, v: &Val) -> Option<bool> {
         (Elem::Name(pat), Val::Name(n)) => name_matches(pat, n),
         (Elem::State(s), Val::State(n)) => s == n,
         (Elem::Fam(f), Val::Fam(g)) => f == g,
+        (Elem::RouteType(a), Val::RouteType(b)) => a == b,
         _ => return None,
     })
 }

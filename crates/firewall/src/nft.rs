@@ -2,7 +2,9 @@
 //! one rule "not understood" (reported), never the whole read fail. Rule text for people
 //! comes from `nft -a list ruleset` (matched by handle).
 
-use crate::model::{Action, BaseChain, ChainId, Cond, Elem, Key, Op, Rule, Ruleset, IPPROTO_TCP};
+use crate::model::{
+    Action, BaseChain, ChainId, Cond, Elem, Key, NatAction, NatKind, Op, RouteType, Rule, Ruleset, IPPROTO_TCP,
+};
 use crate::FirewallError;
 use conndoc_facts::firewall::{FirewallTool, Hook, RejectWith, RuleRef};
 use conndoc_facts::Family;
@@ -121,10 +123,8 @@ pub fn parse_json(
                 Some("postrouting") => Hook::Postrouting,
                 _ => continue,
             };
-            // Address translation chains do not filter.
-            if ch.get("type").and_then(Value::as_str) == Some("nat") {
-                continue;
-            }
+            // Address translation chains do not filter: they are walked apart.
+            let nat = ch.get("type").and_then(Value::as_str) == Some("nat");
             let fam = match family.as_str() {
                 "ip" => Some(Family::Ipv4),
                 "ip6" => Some(Family::Ipv6),
@@ -143,13 +143,18 @@ pub fn parse_json(
                 policy: true,
                 text: format!("policy {};", if policy_accept { "accept" } else { "drop" }),
             };
-            rs.bases.push(BaseChain {
+            let base = BaseChain {
                 hook,
                 priority: priority(ch.get("prio")),
                 family: fam,
                 chain: id,
                 policy: (policy, policy_accept),
-            });
+            };
+            if nat {
+                rs.nat_bases.push(base);
+            } else {
+                rs.bases.push(base);
+            }
         }
     }
 
@@ -267,6 +272,15 @@ fn statement(
             }
             set_action(rule, Action::Reject(with));
         }
+        "dnat" | "redirect" => {
+            let (nat, fam) = nat_statement(name, body)?;
+            // `dnat ip to …` in an inet chain translates IPv4 packets only.
+            if let Some(f) = fam.filter(|_| family == "inet") {
+                rule.conds.push(Cond::Cmp { key: Key::NfProto, op: Op::In, elems: vec![Elem::Fam(f)] });
+            }
+            set_action(rule, Action::Nat(nat));
+        }
+        "snat" | "masquerade" => set_action(rule, Action::Nat(NatAction::Snat)),
         // Statements that do not decide the packet's fate.
         "counter" | "log" | "comment" | "mangle" | "notrack" | "set" | "nftrace" | "meta" | "ct" | "quota" => {
             if name == "quota" {
@@ -282,6 +296,41 @@ fn statement(
         other => return Err(format!("statement `{other}`")),
     }
     Ok(())
+}
+
+/// `{"dnat": {"family": "ip", "addr": "10.77.1.2", "port": 6379}}`, `{"redirect": {"port": 6390}}`
+/// (or null): the translation and the family it is limited to.
+fn nat_statement(name: &str, body: &Value) -> Result<(NatAction, Option<Family>), String> {
+    let kind = if name == "dnat" { NatKind::Dnat } else { NatKind::Redirect };
+    let fam = match body.get("family").and_then(Value::as_str) {
+        Some("ip") => Some(Family::Ipv4),
+        Some("ip6") => Some(Family::Ipv6),
+        _ => None,
+    };
+    let unfollowed = |why: String| Ok((NatAction::Unfollowed { kind, why }, fam));
+    let port = match body.get("port") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            Some(u16::try_from(n.as_u64().unwrap_or(u64::MAX)).map_err(|_| format!("{name} port {n}"))?)
+        }
+        Some(Value::Object(o)) if o.contains_key("range") => {
+            return unfollowed(format!("a port range {} (the kernel picks one per connection)", o["range"]));
+        }
+        Some(v) => return unfollowed(format!("{name} to the port {v}")),
+    };
+    if kind == NatKind::Redirect {
+        return Ok((NatAction::Redirect { port }, fam));
+    }
+    let addr = match body.get("addr") {
+        Some(Value::String(a)) => a.parse::<IpAddr>().map_err(|_| format!("dnat address {a}"))?,
+        Some(Value::Object(o)) if o.contains_key("map") => return unfollowed("dnat to a map".into()),
+        Some(Value::Object(o)) if o.contains_key("range") => {
+            return unfollowed(format!("dnat to an address range {}", o["range"]));
+        }
+        Some(v) => return unfollowed(format!("dnat to {v}")),
+        None => return unfollowed("dnat without an address".into()),
+    };
+    Ok((NatAction::Dnat { addr, port }, fam))
 }
 
 fn match_cond(
@@ -320,6 +369,35 @@ fn match_cond(
             return Ok(vec![Cond::Masked { key: Key::TcpFlags, mask, op, value }]);
         }
         return Err(format!("bitwise match on {}", and[0]));
+    }
+
+    // `fib daddr type local` (what iptables-nft writes for `-m addrtype --dst-type LOCAL`).
+    if let Some(fib) = left.get("fib") {
+        let flags: Vec<&str> = match fib.get("flags") {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            Some(Value::String(s)) => vec![s.as_str()],
+            _ => Vec::new(),
+        };
+        if fib.get("result").and_then(Value::as_str) != Some("type") || flags != ["daddr"] {
+            return Err(format!("fib {fib}"));
+        }
+        let names: Vec<&Value> = match right {
+            Value::Object(o) if o.contains_key("set") => {
+                o["set"].as_array().map(|a| a.iter().collect()).unwrap_or_default()
+            }
+            Value::Array(a) => a.iter().collect(),
+            v => vec![v],
+        };
+        let elems = names
+            .into_iter()
+            .map(|v| {
+                v.as_str().and_then(RouteType::from_name).map(Elem::RouteType).ok_or_else(|| format!("fib type {v}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !matches!(op, Op::In | Op::NotIn) {
+            return Err("ordered comparison of fib type".into());
+        }
+        return Ok(vec![Cond::Cmp { key: Key::DAddrType, op, elems }]);
     }
 
     let mut implied = None;

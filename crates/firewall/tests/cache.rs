@@ -48,6 +48,7 @@ fn probe() -> Packet {
         destination_port: 7000,
         input_interface: Some("eth0".into()),
         output_interface: None,
+        destination_local: None,
     }
 }
 

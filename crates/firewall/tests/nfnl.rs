@@ -59,6 +59,7 @@ fn matrix(skip_ports: &[u16]) -> Vec<(Hook, Packet)> {
                         destination_port: port,
                         input_interface: Some(iif.into()),
                         output_interface: None,
+                        destination_local: None,
                     };
                     out.push((Hook::Input, base.clone()));
                     out.push((Hook::Forward, Packet { output_interface: Some("eth1".into()), ..base.clone() }));
@@ -275,8 +276,8 @@ fn families_sets_and_rejects_read_the_same_both_ways() {
     // not understood: named, never applied
     let e = nl.evaluate(Hook::Input, &v4("10.77.0.1", 99));
     assert!(e.not_understood.iter().any(|n| n.reason.contains("numgen")), "{:?}", e.not_understood);
-    // numgen, quota, limit, fib; icmp matches are understood (never the TCP probe)
-    assert_eq!((nl.not_understood_total, js.not_understood_total), (4, 4));
+    // numgen, quota, limit; icmp matches and `fib daddr type` are understood
+    assert_eq!((nl.not_understood_total, js.not_understood_total), (3, 3));
 }
 
 fn recorded_fixture_ruleset_reads_the_same_both_ways() {
@@ -486,6 +487,7 @@ fn kube_proxy_table_is_evaluated_and_its_services_found() {
         destination_port: port,
         input_interface: None,
         output_interface: Some("eth0".into()),
+        destination_local: None,
     };
     // No endpoints: `no-endpoint-services` sends it to reject-chain.
     let e = nl.evaluate(Hook::Output, &out("10.96.0.20", 6379));

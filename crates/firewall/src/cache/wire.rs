@@ -10,14 +10,16 @@
 //! conndoc binary that wrote the file (version, executable size and mtime): another build
 //! may lay the model out differently, so its files are ignored.
 
-use crate::model::{Action, BaseChain, Chain, ChainId, Cond, Elem, Key, Op, Rule, Ruleset};
+use crate::model::{
+    Action, BaseChain, Chain, ChainId, Cond, Elem, Key, NatAction, NatKind, Op, RouteType, Rule, Ruleset,
+};
 use conndoc_facts::firewall::{FirewallTool, Hook, RejectWith, RuleRef};
 use conndoc_facts::Family;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const MAGIC: &[u8; 8] = b"CDNFTC\0\n";
 /// Bump when the layout below changes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// What a file is valid for: all of it must match the reader's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +218,7 @@ impl W {
             Key::Oifname => 7,
             Key::CtState => 8,
             Key::TcpFlags => 9,
+            Key::DAddrType => 10,
         });
     }
     fn op(&mut self, o: Op) {
@@ -265,6 +268,10 @@ impl W {
                 self.u8(7);
                 self.family(Some(*f));
             }
+            Elem::RouteType(t) => {
+                self.u8(8);
+                self.u8(t.0);
+            }
         }
     }
     fn cond(&mut self, c: &Cond) {
@@ -308,13 +315,29 @@ impl W {
             }
             Action::Return => self.u8(6),
             Action::Continue => self.u8(7),
+            Action::Nat(NatAction::Dnat { addr, port }) => {
+                self.u8(8);
+                self.ip(addr);
+                self.opt_u32(port.map(u32::from));
+            }
+            Action::Nat(NatAction::Redirect { port }) => {
+                self.u8(9);
+                self.opt_u32(port.map(u32::from));
+            }
+            Action::Nat(NatAction::Snat) => self.u8(10),
+            Action::Nat(NatAction::Unfollowed { kind, why }) => {
+                self.u8(11);
+                self.u8(match kind {
+                    NatKind::Dnat => 0,
+                    NatKind::Redirect => 1,
+                });
+                self.str(why);
+            }
         }
     }
-    fn ruleset(&mut self, rs: &Ruleset) {
-        self.u32(rs.rule_count);
-        self.u32(rs.not_understood_total);
-        self.len(rs.bases.len());
-        for b in &rs.bases {
+    fn bases(&mut self, bases: &[BaseChain]) {
+        self.len(bases.len());
+        for b in bases {
             self.u8(match b.hook {
                 Hook::Prerouting => 0,
                 Hook::Input => 1,
@@ -328,6 +351,12 @@ impl W {
             self.rule_ref(&b.policy.0);
             self.u8(u8::from(b.policy.1));
         }
+    }
+    fn ruleset(&mut self, rs: &Ruleset) {
+        self.u32(rs.rule_count);
+        self.u32(rs.not_understood_total);
+        self.bases(&rs.bases);
+        self.bases(&rs.nat_bases);
         self.len(rs.chains.len());
         for (id, ch) in &rs.chains {
             self.chain_id(id);
@@ -445,6 +474,7 @@ impl<'a> R<'a> {
             7 => Key::Oifname,
             8 => Key::CtState,
             9 => Key::TcpFlags,
+            10 => Key::DAddrType,
             _ => return None,
         })
     }
@@ -469,6 +499,7 @@ impl<'a> R<'a> {
             5 => Elem::Name(self.string()?),
             6 => Elem::State(self.string()?),
             7 => Elem::Fam(self.family()??),
+            8 => Elem::RouteType(RouteType(self.u8()?)),
             _ => return None,
         })
     }
@@ -498,13 +529,29 @@ impl<'a> R<'a> {
             5 => Action::Goto(self.string()?),
             6 => Action::Return,
             7 => Action::Continue,
+            8 => Action::Nat(NatAction::Dnat { addr: self.ip()?, port: self.port()? }),
+            9 => Action::Nat(NatAction::Redirect { port: self.port()? }),
+            10 => Action::Nat(NatAction::Snat),
+            11 => {
+                let kind = match self.u8()? {
+                    0 => NatKind::Dnat,
+                    1 => NatKind::Redirect,
+                    _ => return None,
+                };
+                Action::Nat(NatAction::Unfollowed { kind, why: self.string()? })
+            }
             _ => return None,
         })
     }
-    fn ruleset(&mut self) -> Option<Ruleset> {
-        let mut rs = Ruleset { rule_count: self.u32()?, not_understood_total: self.u32()?, ..Ruleset::default() };
+    fn port(&mut self) -> Option<Option<u16>> {
+        match self.opt_u32()? {
+            None => Some(None),
+            Some(p) => u16::try_from(p).ok().map(Some),
+        }
+    }
+    fn bases(&mut self) -> Option<Vec<BaseChain>> {
         let n = self.len(8)?;
-        rs.bases.reserve(n);
+        let mut bases = Vec::with_capacity(n);
         for _ in 0..n {
             let hook = match self.u8()? {
                 0 => Hook::Prerouting,
@@ -514,7 +561,7 @@ impl<'a> R<'a> {
                 4 => Hook::Postrouting,
                 _ => return None,
             };
-            rs.bases.push(BaseChain {
+            bases.push(BaseChain {
                 hook,
                 priority: self.u64()? as i64,
                 family: self.family()?,
@@ -522,6 +569,12 @@ impl<'a> R<'a> {
                 policy: (self.rule_ref()?, self.bool()?),
             });
         }
+        Some(bases)
+    }
+    fn ruleset(&mut self) -> Option<Ruleset> {
+        let mut rs = Ruleset { rule_count: self.u32()?, not_understood_total: self.u32()?, ..Ruleset::default() };
+        rs.bases = self.bases()?;
+        rs.nat_bases = self.bases()?;
         let n = self.len(8)?;
         rs.chains.reserve(n);
         for _ in 0..n {
@@ -581,6 +634,13 @@ mod tests {
             chain: id.clone(),
             policy: (rref("policy accept;", None), true),
         });
+        rs.nat_bases.push(BaseChain {
+            hook: Hook::Prerouting,
+            priority: -100,
+            family: Some(Family::Ipv4),
+            chain: id.clone(),
+            policy: (rref("policy accept;", None), true),
+        });
         let all_elems = vec![
             Elem::Int(7000),
             Elem::IntRange(1, 1024),
@@ -590,6 +650,7 @@ mod tests {
             Elem::Name("veth*".into()),
             Elem::State("new".into()),
             Elem::Fam(Family::Ipv4),
+            Elem::RouteType(RouteType::LOCAL),
         ];
         let keys = [
             Key::L4Proto,
@@ -602,6 +663,7 @@ mod tests {
             Key::Oifname,
             Key::CtState,
             Key::TcpFlags,
+            Key::DAddrType,
         ];
         let ops = [Op::In, Op::NotIn, Op::Lt, Op::Gt, Op::Le, Op::Ge];
         let actions = [
@@ -613,6 +675,13 @@ mod tests {
             Action::Goto("web".into()),
             Action::Return,
             Action::Continue,
+            Action::Nat(NatAction::Dnat { addr: "172.17.0.2".parse().unwrap(), port: Some(6379) }),
+            Action::Nat(NatAction::Dnat { addr: "fd77:1::2".parse().unwrap(), port: None }),
+            Action::Nat(NatAction::Redirect { port: Some(6390) }),
+            Action::Nat(NatAction::Redirect { port: None }),
+            Action::Nat(NatAction::Snat),
+            Action::Nat(NatAction::Unfollowed { kind: NatKind::Redirect, why: "a port range".into() }),
+            Action::Nat(NatAction::Unfollowed { kind: NatKind::Dnat, why: "a map".into() }),
         ];
         let mut rules = Vec::new();
         for (i, action) in actions.into_iter().enumerate() {
@@ -643,6 +712,7 @@ mod tests {
     fn same(a: &Ruleset, b: &Ruleset) {
         assert_eq!(a.chains, b.chains);
         assert_eq!(a.bases, b.bases);
+        assert_eq!(a.nat_bases, b.nat_bases);
         assert_eq!((a.rule_count, a.not_understood_total), (b.rule_count, b.not_understood_total));
     }
 

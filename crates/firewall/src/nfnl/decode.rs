@@ -10,7 +10,9 @@
 
 use super::expr::*;
 use super::Dump;
-use crate::model::{Action, BaseChain, Chain, ChainId, Cond, Elem, Key, Op, Rule, Ruleset};
+use crate::model::{
+    Action, BaseChain, Chain, ChainId, Cond, Elem, Key, NatAction, NatKind, Op, RouteType, Rule, Ruleset,
+};
 use conndoc_facts::firewall::{FirewallTool, Hook, RejectWith, RuleRef};
 use conndoc_facts::Family;
 use std::collections::{HashMap, HashSet};
@@ -121,10 +123,12 @@ impl Builder {
         let id: ChainId = (self.source, ch.family.name(), ch.table.clone(), ch.name.clone());
         self.rs.chains.entry(id.clone()).or_default();
         let Some((hooknum, prio)) = ch.hook else { return };
-        // Address translation chains do not filter; a dormant table sees no packet.
-        if ch.kind.as_deref() == Some("nat") || self.dormant.contains(&(ch.family, ch.table.clone())) {
+        // A dormant table sees no packet.
+        if self.dormant.contains(&(ch.family, ch.table.clone())) {
             return;
         }
+        // Address translation chains do not filter: they are walked apart.
+        let nat = ch.kind.as_deref() == Some("nat");
         let fam = match ch.family {
             NfFamily::IP => Some(Family::Ipv4),
             NfFamily::IP6 => Some(Family::Ipv6),
@@ -151,13 +155,12 @@ impl Builder {
             policy: true,
             text: format!("policy {};", if accept { "accept" } else { "drop" }),
         };
-        self.rs.bases.push(BaseChain {
-            hook,
-            priority: i64::from(prio),
-            family: fam,
-            chain: id,
-            policy: (policy, accept),
-        });
+        let base = BaseChain { hook, priority: i64::from(prio), family: fam, chain: id, policy: (policy, accept) };
+        if nat {
+            self.rs.nat_bases.push(base);
+        } else {
+            self.rs.bases.push(base);
+        }
     }
 
     pub fn add_rule(&mut self, r: &RuleMsg) {
@@ -255,8 +258,11 @@ pub fn without_tables(rs: &Ruleset, skip_tables: &HashSet<(String, String)>) -> 
     if rs.chains.keys().all(keep) {
         return rs.clone();
     }
-    let mut out =
-        Ruleset { bases: rs.bases.iter().filter(|b| keep(&b.chain)).cloned().collect(), ..Ruleset::default() };
+    let mut out = Ruleset {
+        bases: rs.bases.iter().filter(|b| keep(&b.chain)).cloned().collect(),
+        nat_bases: rs.nat_bases.iter().filter(|b| keep(&b.chain)).cloned().collect(),
+        ..Ruleset::default()
+    };
     for (id, ch) in rs.chains.iter().filter(|(id, _)| keep(id)) {
         let (n, bad) = count(ch);
         out.rule_count += n;
@@ -270,6 +276,7 @@ pub fn without_tables(rs: &Ruleset, skip_tables: &HashSet<(String, String)>) -> 
 pub fn retain_tables(rs: &mut Ruleset, skip_tables: &HashSet<(String, String)>) {
     let skip = |id: &ChainId| skip_tables.contains(&(id.1.clone(), id.2.clone()));
     rs.bases.retain(|b| !skip(&b.chain));
+    rs.nat_bases.retain(|b| !skip(&b.chain));
     let gone: Vec<ChainId> = rs.chains.keys().filter(|id| skip(id)).cloned().collect();
     for id in gone {
         if let Some(ch) = rs.chains.remove(&id) {
@@ -326,6 +333,8 @@ enum Src {
     },
     Meta(u32),
     Ct(u32),
+    /// `fib daddr type`: the route type of the destination.
+    FibDaddrType,
     /// Something the evaluation does not model, named as nft would (`numgen inc mod 2`).
     Other(String, Fmt),
 }
@@ -373,6 +382,8 @@ enum Field {
     CtState {
         mask: Option<u32>,
     },
+    /// `fib daddr type`.
+    DAddrType,
     /// A header field of another transport protocol than TCP (`icmp type`).
     NotTcp(String),
     Other(String, Fmt),
@@ -394,6 +405,7 @@ impl Field {
             Field::IfName { out } => if *out { "oifname" } else { "iifname" }.into(),
             Field::IfIndex { out } => if *out { "oif" } else { "iif" }.into(),
             Field::CtState { .. } => "ct state".into(),
+            Field::DAddrType => "fib daddr type".into(),
             Field::NotTcp(n) | Field::Other(n, _) => n.clone(),
         }
     }
@@ -504,6 +516,12 @@ fn addr(fam: Family, b: &[u8]) -> IpAddr {
             IpAddr::V6(Ipv6Addr::from(a))
         }
     }
+}
+
+/// An address of `fam` from the first bytes of a register value.
+fn addr_of(fam: Family, b: &[u8]) -> Option<IpAddr> {
+    let n = if fam == Family::Ipv4 { 4 } else { 16 };
+    (b.len() >= n).then(|| addr(fam, &b[..n]))
 }
 
 fn full_bits(fam: Family) -> u8 {
@@ -720,6 +738,8 @@ impl Dec<'_> {
                 }
             }
             Src::Other(n, f) => Field::Other(n.clone(), *f),
+            Src::FibDaddrType if l.mask.is_none() => Field::DAddrType,
+            Src::FibDaddrType => masked_other("fib daddr type".into()),
             Src::Payload { base: PayloadBase::Network, offset } => {
                 let Some(fam) = self.nfproto else {
                     return Field::Other(format!("network header + {offset}"), Fmt::Hex);
@@ -857,6 +877,14 @@ impl Dec<'_> {
             Field::TcpFlags { .. } => {
                 let v = *lo.first().ok_or("empty value")?;
                 (Elem::Int(u64::from(v)), tcp_flag_names(v))
+            }
+            Field::DAddrType => {
+                let v = ne_u32(lo);
+                if !single {
+                    return Err(format!("fib daddr type range {v}-{}", ne_u32(hi)));
+                }
+                let t = RouteType(u8::try_from(v).map_err(|_| format!("fib daddr type {v}"))?);
+                (Elem::RouteType(t), t.name())
             }
             Field::NotTcp(n) => {
                 let int = |b: &[u8]| b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x));
@@ -1004,6 +1032,17 @@ impl Dec<'_> {
                 self.unknown(format!("iptables extension `{name}` (xt) in an nft rule"));
             }
             Expr::Load { name, dreg } => self.load(*dreg, Src::Other(format!("[ {name} ]"), Fmt::Hex), 4),
+            // NFT_FIB_RESULT_ADDRTYPE of NFTA_FIB_F_DADDR alone: `fib daddr type`.
+            Expr::Fib { dreg, result: 3, flags: 2 } => self.load(*dreg, Src::FibDaddrType, 4),
+            Expr::Fib { dreg, .. } => self.load(*dreg, Src::Other("[ fib ]".into(), Fmt::Hex), 4),
+            Expr::Nat { dnat, family, addr_min, addr_max, proto_min, proto_max, flags } => {
+                self.nat(*dnat, *family, [*addr_min, *addr_max], [*proto_min, *proto_max], *flags)
+            }
+            Expr::Redir { proto_min, proto_max, flags } => self.redir([*proto_min, *proto_max], *flags),
+            Expr::Masq { flags } => {
+                self.piece(if *flags == 0 { "masquerade".into() } else { format!("masquerade [ flags {flags:#x} ]") });
+                self.set_action(Action::Nat(NatAction::Snat));
+            }
             Expr::Statement { name } => {
                 self.piece(format!("[ {name} ]"));
             }
@@ -1012,6 +1051,167 @@ impl Dec<'_> {
                 self.unknown(format!("expression `{name}`"));
             }
         }
+    }
+
+    /// The immediate value a nat expression's register holds; Err names what it holds
+    /// instead (a map lookup), the text of which moves into the statement.
+    fn nat_value(&mut self, reg: u32) -> Result<Vec<u8>, String> {
+        if let Some(v) = self.imm.get(&reg_slot(reg)) {
+            return Ok(v.clone());
+        }
+        match self.regs.get(&reg_slot(reg)).map(|l| l.src.clone()) {
+            Some(Src::Other(n, _)) => {
+                // `tcp dport map @m` reads after `dnat to` in nft's listing, not before it.
+                if let Some(i) = self.pieces.iter().rposition(|p| p.as_deref() == Some(n.as_str())) {
+                    self.pieces[i] = None;
+                }
+                Err(n)
+            }
+            _ => Err("a register conndoc cannot read".into()),
+        }
+    }
+
+    /// `dnat to ADDR[:PORT]` / `snat to …`, as nft prints them.
+    fn nat(&mut self, dnat: bool, family: u32, addr: [Option<u32>; 2], proto: [Option<u32>; 2], flags: u32) {
+        let fam = match family {
+            2 => Family::Ipv4,
+            10 => Family::Ipv6,
+            f => {
+                self.piece(format!("[ nat family {f} ]"));
+                return self.unknown(format!("nat family {f}"));
+            }
+        };
+        let word = if dnat { "dnat" } else { "snat" };
+        // In an inet table nft names the family (`dnat ip to`); the kernel translates
+        // packets of that family only.
+        let fam_name = if fam == Family::Ipv4 { " ip" } else { " ip6" };
+        let mut fam_word = if self.family == NfFamily::INET {
+            self.out.conds.push(Cond::Cmp { key: Key::NfProto, op: Op::In, elems: vec![Elem::Fam(fam)] });
+            fam_name
+        } else {
+            ""
+        };
+        let mut from_map = false;
+        let kind = NatKind::Dnat;
+        let mut why = None;
+        let mut addr_text = String::new();
+        let mut ip = None;
+        if let Some(r) = addr[0] {
+            match self.nat_value(r) {
+                Ok(v) => {
+                    let a = addr_of(fam, &v);
+                    ip = a;
+                    addr_text = a.map(|a| a.to_string()).unwrap_or_else(|| "?".into());
+                    if let Some(z) = addr[1].filter(|z| *z != r) {
+                        match self.nat_value(z).ok().and_then(|v| addr_of(fam, &v)) {
+                            Some(b) if Some(b) != a => {
+                                addr_text = format!("{addr_text}-{b}");
+                                why.get_or_insert(format!("dnat to the address range {addr_text}"));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Err(n) => {
+                    addr_text = n.clone();
+                    why.get_or_insert(format!("dnat to {n}"));
+                    // A map to `addr . port` fills both registers; nft then names the family.
+                    from_map = true;
+                    if proto[0].is_some() {
+                        fam_word = fam_name;
+                    }
+                }
+            }
+        }
+        let mut port_text = String::new();
+        let mut port = None;
+        if let Some(r) = proto[0].filter(|_| !from_map) {
+            match self.nat_value(r) {
+                Ok(v) => {
+                    let p = be_u16(&v);
+                    port = p;
+                    port_text = p.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+                    if let Some(z) = proto[1].filter(|z| *z != r) {
+                        let q = self.nat_value(z).ok().and_then(|v| be_u16(&v));
+                        if q.is_some_and(|q| Some(q) != p) {
+                            port_text = format!("{port_text}-{}", q.unwrap_or(0));
+                            why.get_or_insert(format!(
+                                "a port range {port_text} (the kernel picks one per connection)"
+                            ));
+                        }
+                    }
+                }
+                Err(n) => {
+                    port_text = n.clone();
+                    why.get_or_insert(format!("dnat to the port {n}"));
+                }
+            }
+        }
+        let to = match (addr_text.is_empty(), port_text.is_empty(), fam) {
+            (false, true, _) => addr_text,
+            (false, false, Family::Ipv6) if ip.is_some() => format!("[{addr_text}]:{port_text}"),
+            (false, false, _) => format!("{addr_text}:{port_text}"),
+            (true, false, _) => format!(":{port_text}"),
+            (true, true, _) => String::new(),
+        };
+        // NF_NAT_RANGE_PROTO_RANDOM 4, PERSISTENT 8, PROTO_RANDOM_FULLY 16
+        let mut fl: Vec<&str> = Vec::new();
+        for (bit, name) in [(4, "random"), (16, "fully-random"), (8, "persistent")] {
+            if flags & bit != 0 {
+                fl.push(name);
+            }
+        }
+        let fl = if fl.is_empty() { String::new() } else { format!(" {}", fl.join(",")) };
+        self.piece(format!("{word}{fam_word} to {to}{fl}"));
+        if !dnat {
+            return self.set_action(Action::Nat(NatAction::Snat));
+        }
+        let action = match (why, ip) {
+            (Some(why), _) => NatAction::Unfollowed { kind, why },
+            (None, Some(addr)) => NatAction::Dnat { addr, port },
+            (None, None) => NatAction::Unfollowed { kind, why: "dnat without an address".into() },
+        };
+        self.set_action(Action::Nat(action));
+    }
+
+    /// `redirect [to :PORT]`.
+    fn redir(&mut self, proto: [Option<u32>; 2], flags: u32) {
+        let kind = NatKind::Redirect;
+        let mut text = "redirect".to_string();
+        let action = match proto[0] {
+            None => NatAction::Redirect { port: None },
+            Some(r) => match self.nat_value(r) {
+                Ok(v) => {
+                    let p = be_u16(&v);
+                    let q = proto[1].filter(|z| *z != r).and_then(|z| self.nat_value(z).ok()).and_then(|v| be_u16(&v));
+                    match (p, q) {
+                        (Some(p), Some(q)) if q != p => {
+                            text.push_str(&format!(" to :{p}-{q}"));
+                            NatAction::Unfollowed {
+                                kind,
+                                why: format!("a port range {p}-{q} (the kernel picks one per connection)"),
+                            }
+                        }
+                        (Some(p), _) => {
+                            text.push_str(&format!(" to :{p}"));
+                            NatAction::Redirect { port: Some(p) }
+                        }
+                        (None, _) => NatAction::Unfollowed { kind, why: "a short port value".into() },
+                    }
+                }
+                Err(n) => {
+                    text.push_str(&format!(" to {n}"));
+                    NatAction::Unfollowed { kind, why: format!("redirect to the port {n}") }
+                }
+            },
+        };
+        for (bit, name) in [(4, " random"), (16, " fully-random"), (8, " persistent")] {
+            if flags & bit != 0 {
+                text.push_str(name);
+            }
+        }
+        self.piece(text);
+        self.set_action(Action::Nat(action));
     }
 
     fn loaded(&mut self, sreg: u32) -> Option<(Loaded, Field)> {
@@ -1223,6 +1423,7 @@ impl Dec<'_> {
             Field::IfName { out: false } | Field::IfIndex { out: false } => Key::Iifname,
             Field::IfName { out: true } | Field::IfIndex { out: true } => Key::Oifname,
             Field::CtState { .. } => Key::CtState,
+            Field::DAddrType => Key::DAddrType,
             Field::NotTcp(_) | Field::Other(..) => return None,
         })
     }

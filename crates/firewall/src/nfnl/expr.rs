@@ -629,6 +629,35 @@ pub enum Expr {
         offset: u32,
     },
     Notrack,
+    /// `nat` (NFT_NAT_SNAT 0 / NFT_NAT_DNAT 1): address and port bounds in registers.
+    Nat {
+        dnat: bool,
+        /// NFPROTO_IPV4 2 / NFPROTO_IPV6 10 (`dnat ip to` in an inet table).
+        family: u32,
+        addr_min: Option<u32>,
+        addr_max: Option<u32>,
+        proto_min: Option<u32>,
+        proto_max: Option<u32>,
+        /// NF_NAT_RANGE_* flags.
+        flags: u32,
+    },
+    /// `redir` (`redirect to :PORT`): this host, port bounds in registers.
+    Redir {
+        proto_min: Option<u32>,
+        proto_max: Option<u32>,
+        flags: u32,
+    },
+    /// `fib` lookup: NFTA_FIB_RESULT (NFT_FIB_RESULT_ADDRTYPE 3 = route type) of the
+    /// addresses NFTA_FIB_FLAGS names (NFTA_FIB_F_DADDR 2, …).
+    Fib {
+        dreg: u32,
+        result: u32,
+        flags: u32,
+    },
+    /// `masq` (`masquerade`).
+    Masq {
+        flags: u32,
+    },
     /// iptables-nft's compat expressions.
     Xt {
         target: bool,
@@ -718,6 +747,18 @@ impl Expr {
                 Expr::Numgen { dreg: u(1)?, modulus: u(2)?, random: u(3) == Some(1), offset: u(4).unwrap_or(0) }
             }
             "notrack" => Expr::Notrack,
+            "nat" => Expr::Nat {
+                dnat: u(1)? == 1,
+                family: u(2)?,
+                addr_min: u(3),
+                addr_max: u(4),
+                proto_min: u(5),
+                proto_max: u(6),
+                flags: u(7).unwrap_or(0),
+            },
+            "redir" => Expr::Redir { proto_min: u(1), proto_max: u(2), flags: u(3).unwrap_or(0) },
+            "masq" => Expr::Masq { flags: u(1).unwrap_or(0) },
+            "fib" if u(1).is_some() => Expr::Fib { dreg: u(1)?, result: u(2)?, flags: u(3).unwrap_or(0) },
             "fib" | "rt" | "exthdr" | "osf" | "xfrm" => match u(1) {
                 Some(dreg) => Expr::Load { name: name.into(), dreg },
                 None if name == "exthdr" => Expr::Statement { name: "exthdr write".into() },

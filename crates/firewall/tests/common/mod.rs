@@ -72,6 +72,7 @@ pub fn packet(family: Family, src: &str, dst: &str, port: u16, iface: &str) -> P
         destination_port: port,
         input_interface: Some(iface.into()),
         output_interface: None,
+        destination_local: None,
     }
 }
 

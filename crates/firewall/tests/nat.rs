@@ -1,0 +1,206 @@
+//! Address translation rules (issue 10) read from output recorded from the real tools
+//! (fixtures/record.sh, part 5): the nat chains of fixtures/nat.nft over netlink
+//! (nat.bin) and with `nft -j` (nat-nft.json), and Docker's iptables nat rules from
+//! iptables-nft-save, iptables-legacy-save and ip6tables-nft-save.
+
+use conndoc_facts::firewall::FirewallTool;
+use conndoc_facts::Family;
+use conndoc_firewall::model::{Action, Cond, Elem, Key, NatAction, NatKind, RouteType, Ruleset};
+use conndoc_firewall::{ipt, nfnl, nft};
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn netlink() -> Ruleset {
+    let bytes = std::fs::read(format!("{}/tests/fixtures/nat.bin", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let raw = nfnl::RawDump::from_bytes(&bytes).unwrap();
+    nfnl::to_ruleset(&nfnl::Dump::parse(&raw).unwrap(), 0, &HashSet::new())
+}
+
+fn json() -> Ruleset {
+    let texts = nft::parse_text(&fixture("nat-nft.txt"));
+    nft::parse_json(&fixture("nat-nft.json"), &texts, 0, &HashSet::new()).unwrap()
+}
+
+type Key4 = (String, String, String, u64);
+
+/// (family, table, chain, handle) → (action, conditions, not understood, text).
+fn by_handle(rs: &Ruleset) -> BTreeMap<Key4, (Action, Vec<Cond>, Option<String>, String)> {
+    let mut out = BTreeMap::new();
+    for ((_, fam, table, chain), ch) in &rs.chains {
+        for r in &ch.rules {
+            let k = (fam.clone(), table.clone(), chain.clone(), r.reference.handle.unwrap());
+            out.insert(k, (r.action.clone(), r.conds.clone(), r.not_understood.clone(), r.reference.text.clone()));
+        }
+    }
+    out
+}
+
+fn k(fam: &str, table: &str, chain: &str, h: u64) -> Key4 {
+    (fam.into(), table.into(), chain.into(), h)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn dnat(a: &str, port: Option<u16>) -> Action {
+    Action::Nat(NatAction::Dnat { addr: ip(a), port })
+}
+
+#[test]
+fn nft_nat_statements_read_alike_over_netlink_and_json() {
+    let (nl, js) = (netlink(), json());
+    let (a, b) = (by_handle(&nl), by_handle(&js));
+    assert_eq!(a.len(), 17);
+    let want = [
+        (k("ip", "hand", "prerouting", 7), dnat("10.77.1.2", Some(6379))),
+        (k("ip", "hand", "prerouting", 8), Action::Jump("web".into())),
+        (k("ip", "hand", "prerouting", 9), Action::Nat(NatAction::Redirect { port: Some(6390) })),
+        (k("ip", "hand", "prerouting", 10), dnat("10.77.1.2", None)),
+        (k("ip", "hand", "prerouting", 12), dnat("10.77.1.4", Some(6379))),
+        (k("ip", "hand", "web", 14), dnat("10.77.1.3", Some(8080))),
+        (k("ip", "hand", "output", 15), dnat("10.77.1.2", Some(6379))),
+        (k("ip", "hand", "output", 16), Action::Nat(NatAction::Redirect { port: Some(6390) })),
+        (k("ip", "hand", "output", 17), Action::Nat(NatAction::Redirect { port: None })),
+        (k("ip", "hand", "postrouting", 18), Action::Nat(NatAction::Snat)),
+        (k("ip6", "hand6", "prerouting", 2), dnat("fd77:1::2", Some(6379))),
+        (k("inet", "both", "prerouting", 2), dnat("10.77.1.2", Some(6379))),
+        (k("inet", "both", "prerouting", 3), dnat("fd77:1::2", Some(6379))),
+    ];
+    for (key, action) in &want {
+        for (reader, m) in [("netlink", &a), ("nft -j", &b)] {
+            let got = &m[key];
+            assert_eq!(&got.0, action, "{reader} {key:?}");
+            assert_eq!(got.2, None, "{reader} {key:?}");
+        }
+    }
+    // A port range, a redirect to a range and a map are read, named, not followed.
+    for key in
+        [k("ip", "hand", "prerouting", 11), k("ip", "hand", "prerouting", 13), k("ip6", "hand6", "prerouting", 3)]
+    {
+        for (reader, m) in [("netlink", &a), ("nft -j", &b)] {
+            assert!(matches!(&m[&key].0, Action::Nat(NatAction::Unfollowed { .. })), "{reader} {key:?}: {:?}", m[&key]);
+        }
+    }
+    type Rules = BTreeMap<Key4, (Action, Vec<Cond>, Option<String>, String)>;
+    let why = |m: &Rules, key: Key4| match &m[&key] {
+        (Action::Nat(NatAction::Unfollowed { kind, why }), ..) => (*kind, why.clone()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(why(&a, k("ip", "hand", "prerouting", 11)).0, NatKind::Dnat);
+    assert!(why(&a, k("ip", "hand", "prerouting", 11)).1.contains("6000-6010"));
+    assert!(why(&b, k("ip", "hand", "prerouting", 11)).1.contains("port range"));
+    assert!(why(&a, k("ip", "hand", "prerouting", 13)).1.contains("map"));
+    assert_eq!(why(&a, k("ip6", "hand6", "prerouting", 3)).0, NatKind::Redirect);
+    // `dnat ip to` in an inet table translates IPv4 only: both readers say so.
+    for m in [&a, &b] {
+        for (h, fam) in [(2, Family::Ipv4), (3, Family::Ipv6)] {
+            let conds = &m[&k("inet", "both", "prerouting", h)].1;
+            assert!(
+                conds.contains(&Cond::Cmp {
+                    key: Key::NfProto,
+                    op: conndoc_firewall::model::Op::In,
+                    elems: vec![Elem::Fam(fam)]
+                }),
+                "{conds:?}"
+            );
+        }
+        // `fib daddr type local`
+        let conds = &m[&k("ip", "hand", "prerouting", 12)].1;
+        assert!(conds.iter().any(|c| matches!(c, Cond::Cmp { key: Key::DAddrType, elems, .. } if elems == &[Elem::RouteType(RouteType::LOCAL)])), "{conds:?}");
+    }
+}
+
+#[test]
+fn netlink_nat_rules_render_as_nft_prints_them() {
+    let texts = nft::parse_text(&fixture("nat-nft.txt"));
+    let nl = by_handle(&netlink());
+    assert_eq!(nl.len(), texts.len());
+    for ((fam, table, chain, h), (_, _, _, text)) in &nl {
+        assert_eq!(text, &texts[&(fam.clone(), table.clone(), chain.clone(), *h)], "{fam} {table} {chain} {h}");
+    }
+}
+
+#[test]
+fn nat_chains_are_attached_apart_from_filter_chains() {
+    for rs in [netlink(), json()] {
+        assert!(rs.bases.is_empty(), "{:?}", rs.bases);
+        let mut b: Vec<_> =
+            rs.nat_bases.iter().map(|b| (b.chain.1.clone(), b.chain.3.clone(), b.hook.as_str(), b.priority)).collect();
+        b.sort();
+        assert_eq!(
+            b,
+            vec![
+                ("inet".into(), "prerouting".into(), "prerouting", -100),
+                ("ip".into(), "output".into(), "output", -100),
+                ("ip".into(), "postrouting".into(), "postrouting", 100),
+                ("ip".into(), "prerouting".into(), "prerouting", -100),
+                ("ip6".into(), "prerouting".into(), "prerouting", -100),
+            ]
+        );
+    }
+}
+
+/// (chain, position) → (action, not understood, text).
+type SaveRules = BTreeMap<(String, u32), (Action, Option<String>, String)>;
+
+/// A save file's rules.
+fn save(name: &str, tool: FirewallTool, family: Family) -> (Ruleset, SaveRules) {
+    let rs = ipt::parse_save(&fixture(name), tool, family, 1);
+    let mut out = BTreeMap::new();
+    for ((_, _, _, chain), ch) in &rs.chains {
+        for r in &ch.rules {
+            out.insert(
+                (chain.clone(), r.reference.position.unwrap()),
+                (r.action.clone(), r.not_understood.clone(), r.reference.text.clone()),
+            );
+        }
+    }
+    (rs, out)
+}
+
+#[test]
+fn docker_iptables_nat_rules_from_both_backends() {
+    for (name, tool) in [
+        ("nat-iptables-nft.save", FirewallTool::IptablesNft),
+        ("nat-iptables-legacy.save", FirewallTool::IptablesLegacy),
+    ] {
+        let (rs, m) = save(name, tool, Family::Ipv4);
+        let r = |c: &str, p: u32| m[&(c.to_string(), p)].clone();
+        let docker = r("DOCKER", 2);
+        assert_eq!(docker.0, dnat("172.17.0.2", Some(6379)), "{name}");
+        assert_eq!(docker.1, None);
+        assert_eq!(
+            docker.2,
+            "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 16379 -j DNAT --to-destination 172.17.0.2:6379"
+        );
+        assert_eq!(r("DOCKER", 1).0, Action::Return);
+        // Docker's jumps test the destination's address type.
+        let jump = &rs.chains.iter().find(|(id, _)| id.3 == "PREROUTING").unwrap().1.rules[0];
+        assert_eq!(jump.action, Action::Jump("DOCKER".into()));
+        assert_eq!(jump.not_understood, None);
+        assert!(jump.conds.contains(&Cond::Cmp {
+            key: Key::DAddrType,
+            op: conndoc_firewall::model::Op::In,
+            elems: vec![Elem::RouteType(RouteType::LOCAL)]
+        }));
+        assert_eq!(r("PREROUTING", 2).0, Action::Nat(NatAction::Redirect { port: Some(6390) }));
+        assert_eq!(r("PREROUTING", 3).0, dnat("10.77.1.2", None));
+        assert!(matches!(r("PREROUTING", 4).0, Action::Nat(NatAction::Unfollowed { kind: NatKind::Dnat, .. })));
+        assert!(matches!(r("OUTPUT", 2).0, Action::Nat(NatAction::Unfollowed { kind: NatKind::Redirect, .. })));
+        assert_eq!(r("POSTROUTING", 1).0, Action::Nat(NatAction::Snat));
+        assert_eq!(rs.not_understood_total, 0, "{name}");
+        // The nat table's built-in chains, never among the filter chains.
+        assert!(rs.bases.is_empty());
+        let mut hooks: Vec<_> = rs.nat_bases.iter().map(|b| (b.hook.as_str(), b.priority)).collect();
+        hooks.sort();
+        assert_eq!(hooks, vec![("input", 100), ("output", -100), ("postrouting", 100), ("prerouting", -100)]);
+    }
+    let (_, m) = save("nat-ip6tables-nft.save", FirewallTool::Ip6tablesNft, Family::Ipv6);
+    assert_eq!(m[&("PREROUTING".to_string(), 1)].0, dnat("fd77:1::2", Some(6379)));
+    assert_eq!(m[&("PREROUTING".to_string(), 2)].0, Action::Nat(NatAction::Redirect { port: Some(6390) }));
+}
