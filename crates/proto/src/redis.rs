@@ -34,6 +34,8 @@ pub const CONFIG_KEYS: [&str; 6] = ["bind", "protected-mode", "maxclients", "por
 struct Session {
     conn: Conn,
     buf: Vec<u8>,
+    /// The reply at the front of `buf`, parsed as far as it has arrived.
+    parser: resp::Parser,
     closed: bool,
     /// An I/O error that ended the session (`ECONNRESET`, `deadline`).
     failed: Option<String>,
@@ -52,6 +54,10 @@ fn io_text(e: &io::Error) -> String {
 }
 
 impl Session {
+    fn new(conn: Conn) -> Session {
+        Session { conn, buf: Vec::new(), parser: resp::Parser::default(), closed: false, failed: None, garbage: None }
+    }
+
     /// Send `cmds` in one write (pipelined) and read one reply per command.
     fn exchange(&mut self, cmds: &[(String, Vec<u8>)]) -> Vec<(Exchange, Option<Reply>)> {
         let start = Instant::now();
@@ -99,7 +105,7 @@ impl Session {
     /// The next reply and its size on the wire.
     fn read_reply(&mut self) -> Option<(Reply, usize)> {
         loop {
-            match resp::parse(&self.buf) {
+            match self.parser.feed(&self.buf) {
                 Ok(Some((r, used))) => {
                     self.buf.drain(..used);
                     return Some((r, used));
@@ -179,7 +185,7 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
             return p;
         }
     };
-    let mut s = Session { conn, buf: Vec::new(), closed: false, failed: None, garbage: None };
+    let mut s = Session::new(conn);
     let mut r = RedisFacts::default();
     let note = |r: &mut RedisFacts, res: &[(Exchange, Option<Reply>)]| {
         for (ex, reply) in res {
@@ -298,7 +304,7 @@ pub fn probe(addr: SocketAddr, o: &RedisOptions<'_>) -> ProtocolProbe {
 /// Within the probe's own deadline: a follow-up never adds a second timeout to the run.
 fn confirm_plain_redis(addr: SocketAddr, deadline: Instant) -> Option<TlsMismatch> {
     let tcp = conn::connect(addr, deadline).ok()?;
-    let mut s = Session { conn: Conn::Plain(tcp), buf: Vec::new(), closed: false, failed: None, garbage: None };
+    let mut s = Session::new(Conn::Plain(tcp));
     let res = s.exchange(&[cmd(&["PING"])]);
     let reply = res.into_iter().next()?.1?;
     Some(TlsMismatch {

@@ -2,7 +2,8 @@
 //! real servers as seeds (tests/corpus/, recorded by tests/record-corpus.py; plus a deep
 //! nesting and a RESP3 seed written by hand): no panic, no hang, bounded memory, and the
 //! incremental contract — a reply never claims more bytes than it was given, and any
-//! strict prefix of a complete reply asks for more instead of failing.
+//! strict prefix of a complete reply asks for more instead of failing, and the resumable
+//! parser fed the bytes in steps gives the same reply.
 
 use conndoc_proto::{http, resp};
 use conndoc_testsupport::fuzz::{check_bytes, CappedAlloc};
@@ -30,6 +31,17 @@ fn resp_replies() {
                             assert!(matches!(p, Ok(None)), "prefix {k} of a {used}-byte reply: {p:?}");
                         }
                     }
+                    // Fed as it arrives (in odd-sized steps), the resumable parser agrees.
+                    let mut p = resp::Parser::default();
+                    let mut end = 0;
+                    let fed = loop {
+                        end = (end + 1 + end % 7).min(used);
+                        match p.feed(&buf[at..at + end]) {
+                            Ok(None) if end < used => {}
+                            other => break other,
+                        }
+                    };
+                    assert_eq!(fed, Ok(Some((reply.clone(), used))), "fed in steps");
                     let _ = (reply.text(), reply.error(), reply.bulk_text(), reply.pairs());
                     at += used;
                 }

@@ -5,8 +5,10 @@
 use conndoc_facts::protocol::{MismatchDirection, ProtocolFacts, ProtocolProbe, TlsFailure};
 use conndoc_facts::{Evidence, Secret, Target};
 use conndoc_proto::redis::{probe, RedisOptions};
+use conndoc_proto::resp::{self, Parser, Reply};
 use conndoc_proto::tls::TlsSetup;
 use conndoc_testsupport::{program, Need, Tests};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -253,6 +255,66 @@ fn silent_server_hits_the_deadline() {
     t.join().unwrap();
 }
 
+/// Read one reply from `c` in 16 KiB reads (as the probe does) before `deadline`: the reply
+/// and its bytes.
+fn read_reply(c: &mut TcpStream, deadline: Instant) -> (Reply, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut parser = Parser::default();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some((r, used)) = parser.feed(&buf).unwrap() {
+            assert_eq!(used, buf.len(), "one reply at a time");
+            return (r, buf);
+        }
+        let left = deadline.checked_duration_since(Instant::now()).expect("deadline passed reading the reply");
+        c.set_read_timeout(Some(left)).unwrap();
+        let n = c.read(&mut chunk).unwrap();
+        assert!(n > 0, "redis-server closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A 4 MB array from a real redis-server (LRANGE of 150,000 elements) is read within a 3 s
+/// deadline, by the parser directly and by the probe's own reading loop (the same bytes
+/// replayed as the answer to its PING). Parsing from the start on every read missed it.
+fn a_4_mb_array_is_read_within_the_deadline() {
+    let r = Redis::start(free_port(), &[]);
+    let mut c = TcpStream::connect(r.addr).unwrap();
+    for batch in 0..15 {
+        let items: Vec<String> = (0..10_000).map(|i| format!("element-{:06}-padding", batch * 10_000 + i)).collect();
+        let mut args: Vec<&[u8]> = vec![b"RPUSH", b"big"];
+        args.extend(items.iter().map(|s| s.as_bytes()));
+        c.write_all(&resp::encode(&args)).unwrap();
+        let (n, _) = read_reply(&mut c, Instant::now() + Duration::from_secs(10));
+        assert_eq!(n, Reply::Integer((batch + 1) * 10_000));
+    }
+    let start = Instant::now();
+    c.write_all(&resp::encode(&[b"LRANGE", b"big", b"0", b"-1"])).unwrap();
+    let (reply, wire) = read_reply(&mut c, start + Duration::from_secs(3));
+    let took = start.elapsed();
+    assert!(matches!(&reply, Reply::Array(Some(v)) if v.len() == 150_000), "{:?}", reply.text_bounded(80));
+    assert!(wire.len() > 4_000_000, "{} bytes", wire.len());
+    eprintln!("LRANGE of {} bytes read and parsed in {took:?}", wire.len());
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let len = wire.len() as u64;
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let _ = s.read(&mut [0u8; 4096]);
+        let _ = s.write_all(&wire);
+    });
+    let start = Instant::now();
+    let o =
+        RedisOptions { user: None, password: None, tls: None, timeout: Duration::from_secs(3), config: true, db: None };
+    let p = probe(addr, &o);
+    server.join().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    let ping = &p.redis.as_ref().unwrap().exchanges[0];
+    assert_eq!((ping.truncated, ping.length), (true, Some(len)), "{ping:?}");
+    assert!(ping.reply.as_deref().unwrap().starts_with(r#"["element-000000-padding", "#), "{ping:?}");
+}
+
 fn main() {
     let mut t = Tests::new();
     let redis = program("redis-server", "redis-server");
@@ -260,6 +322,7 @@ fn main() {
     t.add("healthy_with_password_and_config", &redis, healthy_with_password_and_config);
     t.add("no_password_wrong_password_acl_user", &redis, no_password_wrong_password_acl_user);
     t.add("max_clients_reply_on_accept", &redis, max_clients_reply_on_accept);
+    t.add("a_4_mb_array_is_read_within_the_deadline", &redis, a_4_mb_array_is_read_within_the_deadline);
     t.add("tls_redis_both_ways", &redis_tls, tls_redis_both_ways);
     t.add("silent_server_hits_the_deadline", &Need::met(), silent_server_hits_the_deadline);
     t.run();
