@@ -1,4 +1,4 @@
-//! HTTP/1.x response head parsed from bytes: status line and headers.
+//! HTTP/1.x response head parsed from bytes (on `httparse`): status line and headers.
 
 /// Largest response head we wait for.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -34,50 +34,85 @@ pub enum HttpError {
     StatusOutOfRange(String),
     #[error("malformed HTTP header line {0:?}")]
     BadHeader(String),
+    #[error("HTTP response head with more than {MAX_HEADERS} header lines")]
+    TooManyHeaders,
     #[error("HTTP response head larger than {MAX_HEAD} bytes")]
     TooLarge,
 }
 
-/// Parse a response head from the front of `buf`: `Ok(Some((head, bytes used)))` once the
-/// blank line ending the head is buffered, `Ok(None)` when more bytes are needed.
+/// Header lines read from one response head (a probe needs two or three of them).
+pub const MAX_HEADERS: usize = 128;
+/// Longest status or header line an error repeats.
+const ECHO: usize = 200;
+
+/// Parse a response head from the front of `buf` (with `httparse`): `Ok(Some((head, bytes
+/// used)))` once the blank line ending the head is buffered, `Ok(None)` when more bytes are
+/// needed.
 pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError> {
     // Reject early, so a non-HTTP peer is named at its first bytes.
     let probe = &buf[..buf.len().min(5)];
     if !b"HTTP/".starts_with(probe) {
         return Err(HttpError::NotHttp(crate::resp::escape(&buf[..buf.len().min(32)])));
     }
-    let Some(end) = find(buf, b"\r\n\r\n").map(|p| (p, 4)).or_else(|| find(buf, b"\n\n").map(|p| (p, 2))) else {
-        return if buf.len() > MAX_HEAD { Err(HttpError::TooLarge) } else { Ok(None) };
+    let status_line = || {
+        let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+        let line = &buf[..end.min(MAX_HEAD)];
+        String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned()
     };
-    let head = String::from_utf8_lossy(&buf[..end.0]);
-    let mut lines = head.split('\n').map(|l| l.trim_end_matches('\r'));
-    let status_line = lines.next().unwrap_or("").to_string();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("").to_string();
-    let code = parts.next().unwrap_or("");
-    let reason = parts.next().unwrap_or("").to_string();
-    let bad = || HttpError::BadStatusLine(status_line.clone());
-    if !version.starts_with("HTTP/") || code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let status: u16 = code.parse().map_err(|_| bad())?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let used = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HttpError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
+        Err(httparse::Error::HeaderName | httparse::Error::HeaderValue | httparse::Error::NewLine) => {
+            return Err(HttpError::BadHeader(bad_header_line(buf)))
+        }
+        Err(_) => return Err(HttpError::BadStatusLine(clip_echo(status_line()))),
+    };
+    let status = resp.code.unwrap_or(0);
     // RFC 9110 §15: 100–599. A 999 is a protocol violation, not an "HTTP error".
     if !(100..=599).contains(&status) {
-        return Err(HttpError::StatusOutOfRange(status_line.clone()));
+        return Err(HttpError::StatusOutOfRange(clip_echo(status_line())));
     }
-    let mut headers = Vec::new();
-    for l in lines {
-        let Some((k, v)) = l.split_once(':') else { return Err(HttpError::BadHeader(l.to_string())) };
-        if k.is_empty() || k.contains(' ') {
-            return Err(HttpError::BadHeader(l.to_string()));
-        }
-        headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
-    }
-    Ok(Some((ResponseHead { status_line, version, status, reason, headers }, end.0 + end.1)))
+    let head = ResponseHead {
+        status_line: status_line(),
+        version: format!("HTTP/1.{}", resp.version.unwrap_or(1)),
+        status,
+        reason: resp.reason.unwrap_or("").to_string(),
+        headers: resp
+            .headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string()))
+            .collect(),
+    };
+    Ok(Some((head, used)))
 }
 
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
+fn clip_echo(mut s: String) -> String {
+    s.truncate(conndoc_facts::protocol::clip(&s, ECHO).len());
+    s
+}
+
+/// The header line httparse refused, for the error: the first one without a colon, with
+/// white space before its colon, or with a control byte (httparse says only which rule).
+fn bad_header_line(buf: &[u8]) -> String {
+    let head = &buf[..buf.len().min(MAX_HEAD)];
+    let line = head
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .find(|l| match l.iter().position(|&b| b == b':') {
+            None => true,
+            Some(c) => {
+                c == 0
+                    || l[..c].iter().any(|b| !b.is_ascii_graphic())
+                    || l[c + 1..].iter().any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f))
+            }
+        })
+        .unwrap_or(b"");
+    clip_echo(String::from_utf8_lossy(line).into_owned())
 }
 
 /// The request conndoc sends: a plain GET that asks the server to close afterwards.
@@ -135,6 +170,25 @@ mod tests {
         assert!(matches!(parse_head(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n"), Err(HttpError::BadHeader(_))));
         let big = [b"HTTP/1.1 200 OK\r\n".as_slice(), &vec![b'a'; MAX_HEAD + 1]].concat();
         assert!(matches!(parse_head(&big), Err(HttpError::TooLarge)));
+    }
+
+    #[test]
+    fn protocol_violations_are_named() {
+        let e = parse_head(b"HTTP/1.1 999 Weird\r\nContent-Length: 0\r\n\r\n").unwrap_err();
+        assert_eq!(e, HttpError::StatusOutOfRange("HTTP/1.1 999 Weird".into()));
+        assert!(matches!(parse_head(b"HTTP/1.1 099 Low\r\n\r\n"), Err(HttpError::StatusOutOfRange(_))));
+        assert!(matches!(parse_head(b"HTTP/2 200 OK\r\n\r\n"), Err(HttpError::BadStatusLine(_))));
+        let e = parse_head(b"HTTP/1.1 503 \x1b[2J\r\n\r\n").unwrap_err();
+        assert_eq!(e, HttpError::BadStatusLine("HTTP/1.1 503 \x1b[2J".into()));
+        let e = parse_head(b"HTTP/1.1 200 OK\r\nDate: x\r\nServer: evil\x1b[31m\r\n\r\n").unwrap_err();
+        assert_eq!(e, HttpError::BadHeader("Server: evil\x1b[31m".into()));
+        let e = parse_head(b"HTTP/1.1 200 OK\r\nServer : x\r\n\r\n").unwrap_err();
+        assert_eq!(e, HttpError::BadHeader("Server : x".into()));
+        let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "a: b\r\n".repeat(MAX_HEADERS + 1));
+        assert_eq!(parse_head(many.as_bytes()), Err(HttpError::TooManyHeaders));
+        // An error repeats at most the start of a long line.
+        let long = format!("HTTP/1.1 999 {}\r\n\r\n", "r".repeat(10_000));
+        assert!(matches!(parse_head(long.as_bytes()), Err(HttpError::StatusOutOfRange(l)) if l.len() == ECHO));
     }
 
     #[test]
