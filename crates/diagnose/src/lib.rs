@@ -18,6 +18,7 @@ pub fn diagnose(ev: &Evidence) -> Report {
     rules::host::run(ev, &mut out);
     rules::backend::run(ev, &mut out);
     rules::firewall::run(ev, &mut out);
+    rules::loopback::run(ev, &mut out);
     rules::kube::run(ev, &mut out);
     rules::path::run(ev, &mut out);
     rules::protocol::run(ev, &mut out);

@@ -5,6 +5,7 @@
 
 use crate::rules::client::connect_item;
 use crate::{Cause, Finding, Findings};
+use conndoc_facts::container::IdentitySource;
 use conndoc_facts::host::{HostFacts, Listener};
 use conndoc_facts::nat::{BackendFacts, TranslationKind};
 use conndoc_facts::{ConnectProbe, Evidence, PeerCloseKind};
@@ -13,7 +14,24 @@ use serde_json::json;
 /// The backend was inspected: the front host's absence rules step aside.
 pub fn inspected(ev: &Evidence) -> Option<(&BackendFacts, &HostFacts)> {
     let b = ev.backend.as_ref()?;
+    if engine_disowns(ev, b) {
+        return None;
+    }
     Some((b, b.host.as_ref()?))
+}
+
+/// The container engine places the backend address in another namespace than the one
+/// inspected. Several namespaces on one machine can own the same address (every Docker
+/// engine's first container is 172.17.0.2, and so are kind nodes'), so the namespace found
+/// by address may be the wrong one: its socket table then says nothing about this backend,
+/// and the engine's own view (the container rules) decides.
+pub(crate) fn engine_disowns(ev: &Evidence, b: &BackendFacts) -> bool {
+    let (Some(cf), Some(n)) = (&ev.containers, &b.netns) else { return false };
+    let to = b.translation.to.ip();
+    cf.containers
+        .iter()
+        .filter(|c| c.source == IdentitySource::EngineApi && c.addresses.contains(&to))
+        .any(|c| c.netns_inode.is_some_and(|i| i != n.inode))
 }
 
 pub fn run(ev: &Evidence, out: &mut Findings) {
@@ -29,7 +47,7 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
     }
 }
 
-fn translation_item(f: Finding, b: &BackendFacts) -> Finding {
+pub(crate) fn translation_item(f: Finding, b: &BackendFacts) -> Finding {
     let t = &b.translation;
     let text = match t.kind {
         TranslationKind::Proxy => format!("{} forwards {} → {}", proxy_name(b), t.from, t.to),
@@ -47,7 +65,7 @@ fn proxy_name(b: &BackendFacts) -> String {
 }
 
 /// Where the backend runs, for a person: the namespace and a process in it.
-fn where_backend(b: &BackendFacts) -> String {
+pub(crate) fn where_backend(b: &BackendFacts) -> String {
     match &b.netns {
         Some(n) if !n.paths.is_empty() || !n.pids.is_empty() => n.describe(),
         Some(n) if n.inode != 0 => n.describe(),
@@ -55,7 +73,7 @@ fn where_backend(b: &BackendFacts) -> String {
     }
 }
 
-fn netns_item(f: Finding, b: &BackendFacts) -> Finding {
+pub(crate) fn netns_item(f: Finding, b: &BackendFacts) -> Finding {
     match &b.netns {
         Some(n) => f.evidence(
             "backend-netns",
@@ -101,14 +119,14 @@ fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectPr
     let ls = &bh.listeners;
     let dialled =
         format!("{}:{}", ev.probes.first().map(|p| p.address.to_string()).unwrap_or_default(), ev.target.port);
-    let front_ns = ev.host.as_ref().and_then(|h| h.inspected.as_ref()).and_then(|i| i.netns_inode);
-    let other_ns = b.netns.as_ref().is_some_and(|n| n.inode != 0 && Some(n.inode) != front_ns);
     let wher = where_backend(b);
     // A Kubernetes Service's endpoint: the words name the Service and the pod.
     let pod = crate::rules::kube::pod_frame(ev, b);
     let inside = if pod.is_some() { "inside the pod" } else { "inside the backend" };
     if !ls.is_empty() && !ls.iter().any(|l| l.accepts(to)) && ls.iter().all(Listener::loopback_only) {
-        let cause = if other_ns { Cause::ContainerBoundToLoopback } else { Cause::BoundToLoopback };
+        if crate::rules::loopback::backend_elsewhere(ev, b) {
+            return; // `container-bound-to-loopback`: one rule, rules/loopback.rs
+        }
         let shown: Vec<String> = ls.iter().map(|l| l.local.to_string()).collect();
         let summary = match &pod {
             Some(k) => format!(
@@ -124,7 +142,7 @@ fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectPr
                 shown.join(", ")
             ),
         };
-        let mut f = Finding::critical(cause, summary);
+        let mut f = Finding::critical(Cause::BoundToLoopback, summary);
         f = translation_item(f, b);
         f = netns_item(f, b);
         for l in ls {

@@ -8,9 +8,8 @@ use conndoc_facts::container::{Container, ContainerFacts};
 use conndoc_facts::host::Listener;
 use conndoc_facts::{ConnectKind, ConnectProbe, Evidence};
 use serde_json::json;
-use std::net::IpAddr;
 
-fn container_item(f: Finding, c: &Container) -> Finding {
+pub(crate) fn container_item(f: Finding, c: &Container) -> Finding {
     let mut text = format!("{} is {}", c.label(), c.state.as_str());
     if let Some(code) = c.exit_code {
         text.push_str(&format!(", exit code {code}"));
@@ -88,7 +87,6 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
         wrong_port(cf, port, p, out);
         not_published(cf, port, p, out);
     }
-    bound_to_loopback(ev, cf, port, out);
     protected_mode_note(ev, cf, port, out);
 }
 
@@ -191,64 +189,6 @@ fn not_published(cf: &ContainerFacts, port: u16, p: &ConnectProbe, out: &mut Fin
             }
         }
         out.push(f);
-    }
-}
-
-/// The container behind the target (a published port, or its own address) listens only
-/// on loopback inside: whatever forwards to it (docker-proxy, DNAT) is refused there.
-fn bound_to_loopback(ev: &Evidence, cf: &ContainerFacts, port: u16, out: &mut Findings) {
-    let dialled: Vec<IpAddr> = ev.probes.iter().map(|p| p.address).collect();
-    for c in cf.containers.iter().filter(|c| c.state.serving() && c.listeners_read) {
-        // Which container port the target reaches: the published mapping, or the port itself
-        // when the container's own address was dialled.
-        let via_map = c.published_on(port).next();
-        let own_address = c.addresses.iter().any(|a| dialled.contains(a));
-        let inner = match (via_map, own_address) {
-            (Some(m), _) => m.container_port,
-            (None, true) => port,
-            _ => continue,
-        };
-        let ls: Vec<&Listener> = c.listeners.iter().filter(|l| l.port() == inner).collect();
-        if ls.is_empty() || !ls.iter().all(|l| l.loopback_only()) {
-            continue;
-        }
-        let route = match via_map {
-            Some(m) => format!("the engine forwards {} to the container's address", m.text()),
-            None => format!(
-                "the client dials the container's own address {}:{port}",
-                c.addresses.first().map(|a| a.to_string()).unwrap_or_default()
-            ),
-        };
-        let mut f = Finding::critical(
-            Cause::ContainerBoundToLoopback,
-            format!(
-                "Container {} listens only on loopback ({}) inside its network namespace, so connections forwarded to it are refused",
-                c.name(),
-                ls.iter().map(|l| l.local.to_string()).collect::<Vec<_>>().join(", ")
-            ),
-        );
-        f = container_item(f, c);
-        f = inside_listeners_item(f, c, &ls);
-        f = port_map_item(f, c);
-        f = f.evidence(
-            "translation",
-            route,
-            json!({ "container": c.name(), "addresses": c.addresses, "container_port": inner }),
-        );
-        if let Some(p) = ev.probes.first() {
-            let (text, data) = connect_item(p);
-            f = f.evidence("connect", text, data);
-        }
-        f = f
-            .fix(format!(
-                "Bind the service to 0.0.0.0 inside the container (redis: `--bind 0.0.0.0` / `bind 0.0.0.0` in redis.conf, with a password); `docker exec {} …` or re-create it with the new command.",
-                c.name()
-            ))
-            .fix("Publishing to 127.0.0.1 on the host (`-p 127.0.0.1:P:P`) keeps it private to the host; binding loopback inside the container makes it unreachable even there.");
-        out.push(f);
-        // The reset came from the container, one forwarding hop behind the host (so its TTL
-        // is lower than the host's): not from a middlebox.
-        let _ = out.remove(Cause::MiddleboxReset);
     }
 }
 

@@ -145,7 +145,7 @@ fn with_port_map(f: Finding, h: &HostFacts) -> Finding {
 }
 
 /// A refusal at `p.address` while listeners exist on the port: which bind explains it.
-fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findings) {
+fn refused_here(ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findings) {
     let a = p.address;
     let ls = &h.listeners;
     if ls.is_empty() {
@@ -167,28 +167,17 @@ fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findi
     let port = p.port;
     let a_loop = a.is_loopback() || matches!(a, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|x| x.is_loopback()));
     if !a_loop && ls.iter().all(Listener::loopback_only) {
-        // A container's namespace by its identity (inode), however it was named
-        // (`--netns-pid PID`, `--netns /proc/PID/ns/net`, a bind mount), or the namespace
-        // found behind a forward; a plain namespace is the server itself.
-        let owner = h
-            .inspected
-            .as_ref()
-            .and_then(|i| i.netns_inode)
-            .filter(|_| h.inspected.as_ref().is_some_and(|i| i.scope != InspectScope::Local))
-            .and_then(|n| _ev.containers.as_ref()?.by_netns(n));
-        let container = owner.is_some() || h.inspected.as_ref().is_some_and(|i| matches!(i.scope, InspectScope::Found));
-        let named = owner.map(|c| format!("inside {}'s network namespace ", c.label()));
-        let (cause, what) = if container {
-            (Cause::ContainerBoundToLoopback, named.as_deref().unwrap_or("inside its container's network namespace "))
-        } else {
-            (Cause::BoundToLoopback, "")
-        };
+        // Inside a container's namespace that is `container-bound-to-loopback`, one rule
+        // whatever found it (rules/loopback.rs).
+        if crate::rules::loopback::inspected_container(ev, h).is_some() {
+            return;
+        }
         let from = p.local.map(|l| l.ip().to_string()).unwrap_or_else(|| "outside the server".into());
         let shown: Vec<String> = ls.iter().map(|l| l.local.to_string()).collect();
         let f = Finding::critical(
-            cause,
+            Cause::BoundToLoopback,
             format!(
-                "The service {what}listens only on loopback ({}), so connections to {a}:{port} are refused",
+                "The service listens only on loopback ({}), so connections to {a}:{port} are refused",
                 shown.join(", ")
             ),
         );
@@ -198,7 +187,7 @@ fn refused_here(_ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findi
             json!({ "dialled": a, "source": p.local.map(|l| l.ip()) }),
         );
         let f = with_connect(with_port_map(f, h), p)
-            .fix(format!("Bind the service to {a} or to all addresses (0.0.0.0 / [::]) instead of loopback{}.", if container { " inside the container" } else { "" }))
+            .fix(format!("Bind the service to {a} or to all addresses (0.0.0.0 / [::]) instead of loopback."))
             .fix("For redis: `bind 0.0.0.0` (or the interface address) in redis.conf, and set a password before exposing it.");
         out.push(f);
         return;

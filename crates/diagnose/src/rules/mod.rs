@@ -6,6 +6,7 @@ pub mod container;
 pub mod firewall;
 pub mod host;
 pub mod kube;
+pub mod loopback;
 pub mod path;
 pub mod protocol;
 
