@@ -78,6 +78,8 @@ pub enum DnsParseError {
     WrongId { got: u16, want: u16 },
     #[error("DNS reply has a name-compression loop")]
     Loop,
+    #[error("DNS {rtype} record with {len} bytes of address (expected {want})")]
+    BadAddress { rtype: &'static str, len: usize, want: usize },
 }
 
 /// Parse a reply to a query with `id`.
@@ -135,7 +137,8 @@ pub fn parse_reply(buf: &[u8], id: u16, qtype: QType) -> Result<DnsOutcome, DnsP
                 o.copy_from_slice(rdata);
                 IpAddr::V6(Ipv6Addr::from(o))
             }
-            _ => return Err(DnsParseError::Truncated),
+            (1, len) => return Err(DnsParseError::BadAddress { rtype: "A", len, want: 4 }),
+            (_, len) => return Err(DnsParseError::BadAddress { rtype: "AAAA", len, want: 16 }),
         };
         addrs.push(ip);
         ttl = ttl.min(rttl);
@@ -162,13 +165,17 @@ fn skip_name(buf: &[u8], mut pos: usize) -> Result<usize, DnsParseError> {
     Err(DnsParseError::Loop)
 }
 
-/// Ask one server one question, waiting at most until `deadline`.
-pub fn query(server: IpAddr, name: &str, qtype: QType, deadline: Instant) -> DnsOutcome {
+/// The nameserver port.
+pub const PORT: u16 = 53;
+
+/// Ask one server (address and port, [`PORT`] but in tests) one question, waiting at most
+/// until `deadline`.
+pub fn query(server: SocketAddr, name: &str, qtype: QType, deadline: Instant) -> DnsOutcome {
     let id = query_id(name, qtype);
     let Some(q) = build_query(id, name, qtype) else {
         return DnsOutcome::Error { message: format!("{name:?} is not a valid DNS name") };
     };
-    let bind: SocketAddr = match server {
+    let bind: SocketAddr = match server.ip() {
         IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
@@ -178,7 +185,7 @@ pub fn query(server: IpAddr, name: &str, qtype: QType, deadline: Instant) -> Dns
         Err(e) => return err(e),
     };
     // A connected UDP socket hears ICMP port-unreachable as ECONNREFUSED.
-    if let Err(e) = sock.connect((server, 53)).and_then(|_| sock.send(&q)) {
+    if let Err(e) = sock.connect(server).and_then(|_| sock.send(&q)) {
         return err(e);
     }
     let mut buf = [0u8; 1500];

@@ -7,7 +7,7 @@ use conndoc_facts::resolve::{
     AddrSource, DnsLookup, DnsQuery, HostsEntry, QType, ResolvedAddr, SystemLookup, MAX_ADDRESSES, MAX_NAMESERVERS,
 };
 use conndoc_facts::{Family, Host, Micros, Resolution, Target};
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -195,7 +195,13 @@ fn dns_lookup(name: &str, deadline: Instant) -> DnsLookup {
             }
         }
     };
-    let rc = dns::parse_resolv_conf(&text);
+    dns_lookup_in(&text, RESOLV_CONF, dns::PORT, name, deadline)
+}
+
+/// [`dns_lookup`] with the resolv.conf text given (read from `path`) and the nameservers
+/// asked on `port` (53; a test's own responder listens on another).
+pub fn dns_lookup_in(text: &str, path: &str, port: u16, name: &str, deadline: Instant) -> DnsLookup {
+    let rc = dns::parse_resolv_conf(text);
     // The name as the resolver would ask it first: with the first search domain when it
     // has fewer dots than ndots.
     let dots = name.trim_end_matches('.').matches('.').count() as u32;
@@ -208,13 +214,13 @@ fn dns_lookup(name: &str, deadline: Instant) -> DnsLookup {
     let questions: Vec<(IpAddr, QType)> = rc.servers.iter().flat_map(|&s| [(s, QType::A), (s, QType::Aaaa)]).collect();
     let queries = crate::pool::map_bounded(&questions, 2 * MAX_NAMESERVERS, |&(server, qtype)| {
         let start = Instant::now();
-        let outcome = dns::query(server, &fqdn, qtype, deadline);
+        let outcome = dns::query(SocketAddr::new(server, port), &fqdn, qtype, deadline);
         DnsQuery { server, qtype, outcome, elapsed_us: Micros::from_duration(start.elapsed()) }
     });
     DnsLookup {
         ignored_servers: rc.ignored_servers,
-        resolv_conf: RESOLV_CONF.into(),
-        error: rc.servers.is_empty().then(|| format!("{RESOLV_CONF} names no nameserver")),
+        resolv_conf: path.into(),
+        error: rc.servers.is_empty().then(|| format!("{path} names no nameserver")),
         servers: rc.servers,
         search: rc.search,
         name: fqdn,

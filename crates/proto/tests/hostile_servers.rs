@@ -128,3 +128,25 @@ fn a_64_mib_http_body_or_an_endless_head_stays_out_of_the_report() {
         outputs_bounded(&evidence(&format!("http://{addr}"), p), 64 * 1024);
     }
 }
+
+#[test]
+fn denied_to_a_loopback_client_does_not_say_it_is_not_on_loopback() {
+    // What protected mode writes on accept to a client it does not see on loopback; here the
+    // client is on loopback, so something in between (a proxy, a port forward) is the reason.
+    let denied = b"-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface.\r\n";
+    let (addr, t) = serve_once(denied.to_vec());
+    let p = redis::probe(addr, &redis_opts(Duration::from_secs(2)));
+    t.join().unwrap();
+    let rf = p.redis.as_ref().unwrap();
+    assert!(rf.unsolicited.as_deref().is_some_and(|u| u.starts_with("-DENIED")), "{rf:?}");
+    let report = conndoc_diagnose::diagnose(&evidence(&format!("redis://{addr}"), p));
+    let f = &report.findings[0];
+    let json = serde_json::to_string(f).unwrap();
+    assert_eq!(f.cause.code(), "redis-protected-mode", "{json}");
+    assert!(!f.summary.contains("the client is not on loopback"), "{}", f.summary);
+    assert!(f.summary.contains("although this client dialled loopback the server saw"), "{}", f.summary);
+    assert!(
+        f.evidence.iter().any(|e| e.kind == "redis-reply" && e.text.contains("-DENIED Redis is running")),
+        "{json}"
+    );
+}
