@@ -87,6 +87,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let Err(e) = conndoc_engine::firewall_timeout_from_env() {
+        eprintln!("conndoc: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Diagnose(a) => cmd::diagnose::run(a),
         Command::Explain(a) => cmd::explain::run(a),

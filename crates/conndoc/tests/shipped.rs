@@ -188,6 +188,21 @@ fn check_log_lines_redact_the_password_in_both_formats() {
     assert_eq!(text(&o.stderr).trim_end().lines().count(), 1, "{}", text(&o.stderr));
 }
 
+/// An unparseable or out-of-range CONNDOC_FIREWALL_TIMEOUT is bad input: one line, exit 2.
+fn firewall_timeout_env_is_checked() {
+    for bad in ["soon", "0", "2h"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_conndoc"))
+            .args(["diagnose", "tcp://127.0.0.1:9"])
+            .env("CONNDOC_FIREWALL_TIMEOUT", bad)
+            .output()
+            .unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("CONNDOC_FIREWALL_TIMEOUT"), "{err}");
+    }
+}
+
 /// `man --out` at something that is not a directory is bad input: one line, exit 2, nothing written.
 fn man_out_not_a_directory_is_bad_input() {
     let dir = Dir::new("man-out");
@@ -215,5 +230,6 @@ fn main() {
     );
     tests!(t, Need::met(), check_log_lines_redact_the_password_in_both_formats);
     tests!(t, Need::met(), man_out_not_a_directory_is_bad_input);
+    tests!(t, Need::met(), firewall_timeout_env_is_checked);
     t.run()
 }

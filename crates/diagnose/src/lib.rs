@@ -23,6 +23,7 @@ pub fn diagnose(ev: &Evidence) -> Report {
     rules::path::run(ev, &mut out);
     rules::protocol::run(ev, &mut out);
     rules::container::run(ev, &mut out);
+    rules::firewall::unread(ev, &mut out);
     rules::fallback(ev, &mut out);
     report::assemble(ev, out.0)
 }

@@ -34,8 +34,13 @@ fn unreadable(view: &HostView) -> Option<String> {
     Some(nft_err)
 }
 
-fn skip_unreadable(ev: &mut Evidence, check: &str, reason: String) {
-    skip(ev, check, reason, Some("reading nftables/iptables rules needs root (CAP_NET_ADMIN)".into()));
+fn skip_unreadable(ev: &mut Evidence, check: &str, view: &HostView, reason: String, deadline: Duration) {
+    let hint = if view.raw.deadline_exceeded.is_empty() {
+        "reading nftables/iptables rules needs root (CAP_NET_ADMIN)".to_string()
+    } else {
+        deadline_hint(deadline)
+    };
+    skip(ev, check, reason, Some(hint));
 }
 
 fn dev_of(view: &HostView, addr: IpAddr) -> Option<String> {
@@ -79,9 +84,42 @@ pub(crate) fn flows(ev: &Evidence) -> Vec<Flow> {
     flows
 }
 
-/// The deadline of one firewall tool run.
+/// Overrides the deadline of the firewall read (a node with tens of thousands of rules
+/// under load can need more than 10 s; a test can make it run out).
+pub const FIREWALL_TIMEOUT_ENV: &str = "CONNDOC_FIREWALL_TIMEOUT";
+
+/// The value of [`FIREWALL_TIMEOUT_ENV`], checked (1 ms to 10 min); None when unset.
+pub fn firewall_timeout_from_env() -> Result<Option<Duration>, String> {
+    let Some(v) = std::env::var_os(FIREWALL_TIMEOUT_ENV) else { return Ok(None) };
+    let v = v.to_str().ok_or_else(|| format!("{FIREWALL_TIMEOUT_ENV} is not UTF-8"))?;
+    conndoc_facts::duration::parse_in(v, Duration::from_millis(1), Duration::from_secs(600))
+        .map(Some)
+        .map_err(|e| format!("{FIREWALL_TIMEOUT_ENV}: {e}"))
+}
+
+/// The deadline of one firewall tool run: `--timeout` within 2-10 s, unless overridden.
 pub(crate) fn cmd_timeout(timeout: Duration) -> Duration {
-    timeout.clamp(Duration::from_secs(2), Duration::from_secs(10))
+    match firewall_timeout_from_env() {
+        Ok(Some(d)) => d,
+        _ => timeout.clamp(Duration::from_secs(2), Duration::from_secs(10)),
+    }
+}
+
+/// What to do about a firewall read that ran out of time.
+fn deadline_hint(deadline: Duration) -> String {
+    format!(
+        "the firewall read had {} (from --timeout, 2-10 s): give it longer with {FIREWALL_TIMEOUT_ENV}=30s, or list the rules yourself (`iptables-save`, `nft list ruleset`)",
+        conndoc_facts::duration::format(deadline)
+    )
+}
+
+/// The view was read, but not all of it in time: listed under `skipped` so that no
+/// verdict reads as if every rule had been seen.
+fn skip_incomplete(ev: &mut Evidence, check: &str, view: &HostView, deadline: Duration) {
+    let why = view.incomplete();
+    if !why.is_empty() {
+        skip(ev, check, format!("read only in part: {}", why.join("; ")), Some(deadline_hint(deadline)));
+    }
 }
 
 /// Every address a firewall view must know about: the destinations and sources of `flows`.
@@ -209,8 +247,9 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, remote: Option<crate::remot
 
     if let Some((view, namespace)) = target {
         match unreadable(&view) {
-            Some(reason) => skip_unreadable(ev, "firewall of the target host", reason),
+            Some(reason) => skip_unreadable(ev, "firewall of the target host", &view, reason, cmd_timeout),
             None => {
+                skip_incomplete(ev, "firewall of the target host", &view, cmd_timeout);
                 let (fw, rs) = target_firewall(&view, &flows, port, namespace);
                 services.extend(kube_services(&rs, FirewallRole::Target, &view, &flows, port));
                 facts.hosts.push(fw);
@@ -220,8 +259,9 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, remote: Option<crate::remot
 
     // The client's OUTPUT path.
     match unreadable(&client) {
-        Some(reason) => skip_unreadable(ev, "firewall of this host (OUTPUT)", reason),
+        Some(reason) => skip_unreadable(ev, "firewall of this host (OUTPUT)", &client, reason, cmd_timeout),
         None => {
+            skip_incomplete(ev, "firewall of this host (OUTPUT)", &client, cmd_timeout);
             let (rs, sources) = build(&client.raw);
             let evaluations = flows
                 .iter()

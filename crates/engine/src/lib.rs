@@ -18,6 +18,7 @@ mod protocol;
 pub mod remote;
 
 pub use batch::{connect_many, gather_each, gather_many};
+pub use firewall::{firewall_timeout_from_env, FIREWALL_TIMEOUT_ENV};
 
 use conndoc_facts::{Evidence, Family, Micros, RunOptions, SkippedCheck, Target, EVIDENCE_SCHEMA};
 use std::path::PathBuf;

@@ -19,6 +19,9 @@ pub struct RawRulesets {
     /// `nft -a list ruleset`, for the rule texts.
     pub nft_text: Option<String>,
     pub iptables: Vec<(FirewallTool, Result<String, String>)>,
+    /// The reads that did not finish within the deadline (their error texts): the ruleset
+    /// was read in part, so a rule there may explain what the rest does not.
+    pub deadline_exceeded: Vec<String>,
 }
 
 fn which(prog: &str) -> bool {
@@ -90,24 +93,52 @@ pub fn read(timeout: Duration) -> RawRulesets {
     // the `*-save` tools run here.
     std::thread::scope(|s| {
         let netlink = s.spawn(move || crate::nfnl::read(timeout));
-        let iptables = read_iptables(timeout);
+        let (iptables, mut deadline_exceeded) = read_iptables(timeout);
+        let mut netlink_timed_out = false;
         let (nft_netlink, netlink_error) = match netlink.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
             Ok(d) => (Some(d), None),
+            // The request that ran out says how long it had left, not the read's deadline.
+            Err(crate::nfnl::NfnlError::Timeout { .. }) => {
+                netlink_timed_out = true;
+                let ms = timeout.as_millis();
+                (None, Some(format!("the nf_tables netlink read (nft list ruleset) did not finish within {ms} ms")))
+            }
             Err(e) => (None, Some(e.to_string())),
         };
-        // Only when netlink failed: `nft -j` (which also says why, e.g. no permission).
+        // Only when netlink failed: `nft -j` (which also says why, e.g. no permission) —
+        // but not after a netlink read that ran out of time: `nft` dumps the same ruleset
+        // more slowly, and the deadline is spent.
         let (nft_json, nft_text) = if nft_netlink.is_some() {
             (Err("not run: the ruleset was read over netlink".to_string()), None)
+        } else if netlink_timed_out {
+            let e = netlink_error.clone().unwrap_or_default();
+            deadline_exceeded.push(e.clone());
+            (Err(format!("not run: the netlink read ran out of time ({e})")), None)
         } else {
-            read_nft_json(timeout)
+            let (json, text) = read_nft_json(timeout);
+            if let Err(e) = &json {
+                if e.contains(TIMEOUT_MARK) {
+                    deadline_exceeded.push(e.clone());
+                }
+            }
+            (json, text)
         };
-        RawRulesets { nft_netlink, netlink_error, nft_json, nft_text, iptables }
+        RawRulesets { nft_netlink, netlink_error, nft_json, nft_text, iptables, deadline_exceeded }
     })
 }
 
-/// Every `*-save` tool installed, run in turn.
-fn read_iptables(timeout: Duration) -> Vec<(FirewallTool, Result<String, String>)> {
+/// Every `*-save` tool installed, run in turn, and the runs that exceeded the deadline.
+fn read_iptables(timeout: Duration) -> (Vec<(FirewallTool, Result<String, String>)>, Vec<String>) {
     let mut iptables = Vec::new();
+    let mut late = Vec::new();
+    let mut run_save = |prog: &str| match run(prog, &[], timeout) {
+        Ok(out) => Ok(out),
+        Err(e @ FirewallError::Timeout { .. }) => {
+            late.push(e.to_string());
+            Err(e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
     let tools = [
         (FirewallTool::IptablesNft, "iptables-nft-save"),
         (FirewallTool::Ip6tablesNft, "ip6tables-nft-save"),
@@ -118,7 +149,7 @@ fn read_iptables(timeout: Duration) -> Vec<(FirewallTool, Result<String, String>
     for (tool, prog) in tools {
         if which(prog) {
             any = true;
-            iptables.push((tool, run(prog, &[], timeout).map_err(|e| e.to_string())));
+            iptables.push((tool, run_save(prog)));
         }
     }
     // Distributions that ship only `iptables-save`: its banner names the back-end.
@@ -127,7 +158,7 @@ fn read_iptables(timeout: Duration) -> Vec<(FirewallTool, Result<String, String>
             if !which(prog) {
                 continue;
             }
-            let out = run(prog, &[], timeout).map_err(|e| e.to_string());
+            let out = run_save(prog);
             let legacy = out.as_ref().map(|s| !s.contains("(nf_tables)")).unwrap_or(true);
             let tool = match (v4, legacy) {
                 (true, true) => FirewallTool::IptablesLegacy,
@@ -138,8 +169,11 @@ fn read_iptables(timeout: Duration) -> Vec<(FirewallTool, Result<String, String>
             iptables.push((tool, out));
         }
     }
-    iptables
+    (iptables, late)
 }
+
+/// What [`FirewallError::Timeout`] says, to tell a late `nft` from a failed one.
+const TIMEOUT_MARK: &str = "did not finish within";
 
 impl RawRulesets {
     /// Why nftables could not be read at all (None when it was, either way): the fallback's
@@ -157,7 +191,14 @@ impl RawRulesets {
 
     /// Only `nft` output (recorded fixtures, the fallback path).
     pub fn from_nft(nft_json: Result<String, String>, nft_text: Option<String>) -> RawRulesets {
-        RawRulesets { nft_netlink: None, netlink_error: None, nft_json, nft_text, iptables: Vec::new() }
+        RawRulesets {
+            nft_netlink: None,
+            netlink_error: None,
+            nft_json,
+            nft_text,
+            iptables: Vec::new(),
+            deadline_exceeded: Vec::new(),
+        }
     }
 }
 
@@ -257,6 +298,18 @@ pub struct HostView {
     pub kube_nft_error: Option<String>,
 }
 
+impl HostView {
+    /// Why this host's rules were read only in part (a read ran out of time, kube-proxy's
+    /// nftables table could not be asked): empty when everything was read.
+    pub fn incomplete(&self) -> Vec<String> {
+        let mut why = self.raw.deadline_exceeded.clone();
+        if let Some(e) = &self.kube_nft_error {
+            why.push(format!("kube-proxy's nftables table: {e}"));
+        }
+        why
+    }
+}
+
 /// Whether `addr` is one of this host's addresses: binding to it succeeds only then.
 pub fn is_local(addr: IpAddr) -> bool {
     addr.is_loopback() || std::net::UdpSocket::bind((addr, 0)).is_ok()
@@ -273,6 +326,9 @@ pub fn parse_route_dev(out: &str) -> Option<String> {
     w.windows(2).find(|p| p[0] == "dev").map(|p| p[1].to_string())
 }
 
+/// The least time kube-proxy's nftables table lookups get (a handful of round trips).
+const KUBE_LOOKUP_MIN: Duration = Duration::from_millis(200);
+
 /// kube-proxy's nftables Services among `addrs` (a few targeted netlink reads each).
 fn kube_nft(
     port: u16,
@@ -280,7 +336,9 @@ fn kube_nft(
     local: &[IpAddr],
     timeout: Duration,
 ) -> (Vec<conndoc_facts::kube::ServiceMatch>, Option<String>) {
-    let deadline = Instant::now() + timeout;
+    // A lookup by key costs the same among 5 Services or 50,000: it does not need the
+    // dump's deadline to be long, only to be bounded, so a short deadline still leaves it room.
+    let deadline = Instant::now() + timeout.max(KUBE_LOOKUP_MIN);
     let mut found = Vec::new();
     for a in addrs {
         let probe = crate::kube::Probe { address: *a, port, local: local.contains(a) };

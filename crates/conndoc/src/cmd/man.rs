@@ -89,6 +89,7 @@ fn overview_sections() -> Roff {
         ("NO_COLOR", "no colour in text output (as --no-color)."),
         ("REDISCLI_AUTH", "the Redis password when neither the URL nor --password-file gives one."),
         ("CONNDOC_SSH_COMMAND", "the command used instead of ssh for --ssh, split like a shell would."),
+        ("CONNDOC_FIREWALL_TIMEOUT", "the deadline of reading the firewall rules (default: --timeout within 2-10 s); a read that runs out is listed under skipped as read only in part."),
     ] {
         r.control("TP", []).text([bold(name)]).text([roman(meaning)]);
     }

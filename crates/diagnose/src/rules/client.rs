@@ -24,7 +24,7 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
     }
 }
 
-fn addr(p: &ConnectProbe) -> String {
+pub(crate) fn addr(p: &ConnectProbe) -> String {
     match p.address {
         std::net::IpAddr::V6(a) => format!("[{a}]:{}", p.port),
         a => format!("{a}:{}", p.port),

@@ -73,6 +73,52 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
     }
 }
 
+/// A firewall conndoc tried to read but could not (no privilege, or the read ran out of
+/// time: a node with tens of thousands of kube-proxy rules) may hold the rule that explains
+/// a refusal or a timeout, so those verdicts say so instead of reading as certain.
+pub fn unread(ev: &Evidence, out: &mut Findings) {
+    // "another host" is not a failed read: conndoc reads rules only where it runs.
+    let unread: Vec<String> = ev
+        .skipped
+        .iter()
+        .filter(|s| s.check.starts_with("firewall of ") && !s.reason.contains("is another host"))
+        .map(|s| format!("{}: {}", s.check, s.reason))
+        .collect();
+    if unread.is_empty() {
+        return;
+    }
+    let what = unread.join("; ");
+    let client_only = ev.host.is_none();
+    if let Some(f) = out.get_mut(Cause::NoListener) {
+        let note = format!(
+            "the firewall was not read in full ({what}): a REJECT rule there (e.g. kube-proxy's for a Service with no endpoints) refuses connections the same way"
+        );
+        // Without the server's socket table, "nothing listens" is only one of two readings.
+        if client_only {
+            if let Some(p) = ev.probes.iter().find(|p| p.outcome == Outcome::Refused) {
+                f.summary = format!(
+                    "{} refuses connections (ECONNREFUSED): nothing listens there, or a firewall rule conndoc could not read in full rejects them",
+                    crate::rules::client::addr(p)
+                );
+            }
+        }
+        append_partial(f, note);
+    }
+    if let Some(f) = out.get_mut(Cause::ConnectTimeout) {
+        append_partial(
+            f,
+            format!("the firewall was not read in full ({what}): a DROP rule there may be what loses the SYN"),
+        );
+    }
+}
+
+fn append_partial(f: &mut Finding, note: String) {
+    f.partial = Some(match f.partial.take() {
+        Some(p) => format!("{p}; {note}"),
+        None => note,
+    });
+}
+
 fn host_eval<'a>(ev: &'a Evidence, role: FirewallRole, p: &ConnectProbe) -> Option<(&'a HostFirewall, &'a Evaluation)> {
     let h = ev.firewall.as_ref()?.host(role)?;
     let e = h.evaluations.iter().find(|e| e.packet.destination == p.address)?;
@@ -386,6 +432,53 @@ mod tests {
         ] {
             assert!(t.contains(want), "{want} not in {t}");
         }
+    }
+
+    #[test]
+    fn a_firewall_read_that_ran_out_never_leaves_a_confident_no_listener() {
+        let mut ev = recorded();
+        ev.firewall = None;
+        ev.capture = None;
+        ev.host = None;
+        ev.skipped.retain(|s| !s.check.starts_with("firewall of "));
+        let other = conndoc_facts::SkippedCheck {
+            check: "firewall of the target host".into(),
+            reason: "[fd77::2]:7000 is another host: conndoc reads firewall rules only where it runs".into(),
+            hint: None,
+        };
+        ev.skipped.push(other);
+        // Not having tried to read a remote host's rules is no reason to doubt the verdict.
+        let r = diagnose(&ev);
+        let f = r.finding(Cause::NoListener).unwrap();
+        assert!(f.summary.starts_with("Nothing accepts connections"), "{}", f.summary);
+        assert!(!f.partial.as_deref().unwrap_or("").contains("not read in full"), "{:?}", f.partial);
+
+        ev.skipped.push(conndoc_facts::SkippedCheck {
+            check: "firewall of this host (OUTPUT)".into(),
+            reason: "read only in part: `iptables-nft-save` did not finish within 2000 ms".into(),
+            hint: None,
+        });
+        let r = diagnose(&ev);
+        assert_eq!(r.verdict.cause, Cause::NoListener);
+        let f = r.finding(Cause::NoListener).unwrap();
+        assert!(
+            f.summary.contains("nothing listens there, or a firewall rule conndoc could not read in full"),
+            "{}",
+            f.summary
+        );
+        let p = f.partial.as_deref().unwrap();
+        assert!(p.contains("`iptables-nft-save` did not finish within 2000 ms") && p.contains("kube-proxy's"), "{p}");
+
+        // A timeout is not called a plain one either.
+        ev.probes[0].outcome = Outcome::Timeout;
+        ev.probes[0].kind = ConnectKind::Timeout;
+        let r = diagnose(&ev);
+        let f = r.finding(Cause::ConnectTimeout).unwrap();
+        assert!(
+            f.partial.as_deref().unwrap().contains("a DROP rule there may be what loses the SYN"),
+            "{:?}",
+            f.partial
+        );
     }
 
     #[test]
