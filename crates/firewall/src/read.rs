@@ -7,6 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One `*-save` tool's output, or why it could not be read.
+pub type SaveOutput = (FirewallTool, Result<String, String>);
+
 /// Raw output of every tool, or why it could not be read.
 #[derive(Debug, Clone)]
 pub struct RawRulesets {
@@ -18,7 +21,7 @@ pub struct RawRulesets {
     pub nft_json: Result<String, String>,
     /// `nft -a list ruleset`, for the rule texts.
     pub nft_text: Option<String>,
-    pub iptables: Vec<(FirewallTool, Result<String, String>)>,
+    pub iptables: Vec<SaveOutput>,
     /// The reads that did not finish within the deadline (their error texts): the ruleset
     /// was read in part, so a rule there may explain what the rest does not.
     pub deadline_exceeded: Vec<String>,
@@ -128,7 +131,7 @@ pub fn read(timeout: Duration) -> RawRulesets {
 }
 
 /// Every `*-save` tool installed, run in turn, and the runs that exceeded the deadline.
-fn read_iptables(timeout: Duration) -> (Vec<(FirewallTool, Result<String, String>)>, Vec<String>) {
+fn read_iptables(timeout: Duration) -> (Vec<SaveOutput>, Vec<String>) {
     let mut iptables = Vec::new();
     let mut late = Vec::new();
     let mut run_save = |prog: &str| match run(prog, &[], timeout) {
