@@ -2,11 +2,12 @@
 //! diagnosis on every transition to down, the alert outbox, history flushing and pruning,
 //! reload on SIGHUP and a graceful stop on SIGTERM/SIGINT.
 
-use crate::alert::{self, AlertInfo};
 use crate::config::{CheckKind, Config, Overrides, ReceiverKind, TargetConfig};
 use crate::health::{State, Transition};
-use crate::history::{now_ms, Bucket, Diagnosis, History, NewAlert, SavedState};
+use crate::history::{now_ms, Bucket, Diagnosis, History, SavedState};
+use crate::outbox::{Alert, Firing, Outbox};
 use crate::probe::{self, ProbeResult};
+use crate::scheduler::Schedule;
 use crate::snapshot::{ReadModel, Snapshot, TargetView};
 use crate::state::{AfterEvent, RecordParams, TargetState};
 use crate::stats::Stats;
@@ -70,13 +71,7 @@ pub struct Daemon {
     /// Sockets reused by `close = "rst"` probes (at most `concurrency` of them).
     sockets: probe::Sockets,
     diag_sem: Arc<Semaphore>,
-    /// When a firing alert last went into the outbox, per (Alertmanager receiver, target).
-    resent: Mutex<HashMap<(String, String), i64>>,
-    /// Held while a re-sent firing alert or a resolved one is queued: they stay in order.
-    resend_order: tokio::sync::Mutex<()>,
-    /// One HTTP client per receiver (TLS set up once), rebuilt on reload.
-    clients: Mutex<HashMap<String, Result<reqwest::Client, String>>>,
-    alert_wake: Notify,
+    outbox: Arc<Outbox>,
     stop: watch::Sender<bool>,
     hook: Option<ChangeHook>,
     next_generation: std::sync::atomic::AtomicU64,
@@ -86,34 +81,8 @@ use crate::diagnosis::Diagnosed;
 pub use crate::sys::log;
 pub use conndoc_probe::time::rfc3339;
 
-fn alert_clients(receivers: &[crate::config::ReceiverConfig]) -> HashMap<String, Result<reqwest::Client, String>> {
-    receivers
-        .iter()
-        .map(|r| {
-            let c = alert::client(r);
-            if let Err(e) = &c {
-                log("error", e);
-            }
-            (r.name.clone(), c)
-        })
-        .collect()
-}
-
-/// Scheduling granularity: a check starts at most this much after its slot (plus jitter).
-pub const SCHED_TICK: Duration = Duration::from_millis(10);
-
 /// The read model is refreshed at least this often.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-
-fn round_up(d: Duration, tick: Duration) -> Duration {
-    let t = tick.as_nanos().max(1);
-    Duration::from_nanos((d.as_nanos().div_ceil(t) * t) as u64)
-}
-
-fn hash(s: &str) -> u64 {
-    // FNV-1a: a stable per-target phase across restarts and reloads.
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
 
 /// Run the daemon until SIGTERM/SIGINT. Builds its own runtime.
 pub fn run_blocking(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) -> Result<(), WatchError> {
@@ -135,6 +104,8 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
         .map_err(|source| WatchError::Listen { addr: cfg.listen, source })?;
     let (stop, _) = watch::channel(false);
     let stats = Arc::new(Stats::default());
+    let hostname =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
     let start_unix = now_ms() as f64 / 1000.0;
     let view = Arc::new(ReadModel::new(
         Snapshot::new(now_ms(), Vec::new(), Arc::new(cfg.clone())),
@@ -146,9 +117,7 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
         probe_sem: Arc::new(Semaphore::new(cfg.concurrency)),
         sockets: probe::Sockets::default(),
         diag_sem: Arc::new(Semaphore::new(cfg.diagnose_concurrency)),
-        clients: Mutex::new(alert_clients(&cfg.receivers)),
-        resent: Mutex::new(HashMap::new()),
-        resend_order: tokio::sync::Mutex::new(()),
+        outbox: Arc::new(Outbox::new(history.clone(), stats.clone(), hostname.clone(), &cfg.receivers)),
         cfg: RwLock::new(Arc::new(cfg.clone())),
         overrides,
         targets: Mutex::new(HashMap::new()),
@@ -156,12 +125,9 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
         stats: stats.clone(),
         view: view.clone(),
         publish_wake: Notify::new(),
-        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
+        hostname,
         start_unix,
         epoch: Instant::now(),
-        alert_wake: Notify::new(),
         stop,
         hook,
         next_generation: 1.into(),
@@ -210,7 +176,10 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
     for (name, id) in rediagnose {
         tokio::spawn(d.clone().diagnose(name, id));
     }
-    let alerts = tokio::spawn(d.clone().alert_loop());
+    let alerts = {
+        let d2 = d.clone();
+        tokio::spawn(d.outbox.clone().deliver_loop(move || d2.config(), d.stop.subscribe()))
+    };
     let flusher = tokio::spawn(d.clone().flush_loop());
     let resender = tokio::spawn(d.clone().resend_loop());
 
@@ -256,21 +225,9 @@ impl Daemon {
     /// lateness never accumulates (no drift); jitter is added per tick and not carried over.
     async fn target_loop(self: Arc<Self>, cfg: Arc<TargetConfig>, generation: u64, mut stop: watch::Receiver<bool>) {
         let interval = cfg.interval;
-        let iv_ns = interval.as_nanos().max(1) as u64;
-        let phase = Duration::from_nanos(hash(&cfg.name) % iv_ns);
-        let jitter_frac = self.config().jitter;
-        let mut rng = hash(&cfg.name) | 1;
-        let since_epoch = self.epoch.elapsed();
-        let k = (since_epoch.saturating_sub(phase).as_nanos() as u64 / iv_ns) + 1;
-        let mut nominal = self.epoch + phase + Duration::from_nanos(k * iv_ns);
+        let mut schedule = Schedule::new(&cfg.name, self.epoch, interval, self.config().jitter, Instant::now());
         loop {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let jitter = Duration::from_nanos(((rng % 10_000) as f64 / 10_000.0 * jitter_frac * iv_ns as f64) as u64);
-            // Rounded up to the scheduler tick so checks due within the same 10 ms wake
-            // together: thousands of targets cost ~100 wake-ups a second, not thousands.
-            let due = self.epoch + round_up(nominal + jitter - self.epoch, SCHED_TICK);
+            let due = schedule.next_due();
             tokio::select! {
                 _ = tokio::time::sleep_until(due.into()) => {}
                 _ = stop.changed() => return,
@@ -289,14 +246,8 @@ impl Daemon {
             self.stats.probes_in_flight.fetch_sub(1, Relaxed);
             drop(permit);
             self.record(&cfg.name, generation, r);
-            nominal += interval;
-            let now = Instant::now();
-            if nominal + interval <= now {
-                // Fell more than an interval behind (e.g. the host was suspended): skip ahead.
-                let missed = (now - nominal).as_nanos() as u64 / iv_ns;
-                self.stats.skipped.fetch_add(missed, Relaxed);
-                nominal += Duration::from_nanos(missed * iv_ns);
-            }
+            let missed = schedule.advance(Instant::now());
+            self.stats.skipped.fetch_add(missed, Relaxed);
         }
     }
 
@@ -407,10 +358,11 @@ impl Daemon {
             fix: dg.fix.as_deref(),
             container: dg.container.as_deref(),
         };
-        let mut alerts = self.build_alerts(&cfg, &a, event_id, down_since);
+        let conf = self.config();
+        let mut alerts = self.outbox.build(&conf, &cfg, &a, event_id, down_since, None);
         if after.send_resolved {
             let a = Alert { status: "resolved", details: None, ..a };
-            alerts.extend(self.build_alerts(&cfg, &a, event_id, down_since));
+            alerts.extend(self.outbox.build(&conf, &cfg, &a, event_id, down_since, None));
         }
         let h = self.history.clone();
         let n = name.clone();
@@ -428,7 +380,7 @@ impl Daemon {
             self.stats.history_errors.fetch_add(1, Relaxed);
             log("error", e.to_string());
         }
-        self.alert_wake.notify_one();
+        self.outbox.wake();
     }
 
     /// A later diagnosis while still down: update the cause and the stored report.
@@ -509,154 +461,43 @@ impl Daemon {
             fix: None,
             container: container.as_deref(),
         };
-        let alerts = self.build_alerts(&cfg, &a, event_id, down_since);
+        let alerts = self.outbox.build(&self.config(), &cfg, &a, event_id, down_since, None);
         // In order after any Alertmanager re-send of the firing alert (see resend_loop).
-        let _order = self.resend_order.lock().await;
-        let h = self.history.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || h.enqueue(Some(event_id), &alerts)).await {
-            self.stats.history_errors.fetch_add(1, Relaxed);
-            log("error", e.to_string());
-        }
-        self.alert_wake.notify_one();
+        let _order = self.outbox.order.lock().await;
+        self.outbox.queue(event_id, alerts).await;
     }
 
-    fn build_alerts(&self, t: &TargetConfig, a: &Alert, event_id: i64, down_since_ms: i64) -> Vec<NewAlert> {
-        self.build_alerts_for(t, a, event_id, down_since_ms, None)
-    }
-
-    /// The alerts for every receiver, or only for `only`.
-    fn build_alerts_for(
-        &self,
-        t: &TargetConfig,
-        a: &Alert,
-        event_id: i64,
-        down_since_ms: i64,
-        only: Option<&str>,
-    ) -> Vec<NewAlert> {
-        let wanted = |r: &crate::config::ReceiverConfig| only.is_none_or(|o| o == r.name);
-        let (status, cause, summary, details) = (a.status, a.cause, a.summary, a.details);
-        let cfg = self.config();
-        let now = now_ms();
-        let since = rfc3339((now / 1000) as u64);
-        let starts_at = rfc3339((down_since_ms.max(0) / 1000) as u64);
-        if status == "firing" {
-            let mut sent = self.resent.lock().unwrap();
-            for r in cfg.receivers.iter().filter(|r| r.kind == ReceiverKind::Alertmanager && wanted(r)) {
-                sent.insert((r.name.clone(), t.name.clone()), now);
-            }
-        }
-        let info = AlertInfo {
-            target: &t.name,
-            url: &t.url,
-            labels: &t.labels,
-            status,
-            state: if status == "firing" { "down" } else { "up" },
-            cause,
-            summary,
-            since: &since,
-            event_id,
-            dashboard: format!("{}/target/{}", cfg.dashboard_url, t.name),
-            details,
-            starts_at: &starts_at,
-            fix: a.fix,
-            container: a.container,
-        };
-        cfg.receivers
-            .iter()
-            .filter(|r| wanted(r) && (status == "firing" || r.send_resolved))
-            .map(|r| NewAlert {
-                receiver: r.name.clone(),
-                target: t.name.clone(),
-                status: status.into(),
-                payload: alert::payload(r.kind, &info, &self.hostname).to_string(),
-            })
-            .collect()
-    }
-
-    /// Deliver due alerts in order per receiver; a failure holds back that receiver's later
-    /// alerts (so `resolved` never overtakes `firing`) and schedules a retry with backoff.
-    async fn alert_loop(self: Arc<Self>) {
+    /// While a target stays down, its firing alert goes to Alertmanager again (Outbox::resend).
+    async fn resend_loop(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
-        let mut warned_missing = std::collections::HashSet::new();
         loop {
-            let h = self.history.clone();
-            let due = match tokio::task::spawn_blocking(move || h.due_alerts(now_ms(), 500)).await {
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => {
-                    log("error", e.to_string());
-                    Vec::new()
-                }
-                Err(_) => Vec::new(),
-            };
-            let cfg = self.config();
-            let mut held = std::collections::HashSet::new();
-            for a in due {
-                if held.contains(&a.receiver) || *stop.borrow() {
-                    continue;
-                }
-                let Some(r) = cfg.receivers.iter().find(|r| r.name == a.receiver) else {
-                    if warned_missing.insert(a.receiver.clone()) {
-                        log(
-                            "warn",
-                            format!("alerts for receiver {:?} stay queued: it is no longer configured", a.receiver),
-                        );
-                    }
-                    continue;
-                };
-                let body = alert::wire_body(r, &a.payload);
-                let client = self.clients.lock().unwrap().get(&r.name).cloned();
-                let res = match client {
-                    Some(Ok(c)) => alert::post_json(&c, &r.url, body, r.timeout).await,
-                    Some(Err(e)) => Err(e),
-                    None => Err(format!("receiver {}: no HTTP client", r.name)),
-                };
-                let h = self.history.clone();
-                let id = a.id;
-                match res {
-                    Ok(_) => {
-                        self.stats.alert_sent(&r.name);
-                        log("info", format!("alert {} ({} {}) delivered to {}", a.id, a.status, a.target, r.name));
-                        let _ = tokio::task::spawn_blocking(move || h.delivered(id, now_ms())).await;
-                    }
-                    Err(err) => {
-                        self.stats.alert_failed(&r.name);
-                        let wait = alert::backoff(a.attempts, r.retry_max);
-                        log(
-                            "warn",
-                            format!(
-                                "alert {} ({} {}) to {} failed (attempt {}): {err}; retrying in {}",
-                                a.id,
-                                a.status,
-                                a.target,
-                                r.name,
-                                a.attempts + 1,
-                                crate::config::fmt_duration(wait)
-                            ),
-                        );
-                        let next = now_ms() + wait.as_millis() as i64;
-                        let _ = tokio::task::spawn_blocking(move || h.failed(id, next, &err)).await;
-                        held.insert(a.receiver.clone());
-                    }
-                }
-                if r.kind == ReceiverKind::Pagerduty {
-                    // PagerDuty rate-limits per key; a short gap keeps bursts polite.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            if let Ok(Ok(p)) = {
-                let h = self.history.clone();
-                tokio::task::spawn_blocking(move || h.pending_counts()).await
-            } {
-                *self.stats.alerts_pending.lock().unwrap() = p.into_iter().collect();
-            }
-            if *stop.borrow() {
-                return;
-            }
             tokio::select! {
-                _ = self.alert_wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = stop.changed() => return,
             }
+            let cfg = self.config();
+            if !cfg.receivers.iter().any(|r| r.kind == ReceiverKind::Alertmanager) {
+                continue;
+            }
+            let _order = self.outbox.order.lock().await;
+            let due: Vec<Firing> = {
+                let map = self.targets.lock().unwrap();
+                map.values()
+                    .filter(|e| e.st.health.state == State::Down && !e.st.diagnosing)
+                    .filter_map(|e| {
+                        Some(Firing {
+                            t: e.cfg.clone(),
+                            cause: e.st.cause.clone()?,
+                            summary: e.st.summary.clone().unwrap_or_default(),
+                            fix: e.st.fix.clone(),
+                            container: e.st.container.clone(),
+                            event_id: e.st.event_id?,
+                            down_since: e.st.down_since_ms,
+                        })
+                    })
+                    .collect()
+            };
+            self.outbox.resend(&cfg, &due, now_ms()).await;
         }
     }
 
@@ -762,7 +603,7 @@ impl Daemon {
                 }
             }
         }
-        *self.clients.lock().unwrap() = alert_clients(&new.receivers);
+        self.outbox.set_receivers(&new.receivers);
         *self.cfg.write().unwrap() = Arc::new(new);
         self.stats.reloads_ok.fetch_add(1, Relaxed);
         self.changed();
@@ -856,132 +697,5 @@ impl Daemon {
     /// Ask for a new snapshot soon (coalesced: many changes in a burst make one).
     pub fn changed(&self) {
         self.publish_wake.notify_one();
-    }
-}
-
-/// A target still down, as a re-send needs it.
-struct Firing {
-    t: Arc<TargetConfig>,
-    cause: String,
-    summary: String,
-    fix: Option<String>,
-    container: Option<String>,
-    event_id: i64,
-    down_since: i64,
-}
-
-/// What one alert says, for every receiver.
-#[derive(Clone, Copy)]
-struct Alert<'a> {
-    status: &'a str,
-    cause: &'a str,
-    summary: &'a str,
-    details: Option<&'a str>,
-    fix: Option<&'a str>,
-    container: Option<&'a str>,
-}
-
-impl Daemon {
-    /// Alertmanager forgets an alert it is not told about again (`endsAt`, then
-    /// `resolve_timeout`): while a target stays down, queue its firing alert again every
-    /// `resend_interval` per Alertmanager receiver, unless one is still waiting in the
-    /// outbox (an Alertmanager that is down gets one alert per target, not a backlog).
-    async fn resend_loop(self: Arc<Self>) {
-        let mut stop = self.stop.subscribe();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => return,
-            }
-            let cfg = self.config();
-            let ams: Vec<_> = cfg.receivers.iter().filter(|r| r.kind == ReceiverKind::Alertmanager).collect();
-            if ams.is_empty() {
-                continue;
-            }
-            let now = now_ms();
-            let _order = self.resend_order.lock().await;
-            let due: Vec<Firing> = {
-                let map = self.targets.lock().unwrap();
-                map.values()
-                    .filter(|e| e.st.health.state == State::Down && !e.st.diagnosing)
-                    .filter_map(|e| {
-                        Some(Firing {
-                            t: e.cfg.clone(),
-                            cause: e.st.cause.clone()?,
-                            summary: e.st.summary.clone().unwrap_or_default(),
-                            fix: e.st.fix.clone(),
-                            container: e.st.container.clone(),
-                            event_id: e.st.event_id?,
-                            down_since: e.st.down_since_ms,
-                        })
-                    })
-                    .collect()
-            };
-            let mut queue = Vec::new();
-            for f in &due {
-                let t = &f.t;
-                for r in &ams {
-                    let key = (r.name.clone(), t.name.clone());
-                    let last = self.resent.lock().unwrap().get(&key).copied().unwrap_or(0);
-                    if now - last < r.resend.as_millis() as i64 {
-                        continue;
-                    }
-                    let h = self.history.clone();
-                    let (rn, tn) = key.clone();
-                    let waiting = tokio::task::spawn_blocking(move || h.has_pending(&rn, &tn)).await;
-                    if !matches!(waiting, Ok(Ok(false))) {
-                        continue;
-                    }
-                    let a = Alert {
-                        status: "firing",
-                        cause: &f.cause,
-                        summary: &f.summary,
-                        details: None,
-                        fix: f.fix.as_deref(),
-                        container: f.container.as_deref(),
-                    };
-                    let alerts = self.build_alerts_for(t, &a, f.event_id, f.down_since, Some(&r.name));
-                    queue.extend(alerts.into_iter().map(|x| (Some(f.event_id), x)));
-                }
-            }
-            if queue.is_empty() {
-                continue;
-            }
-            let h = self.history.clone();
-            let r = tokio::task::spawn_blocking(move || {
-                for (id, a) in queue {
-                    h.enqueue(id, std::slice::from_ref(&a))?;
-                }
-                Ok::<_, crate::history::HistoryError>(())
-            })
-            .await;
-            if let Ok(Err(e)) = r {
-                self.stats.history_errors.fetch_add(1, Relaxed);
-                log("error", e.to_string());
-            }
-            self.alert_wake.notify_one();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schedule_ticks_and_phases() {
-        let t = SCHED_TICK;
-        assert_eq!(round_up(Duration::from_millis(0), t), Duration::ZERO);
-        assert_eq!(round_up(Duration::from_millis(1), t), Duration::from_millis(10));
-        assert_eq!(round_up(Duration::from_millis(10), t), Duration::from_millis(10));
-        assert_eq!(round_up(Duration::from_micros(10_001), t), Duration::from_millis(20));
-        // Phases are stable per name and spread over the interval.
-        // FNV-1a of "api": the phase must not change between releases (it is the schedule).
-        assert_eq!(hash("api"), 0xe74f_c019_056a_ae07);
-        let iv = 5_000_000_000u64;
-        let phases: std::collections::BTreeSet<u64> =
-            (0..1000).map(|i| hash(&format!("t{i}")) % iv / 500_000_000).collect();
-        assert_eq!(phases.len(), 10, "1000 targets fall into every tenth of the interval");
-        assert_eq!(rfc3339(1_795_235_274), "2026-11-21T04:27:54Z");
     }
 }

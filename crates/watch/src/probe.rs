@@ -122,15 +122,29 @@ pub async fn addresses(t: &Target, deadline: Duration) -> Vec<SocketAddr> {
     }
 }
 
+/// How long a check of a `tcp://` target watches the connection it opened for a close or
+/// reset by the server (the same window as the diagnosis, docs/nat.md "Accepted, then
+/// closed": a proxy whose backend is down accepts, then closes within milliseconds).
+pub const ACCEPT_WATCH: Duration = Duration::from_millis(150);
+
+/// The accept watch of a check of `t` with this deadline: `tcp://` targets only (a server
+/// that speaks first sends data, one that waits stays quiet: both healthy).
+pub fn accept_watch(t: &Target, timeout: Duration) -> Option<Duration> {
+    (t.scheme == conndoc_facts::Scheme::Tcp).then(|| ACCEPT_WATCH.min(timeout))
+}
+
 /// Connect to the target within `timeout`: the first address that connects makes it
 /// healthy. The connection is closed with a reset on a fresh socket.
 pub async fn check(t: &Target, timeout: Duration) -> ProbeResult {
     check_with(t, timeout, Close::Reset, None).await
 }
 
-/// [`check`] closing the way `close` says, reusing `sockets` for [`Close::Reset`].
+/// [`check`] closing the way `close` says, reusing `sockets` for [`Close::Reset`], and
+/// watching a `tcp://` connection for [`ACCEPT_WATCH`] (see [`accept_watch`]). `elapsed`
+/// is the connect's time; the watch is not latency.
 pub async fn check_with(t: &Target, timeout: Duration, close: Close, sockets: Option<&Sockets>) -> ProbeResult {
     let start = Instant::now();
+    let watch = accept_watch(t, timeout);
     let addrs = addresses(t, timeout).await;
     if addrs.is_empty() {
         return ProbeResult {
@@ -160,60 +174,126 @@ pub async fn check_with(t: &Target, timeout: Duration, close: Close, sockets: Op
             };
             break;
         }
-        let (kind, errno) = match (close, sockets) {
-            (Close::Reset, Some(pool)) => connect_reusing(pool, a, left).await,
-            _ => connect_one(a, left, close).await,
+        let c = match (close, sockets) {
+            (Close::Reset, Some(pool)) => connect_reusing(pool, a, left, watch).await,
+            _ => connect_one(a, left, close, watch).await,
         };
-        last = ProbeResult { kind, elapsed: start.elapsed(), errno, unresolved: false, peer_close: None };
-        if kind == ConnectKind::Connected {
+        last = ProbeResult {
+            kind: c.kind,
+            elapsed: c.elapsed,
+            errno: c.errno,
+            unresolved: false,
+            peer_close: c.peer_close,
+        };
+        last.elapsed += start.elapsed().saturating_sub(c.total);
+        if last.ok() {
             break;
         }
     }
     last
 }
 
+/// One connect's result: its kind and errno, the connect's own time, the time including
+/// the accept watch, and a close by the server during the watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connect {
+    pub kind: ConnectKind,
+    pub errno: Option<i32>,
+    pub elapsed: Duration,
+    pub total: Duration,
+    pub peer_close: Option<PeerCloseKind>,
+}
+
+impl Connect {
+    fn failed(kind: ConnectKind, errno: Option<i32>, start: Instant) -> Connect {
+        let t = start.elapsed();
+        Connect { kind, errno, elapsed: t, total: t, peer_close: None }
+    }
+}
+
+/// How the server ended the connection right after accepting it, from a 1-byte peek on a
+/// readable socket: None while it is open (quiet or sending data).
+fn peeked(r: std::io::Result<usize>) -> Option<PeerCloseKind> {
+    match r {
+        Ok(0) => Some(PeerCloseKind::Eof),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => Some(PeerCloseKind::Reset),
+        _ => None,
+    }
+}
+
 /// One connect on a fresh socket. With [`Close::Reset`] it is closed with an RST
 /// (SO_LINGER 0) so thousands of probes a second leave no TIME_WAIT sockets behind to
-/// exhaust the local port range.
-pub async fn connect_one(a: SocketAddr, timeout: Duration, close: Close) -> (ConnectKind, Option<i32>) {
+/// exhaust the local port range. With `watch`, an open connection is watched that long
+/// for a close by the server.
+pub async fn connect_one(a: SocketAddr, timeout: Duration, close: Close, watch: Option<Duration>) -> Connect {
+    let start = Instant::now();
     let sock = match if a.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() } {
         Ok(s) => s,
-        Err(e) => return (classify(&e), e.raw_os_error()),
+        Err(e) => return Connect::failed(classify(&e), e.raw_os_error(), start),
     };
     if close == Close::Reset {
         let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
     }
     match tokio::time::timeout(timeout, sock.connect(a)).await {
-        Ok(Ok(_stream)) => (ConnectKind::Connected, None),
-        Ok(Err(e)) => (classify(&e), e.raw_os_error()),
-        Err(_) => (ConnectKind::Timeout, None),
+        Ok(Ok(stream)) => {
+            let elapsed = start.elapsed();
+            let mut peer_close = None;
+            if let Some(w) = watch {
+                let mut b = [0u8; 1];
+                if let Ok(r) = tokio::time::timeout(w, stream.peek(&mut b)).await {
+                    peer_close = peeked(r);
+                }
+            }
+            Connect { kind: ConnectKind::Connected, errno: None, elapsed, total: start.elapsed(), peer_close }
+        }
+        Ok(Err(e)) => Connect::failed(classify(&e), e.raw_os_error(), start),
+        Err(_) => Connect::failed(ConnectKind::Timeout, None, start),
     }
 }
 
 /// One connect on a kept socket (see [`Sockets`]). The socket goes back to the pool after
 /// a result the kernel has fully settled (connected and reset, or refused); after a
-/// timeout or an unexpected error it is closed instead.
-pub async fn connect_reusing(pool: &Sockets, a: SocketAddr, timeout: Duration) -> (ConnectKind, Option<i32>) {
-    let sock = match pool.take(&a) {
-        Ok(s) => s,
-        Err(e) => return (classify(&e), e.raw_os_error()),
+/// timeout or an unexpected error it is closed instead. With `watch`, an open connection
+/// is watched that long for a close by the server before it is reset.
+pub async fn connect_reusing(pool: &Sockets, a: SocketAddr, timeout: Duration, watch: Option<Duration>) -> Connect {
+    let start = Instant::now();
+    let (sock, r) = match handshake(pool, a, timeout).await {
+        Ok(x) => x,
+        Err(c) => return Connect::failed(c.0, c.1, start),
     };
+    let elapsed = start.elapsed();
+    let (sock, peer_close) = match (&r, watch) {
+        (Ok(()), Some(w)) => watch_close(sock, w).await,
+        _ => (Some(sock), None),
+    };
+    let (kind, errno) = match sock {
+        Some(s) => settle(pool, a, s, r),
+        None => (ConnectKind::Connected, None),
+    };
+    Connect { kind, errno, elapsed, total: start.elapsed(), peer_close }
+}
+
+/// The handshake on a kept socket: the socket and how its connect ended, or (kind, errno)
+/// when it never ended (timeout) or could not start.
+async fn handshake(
+    pool: &Sockets,
+    a: SocketAddr,
+    timeout: Duration,
+) -> Result<(Socket, std::io::Result<()>), (ConnectKind, Option<i32>)> {
+    let sock = pool.take(&a).map_err(|e| (classify(&e), e.raw_os_error()))?;
     let sa = socket2::SockAddr::from(a);
     match sock.connect(&sa) {
-        Ok(()) => return settle(pool, a, sock, Ok(())),
+        Ok(()) => return Ok((sock, Ok(()))),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return settle(pool, a, sock, Err(e)),
+        Err(e) => return Ok((sock, Err(e))),
     }
     // On loopback the whole handshake ran inside that connect: ask before waiting.
     if let Some(r) = outcome(&sock, &sa) {
-        return settle(pool, a, sock, r);
+        return Ok((sock, r));
     }
     // Registered afresh for this wait only: readiness (closed states are sticky in the
     // reactor) never carries over from an earlier probe on the same socket.
-    let afd = match register(sock) {
-        Ok(f) => f,
-        Err(e) => return (classify(&e), e.raw_os_error()),
-    };
+    let afd = register(sock, tokio::io::Interest::WRITABLE).map_err(|e| (classify(&e), e.raw_os_error()))?;
     let wait = async {
         loop {
             let mut ready = afd.writable().await?;
@@ -230,10 +310,35 @@ pub async fn connect_reusing(pool: &Sockets, a: SocketAddr, timeout: Duration) -
         }
     };
     match tokio::time::timeout(timeout, wait).await {
-        Ok(r) => settle(pool, a, afd.into_inner(), r),
+        Ok(r) => Ok((afd.into_inner(), r)),
         // Still in SYN_SENT: dropping the socket closes it.
-        Err(_) => (ConnectKind::Timeout, None),
+        Err(_) => Err((ConnectKind::Timeout, None)),
     }
+}
+
+/// Watch a connected kept socket up to `watch` for the server closing it (a 1-byte peek,
+/// never consuming). The socket comes back for [`settle`] unless registering it failed.
+async fn watch_close(sock: Socket, watch: Duration) -> (Option<Socket>, Option<PeerCloseKind>) {
+    let peek = |s: &Socket| {
+        let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        s.peek(&mut b)
+    };
+    match peek(&sock) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        r => return (Some(sock), peeked(r)),
+    }
+    let Ok(afd) = register(sock, tokio::io::Interest::READABLE) else { return (None, None) };
+    let wait = async {
+        loop {
+            let mut ready = afd.readable().await?;
+            match peek(afd.get_ref()) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),
+                r => return Ok::<_, std::io::Error>(peeked(r)),
+            }
+        }
+    };
+    let pc = tokio::time::timeout(watch, wait).await.ok().and_then(|r| r.ok()).flatten();
+    (Some(afd.into_inner()), pc)
 }
 
 /// Connecting again reports how a non-blocking connect ended: 0 once connected, its error
@@ -270,12 +375,13 @@ fn settle(pool: &Sockets, a: SocketAddr, sock: Socket, r: std::io::Result<()>) -
     }
 }
 
-/// Watch the socket for writability only (the server's close needs no wake-up).
+/// Watch the socket for one kind of readiness only: writability while connecting (the
+/// server's close needs no wake-up then), readability during the accept watch.
 #[allow(unsafe_code)]
-fn register(s: Socket) -> std::io::Result<AsyncFd<Socket>> {
+fn register(s: Socket, interest: tokio::io::Interest) -> std::io::Result<AsyncFd<Socket>> {
     // SAFETY: the Socket owns its fd, which stays open and the same for the AsyncFd's whole
     // life (into_inner gives the same Socket back).
-    unsafe { AsyncFd::register_with_interest(s, tokio::io::Interest::WRITABLE) }.map_err(std::io::Error::from)
+    unsafe { AsyncFd::register_with_interest(s, interest) }.map_err(std::io::Error::from)
 }
 
 #[cfg(test)]
@@ -369,5 +475,75 @@ mod tests {
         let r = check(&t, Duration::from_secs(2)).await;
         assert_eq!(r.kind, ConnectKind::Connected, "{r:?}");
         assert_eq!(server_sees(&l), Err(libc::ECONNRESET), "closed with a reset");
+    }
+
+    /// A server that accepts every connection and closes it at once: with a FIN, or with
+    /// a reset (SO_LINGER 0), like a proxy whose backend is down. Serves `n` connections.
+    fn accept_and_close(reset: bool, n: usize) -> (u16, std::thread::JoinHandle<()>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            for _ in 0..n {
+                let Ok((c, _)) = l.accept() else { return };
+                if reset {
+                    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+                }
+                drop(c);
+            }
+        });
+        (port, h)
+    }
+
+    #[tokio::test]
+    async fn accepted_then_closed_is_a_failure_on_every_path() {
+        for (reset, want) in [(false, PeerCloseKind::Eof), (true, PeerCloseKind::Reset)] {
+            let (port, server) = accept_and_close(reset, 3);
+            let t = Target::parse(&format!("tcp://127.0.0.1:{port}")).unwrap();
+            let pool = Sockets::default();
+            for (close, pool) in [(Close::Reset, Some(&pool)), (Close::Reset, None), (Close::Fin, None)] {
+                let r = check_with(&t, Duration::from_secs(2), close, pool).await;
+                assert!(!r.ok(), "accepted, then closed: a failed check: {close:?} {r:?}");
+                // A reset can overtake the end of the non-blocking connect: then the
+                // connect itself reports ECONNRESET (a failure as well).
+                if (r.kind, r.errno) != (ConnectKind::Reset, Some(libc::ECONNRESET)) || !reset {
+                    assert_eq!((r.kind, r.peer_close), (ConnectKind::Connected, Some(want)), "{close:?} {r:?}");
+                    assert_eq!(r.outcome_label(), "closed");
+                }
+                assert!(r.elapsed < ACCEPT_WATCH, "latency is the connect, not the watch: {r:?}");
+            }
+            server.join().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quiet_or_talking_server_passes_the_accept_watch() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        // Talks first (a banner), then keeps the connection; the second connection stays quiet.
+        let server = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for i in 0..2 {
+                let (mut c, _) = l.accept().unwrap();
+                if i == 0 {
+                    c.write_all(b"SSH-2.0-x\r\n").unwrap();
+                }
+                held.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let t = Target::parse(&format!("tcp://127.0.0.1:{port}")).unwrap();
+        let pool = Sockets::default();
+        for _ in 0..2 {
+            let start = Instant::now();
+            let r = check_with(&t, Duration::from_secs(2), Close::Reset, Some(&pool)).await;
+            assert!(r.ok() && r.peer_close.is_none(), "{r:?}");
+            assert!(start.elapsed() < Duration::from_secs(1), "bounded by the watch: {:?}", start.elapsed());
+        }
+        server.join().unwrap();
+        // Only tcp:// is watched: a redis:// connect check does not wait.
+        let redis = Target::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
+        assert_eq!(accept_watch(&redis, Duration::from_secs(2)), None);
+        assert_eq!(accept_watch(&t, Duration::from_millis(100)), Some(Duration::from_millis(100)));
     }
 }

@@ -216,3 +216,36 @@ pub fn dashboard_and_api_shapes() {
     assert!(out.starts_with("HTTP/1.1 405"), "{out}");
     assert_eq!(d.terminate(), Some(0));
 }
+
+/// A server that accepts and closes at once (a proxy whose backend is down, docs/nat.md
+/// "Accepted, then closed"): the `tcp://` check fails although the connect succeeds, and
+/// the target goes down with the diagnosis's cause.
+pub fn accepted_then_closed_is_down_with_its_cause() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TempDir::new("closer");
+    let (port, listen) = (free_port(), free_port());
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let server = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((c, _)) => drop(c),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let cfg = config(&dir, listen, &[("proxy", port)], &[]);
+    let d = Daemon::start(&cfg, addr(listen), &dir.path("log"));
+    let t = d.wait_state("proxy", "down", T);
+    let t = wait_for(T, "the diagnosis", || d.target("proxy").filter(|t| t["cause"] != "unknown"));
+    assert_eq!(t["cause"], "accepted-then-closed", "{t}");
+    assert_eq!(t["last_check"], "closed", "{t}");
+    let m = d.metrics();
+    assert!(m.contains("conndoc_probe_results_total{target=\"proxy\",outcome=\"closed\"}"), "{m}");
+    assert!(!m.contains("conndoc_target_up{target=\"proxy\",team=\"core\"} 1"), "{m}");
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    assert_eq!(d.terminate(), Some(0));
+}

@@ -54,6 +54,11 @@ fn main() {
         ),
         ("daemon::dashboard_and_api_shapes", none.clone(), daemon::dashboard_and_api_shapes),
         (
+            "daemon::accepted_then_closed_is_down_with_its_cause",
+            none.clone(),
+            daemon::accepted_then_closed_is_down_with_its_cause,
+        ),
+        (
             "https::alerts_over_https_with_a_private_ca",
             program("openssl", "openssl"),
             https::alerts_over_https_with_a_private_ca,
