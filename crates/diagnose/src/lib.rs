@@ -2,6 +2,8 @@
 //! No I/O happens here, so every rule is tested from recorded facts.
 
 pub mod cause;
+#[cfg(any(test, feature = "fixture"))]
+pub mod fixture;
 pub mod render;
 pub mod report;
 mod rules;

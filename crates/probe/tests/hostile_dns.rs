@@ -4,7 +4,7 @@
 //! malformed — not that no nameserver answered.
 
 use conndoc_facts::resolve::{DnsLookup, DnsOutcome, Resolution, SystemLookup};
-use conndoc_facts::{Evidence, Micros, Target};
+use conndoc_facts::{Evidence, Micros};
 use conndoc_probe::resolve::dns_lookup_in;
 use std::net::UdpSocket;
 use std::thread::JoinHandle;
@@ -67,17 +67,7 @@ fn shorter_than_a_header(q: &[u8]) -> Vec<u8> {
 
 /// Evidence of a name the system resolver could not resolve, with this DNS lookup.
 fn evidence(dns: DnsLookup) -> Evidence {
-    let mut ev: Evidence = serde_json::from_value(serde_json::json!({
-        "schema": "conndoc.evidence/v1",
-        "target": Target::parse("api.lab:6379").unwrap(),
-        "options": {"timeout_us": 2000000},
-        "started_at": "2026-11-21T05:00:00Z",
-        "elapsed_us": 1500,
-        "client": {"hostname": "t", "privileges": {"uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true}},
-        "resolution": {"literal": false, "system": {"addresses": [], "timed_out": false, "elapsed_us": 0}},
-        "probes": [],
-    }))
-    .unwrap();
+    let mut ev = conndoc_diagnose::fixture::evidence("api.lab:6379");
     ev.resolution = Resolution {
         system: SystemLookup {
             error: Some("EAI_NONAME: Name or service not known".into()),

@@ -2,8 +2,9 @@
 //! sending what a broken or malicious Redis/HTTP server sends (a 64 MiB reply, an endless
 //! head, `-DENIED` on loopback). The probes stay bounded, and the report says what happened.
 
+use conndoc_diagnose::fixture;
 use conndoc_facts::protocol::{ProtocolFacts, ProtocolProbe};
-use conndoc_facts::{Evidence, Target};
+use conndoc_facts::{ConnectKind, Evidence};
 use conndoc_proto::http_probe::{self, HttpOptions};
 use conndoc_proto::redis::{self, RedisOptions};
 use std::io::{Read, Write};
@@ -31,18 +32,8 @@ fn serve_once(reply: Vec<u8>) -> (SocketAddr, JoinHandle<()>) {
 
 /// Evidence as the engine would assemble it around one protocol probe.
 fn evidence(target: &str, p: ProtocolProbe) -> Evidence {
-    let target = Target::parse(target).unwrap();
-    let mut ev: Evidence = serde_json::from_value(serde_json::json!({
-        "schema": "conndoc.evidence/v1",
-        "target": target,
-        "options": {"timeout_us": 2000000},
-        "started_at": "2026-11-21T05:00:00Z",
-        "elapsed_us": 1500,
-        "client": {"hostname": "t", "privileges": {"uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true}},
-        "resolution": {"literal": true, "system": {"addresses": [{"address": "127.0.0.1", "source": {"kind": "literal"}}], "timed_out": false, "elapsed_us": 0}},
-        "probes": [{"address": "127.0.0.1", "port": target.port.get(), "family": "ipv4", "outcome": "connected", "kind": "connected", "elapsed_us": 80, "deadline_us": 2000000}],
-    }))
-    .unwrap();
+    let mut ev = fixture::evidence(target);
+    ev.probes = vec![fixture::connect("127.0.0.1", ev.target.port.get(), ConnectKind::Connected)];
     ev.protocol = Some(ProtocolFacts { probes: vec![p], ..Default::default() });
     ev
 }

@@ -2,8 +2,9 @@
 //! the password on every output path: report JSON, report text, evidence file, Debug.
 //! Reported ignored where redis-server or openssl is not installed (failed under CI=true).
 
+use conndoc_diagnose::fixture;
 use conndoc_facts::protocol::{MismatchDirection, ProtocolFacts, ProtocolProbe, TlsFailure};
-use conndoc_facts::{Evidence, Secret, Target};
+use conndoc_facts::{ConnectKind, Evidence, Secret, Target};
 use conndoc_proto::redis::{probe, RedisOptions};
 use conndoc_proto::resp::{self, Parser, Reply};
 use conndoc_proto::tls::TlsSetup;
@@ -57,20 +58,11 @@ fn opts<'a>(pw: Option<&'a Secret>, user: Option<&'a str>, tls: Option<&'a TlsSe
     RedisOptions { user, password: pw, tls, timeout: Duration::from_secs(2), config: true, db: None }
 }
 
-/// Evidence as the engine would assemble it, for the output-path checks.
+/// Evidence as the engine would assemble it, for the output-path checks: the target (its
+/// password kept, as the engine has it), a connect to 127.0.0.1 and the protocol probe.
 fn evidence(target: Target, p: ProtocolProbe) -> Evidence {
-    let port = target.port.get();
-    let mut ev: Evidence = serde_json::from_value(serde_json::json!({
-        "schema": "conndoc.evidence/v1",
-        "target": target,
-        "options": {"timeout_us": 2000000},
-        "started_at": "2026-11-21T05:00:00Z",
-        "elapsed_us": 1500,
-        "client": {"hostname": "t", "privileges": {"uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true}},
-        "resolution": {"literal": true, "system": {"addresses": [{"address": "127.0.0.1", "source": {"kind": "literal"}}], "timed_out": false, "elapsed_us": 0}},
-        "probes": [{"address": "127.0.0.1", "port": port, "family": "ipv4", "outcome": "connected", "kind": "connected", "elapsed_us": 80, "deadline_us": 2000000}],
-    }))
-    .unwrap();
+    let mut ev = fixture::evidence(&format!("tcp://127.0.0.1:{}", target.port.get()));
+    ev.probes = vec![fixture::connect("127.0.0.1", target.port.get(), ConnectKind::Connected)];
     ev.target = target;
     ev.protocol = Some(ProtocolFacts { probes: vec![p], ..Default::default() });
     ev

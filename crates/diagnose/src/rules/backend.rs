@@ -341,66 +341,22 @@ fn accepted_then_closed(ev: &Evidence, p: &ConnectProbe) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose;
-    use conndoc_facts::host::{InspectScope, Inspected, ProcessInfo};
+    use crate::{diagnose, fixture};
+    use conndoc_facts::host::{InspectScope, Inspected};
     use conndoc_facts::nat::{NetnsIdentity, ProxyRef, Translation};
-    use conndoc_facts::{ConnectKind, Errno, Family, Micros, PeerClose, Port, QueueLen};
-    use std::net::IpAddr;
+    use conndoc_facts::{ConnectKind, Micros, PeerClose};
 
     fn probe(kind: ConnectKind) -> ConnectProbe {
-        let address: IpAddr = "10.0.0.2".parse().unwrap();
-        ConnectProbe {
-            address,
-            port: Port::new(16379).unwrap(),
-            family: Family::Ipv4,
-            outcome: kind.outcome(),
-            kind,
-            errno: (kind == ConnectKind::Refused).then(|| Errno::from_raw(111)),
-            elapsed_us: Micros(100),
-            deadline_us: Micros(1_000_000),
-            local: Some("10.0.0.1:40000".parse().unwrap()),
-            syn_retransmits: None,
-            peer_close: None,
-        }
+        ConnectProbe { local: Some("10.0.0.1:40000".parse().unwrap()), ..fixture::connect("10.0.0.2", 16379, kind) }
     }
 
     fn listener(addr: &str, comm: &str) -> Listener {
-        let local: std::net::SocketAddr = addr.parse().unwrap();
-        Listener {
-            family: Family::of(&local.ip()),
-            local,
-            v6only: None,
-            accept_queue: QueueLen(0),
-            backlog: QueueLen(511),
-            uid: 0,
-            inode: 9,
-            process: Some(ProcessInfo {
-                pid: 42,
-                comm: comm.into(),
-                cmdline: comm.into(),
-                uid: 0,
-                user: None,
-                open_fds: None,
-                nofile_soft: None,
-                nofile_hard: None,
-                in_target_netns: Some(true),
-            }),
-        }
+        Listener { inode: 9, process: Some(fixture::process(comm)), ..fixture::listener(addr) }
     }
 
     fn evidence(p: ConnectProbe, backend_listeners: Vec<Listener>, others: Vec<Listener>) -> Evidence {
-        let json = serde_json::json!({
-            "schema": conndoc_facts::EVIDENCE_SCHEMA,
-            "target": conndoc_facts::Target::parse("tcp://10.0.0.2:16379").unwrap(),
-            "options": { "timeout_us": 1_000_000 },
-            "started_at": "2026-01-01T00:00:00Z",
-            "elapsed_us": 1,
-            "client": { "hostname": "c", "privileges": { "uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true } },
-            "resolution": serde_json::to_value(conndoc_facts::Resolution::default()).unwrap(),
-            "probes": [p],
-        });
-        let mut ev: Evidence = serde_json::from_value(json).expect("evidence");
-        ev.resolution.literal = true;
+        let mut ev = fixture::evidence("tcp://10.0.0.2:16379");
+        ev.probes = vec![p];
         ev.host = Some(HostFacts {
             inspected: Some(Inspected {
                 scope: InspectScope::Local,

@@ -223,45 +223,17 @@ fn protected_mode_note(ev: &Evidence, cf: &ContainerFacts, port: u16, out: &mut 
 
 #[cfg(test)]
 mod tests {
-    use crate::{diagnose, Cause};
+    use crate::{diagnose, fixture, Cause};
     use conndoc_facts::container::{
         Container, ContainerEngine, ContainerFacts, ContainerState, IdentitySource, PortMapping,
     };
     use conndoc_facts::host::{HostFacts, InspectScope, Inspected, Listener};
-    use conndoc_facts::{ConnectKind, ConnectProbe, Errno, Evidence, Family, Micros, Port, QueueLen, Target};
+    use conndoc_facts::{ConnectKind, Evidence, Micros, Port};
 
     fn ev(kind: ConnectKind, target: &str, host: Option<HostFacts>, cs: Vec<Container>) -> Evidence {
-        let t = Target::parse(target).unwrap();
-        let address = match &t.host {
-            conndoc_facts::Host::Ip(a) => *a,
-            _ => unreachable!(),
-        };
-        let p = ConnectProbe {
-            address,
-            port: t.port,
-            family: Family::of(&address),
-            outcome: kind.outcome(),
-            kind,
-            errno: (kind == ConnectKind::Refused).then(|| Errno::from_raw(111)),
-            elapsed_us: Micros(100),
-            deadline_us: Micros(1_000_000),
-            local: None,
-            syn_retransmits: None,
-            peer_close: None,
-        };
-        let mut e: Evidence = serde_json::from_value(serde_json::json!({
-            "schema": "conndoc.evidence/v1",
-            "target": t,
-            "options": { "timeout_us": 1000000 },
-            "started_at": "2026-01-01T00:00:00Z",
-            "elapsed_us": 0,
-            "client": { "hostname": "c", "privileges": { "uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true } },
-            "resolution": serde_json::to_value(conndoc_facts::Resolution::default()).unwrap(),
-            "probes": [],
-        }))
-        .unwrap();
-        e.resolution.literal = true;
-        e.probes = vec![p];
+        let mut e = fixture::evidence(target);
+        let (address, port) = (e.target.host.to_string(), e.target.port.get());
+        e.probes = vec![fixture::connect(&address, port, kind)];
         e.host = host;
         e.containers = Some(ContainerFacts {
             containers: cs,
@@ -282,17 +254,7 @@ mod tests {
     }
 
     fn listener(a: &str) -> Listener {
-        let local: std::net::SocketAddr = a.parse().unwrap();
-        Listener {
-            family: Family::of(&local.ip()),
-            local,
-            v6only: None,
-            accept_queue: QueueLen(0),
-            backlog: QueueLen(511),
-            uid: 0,
-            inode: 7,
-            process: None,
-        }
+        fixture::listener(a)
     }
 
     fn cache(state: ContainerState, ports: &[(u16, u16)], inside: &[&str]) -> Container {

@@ -647,70 +647,41 @@ fn socket_states_text(port: impl std::fmt::Display, by_state: &std::collections:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose;
+    use crate::{diagnose, fixture};
     use conndoc_facts::host::{CounterDeltas, ExpectedService, Inspected, Sysctls, TcpCounters};
-    use conndoc_facts::{Errno, Micros, Outcome, Port, QueueLen};
+    use conndoc_facts::{Outcome, Port, QueueLen};
 
-    fn evidence(json_probes: Vec<ConnectProbe>, host: HostFacts) -> Evidence {
-        let mut ev: Evidence = serde_json::from_value(json!({
-            "schema": "conndoc.evidence/v1",
-            "target": { "input": "tcp://10.0.0.2:7000", "scheme": "tcp", "host": "10.0.0.2", "port": 7000 },
-            "options": { "timeout_us": 1000000 },
-            "started_at": "2026-01-01T00:00:00Z",
-            "elapsed_us": 0,
-            "client": { "hostname": "c", "privileges": { "uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true } },
-            "resolution": serde_json::to_value(conndoc_facts::Resolution::default()).unwrap(),
-            "probes": [],
-        }))
-        .unwrap();
-        ev.resolution.literal = true;
-        ev.probes = json_probes;
+    fn evidence(probes: Vec<ConnectProbe>, host: HostFacts) -> Evidence {
+        let mut ev = fixture::evidence("tcp://10.0.0.2:7000");
+        ev.probes = probes;
         ev.host = Some(host);
         ev
     }
 
     fn probe(addr: &str, kind: ConnectKind) -> ConnectProbe {
-        let address: IpAddr = addr.parse().unwrap();
-        ConnectProbe {
-            address,
-            port: Port::new(7000).unwrap(),
-            family: Family::of(&address),
-            outcome: kind.outcome(),
-            kind,
-            errno: (kind == ConnectKind::Refused).then(|| Errno::from_raw(111)),
-            elapsed_us: Micros(100),
-            deadline_us: Micros(1_000_000),
-            local: Some(format!("{}:40000", if address.is_ipv4() { "10.0.0.1" } else { "[fd00::1]" }).parse().unwrap()),
-            syn_retransmits: None,
-            peer_close: None,
-        }
+        let mut p = fixture::connect(addr, 7000, kind);
+        let from = if p.address.is_ipv4() { "10.0.0.1" } else { "[fd00::1]" };
+        p.local = Some(format!("{from}:40000").parse().unwrap());
+        p
     }
 
     fn listener(addr: &str, v6only: Option<bool>) -> Listener {
-        let local: std::net::SocketAddr = addr.parse().unwrap();
         Listener {
-            family: Family::of(&local.ip()),
-            local,
             v6only,
-            accept_queue: QueueLen(0),
             backlog: QueueLen(4096),
-            uid: 0,
-            inode: 7,
             process: Some(proc_("redis-server", 42)),
+            ..fixture::listener(addr)
         }
     }
 
     fn proc_(comm: &str, pid: u32) -> ProcessInfo {
         ProcessInfo {
             pid,
-            comm: comm.into(),
-            cmdline: comm.into(),
-            uid: 0,
             user: Some("root".into()),
             open_fds: Some(10),
             nofile_soft: Some(65536),
             nofile_hard: Some(65536),
-            in_target_netns: Some(true),
+            ..fixture::process(comm)
         }
     }
 

@@ -519,26 +519,21 @@ fn lint_findings(ev: &Evidence, out: &mut Findings) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{diagnose, Severity};
+    use crate::{diagnose, fixture, Severity};
     use conndoc_facts::protocol::*;
-    use conndoc_facts::{Evidence, Micros, Target};
+    use conndoc_facts::{Evidence, Micros};
 
     /// Evidence as `--evidence-out` writes it: one connected probe and the protocol facts.
     fn evidence(target: &str, pf: ProtocolFacts) -> Evidence {
-        let t = Target::parse(target).unwrap();
-        let v = json!({
-            "schema": "conndoc.evidence/v1",
-            "target": t,
-            "options": {"timeout_us": 1000000},
-            "started_at": "2026-11-21T05:00:00Z",
-            "elapsed_us": 1500,
-            "client": {"hostname": "client", "privileges": {"uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true}},
-            "resolution": {"literal": true, "system": {"addresses": [{"address": "10.77.0.2", "source": {"kind": "literal"}}],
-                           "timed_out": false, "elapsed_us": 0}},
-            "probes": [{"address": "10.77.0.2", "port": t.port.get(), "family": "ipv4", "outcome": "connected",
-                        "kind": "connected", "elapsed_us": 80, "deadline_us": 1000000}],
-        });
-        let mut ev: Evidence = serde_json::from_value(v).unwrap();
+        let mut ev = fixture::evidence(target);
+        let mut p = fixture::connect("10.77.0.2", ev.target.port.get(), conndoc_facts::ConnectKind::Connected);
+        p.elapsed_us = Micros(80);
+        ev.resolution.literal = true;
+        ev.resolution.system.addresses = vec![conndoc_facts::resolve::ResolvedAddr {
+            address: p.address,
+            source: conndoc_facts::resolve::AddrSource::Literal,
+        }];
+        ev.probes = vec![p];
         ev.protocol = Some(pf);
         ev
     }
