@@ -313,3 +313,23 @@ fn an_out_of_range_http_status_is_a_protocol_violation() {
     assert!(!out.contains("http-error"), "{out}");
     assert!(out.contains("protocol violation") && out.contains("HTTP/1.1 999 Weird"), "{out}");
 }
+
+#[test]
+fn a_64_mib_reply_is_stated_not_copied_into_the_report() {
+    let mut reply = b"$67108864\r\n".to_vec();
+    reply.resize(reply.len() + 64 * 1024 * 1024, b'x');
+    reply.extend_from_slice(b"\r\n");
+    let wire = reply.len();
+    let (port, _t) = answering(Box::leak(reply.into_boxed_slice()));
+    let t = Tmp::new("64mib");
+    let evidence = t.path("ev.json");
+    let target = format!("redis://127.0.0.1:{port}");
+    let o = conndoc(&["diagnose", &target, "--no-host", "--timeout", "10s", "--json", "--evidence-out", &evidence]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(out.len() < 64 * 1024, "report JSON is {} bytes", out.len());
+    assert!(out.contains(&format!("\"length\": {wire}")) && out.contains("\"truncated\": true"), "{out}");
+    let ev = std::fs::metadata(&evidence).unwrap().len();
+    assert!(ev < 64 * 1024, "evidence file is {ev} bytes");
+    eprintln!("{wire}-byte reply: report JSON {} bytes, evidence file {ev} bytes", out.len());
+}
