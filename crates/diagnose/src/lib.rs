@@ -19,6 +19,7 @@ pub fn diagnose(ev: &Evidence) -> Report {
     rules::client::run(ev, &mut out);
     rules::host::run(ev, &mut out);
     rules::backend::run(ev, &mut out);
+    rules::found::run(ev, &mut out);
     rules::firewall::run(ev, &mut out);
     rules::loopback::run(ev, &mut out);
     rules::kube::run(ev, &mut out);

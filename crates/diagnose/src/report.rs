@@ -94,6 +94,10 @@ pub struct Report {
     /// Containers that matter for the target: names, state, port maps (docs/containers.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containers: Option<conndoc_facts::container::ContainerFacts>,
+    /// The namespace that owns the dialled address when it is not conndoc's own, found
+    /// with no flag and inspected as the target (docs/report.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<conndoc_facts::nat::FoundFacts>,
     /// How each name turned into addresses.
     pub resolution: conndoc_facts::Resolution,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -150,6 +154,7 @@ pub(crate) fn assemble(ev: &Evidence, mut findings: Vec<Finding>) -> Report {
         probes: ev.probes.clone(),
         host: ev.host.clone(),
         containers: ev.containers.clone(),
+        found: ev.found.clone(),
         resolution: ev.resolution.clone(),
         skipped: ev.skipped.clone(),
         started_at: ev.started_at.clone(),

@@ -114,7 +114,7 @@ pub(crate) fn follow(ev: &mut Evidence, opts: &Options, t: Translation) -> Backe
 }
 
 /// The link-layer address the front namespace's neighbour table holds for `to`.
-fn neighbour_mac(opts: &Options, to: IpAddr) -> Option<String> {
+pub(crate) fn neighbour_mac(opts: &Options, to: IpAddr) -> Option<String> {
     let read = || conndoc_netlink::neighbours().ok();
     let table = match front_spec(opts) {
         Some(spec) => conndoc_host::netns::run_in(&spec, read).ok().flatten(),

@@ -10,6 +10,7 @@ mod capture;
 mod client;
 pub mod container;
 mod firewall;
+mod found;
 mod host;
 pub mod inspect;
 mod kube;
@@ -140,6 +141,8 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     if opts.ssh.is_none() {
         kube::follow(&mut ev, opts);
     }
+    // The dialled address is another namespace's on this machine (a container, a pod).
+    found::run(&mut ev, opts);
     client::after_probe(&mut ev);
 
     ev.elapsed_us = Micros::from_duration(start.elapsed());
@@ -192,6 +195,7 @@ pub(crate) fn new_evidence(target: Target, opts: &Options, client: conndoc_facts
         containers: None,
         path: None,
         backend: None,
+        found: None,
         skipped: Vec::new(),
         kube: None,
         target,

@@ -82,6 +82,10 @@ pub struct Evidence {
     /// the network namespace that owns its address (issue 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<nat::BackendFacts>,
+    /// The namespace on this machine that owns the dialled address when it is not conndoc's
+    /// own (a container's or pod's address dialled directly), found and inspected there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<nat::FoundFacts>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedCheck>,
     /// Probed addresses that are Kubernetes Services in kube-proxy's rules (issue 12).

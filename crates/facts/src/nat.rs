@@ -143,6 +143,80 @@ pub struct BackendFacts {
     pub search_us: u64,
 }
 
+/// Who runs in a found namespace, when something knows: a container engine, the
+/// container id in a process's cgroup, or CNI's pod namespace name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetnsOwner {
+    /// The container's name (engine) or short id (cgroup only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The full container id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// How the container was named: `docker` (Engine API) or `cgroup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// The dialled address is no address of conndoc's own namespace but of another network
+/// namespace on this machine (a container's bridge address, a pod IP, a lab namespace):
+/// that namespace, found with no flag given, inspected as the target host (issues 10, 12).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoundFacts {
+    /// The dialled address and port.
+    pub address: SocketAddr,
+    /// The namespace that owns the address; None when none was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsIdentity>,
+    /// The container or pod whose namespace it is, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<NetnsOwner>,
+    /// The namespace's socket table and processes for the dialled port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostFacts>,
+    /// Why it was not inspected (no owner found, search bound hit, entering denied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_inspected: Option<String>,
+    /// Listeners of the namespace on other ports (a few), for wrong-port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_listeners: Vec<crate::host::Listener>,
+    /// Namespaces searched, and how long the search took (µs).
+    #[serde(default)]
+    pub searched: u32,
+    #[serde(default)]
+    pub search_us: u64,
+}
+
+impl FoundFacts {
+    /// The namespace for a sentence: `pod 10.244.0.5 (netns cni-…)`, `container cache
+    /// (network namespace net:[…] (pid 42))`, or the namespace alone.
+    pub fn describe(&self) -> String {
+        let Some(n) = &self.netns else { return format!("the owner of {}", self.address.ip()) };
+        if n.cni_name().is_some() {
+            return n.describe_pod(self.address.ip());
+        }
+        match self.owner.as_ref().and_then(|o| o.container.as_deref()) {
+            Some(c) => format!("container {c} ({})", n.describe()),
+            None => n.describe(),
+        }
+    }
+
+    /// Whether a container or pod runs in the namespace (not just a named namespace).
+    pub fn is_container(&self) -> bool {
+        self.netns.as_ref().is_some_and(|n| n.cni_name().is_some())
+            || self.owner.as_ref().is_some_and(|o| o.container.is_some())
+    }
+
+    /// What a person calls the inside of it: `the pod`, `the container`, `the namespace`.
+    pub fn inside(&self) -> &'static str {
+        match (self.netns.as_ref().and_then(|n| n.cni_name()), self.is_container()) {
+            (Some(_), _) => "the pod",
+            (None, true) => "the container",
+            (None, false) => "the namespace",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use crate::rules::kube::{pod_frame, PodFrame};
 use crate::{Cause, Finding, Findings};
 use conndoc_facts::container::{Container, IdentitySource, PortMapping};
 use conndoc_facts::host::{HostFacts, InspectScope, InspectedPortMap, Listener};
-use conndoc_facts::nat::BackendFacts;
+use conndoc_facts::nat::{BackendFacts, FoundFacts};
 use conndoc_facts::{ConnectKind, Evidence};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +35,9 @@ enum Route<'a> {
     /// The namespace was inspected directly (flag or found); the dialled port may be
     /// published to another port inside.
     Inspected(Option<&'a InspectedPortMap>),
+    /// The dialled address is the container's (pod's) own, and conndoc found the namespace
+    /// that owns it among this machine's (`ev.found`).
+    Found(&'a FoundFacts),
 }
 
 /// What one gathering saw: loopback-only listeners inside a container's namespace.
@@ -51,7 +54,7 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
     // The first gathering that saw it frames the finding (the forward is what happened to
     // the packet); the others add the container's identity and the route they know.
     let seen: Vec<Sighting> =
-        [by_backend(ev), by_inspected_namespace(ev)].into_iter().flatten().chain(by_engine(ev)).collect();
+        [by_backend(ev), by_inspected_namespace(ev), by_found(ev)].into_iter().flatten().chain(by_engine(ev)).collect();
     let Some(first) = seen.first() else { return };
     let container = seen.iter().find_map(|s| s.container);
     let published = seen.iter().find_map(|s| match s.route {
@@ -62,7 +65,7 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
     // The reset came from the container, one forwarding hop behind the host (so its TTL is
     // lower than the host's): not from a middlebox.
     let _ = out.remove(Cause::MiddleboxReset);
-    if first.pod.is_some() {
+    if first.pod.is_some() || matches!(first.route, Route::Found(_)) {
         // The pod explains the refusal: the client's "nothing accepts connections on the
         // ClusterIP" (whose fix is `ss` on a server that is no host) steps aside.
         let _ = out.remove(Cause::NoListener);
@@ -145,6 +148,25 @@ fn by_inspected_namespace(ev: &Evidence) -> Option<Sighting<'_>> {
     })
 }
 
+/// The namespace found to own the dialled address (no flag) is a container's or a pod's, and
+/// all it listens on is loopback. A plain namespace's loopback bind is `bound-to-loopback`
+/// (rules/found.rs).
+fn by_found(ev: &Evidence) -> Option<Sighting<'_>> {
+    let fd = ev.found.as_ref()?;
+    let h = fd.host.as_ref()?;
+    let to = fd.address;
+    let refused =
+        ev.probes.iter().any(|p| p.address == to.ip() && (p.kind == ConnectKind::Refused || p.peer_close.is_some()));
+    let ls: Vec<&Listener> = h.listeners.iter().collect();
+    if !fd.is_container() || !refused || !all_loopback(&ls) || ls.iter().any(|l| l.accepts(to.ip())) {
+        return None;
+    }
+    let cf = ev.containers.as_ref();
+    let container =
+        cf.and_then(|cf| fd.netns.as_ref().and_then(|n| cf.by_netns(n.inode)).or_else(|| cf.by_address(to.ip())));
+    Some(Sighting { listeners: ls, container, route: Route::Found(fd), pod: None, arrive_on: Some(to) })
+}
+
 fn dials_loopback(a: IpAddr) -> bool {
     a.is_loopback() || matches!(a, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|x| x.is_loopback()))
 }
@@ -184,6 +206,7 @@ fn finding(ev: &Evidence, s: &Sighting, container: Option<&Container>, published
         (Some(_), _, _) => "the pod".to_string(),
         (None, Some(c), _) => format!("{}'s network namespace", c.name()),
         (None, None, Route::Forward(_)) => "the backend".to_string(),
+        (None, None, Route::Found(fd)) => fd.inside().to_string(),
         (None, None, _) => "the container's network namespace".to_string(),
     };
     let summary = match (&s.pod, container, &s.route) {
@@ -209,6 +232,11 @@ fn finding(ev: &Evidence, s: &Sighting, container: Option<&Container>, published
             b.translation.to,
             crate::rules::backend::where_backend(b)
         ),
+        (None, None, Route::Found(fd)) => format!(
+            "{dialled} belongs to {}, where the service listens only on loopback ({shown}): connections to {} are refused there",
+            fd.describe(),
+            fd.address.ip()
+        ),
         (None, None, _) => format!(
             "The service inside its container's network namespace listens only on loopback ({shown}), so connections to {dialled} are refused"
         ),
@@ -225,6 +253,15 @@ fn finding(ev: &Evidence, s: &Sighting, container: Option<&Container>, published
             format!("the client dials the container's own address {a}:{}", ev.target.port),
             json!({ "container": container.map(Container::name), "addresses": container.map(|c| &c.addresses), "container_port": ev.target.port }),
         ),
+        Route::Found(fd) => {
+            let whose = if fd.inside() == "the pod" { "pod" } else { "container" };
+            let f = f.evidence(
+                "translation",
+                format!("the client dials the {whose}'s own address {}", fd.address),
+                json!({ "container": container.map(Container::name), "address": fd.address }),
+            );
+            crate::rules::found::found_item(f, fd)
+        }
         // A published port the engine knows, when the namespace was named directly.
         Route::Inspected(_) => match published {
             Some(m) => published_item(f, container, m),
@@ -243,7 +280,11 @@ fn finding(ev: &Evidence, s: &Sighting, container: Option<&Container>, published
         json!({
             "container": container.map(Container::name),
             "listeners": s.listeners,
-            "netns": match &s.route { Route::Forward(b) => json!(b.netns), _ => json!(null) },
+            "netns": match &s.route {
+                Route::Forward(b) => json!(b.netns),
+                Route::Found(fd) => json!(fd.netns),
+                _ => json!(null),
+            },
         }),
     );
     let inspected = match &s.route {
@@ -291,6 +332,16 @@ fn fixes(mut f: Finding, s: &Sighting, container: Option<&Container>, inside: &s
             "Make the container of {} listen on all addresses (0.0.0.0 / [::]) or on its pod IP {}, port {port}: traffic of Service {} arrives on the pod IP, never on 127.0.0.1 (find the pod: {}).",
             k.pod, to.ip(), k.name, k.find_pod
         ));
+    }
+    if let (Route::Found(fd), Some(to)) = (&s.route, s.arrive_on) {
+        if fd.inside() == "the pod" {
+            f = f.fix(format!(
+                "Make the container of {} listen on its pod IP {} or on all addresses (0.0.0.0 / [::]), port {port} (find the pod: `kubectl get pods -A -o wide --field-selector status.podIP={}`).",
+                fd.describe(),
+                to.ip(),
+                to.ip()
+            ));
+        }
     }
     let arrive = match s.arrive_on {
         Some(a) => format!("; forwarded connections arrive on {}, never on 127.0.0.1", a.ip()),

@@ -4,6 +4,7 @@ pub mod backend;
 pub mod client;
 pub mod container;
 pub mod firewall;
+pub mod found;
 pub mod host;
 pub mod kube;
 pub mod loopback;

@@ -1,0 +1,144 @@
+//! Found stage (issues 10, 12): the dialled address is no address of conndoc's own
+//! namespace, yet a connection to it failed, and no flag names a server. If another
+//! network namespace on this machine owns it (a container's bridge address, a pod IP on
+//! `cni0`, a lab namespace's veth address), find that namespace and inspect it as the target
+//! host with the dialled port. The facts go to `Evidence::found`.
+
+use crate::{backend, skip, Options};
+use conndoc_facts::host::{InspectScope, Listener};
+use conndoc_facts::nat::{FoundFacts, NetnsIdentity, NetnsOwner};
+use conndoc_facts::{ConnectKind, Evidence};
+use conndoc_host::{InspectRequest, NetnsSpec};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Time the namespace search may take (and never more than the connect timeout).
+const SEARCH_DEADLINE: Duration = Duration::from_millis(500);
+/// Listeners on other ports kept from the found namespace (for wrong-port).
+const OTHER_LISTENERS: usize = 16;
+/// The check name of a search that could not run.
+pub(crate) const CHECK: &str = "owner namespace search";
+
+/// The failed dialled address to look for, when the stage applies.
+fn wanted(ev: &Evidence, opts: &Options) -> Option<IpAddr> {
+    if opts.no_host || opts.ssh.is_some() || opts.netns.is_some() || opts.netns_pid.is_some() {
+        return None;
+    }
+    // Something else already explains where the connection goes.
+    if ev.host.is_some() || ev.backend.is_some() || !backend::worth_following(ev) {
+        return None;
+    }
+    let kube = ev.kube.as_ref();
+    let protocol_failed = ev.protocol.as_ref().is_some_and(|pf| pf.probes.iter().any(|p| p.error.is_some()));
+    ev.probes
+        .iter()
+        // What a socket table explains: a refusal, a close right after the handshake, or a
+        // protocol failure. A timeout is a drop on the way, which the listeners do not show.
+        .filter(|p| p.kind == ConnectKind::Refused || p.peer_close.is_some() || (p.ok() && protocol_failed))
+        .map(|p| p.address)
+        .filter(|a| !crate::host::is_local(ev, a) && !a.is_multicast())
+        // A Service address is kube-proxy's, not a namespace's: the kube stage follows it.
+        .find(|a| kube.is_none_or(|k| k.for_address(*a).is_none()))
+}
+
+pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
+    let Some(addr) = wanted(ev, opts) else { return };
+    if !ev.client.privileges.cap_sys_admin {
+        skip(
+            ev,
+            CHECK,
+            format!(
+                "{addr} is not an address of conndoc's network namespace; finding whether another namespace on this machine owns it means entering each one, which needs CAP_SYS_ADMIN"
+            ),
+            Some("run conndoc with sudo, or name the namespace: --netns NAME|PATH or --netns-pid PID".into()),
+        );
+        return;
+    }
+    let mut f = FoundFacts {
+        address: SocketAddr::new(addr, ev.target.port.get()),
+        netns: None,
+        owner: None,
+        host: None,
+        not_inspected: None,
+        other_listeners: Vec::new(),
+        searched: 0,
+        search_us: 0,
+    };
+    let skip_ns: Vec<u64> = conndoc_host::procs::current_netns().into_iter().collect();
+    // The MAC our neighbour table has for the address picks the right holder when several
+    // namespaces (separate bridges, parallel labs) carry the same address.
+    let mac = backend::neighbour_mac(opts, addr);
+    let s = conndoc_host::nsfind::find_owner(addr, &skip_ns, SEARCH_DEADLINE.min(opts.timeout), mac.as_deref());
+    f.searched = s.searched;
+    f.search_us = u64::try_from(s.elapsed.as_micros()).unwrap_or(u64::MAX);
+    let Some(id) = s.found else {
+        // Most failing targets are other machines: nothing to say beyond the search itself.
+        f.not_inspected = Some(match s.incomplete {
+            Some(why) => format!("no namespace searched owns {addr} ({} searched; {why})", s.searched),
+            None => format!("no network namespace on this machine owns {addr} ({} searched)", s.searched),
+        });
+        ev.found = Some(f);
+        return;
+    };
+    f.owner = owner(ev, &id, addr);
+    inspect(ev, &mut f, id);
+    if f.host.is_some() {
+        // The server side was inspected after all — in the namespace that owns the address.
+        ev.skipped.retain(|s| s.check != "server-side inspection");
+    }
+    ev.found = Some(f);
+}
+
+/// The container whose namespace this is: the engine's (already asked by the container
+/// stage), else the id in a member process's cgroup.
+fn owner(ev: &Evidence, id: &NetnsIdentity, addr: IpAddr) -> Option<NetnsOwner> {
+    if let Some(c) = ev
+        .containers
+        .as_ref()
+        .and_then(|cf| cf.containers.iter().find(|c| c.netns_inode == Some(id.inode)).or_else(|| cf.by_address(addr)))
+    {
+        return Some(NetnsOwner {
+            container: Some(c.name().to_string()),
+            container_id: Some(c.id.clone()),
+            source: Some("docker".into()),
+        });
+    }
+    let cg = id.pids.iter().find_map(|&p| conndoc_container::cgroup::of_pid(p))?;
+    Some(NetnsOwner {
+        container: Some(cg.id.chars().take(12).collect()),
+        container_id: Some(cg.id),
+        source: Some("cgroup".into()),
+    })
+}
+
+fn inspect(ev: &mut Evidence, f: &mut FoundFacts, id: NetnsIdentity) {
+    let spec = NetnsSpec::Named(id.entered_by.clone());
+    let req = InspectRequest {
+        port: ev.target.port,
+        expect: ev.options.expect_process.clone(),
+        scope: InspectScope::Found,
+        netns: Some(spec),
+        privileges: ev.client.privileges.clone(),
+        thorough: true,
+    };
+    match conndoc_host::inspect::inspect(&req, None) {
+        Ok((facts, skipped)) => {
+            f.host = Some(facts);
+            ev.skipped.extend(skipped);
+            let port = ev.target.port.get();
+            let others = conndoc_host::listener_table(None, req.netns.as_ref()).unwrap_or_default();
+            f.other_listeners =
+                others.into_iter().filter(|l: &Listener| l.port() != port).take(OTHER_LISTENERS).collect();
+        }
+        Err(e) => {
+            f.not_inspected = Some(e.to_string());
+            skip(
+                ev,
+                "found namespace inspection",
+                format!("{}: {e}", id.describe()),
+                Some("entering another network namespace needs root (CAP_SYS_ADMIN): run conndoc with sudo".into()),
+            );
+        }
+    }
+    f.netns = Some(id);
+}
