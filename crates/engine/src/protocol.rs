@@ -389,15 +389,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("redis.conf");
         std::fs::write(&conf, "bind 0.0.0.0\nrequirepass x\nmaxclients 1000\ntcp-backlog 511\n").unwrap();
-        let t = conndoc_facts::Target::parse("redis://10.0.0.2").unwrap();
-        let mut ev: Evidence = serde_json::from_value(serde_json::json!({
-            "schema": "conndoc.evidence/v1", "target": t, "options": {"timeout_us": 1},
-            "started_at": "x", "elapsed_us": 1,
-            "client": {"hostname": "c", "privileges": {"uid": 0, "cap_net_admin": true, "cap_net_raw": true, "cap_sys_admin": true, "cap_sys_ptrace": true}},
-            "resolution": {"literal": true, "system": {"addresses": [], "timed_out": false, "elapsed_us": 0}},
-            "probes": []
-        }))
-        .unwrap();
+        let mut ev = conndoc_diagnose::fixture::evidence("redis://10.0.0.2");
         ev.protocol = Some(ProtocolFacts {
             probes: vec![ProtocolProbe {
                 address: "10.0.0.2".parse().unwrap(),
