@@ -189,10 +189,17 @@ pub fn query(server: SocketAddr, name: &str, qtype: QType, deadline: Instant) ->
         return err(e);
     }
     let mut buf = [0u8; 1500];
+    // A reply carrying another id is not ours (skipped, as a resolver does), but it is not
+    // silence either: if nothing else comes, the server answered wrongly.
+    let mut stray = None;
+    let timeout = |stray: Option<DnsParseError>| match stray {
+        Some(e) => DnsOutcome::Malformed { message: format!("only a reply to another query came back: {e}") },
+        None => DnsOutcome::Timeout,
+    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return DnsOutcome::Timeout;
+            return timeout(stray);
         }
         if let Err(e) = sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))) {
             return err(e);
@@ -200,11 +207,11 @@ pub fn query(server: SocketAddr, name: &str, qtype: QType, deadline: Instant) ->
         match sock.recv(&mut buf) {
             Ok(n) => match parse_reply(&buf[..n], id, qtype) {
                 Ok(o) => return o,
-                Err(DnsParseError::WrongId { .. }) => continue,
+                Err(e @ DnsParseError::WrongId { .. }) => stray = Some(e),
                 Err(e) => return DnsOutcome::Malformed { message: e.to_string() },
             },
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return DnsOutcome::Timeout
+                return timeout(stray)
             }
             Err(e) => return err(e),
         }
