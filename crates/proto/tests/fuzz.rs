@@ -1,7 +1,8 @@
-//! Fuzzing the hand-written RESP parser and the HTTP response-head parser with replies of
-//! real servers as seeds (tests/corpus/, recorded by tests/record-corpus.py; plus a deep
-//! nesting and a RESP3 seed written by hand): no panic, no hang, bounded memory, and the
-//! incremental contract — a reply never claims more bytes than it was given, and any
+//! Fuzzing the hand-written RESP parser and the HTTP response-head parsing (httparse behind
+//! our limits) with replies of real servers as seeds (tests/corpus/, recorded by
+//! tests/record-corpus.py; plus a deep nesting, a RESP3 seed, a mixed nested reply, an HTTP
+//! 999 and a head with control bytes written by hand): no panic, no hang, bounded memory,
+//! and the incremental contract — a reply never claims more bytes than it was given, any
 //! strict prefix of a complete reply asks for more instead of failing, and the resumable
 //! parser fed the bytes in steps gives the same reply.
 
@@ -74,4 +75,8 @@ fn recorded_replies_parse() {
     let (h, _) = http::parse_head(&read("http", "busybox-404")).unwrap().unwrap();
     assert_eq!(h.status, 404);
     assert!(resp::parse(&read("resp", "deep-nesting")).is_err(), "nesting is bounded");
+    let mixed = read("resp", "nested-mixed");
+    assert!(matches!(resp::parse(&mixed), Ok(Some((_, n))) if n == mixed.len()));
+    assert!(matches!(http::parse_head(&read("http", "status-999")), Err(http::HttpError::StatusOutOfRange(_))));
+    assert!(matches!(http::parse_head(&read("http", "control-bytes")), Err(http::HttpError::BadStatusLine(_))));
 }
