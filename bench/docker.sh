@@ -89,6 +89,21 @@ for name, argv, want in cmds:  # warm up and check each verdict once
     _, out = run(argv)
     if want and f'"cause": "{want}"' not in out and f'"cause":"{want}"' not in out:
         sys.exit(f"{name}: verdict is not {want}:\n{out[:2000]}")
+# Where a diagnosis spends its time, from its own evidence (one run each).
+for name, argv, want in cmds:
+    if not want:
+        continue
+    evf = f"/tmp/cdkb-ev-{os.getpid()}.json"
+    run(argv + ["--evidence-out", evf])
+    import json
+    ev = json.load(open(evf))
+    os.unlink(evf)
+    st = lambda k: (ev.get(k) or {}).get("elapsed_us")
+    b = ev.get("backend") or {}
+    print(f"stages of {name}: whole {ev['elapsed_us']/1e3:.1f} ms; host {(st('host') or 0)/1e3:.1f}, "
+          f"containers {(st('containers') or 0)/1e3:.1f} ({len((ev.get('containers') or {}).get('containers', []))} inspected of "
+          f"{(ev.get('containers') or {}).get('total')}), backend search {b.get('search_us', 0)/1e3:.1f} ms "
+          f"({b.get('searched', 0)} namespaces), firewall read {'yes' if ev.get('firewall') else 'no'}")
 times = {name: [] for name, _, _ in cmds}
 for _ in range(runs):  # interleaved, so load changes hit every command alike
     for name, argv, _ in cmds:

@@ -1,5 +1,6 @@
 //! A read-only Docker Engine API client over its unix socket: GET requests only, one
-//! HTTP/1.1 connection (hyper), one deadline for everything, a size limit on every body.
+//! HTTP/1.1 connection per client (hyper), one deadline for everything, a size limit on
+//! every body.
 
 use crate::ContainerError;
 use http_body_util::{BodyExt, Empty, Limited};

@@ -4,7 +4,7 @@
 //! - The Docker Engine API over its unix socket (`DOCKER_HOST` honoured, else
 //!   `/var/run/docker.sock`), GET only: `/containers/json?all=1`, `/containers/{id}/json`,
 //!   `/containers/{id}/logs?tail=N`. One deadline for all of it, a size limit on every body,
-//!   a bound on how many containers are inspected.
+//!   a bound on how many containers are inspected and on the connections used at once.
 //! - The container id in `/proc/PID/cgroup` ([`cgroup`]) as the engine-agnostic fallback
 //!   (containerd, CRI-O, podman, or Docker with its socket unreadable).
 //!
@@ -187,9 +187,8 @@ fn run(req: &Request, facts: &mut ContainerFacts) -> Result<(), ContainerError> 
             .collect();
         picked.sort_by_key(|(r, _)| *r);
         picked.truncate(req.max_inspect);
-        for (_, it) in picked {
-            let path = format!("/containers/{}/json", it.id);
-            let ins: model::Inspect = c.get_json(&path, INSPECT_LIMIT).await?;
+        let ids: Vec<String> = picked.iter().map(|(_, it)| it.id.clone()).collect();
+        for ins in inspect_all(&mut c, socket, deadline, &ids).await? {
             let tty = ins.config.tty;
             let mut ct = ins.into_container();
             let covers = ct.published_on(req.port).next().is_some() || ct.mapping_to(req.port).next().is_some();
@@ -206,6 +205,56 @@ fn run(req: &Request, facts: &mut ContainerFacts) -> Result<(), ContainerError> 
         }
         Ok(())
     })
+}
+
+/// Inspects run on at most this many connections at once: each is a round trip to a daemon
+/// that may be busy, and one after another they add up (measured in docs/benchmarks.md,
+/// "Docker faults").
+const PARALLEL_INSPECTS: usize = 4;
+
+/// `GET /containers/{id}/json` of each id, in the order given, spread over up to
+/// [`PARALLEL_INSPECTS`] connections (`c` is one of them); all under the one deadline.
+async fn inspect_all(
+    c: &mut Client,
+    socket: &std::path::Path,
+    deadline: tokio::time::Instant,
+    ids: &[String],
+) -> Result<Vec<model::Inspect>, ContainerError> {
+    let path = |id: &str| format!("/containers/{id}/json");
+    if ids.len() <= 1 {
+        let mut out = Vec::new();
+        for id in ids {
+            out.push(c.get_json(&path(id), INSPECT_LIMIT).await?);
+        }
+        return Ok(out);
+    }
+    // Connection k takes ids k, k + n, k + 2n…; the first one is `c` itself (its share is
+    // asked while the others connect).
+    let n = PARALLEL_INSPECTS.min(ids.len());
+    let mut set = tokio::task::JoinSet::new();
+    for k in 1..n {
+        let socket = socket.to_path_buf();
+        let mine: Vec<(usize, String)> = ids.iter().cloned().enumerate().skip(k).step_by(n).collect();
+        set.spawn(async move {
+            let mut c = Client::connect(&socket, deadline).await?;
+            let mut got = Vec::new();
+            for (i, id) in mine {
+                got.push((i, c.get_json::<model::Inspect>(&path(&id), INSPECT_LIMIT).await?));
+            }
+            Ok::<_, ContainerError>(got)
+        });
+    }
+    let mut all: Vec<(usize, model::Inspect)> = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate().step_by(n) {
+        all.push((i, c.get_json(&path(id), INSPECT_LIMIT).await?));
+    }
+    while let Some(r) = set.join_next().await {
+        let got =
+            r.map_err(|e| ContainerError::Http { path: "/containers/{id}/json".into(), message: e.to_string() })??;
+        all.extend(got);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, x)| x).collect())
 }
 
 /// The last `n` non-empty lines, each cut to 300 characters.
