@@ -175,6 +175,35 @@ pub fn listener_containers(
         .collect()
 }
 
+/// The container each network namespace belongs to, for `conndoc listeners --all-netns`:
+/// the engine's container whose process runs in it, else the container id in a member
+/// process's cgroup. One engine query for all of them.
+pub fn netns_containers(ns: &[(u64, Vec<u32>)]) -> Vec<Option<ListenerContainer>> {
+    let mut pids: Vec<u32> = ns.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let facts = containers_for_pids(&pids, 0);
+    let engine_ns: Vec<(u64, &Container)> = facts
+        .iter()
+        .flat_map(|f| &f.containers)
+        .filter_map(|c| Some((conndoc_host::procs::netns_of(c.pid?)?, c)))
+        .collect();
+    ns.iter()
+        .map(|(inode, pids)| {
+            if let Some((_, c)) = engine_ns.iter().find(|(i, _)| i == inode) {
+                return Some(ListenerContainer {
+                    name: c.name().to_string(),
+                    id: c.short_id().to_string(),
+                    forwards_to: None,
+                });
+            }
+            let cg = pids.iter().find_map(|&p| conndoc_container::cgroup::of_pid(p))?;
+            let id: String = cg.id.chars().take(12).collect();
+            Some(ListenerContainer { name: id.clone(), id, forwards_to: None })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -191,6 +191,102 @@ fn addresses_in(path: &PathBuf) -> std::io::Result<Vec<(IpAddr, u32)>> {
     Ok(a.into_iter().map(|a| (a.address, a.ifindex)).collect())
 }
 
+/// Run `f` inside each candidate's namespace, split over a few worker threads, until
+/// `until`. One result per candidate, in order: `None` when the deadline passed first, an
+/// error when the namespace could not be entered.
+pub fn each_in<T: Send>(
+    cands: &[Candidate],
+    until: Instant,
+    f: impl Fn(&Candidate) -> T + Sync,
+) -> Vec<Option<std::io::Result<T>>> {
+    let chunk = cands.len().div_ceil(WORKERS).max(1);
+    let f = &f;
+    std::thread::scope(|s| {
+        let hs: Vec<_> = cands
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|c| {
+                            if Instant::now() >= until {
+                                return None;
+                            }
+                            // The thread stays in the last namespace it entered; it ends here.
+                            let entered = File::open(&c.path).and_then(|file| crate::netns::setns_net(&file));
+                            Some(entered.map(|()| f(c)))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .zip(cands.chunks(chunk))
+            .flat_map(|(h, part)| {
+                h.join().unwrap_or_else(|_| {
+                    part.iter().map(|_| Some(Err(std::io::Error::other("a worker thread panicked")))).collect()
+                })
+            })
+            .collect()
+    })
+}
+
+/// The listeners of one namespace (`conndoc listeners --all-netns`).
+#[derive(Debug, Clone)]
+pub struct NetnsListeners {
+    pub identity: NetnsIdentity,
+    pub listeners: Vec<conndoc_facts::host::Listener>,
+    /// Why its socket table was not read (entering denied, gone, deadline).
+    pub error: Option<String>,
+}
+
+/// Every namespace's listeners (optionally on one port), with their owning processes:
+/// the sockets are read inside each namespace, the owners in one pass over the process
+/// table (socket inodes are unique machine-wide). At most `max` namespaces, until `deadline`;
+/// the second value says what was left out, if anything.
+pub fn listeners_everywhere(
+    port: Option<u16>,
+    max: usize,
+    deadline: Duration,
+) -> (Vec<NetnsListeners>, Option<String>) {
+    let until = Instant::now() + deadline;
+    let (cands, truncated) = namespaces(max);
+    let read = each_in(&cands, until, |_| crate::sockets::listeners(port));
+    let mut out: Vec<NetnsListeners> = Vec::with_capacity(cands.len());
+    let mut late = 0usize;
+    for (c, r) in cands.into_iter().zip(read) {
+        let (listeners, error) = match r {
+            Some(Ok(Ok(ls))) => (ls, None),
+            Some(Ok(Err(e))) => (Vec::new(), Some(e.to_string())),
+            Some(Err(e)) => (Vec::new(), Some(format!("cannot enter {}: {e}", c.path.display()))),
+            None => {
+                late += 1;
+                (Vec::new(), Some("not read: the deadline passed first".to_string()))
+            }
+        };
+        out.push(NetnsListeners { identity: c.identity, listeners, error });
+    }
+    let wanted: std::collections::BTreeSet<u64> =
+        out.iter().flat_map(|n| n.listeners.iter().map(|l| l.inode)).collect();
+    let (owners, _) = crate::procs::owners(&wanted, None, None);
+    let mut info = BTreeMap::new();
+    for n in &mut out {
+        let ns = Some(n.identity.inode);
+        for l in &mut n.listeners {
+            if let Some(&pid) = owners.get(&l.inode) {
+                l.process = info.entry((pid, n.identity.inode)).or_insert_with(|| crate::procs::info(pid, ns)).clone();
+            }
+        }
+    }
+    let mut left = Vec::new();
+    if truncated {
+        left.push(format!("more than {max} namespaces: the rest were not listed"));
+    }
+    if late > 0 {
+        left.push(format!("{late} namespace(s) not read before the {} ms deadline", deadline.as_millis()));
+    }
+    (out, (!left.is_empty()).then(|| left.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +315,23 @@ mod tests {
         // An address nobody has: searched, not found, nothing incomplete (as root).
         let s = search(&cands, "192.0.2.77".parse().unwrap(), Instant::now() + Duration::from_secs(2), None);
         assert!(s.found.is_none());
+    }
+
+    #[test]
+    fn every_namespace_listeners_include_ours() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (all, left) = listeners_everywhere(Some(port), MAX_NAMESPACES, Duration::from_secs(5));
+        assert!(left.is_none(), "{left:?}");
+        let ours = crate::procs::current_netns().unwrap();
+        let me = all.iter().find(|n| n.identity.inode == ours).expect("our namespace is listed");
+        match &me.error {
+            // Entering namespaces needs CAP_SYS_ADMIN; without it each group says why.
+            Some(e) => assert!(e.contains("cannot enter"), "{e}"),
+            None => {
+                let row = me.listeners.iter().find(|r| r.port() == port).expect("our listener");
+                assert_eq!(row.process.as_ref().map(|p| p.pid), Some(std::process::id()));
+            }
+        }
     }
 }

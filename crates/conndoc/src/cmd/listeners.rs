@@ -3,6 +3,7 @@
 use super::usage;
 use conndoc_engine::container::ListenerContainer;
 use conndoc_facts::host::Listener;
+use conndoc_facts::nat::NetnsIdentity;
 use conndoc_facts::Port;
 use conndoc_host::NetnsSpec;
 use serde::Serialize;
@@ -21,7 +22,15 @@ pub struct Args {
     /// Look inside the network namespace of this process (e.g. a container's).
     #[arg(long, value_name = "PID")]
     pub netns_pid: Option<u32>,
+    /// Every network namespace on this machine (containers, pods, `ip netns`), one group
+    /// each, headed by the namespace and its container or pod when known (needs root).
+    #[arg(long, conflicts_with_all = ["netns", "netns_pid"])]
+    pub all_netns: bool,
 }
+
+/// Namespaces listed at most by `--all-netns`, and the time they may take.
+const ALL_NETNS_MAX: usize = 1024;
+const ALL_NETNS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Share of the fd limit at which a process is "near" it.
 const FD_NEAR: f64 = 0.8;
@@ -34,6 +43,26 @@ struct Row<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<&'a ListenerContainer>,
     warnings: Vec<&'static str>,
+    /// `--all-netns`: the inode of the namespace the listener is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns_inode: Option<u64>,
+}
+
+/// One namespace of `--all-netns`.
+#[derive(Serialize)]
+struct Group<'a> {
+    netns: &'a NetnsIdentity,
+    /// The container whose namespace it is (engine name, or the cgroup's short id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<&'a ListenerContainer>,
+    /// CNI's name of a pod's namespace (`cni-…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_netns: Option<&'a str>,
+    /// conndoc's own namespace.
+    own: bool,
+    listeners: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -42,6 +71,12 @@ struct Output<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     netns: Option<String>,
     listeners: Vec<Row<'a>>,
+    /// `--all-netns`: every namespace listed, in the order of `listeners`' groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespaces: Option<Vec<Group<'a>>>,
+    /// `--all-netns`: what was left out (bound, deadline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incomplete: Option<String>,
 }
 
 /// Whether an IPv4 listener of the same table serves the IPv4 side of a v6-only listener: the
@@ -143,6 +178,9 @@ fn table(ls: &[Listener], cs: &[Option<ListenerContainer>]) -> String {
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
     let port = a.port.as_deref().map(|p| p.parse::<Port>().map_err(|e| usage(format!("--port: {e}")))).transpose()?;
+    if a.all_netns {
+        return all_netns(port, a.json);
+    }
     let spec = match (&a.netns, a.netns_pid) {
         (Some(n), _) => {
             conndoc_host::netns::check_name(n).map_err(usage)?;
@@ -163,8 +201,10 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             listeners: ls
                 .iter()
                 .zip(&cs)
-                .map(|(l, c)| Row { listener: l, container: c.as_ref(), warnings: warnings(l, &ls) })
+                .map(|(l, c)| Row { listener: l, container: c.as_ref(), warnings: warnings(l, &ls), netns_inode: None })
                 .collect(),
+            namespaces: None,
+            incomplete: None,
         };
         let mut s = serde_json::to_string_pretty(&out)?;
         s.push('\n');
@@ -177,6 +217,94 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     } else {
         table(&ls, &cs)
     };
+    super::diagnose::write_out(&s)?;
+    Ok(0)
+}
+
+/// The header of one namespace's group: the namespace, and whose it is.
+fn group_header(id: &NetnsIdentity, c: Option<&ListenerContainer>, own: bool) -> String {
+    let whose = match (own, id.cni_name(), c) {
+        (true, _, _) => " — conndoc's own".to_string(),
+        (false, Some(n), _) => format!(" — pod (netns {n})"),
+        (false, None, Some(c)) if c.name != c.id => format!(" — container {} ({})", c.name, c.id),
+        (false, None, Some(c)) => format!(" — container {}", c.id),
+        (false, None, None) => String::new(),
+    };
+    format!("== {}{whose}\n", id.describe())
+}
+
+/// `--all-netns`: each namespace's listeners, one group each.
+fn all_netns(port: Option<Port>, json: bool) -> anyhow::Result<u8> {
+    let (groups, incomplete) =
+        conndoc_host::nsfind::listeners_everywhere(port.map(Port::get), ALL_NETNS_MAX, ALL_NETNS_DEADLINE);
+    let ours = conndoc_host::procs::current_netns();
+    // conndoc's own namespace first, then bind-mounted ones, then processes' (nsfind's order).
+    let mut groups = groups;
+    groups.sort_by_key(|g| Some(g.identity.inode) != ours);
+    let ns: Vec<(u64, Vec<u32>)> = groups.iter().map(|g| (g.identity.inode, g.identity.pids.clone())).collect();
+    let owners = conndoc_engine::container::netns_containers(&ns);
+    let rows: Vec<Listener> = groups.iter().flat_map(|g| g.listeners.iter().cloned()).collect();
+    let cs = conndoc_engine::container::listener_containers(&rows, None);
+    let s = if json {
+        let mut out_rows = Vec::with_capacity(rows.len());
+        let mut i = 0;
+        for g in &groups {
+            for l in &g.listeners {
+                out_rows.push(Row {
+                    listener: l,
+                    container: cs.get(i).and_then(Option::as_ref),
+                    warnings: warnings(l, &g.listeners),
+                    netns_inode: Some(g.identity.inode),
+                });
+                i += 1;
+            }
+        }
+        let out = Output {
+            schema: "conndoc.listeners/v1",
+            netns: None,
+            listeners: out_rows,
+            namespaces: Some(
+                groups
+                    .iter()
+                    .zip(&owners)
+                    .map(|(g, c)| Group {
+                        netns: &g.identity,
+                        container: c.as_ref(),
+                        pod_netns: g.identity.cni_name(),
+                        own: Some(g.identity.inode) == ours,
+                        listeners: g.listeners.len(),
+                        error: g.error.as_deref(),
+                    })
+                    .collect(),
+            ),
+            incomplete: incomplete.clone(),
+        };
+        let mut s = serde_json::to_string_pretty(&out)?;
+        s.push('\n');
+        s
+    } else {
+        let mut s = String::new();
+        let mut i = 0;
+        for (g, c) in groups.iter().zip(&owners) {
+            s.push_str(&group_header(&g.identity, c.as_ref(), Some(g.identity.inode) == ours));
+            let n = g.listeners.len();
+            match (&g.error, n) {
+                (Some(e), _) => s.push_str(&format!("(not read: {e})\n")),
+                (None, 0) => s.push_str(match port {
+                    Some(_) => "(no TCP listener on this port)\n",
+                    None => "(no TCP listeners)\n",
+                }),
+                (None, _) => s.push_str(&table(&g.listeners, &cs[i..i + n])),
+            }
+            i += n;
+            s.push('\n');
+        }
+        s.push_str(&format!("{} network namespace(s)\n", groups.len()));
+        s
+    };
+    if let Some(why) = &incomplete {
+        eprintln!("conndoc: listeners --all-netns: incomplete: {why}");
+    }
     super::diagnose::write_out(&s)?;
     Ok(0)
 }
@@ -232,5 +360,27 @@ mod tests {
         let t = table(&[l("127.0.0.1:6379", 0, 511)], &[None]);
         assert!(t.starts_with("ADDRESS"));
         assert!(t.contains("127.0.0.1  6379"));
+    }
+
+    #[test]
+    fn group_headers_name_the_namespace_and_whose_it_is() {
+        let id = |paths: &[&str]| NetnsIdentity {
+            inode: 9,
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            pids: vec![42],
+            entered_by: String::new(),
+        };
+        assert_eq!(group_header(&id(&[]), None, true), "== network namespace net:[9] (pid 42) — conndoc's own\n");
+        assert_eq!(
+            group_header(&id(&["/run/netns/cni-1f"]), None, false),
+            "== network namespace net:[9] (/run/netns/cni-1f, pid 42) — pod (netns cni-1f)\n"
+        );
+        let c = ListenerContainer { name: "cache".into(), id: "ed8ca1dffc9a".into(), forwards_to: None };
+        assert_eq!(
+            group_header(&id(&[]), Some(&c), false),
+            "== network namespace net:[9] (pid 42) — container cache (ed8ca1dffc9a)\n"
+        );
+        let bare = ListenerContainer { name: "ed8ca1dffc9a".into(), id: "ed8ca1dffc9a".into(), forwards_to: None };
+        assert!(group_header(&id(&[]), Some(&bare), false).ends_with("— container ed8ca1dffc9a\n"));
     }
 }
