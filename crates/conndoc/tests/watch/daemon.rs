@@ -238,7 +238,7 @@ pub fn accepted_then_closed_is_down_with_its_cause() {
     });
     let cfg = config(&dir, listen, &[("proxy", port)], &[]);
     let d = Daemon::start(&cfg, addr(listen), &dir.path("log"));
-    let t = d.wait_state("proxy", "down", T);
+    d.wait_state("proxy", "down", T);
     let t = wait_for(T, "the diagnosis", || d.target("proxy").filter(|t| t["cause"] != "unknown"));
     assert_eq!(t["cause"], "accepted-then-closed", "{t}");
     assert_eq!(t["last_check"], "closed", "{t}");
