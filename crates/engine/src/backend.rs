@@ -49,6 +49,11 @@ pub(crate) fn proxy_translation(ev: &Evidence, h: &HostFacts) -> Option<Translat
     None
 }
 
+/// Whether a userland proxy holds the dialled port (then it, not a rule, is followed).
+pub(crate) fn proxied(ev: &Evidence) -> bool {
+    ev.host.as_ref().and_then(|front| proxy_translation(ev, front)).is_some()
+}
+
 pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
     if opts.no_host || !worth_following(ev) {
         return;
@@ -78,7 +83,7 @@ pub(crate) fn follow(ev: &mut Evidence, opts: &Options, t: Translation) -> Backe
     let front_local = front.map(|f| &f.local_addresses).unwrap_or(&ev.client.local_addresses);
     // The backend is the front namespace itself (a redirect, a DNAT to one of its own
     // addresses): inspect it again with the backend's port.
-    let same = to.is_loopback() || front_local.contains(&to);
+    let same = t.kind == TranslationKind::Redirect || to.is_loopback() || front_local.contains(&to);
     let entered: Option<(Option<NetnsSpec>, NetnsIdentity)> = if same {
         let spec = front_spec(opts);
         let id = NetnsIdentity {

@@ -163,7 +163,11 @@ fn inspect_chunk(c: Connected) -> Vec<Job> {
     let Connected { fast, probes, base, started_at } = c;
     let ports: BTreeSet<u16> =
         fast.iter().zip(&probes).filter(|(_, p)| p.kind == ConnectKind::Refused).map(|(f, _)| f.1.port.get()).collect();
-    let snap = if ports.is_empty() { None } else { conndoc_host::snapshot::snapshot(&ports, base.as_ref()).ok() };
+    // With nat chains in this namespace a refused port may be forwarded (DNAT, redirect):
+    // those targets take the full gather, which reads the rules.
+    let nat = !ports.is_empty() && crate::firewall::nat_present(&crate::Options::default());
+    let snap =
+        if ports.is_empty() || nat { None } else { conndoc_host::snapshot::snapshot(&ports, base.as_ref()).ok() };
     let chunk = std::sync::Arc::new(Chunk { snap, started_at });
     let mut jobs = Vec::with_capacity(fast.len());
     for ((i, t, o, ip), probe) in fast.into_iter().zip(probes) {

@@ -7,6 +7,7 @@
 use crate::{skip, Options};
 use conndoc_facts::firewall::{FirewallFacts, FirewallRole, Hook, HostFirewall};
 use conndoc_facts::kube::{KubeFacts, ServiceMatch};
+use conndoc_facts::nat::Translation;
 use conndoc_facts::{Evidence, Family};
 use conndoc_firewall::kube;
 use conndoc_firewall::{build, inspect_here, HostView, Packet};
@@ -182,10 +183,17 @@ pub(crate) fn target_here(
     Ok(target_firewall(&view, flows, port, spec.map(NetnsSpec::label)).0)
 }
 
-pub(crate) fn run(ev: &mut Evidence, opts: &Options, remote: Option<crate::remote::RemoteFirewall>) {
+/// Read the rules, evaluate the probe's packet, and return the destination translation
+/// the nat hooks make of it (for the backend stage), if any.
+pub(crate) fn run(
+    ev: &mut Evidence,
+    opts: &Options,
+    remote: Option<crate::remote::RemoteFirewall>,
+) -> Option<Translation> {
     if ev.probes.is_empty() {
-        return;
+        return None;
     }
+    let over_ssh = remote.is_some();
     let port = ev.target.port.get();
     let cmd_timeout = cmd_timeout(opts.timeout);
     let flows = flows(ev);
@@ -206,6 +214,9 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, remote: Option<crate::remot
     });
     let mut facts = FirewallFacts::default();
     let mut services = Vec::new();
+    // The target namespace's ruleset when it is another than conndoc's own: packets from
+    // the client enter it through prerouting.
+    let mut target_nat: Option<(conndoc_firewall::Ruleset, HostView)> = None;
 
     // The target host.
     let target: Option<(HostView, Option<String>)> =
@@ -253,11 +264,15 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, remote: Option<crate::remot
                 let (fw, rs) = target_firewall(&view, &flows, port, namespace);
                 services.extend(kube_services(&rs, FirewallRole::Target, &view, &flows, port));
                 facts.hosts.push(fw);
+                if spec.is_some() {
+                    target_nat = Some((rs, view));
+                }
             }
         }
     }
 
     // The client's OUTPUT path.
+    let mut client_nat = None;
     match unreadable(&client) {
         Some(reason) => skip_unreadable(ev, "firewall of this host (OUTPUT)", &client, reason, cmd_timeout),
         None => {
@@ -280,12 +295,92 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, remote: Option<crate::remot
                 not_understood_total: rs.not_understood_total,
                 listeners_on_port: None,
             });
+            client_nat = Some(rs);
         }
     }
     ev.firewall = Some(facts);
+    // A Kubernetes Service is followed to its endpoints by the kube stage.
+    let nat = if services.is_empty() && !over_ssh {
+        translation(ev, &flows, port, client_nat.as_ref().map(|rs| (rs, &client)), target_nat.as_ref())
+    } else {
+        None
+    };
     if !services.is_empty() {
         ev.kube = Some(KubeFacts { services });
     }
+    nat
+}
+
+/// The first destination translation of a failed flow: the client's own nat OUTPUT
+/// chains come first (they rewrite the packet before it leaves), then the target
+/// namespace's prerouting chains. A translation that cannot be followed (a port range, a
+/// map) is listed as a skipped check naming the rule.
+fn translation(
+    ev: &mut Evidence,
+    flows: &[Flow],
+    port: u16,
+    client: Option<(&conndoc_firewall::Ruleset, &HostView)>,
+    target: Option<&(conndoc_firewall::Ruleset, HostView)>,
+) -> Option<Translation> {
+    let failed: Vec<IpAddr> = ev.probes.iter().filter(|p| !p.ok()).map(|p| p.address).collect();
+    for (dst, src, sport) in flows.iter().filter(|f| failed.contains(&f.0)) {
+        let mut evals = Vec::new();
+        if let Some((rs, view)) = client {
+            // This host's own packet has no input interface: rules compare an empty name.
+            let pkt =
+                syn((*dst, *src, *sport), port, Some(String::new()), dev_of(view, *dst), view.local.contains(dst));
+            evals.push((rs.translate(Hook::Output, &pkt), pkt));
+        }
+        if let Some((rs, view)) = target {
+            let iif = src.and_then(|s| dev_of(view, s));
+            let pkt = syn((*dst, *src, *sport), port, iif, None, view.local.contains(dst));
+            evals.push((rs.translate(Hook::Prerouting, &pkt), pkt));
+        }
+        for (e, pkt) in evals {
+            match e.translation(&pkt) {
+                Ok(Some(t)) => return Some(t),
+                Ok(None) => {}
+                Err(u) => {
+                    let (rule, kind, why) = (u.rule, u.kind, u.why);
+                    skip(
+                        ev,
+                        "address translation",
+                        format!(
+                            "{} `{}` translates {}:{port} ({} in {}): {why}; the backend is not followed",
+                            rule.location(),
+                            rule.text,
+                            dst,
+                            kind.translation_kind().as_str(),
+                            e.hook.as_str()
+                        ),
+                        None,
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Whether the inspected namespace (and conndoc's own) has a nat chain attached: any
+/// nf_tables chain of type nat (iptables-nft's `nat` table is one), read over netlink and
+/// cached by generation, or a legacy `nat` table. Only then may a refused port that
+/// nothing listens on still be forwarded — without one the rules are not read at all.
+pub(crate) fn nat_present(opts: &Options) -> bool {
+    let t = opts.timeout.min(Duration::from_secs(1));
+    let here =
+        move || conndoc_firewall::nfnl::read(t).is_ok_and(|r| !r.ruleset.nat_bases.is_empty()) || legacy_nat_table();
+    let target = opts.netns.clone().map(NetnsSpec::Named).or(opts.netns_pid.map(NetnsSpec::Pid));
+    here() || target.is_some_and(|spec| run_in(&spec, here).unwrap_or(false))
+}
+
+/// A legacy iptables `nat` table exists in the calling thread's namespace (the kernel
+/// lists each instantiated table there).
+fn legacy_nat_table() -> bool {
+    ["/proc/thread-self/net/ip_tables_names", "/proc/thread-self/net/ip6_tables_names"]
+        .iter()
+        .any(|p| conndoc_files::read_to_string(p, 4096).is_ok_and(|s| s.lines().any(|l| l.trim() == "nat")))
 }
 
 /// The probed addresses that are Kubernetes Services in kube-proxy's rules on this host

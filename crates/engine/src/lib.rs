@@ -133,10 +133,17 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
         }
     };
     protocol::after_host(&mut ev, opts);
-    backend::run(&mut ev, opts, None);
-    if firewall_relevant(&ev) {
-        firewall::run(&mut ev, opts, remote_fw);
-    }
+    // The rules come before the backend: a DNAT/redirect rule in a nat hook is one way
+    // the port is forwarded. A refused port nothing listens on needs them only when the
+    // namespace has nat chains at all.
+    let read_rules = firewall_relevant(&ev)
+        || (remote_fw.is_none()
+            && backend::worth_following(&ev)
+            && !opts.no_host
+            && !backend::proxied(&ev)
+            && firewall::nat_present(opts));
+    let nat = if read_rules { firewall::run(&mut ev, opts, remote_fw) } else { None };
+    backend::run(&mut ev, opts, nat);
     // A Service in kube-proxy's rules (read just above) is followed to its pods here.
     if opts.ssh.is_none() {
         kube::follow(&mut ev, opts);

@@ -10,11 +10,13 @@ pub mod cache;
 pub mod ipt;
 pub mod kube;
 pub mod model;
+pub mod nat;
 pub mod nfnl;
 pub mod nft;
 pub mod read;
 
 pub use model::{Packet, Ruleset};
+pub use nat::NatEvaluation;
 pub use read::{inspect_here, listeners_on_port, read, HostView, RawRulesets};
 
 use conndoc_facts::firewall::{FirewallTool, RulesetSource};

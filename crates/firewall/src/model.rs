@@ -226,7 +226,7 @@ pub struct Ruleset {
     pub rule_count: u32,
 }
 
-enum Tri {
+pub(crate) enum Tri {
     Yes,
     No,
     Unknown(String),
@@ -246,7 +246,7 @@ struct Walk<'a> {
     not_understood: Vec<NotUnderstood>,
 }
 
-const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 impl Ruleset {
     /// Merge another ruleset into this one (its chain ids already carry their source index).
@@ -347,7 +347,7 @@ impl Walk<'_> {
     }
 }
 
-fn rule_matches(rule: &Rule, pkt: &Packet) -> Tri {
+pub(crate) fn rule_matches(rule: &Rule, pkt: &Packet) -> Tri {
     let mut unknown = None;
     for c in &rule.conds {
         match cond_matches(c, pkt) {

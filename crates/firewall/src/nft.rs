@@ -274,6 +274,15 @@ fn statement(
         }
         "dnat" | "redirect" => {
             let (nat, fam) = nat_statement(name, body)?;
+            // `dnat to tcp dport map @m`: a key not in the map ends the rule.
+            if let Some(m) = ["addr", "port"].iter().find_map(|k| body.get(*k)?.get("map")) {
+                rule.conds.extend(match_cond(
+                    &serde_json::json!({ "op": "==", "left": m.get("key"), "right": m.get("data") }),
+                    sets,
+                    family,
+                    table,
+                )?);
+            }
             // `dnat ip to …` in an inet chain translates IPv4 packets only.
             if let Some(f) = fam.filter(|_| family == "inet") {
                 rule.conds.push(Cond::Cmp { key: Key::NfProto, op: Op::In, elems: vec![Elem::Fam(f)] });
@@ -314,7 +323,13 @@ fn nat_statement(name: &str, body: &Value) -> Result<(NatAction, Option<Family>)
             Some(u16::try_from(n.as_u64().unwrap_or(u64::MAX)).map_err(|_| format!("{name} port {n}"))?)
         }
         Some(Value::Object(o)) if o.contains_key("range") => {
-            return unfollowed(format!("a port range {} (the kernel picks one per connection)", o["range"]));
+            let r: Vec<String> = o["range"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| v.to_string().trim_matches('"').to_string())
+                .collect();
+            return unfollowed(format!("a port range {} (the kernel picks one per connection)", r.join("-")));
         }
         Some(v) => return unfollowed(format!("{name} to the port {v}")),
     };
@@ -325,7 +340,13 @@ fn nat_statement(name: &str, body: &Value) -> Result<(NatAction, Option<Family>)
         Some(Value::String(a)) => a.parse::<IpAddr>().map_err(|_| format!("dnat address {a}"))?,
         Some(Value::Object(o)) if o.contains_key("map") => return unfollowed("dnat to a map".into()),
         Some(Value::Object(o)) if o.contains_key("range") => {
-            return unfollowed(format!("dnat to an address range {}", o["range"]));
+            let r: Vec<String> = o["range"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| v.to_string().trim_matches('"').to_string())
+                .collect();
+            return unfollowed(format!("dnat to the address range {}", r.join("-")));
         }
         Some(v) => return unfollowed(format!("dnat to {v}")),
         None => return unfollowed("dnat without an address".into()),

@@ -204,3 +204,113 @@ fn docker_iptables_nat_rules_from_both_backends() {
     assert_eq!(m[&("PREROUTING".to_string(), 1)].0, dnat("fd77:1::2", Some(6379)));
     assert_eq!(m[&("PREROUTING".to_string(), 2)].0, Action::Nat(NatAction::Redirect { port: Some(6390) }));
 }
+
+fn syn(dst: &str, port: u16, iif: Option<&str>, local: Option<bool>) -> conndoc_firewall::Packet {
+    let d = ip(dst);
+    conndoc_firewall::Packet {
+        family: Family::of(&d),
+        source: Some(if d.is_ipv4() { ip("10.77.0.1") } else { ip("fd77::1") }),
+        destination: d,
+        source_port: Some(40000),
+        destination_port: port,
+        input_interface: iif.map(String::from),
+        output_interface: None,
+        destination_local: local,
+    }
+}
+
+#[test]
+fn the_probe_meets_the_translation_its_rules_make() {
+    use conndoc_facts::firewall::Hook;
+    use conndoc_facts::nat::TranslationKind;
+    for (reader, rs) in [("netlink", netlink()), ("nft -j", json())] {
+        let pre = |dst: &str, port: u16, iif: &str, local: Option<bool>| {
+            let p = syn(dst, port, Some(iif), local);
+            (rs.translate(Hook::Prerouting, &p), p)
+        };
+        let (e, p) = pre("10.77.0.2", 16379, "veth0", Some(true));
+        let t = e.translation(&p).unwrap().unwrap();
+        assert_eq!(
+            (t.kind, t.from.to_string(), t.to.to_string()),
+            (TranslationKind::Dnat, "10.77.0.2:16379".into(), "10.77.1.2:6379".into()),
+            "{reader}"
+        );
+        assert_eq!(t.rule.as_ref().and_then(|r| r.handle), Some(7), "{reader}");
+        assert_eq!(t.hook, Some(Hook::Prerouting));
+        // A jump, followed; the rule in the jumped-to chain translates.
+        let (e, p) = pre("10.77.0.2", 16380, "veth0", Some(true));
+        assert_eq!(e.path.iter().map(|r| r.handle).collect::<Vec<_>>(), vec![Some(8)], "{reader}");
+        assert_eq!(e.translation(&p).unwrap().unwrap().to.to_string(), "10.77.1.3:8080");
+        // From loopback the chain returns first; another address misses `ip daddr` in web.
+        assert_eq!(pre("10.77.0.2", 16379, "lo", Some(true)).0.matched, None, "{reader}");
+        assert_eq!(pre("10.77.0.9", 16380, "veth0", Some(true)).0.matched, None, "{reader}");
+        // DNAT without a port keeps the dialled one; redirect keeps the address.
+        let (e, p) = pre("10.77.0.2", 16382, "veth0", Some(true));
+        assert_eq!(e.translation(&p).unwrap().unwrap().to.to_string(), "10.77.1.2:16382");
+        let (e, p) = pre("10.77.0.2", 16381, "veth0", Some(true));
+        let t = e.translation(&p).unwrap().unwrap();
+        assert_eq!((t.kind, t.to.to_string()), (TranslationKind::Redirect, "10.77.0.2:6390".into()));
+        // A port range is named, not followed.
+        let (e, p) = pre("10.77.0.2", 16383, "veth0", Some(true));
+        let u = *e.translation(&p).unwrap_err();
+        let (rule, kind, why) = (u.rule, u.kind, u.why);
+        assert_eq!((rule.handle, kind), (Some(11), NatKind::Dnat));
+        assert!(why.contains("6000-6010"), "{why}");
+        // `fib daddr type local`: only for the host's own addresses; unknown is named.
+        let (e, p) = pre("10.77.0.2", 16384, "veth0", Some(true));
+        assert_eq!(e.translation(&p).unwrap().unwrap().to.to_string(), "10.77.1.4:6379");
+        assert_eq!(pre("10.77.0.2", 16384, "veth0", Some(false)).0.matched, None, "{reader}");
+        // A map applies to its keys only; it is named, not followed.
+        let (e, p) = pre("10.77.0.2", 7001, "veth0", Some(true));
+        let u = *e.translation(&p).unwrap_err();
+        let (rule, why) = (u.rule, u.why);
+        assert_eq!(rule.handle, Some(13), "{reader}");
+        assert!(why.contains("map"), "{why}");
+        let (e, _) = pre("10.77.0.2", 16384, "veth0", None);
+        assert!(e.not_understood.iter().any(|n| n.rule.handle == Some(12)), "{reader} {:?}", e.not_understood);
+        // IPv6, and the inet table's `dnat ip6 to` for an IPv6 packet.
+        let (e, p) = pre("fd77::2", 16379, "veth0", Some(true));
+        assert_eq!(e.translation(&p).unwrap().unwrap().to.to_string(), "[fd77:1::2]:6379");
+        let (e, p) = pre("fd77::2", 17379, "veth0", Some(true));
+        let t = e.translation(&p).unwrap().unwrap();
+        assert_eq!((t.to.to_string(), t.rule.unwrap().handle), ("[fd77:1::2]:6379".into(), Some(3)), "{reader}");
+        // This host's own connection: nat OUTPUT; a redirect goes to loopback.
+        let out = syn("10.77.0.2", 16381, Some(""), Some(true));
+        let e = rs.translate(Hook::Output, &out);
+        assert_eq!(e.translation(&out).unwrap().unwrap().to.to_string(), "127.0.0.1:6390");
+        let out = syn("10.77.0.2", 16385, Some(""), Some(true));
+        assert_eq!(
+            rs.translate(Hook::Output, &out).translation(&out).unwrap().unwrap().to.to_string(),
+            "127.0.0.1:16385"
+        );
+        // The source translation in postrouting is no destination translation.
+        let p = syn("10.77.0.2", 16379, None, Some(true));
+        assert_eq!(rs.translate(Hook::Postrouting, &p).translation(&p), Ok(None));
+    }
+}
+
+#[test]
+fn dockers_chain_is_followed_from_prerouting_and_output() {
+    use conndoc_facts::firewall::Hook;
+    for (name, tool) in [
+        ("nat-iptables-nft.save", FirewallTool::IptablesNft),
+        ("nat-iptables-legacy.save", FirewallTool::IptablesLegacy),
+    ] {
+        let (rs, _) = save(name, tool, Family::Ipv4);
+        let p = syn("10.77.0.2", 16379, Some("eth0"), Some(true));
+        let e = rs.translate(Hook::Prerouting, &p);
+        let t = e.translation(&p).unwrap().unwrap();
+        assert_eq!(t.to.to_string(), "172.17.0.2:6379", "{name}");
+        assert_eq!(t.rule.as_ref().map(|r| (r.chain.as_str(), r.position)), Some(("DOCKER", Some(2))));
+        assert_eq!(e.path.len(), 1);
+        // From the bridge itself DOCKER returns; to another host's address the jump is not taken.
+        assert_eq!(rs.translate(Hook::Prerouting, &syn("10.77.0.2", 16379, Some("docker0"), Some(true))).matched, None);
+        assert_eq!(rs.translate(Hook::Prerouting, &syn("192.0.2.1", 16379, Some("eth0"), Some(false))).matched, None);
+        // The host's own connection to its own address: OUTPUT's jump (no input interface:
+        // the kernel compares an empty name, so `! -i docker0` holds).
+        let p = syn("10.77.0.2", 16379, Some(""), Some(true));
+        assert_eq!(rs.translate(Hook::Output, &p).translation(&p).unwrap().unwrap().to.to_string(), "172.17.0.2:6379");
+        // ... but not to loopback (`! -d 127.0.0.0/8`).
+        assert_eq!(rs.translate(Hook::Output, &syn("127.0.0.1", 16379, Some(""), Some(true))).matched, None);
+    }
+}

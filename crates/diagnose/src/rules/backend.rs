@@ -104,12 +104,11 @@ fn with_connect(f: Finding, p: Option<&ConnectProbe>) -> Finding {
     }
 }
 
-/// A pod behind a Service explains the refusal: the client's "nothing accepts connections
-/// on the ClusterIP" (whose fix is `ss` on a server that is no host) steps aside.
-fn push_backend(out: &mut Findings, f: Finding, pod: bool) {
-    if pod {
-        out.remove(Cause::NoListener);
-    }
+/// The backend explains the refusal: the client's "nothing accepts connections on the
+/// dialled address" (whose fix is `ss` on a front that only forwards, or on a ClusterIP
+/// that is no host) steps aside.
+fn push_backend(out: &mut Findings, f: Finding) {
+    out.remove(Cause::NoListener);
     out.push(f);
 }
 
@@ -119,7 +118,9 @@ fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectPr
     let ls = &bh.listeners;
     let dialled =
         format!("{}:{}", ev.probes.first().map(|p| p.address.to_string()).unwrap_or_default(), ev.target.port);
-    let wher = where_backend(b);
+    let front_ns = ev.host.as_ref().and_then(|h| h.inspected.as_ref()).and_then(|i| i.netns_inode);
+    let other_ns = b.netns.as_ref().is_some_and(|n| n.inode != 0 && Some(n.inode) != front_ns);
+    let wher = if other_ns { where_backend(b) } else { "the same network namespace".to_string() };
     // A Kubernetes Service's endpoint: the words name the Service and the pod.
     let pod = crate::rules::kube::pod_frame(ev, b);
     let inside = if pod.is_some() { "inside the pod" } else { "inside the backend" };
@@ -160,7 +161,7 @@ fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectPr
                 "Make the service inside {wher} listen on {to}:{port} or on all addresses (0.0.0.0 / [::]) instead of loopback; forwarded connections arrive on {to}, never on 127.0.0.1."
             ))
             .fix("For redis in a container: `--bind 0.0.0.0` (or `bind 0.0.0.0` in its redis.conf), and set a password before exposing it.");
-        push_backend(out, f, pod.is_some());
+        push_backend(out, f);
         return;
     }
     if !ls.is_empty() {
@@ -222,7 +223,7 @@ fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectPr
                 t.to
             )),
         };
-        push_backend(out, f, pod.is_some());
+        push_backend(out, f);
         return;
     }
     let not_running = svc.is_some_and(|s| s.running.is_empty());
@@ -289,7 +290,7 @@ fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectPr
             _ => "DNAT rule".to_string(),
         }
     ));
-    push_backend(out, f, pod.is_some());
+    push_backend(out, f);
 }
 
 fn accepted_then_closed(ev: &Evidence, p: &ConnectProbe) -> Finding {

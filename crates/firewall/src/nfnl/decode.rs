@@ -1555,7 +1555,16 @@ impl Dec<'_> {
                 self.piece(format!("{name} vmap {rhs}"));
             }
             Some(r) => {
-                // A data map feeding a statement (`meta mark set ip saddr map { … }`).
+                // A data map feeding a statement (`meta mark set ip saddr map { … }`). A key
+                // not in the map ends the rule: the statement applies to its keys only.
+                match key {
+                    Some(key) if key != Key::TcpFlags => {
+                        let elems = elems.into_iter().map(|(e, _)| e).collect();
+                        self.out.conds.push(Cond::Cmp { key, op: Op::In, elems });
+                    }
+                    Some(_) => self.unknown("tcp flags in a map"),
+                    None => self.out.conds.push(Cond::Never),
+                }
                 self.load(r, Src::Other(format!("{name} map {rhs}"), Fmt::Hex), s.key_len as usize);
                 self.piece(format!("{name} map {rhs}"));
             }

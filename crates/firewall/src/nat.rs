@@ -1,0 +1,151 @@
+//! The nat hooks for the probe's packet (issue 10): which DNAT or redirect rule, if any,
+//! translates its destination. Pure: walks the [`Ruleset`]'s nat chains as the kernel's
+//! nat core does — the chains of a hook in priority order, each until a rule translates
+//! (then the walk ends) or the chain accepts (then the next chain runs).
+
+use crate::model::{rule_matches, Action, NatAction, NatKind, Packet, Ruleset, Tri, MAX_DEPTH};
+use conndoc_facts::firewall::{Hook, NotUnderstood, RuleRef};
+use conndoc_facts::nat::{Translation, TranslationKind};
+use conndoc_facts::Family;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// What the nat chains of one hook do with the packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatEvaluation {
+    pub hook: Hook,
+    /// The rule that rewrote (or would rewrite) the packet, and how; None: no rule did.
+    pub matched: Option<(RuleRef, NatAction)>,
+    /// Jumps followed on the way (the rules that jumped).
+    pub path: Vec<RuleRef>,
+    /// Rules met before the translation that conndoc could not evaluate: if one of them
+    /// matched, the packet may be translated otherwise.
+    pub not_understood: Vec<NotUnderstood>,
+}
+
+/// A destination translation that was found but cannot be followed to one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfollowed {
+    pub rule: RuleRef,
+    pub kind: NatKind,
+    /// Why (a port range, a map …).
+    pub why: String,
+}
+
+impl NatEvaluation {
+    /// The destination translation the packet meets, for the backend stage; Err names a
+    /// translation that was found but cannot be followed (a port range, a map); Ok(None)
+    /// when the destination is kept.
+    pub fn translation(&self, pkt: &Packet) -> Result<Option<Translation>, Box<Unfollowed>> {
+        let Some((rule, action)) = &self.matched else { return Ok(None) };
+        let from = SocketAddr::new(pkt.destination, pkt.destination_port);
+        let (kind, to) = match action {
+            NatAction::Snat => return Ok(None),
+            NatAction::Unfollowed { kind, why } => {
+                return Err(Box::new(Unfollowed { rule: rule.clone(), kind: *kind, why: why.clone() }))
+            }
+            NatAction::Dnat { addr, port } => {
+                (TranslationKind::Dnat, SocketAddr::new(*addr, port.unwrap_or(pkt.destination_port)))
+            }
+            NatAction::Redirect { port } => {
+                // The kernel redirects this host's own packets to loopback, others to the
+                // address of the interface they came in on: this host, either way.
+                let addr = match (self.hook, pkt.family) {
+                    (Hook::Output, Family::Ipv4) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    (Hook::Output, Family::Ipv6) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    _ => pkt.destination,
+                };
+                (TranslationKind::Redirect, SocketAddr::new(addr, port.unwrap_or(pkt.destination_port)))
+            }
+        };
+        Ok(Some(Translation { kind, from, to, hook: Some(self.hook), rule: Some(rule.clone()), proxy: None }))
+    }
+}
+
+enum Outcome {
+    Translated(RuleRef, NatAction),
+    /// `accept`, the end of the chain or `return` from the base chain: the next chain runs.
+    Next,
+    /// `drop`/`reject` in a nat chain: the packet goes no further.
+    Stopped,
+}
+
+struct NatWalk<'a> {
+    rs: &'a Ruleset,
+    pkt: &'a Packet,
+    path: Vec<RuleRef>,
+    not_understood: Vec<NotUnderstood>,
+}
+
+impl Ruleset {
+    /// Which destination translation `pkt` meets in the nat chains of `hook`: prerouting
+    /// for a packet from another host, output for this host's own. Jumps and gotos are
+    /// followed as in [`Ruleset::evaluate`].
+    pub fn translate(&self, hook: Hook, pkt: &Packet) -> NatEvaluation {
+        let mut bases: Vec<_> =
+            self.nat_bases.iter().filter(|b| b.hook == hook && b.family.is_none_or(|f| f == pkt.family)).collect();
+        bases.sort_by_key(|b| b.priority);
+        let mut w = NatWalk { rs: self, pkt, path: Vec::new(), not_understood: Vec::new() };
+        let mut matched = None;
+        for b in bases {
+            match w.run(&b.chain, 0) {
+                Outcome::Translated(r, a) => {
+                    matched = Some((r, a));
+                    break;
+                }
+                Outcome::Stopped => break,
+                Outcome::Next => w.path.clear(),
+            }
+        }
+        NatEvaluation { hook, matched, path: w.path, not_understood: w.not_understood }
+    }
+}
+
+impl NatWalk<'_> {
+    fn run(&mut self, id: &crate::model::ChainId, depth: usize) -> Outcome {
+        match self.chain(id, depth) {
+            Some(o) => o,
+            None => Outcome::Next,
+        }
+    }
+
+    /// One chain: `Some` ends the base chain's walk, `None` returns to the caller.
+    fn chain(&mut self, id: &crate::model::ChainId, depth: usize) -> Option<Outcome> {
+        let chain = self.rs.chains.get(id)?;
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        for rule in &chain.rules {
+            match rule_matches(rule, self.pkt) {
+                Tri::No => continue,
+                Tri::Unknown(reason) => {
+                    self.not_understood.push(NotUnderstood { rule: rule.reference.clone(), reason });
+                    continue;
+                }
+                Tri::Yes => {}
+            }
+            if let Some(reason) = &rule.not_understood {
+                self.not_understood.push(NotUnderstood { rule: rule.reference.clone(), reason: reason.clone() });
+                continue;
+            }
+            match &rule.action {
+                Action::Continue => {}
+                Action::Nat(a) => return Some(Outcome::Translated(rule.reference.clone(), a.clone())),
+                Action::Accept => return Some(Outcome::Next),
+                Action::Drop | Action::Reject(_) => return Some(Outcome::Stopped),
+                Action::Return => return None,
+                Action::Jump(target) | Action::Goto(target) => {
+                    let tid = (id.0, id.1.clone(), id.2.clone(), target.clone());
+                    self.path.push(rule.reference.clone());
+                    if let Some(out) = self.chain(&tid, depth + 1) {
+                        return Some(out);
+                    }
+                    self.path.pop();
+                    if matches!(rule.action, Action::Goto(_)) {
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+}
