@@ -54,6 +54,23 @@ pub(crate) fn proxied(ev: &Evidence) -> bool {
     ev.host.as_ref().and_then(|front| proxy_translation(ev, front)).is_some()
 }
 
+/// The options that inspect the namespace the found stage entered as the target host, when
+/// it was found owning the dialled address but nothing there takes the port: a DNAT or
+/// redirect rule in its prerouting may forward it, as with `--netns` naming it.
+pub(crate) fn through_found(ev: &Evidence, opts: &Options) -> Option<Options> {
+    if ev.backend.is_some() || opts.no_host {
+        return None;
+    }
+    let fd = ev.found.as_ref()?;
+    let h = fd.host.as_ref()?;
+    let path = fd.netns.as_ref().map(|n| n.entered_by.clone()).filter(|p| !p.is_empty())?;
+    let port = fd.address.port();
+    if h.listeners.iter().any(|l| l.port() == port && l.accepts(fd.address.ip())) {
+        return None;
+    }
+    Some(Options { netns: Some(path), netns_pid: None, ..opts.clone() })
+}
+
 pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
     if opts.no_host || !worth_following(ev) {
         return;

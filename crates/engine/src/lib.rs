@@ -150,6 +150,13 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     }
     // The dialled address is another namespace's on this machine (a container, a pod).
     found::run(&mut ev, opts);
+    // That namespace may forward the port to a backend (a DNAT/redirect rule there): its
+    // rules are read as with `--netns` naming it, and the rule is followed.
+    if let Some(o) = backend::through_found(&ev, opts).filter(firewall::nat_present) {
+        ev.skipped.retain(|s| s.check != "firewall of the target host");
+        let nat = firewall::run(&mut ev, &o, None);
+        backend::run(&mut ev, &o, nat);
+    }
     client::after_probe(&mut ev);
 
     ev.elapsed_us = Micros::from_duration(start.elapsed());

@@ -15,6 +15,10 @@ use serde_json::json;
 pub fn run(ev: &Evidence, out: &mut Findings) {
     let Some(fd) = &ev.found else { return };
     let Some(h) = &fd.host else { return };
+    // The namespace forwards the port (DNAT/redirect): the backend's rules say why.
+    if crate::rules::backend::inspected(ev).is_some() {
+        return;
+    }
     let protocol_failed = ev.protocol.as_ref().is_some_and(|pf| pf.probes.iter().any(|p| p.error.is_some()));
     // The socket table explains a refusal (or a close, or a failed exchange), not a drop.
     let to_it: Vec<&ConnectProbe> = ev.probes.iter().filter(|p| p.address == fd.address.ip()).collect();

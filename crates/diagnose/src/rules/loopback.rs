@@ -65,9 +65,10 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
     // The reset came from the container, one forwarding hop behind the host (so its TTL is
     // lower than the host's): not from a middlebox.
     let _ = out.remove(Cause::MiddleboxReset);
-    if first.pod.is_some() || matches!(first.route, Route::Found(_)) {
-        // The pod explains the refusal: the client's "nothing accepts connections on the
-        // ClusterIP" (whose fix is `ss` on a server that is no host) steps aside.
+    if first.pod.is_some() || matches!(first.route, Route::Found(_) | Route::Forward(_)) {
+        // The pod (or the backend a rule forwards to) explains the refusal: the client's
+        // "nothing accepts connections on the ClusterIP" (whose fix is `ss` on a server that
+        // is no host, or on a front that only forwards) steps aside.
         let _ = out.remove(Cause::NoListener);
     }
 }
