@@ -168,8 +168,16 @@ impl Target {
             }
             None => (Scheme::Tcp, raw, false),
         };
-        // authority ends at the first '/', '?' or '#'.
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        // The authority ends at the first '/', '?' or '#' — for redis(s):// and tcp:// the
+        // first one after the last '@': their tail is at most `/DB`, never an '@', and
+        // redis-cli users write passwords holding '/', '?' or '#' unencoded. Cutting at the
+        // first one made `redis://SEK#RIT@h:1` a target on host "sek" (asked of DNS) with the
+        // password in the displayed input.
+        let from = match scheme {
+            Scheme::Redis | Scheme::Rediss | Scheme::Tcp if had_scheme => rest.rfind('@').map_or(0, |i| i + 1),
+            _ => 0,
+        };
+        let end = rest[from..].find(['/', '?', '#']).map_or(rest.len(), |i| from + i);
         let (authority, tail) = rest.split_at(end);
         let (userinfo, hostport) = match authority.rfind('@') {
             Some(i) if had_scheme => (Some(&authority[..i]), &authority[i + 1..]),
@@ -180,7 +188,7 @@ impl Target {
         // hold '/', '?' or '#' (so the authority split above cut it) or the scheme may be
         // missing (`u:pw@h:1`); the echo must not depend on having parsed it right.
         let echo = redact_for_error(raw);
-        if !had_scheme && authority.contains('@') {
+        if !had_scheme && rest.contains('@') {
             return Err(TargetError::CredentialsWithoutScheme(echo));
         }
         let (host_str, port_str) = split_host_port(hostport).map_err(|_| TargetError::BadIpv6(echo.clone()))?;
@@ -365,9 +373,9 @@ mod tests {
     #[test]
     fn parse_errors_never_echo_a_password() {
         for raw in [
-            "redis://u:SEKRIT/abc@h:1",
-            "redis://u:SEKRIT?x@h:1",
-            "redis://u:SEKRIT#x@h:1",
+            "redis://u:SEKRIT/abc@h:99999",
+            "redis://u:SEKRIT?x@h:0",
+            "redis://u:SEKRIT#x@h:x",
             "redis://:SEKRIT/@h:99999",
             "u:SEKRIT@h:1",
             "SEKRIT@h",
@@ -379,6 +387,38 @@ mod tests {
             let e = Target::parse(raw).expect_err(raw).to_string();
             assert!(!e.contains("SEKRIT"), "{raw}: {e}");
         }
+    }
+
+    #[test]
+    fn a_redis_password_may_hold_slash_question_mark_or_hash() {
+        for (raw, pw) in [
+            ("redis://SEK#RIT@127.0.0.1:1", "SEK#RIT"),
+            ("redis://:SEK?RIT@127.0.0.1:1/2", "SEK?RIT"),
+            ("rediss://u:SEK/RIT@h:1", "SEK/RIT"),
+            ("redis://u:a/b?c#d@h", "a/b?c#d"),
+            ("tcp://u:SEK#RIT@h:1", "SEK#RIT"),
+        ] {
+            let t = p(raw);
+            assert_eq!(t.password.as_ref().map(Secret::expose), Some(pw), "{raw}");
+            assert!(
+                matches!(&t.host, Host::Name(h) if h == "h") || t.host == Host::Ip("127.0.0.1".parse().unwrap()),
+                "{raw}: {:?}",
+                t.host
+            );
+            assert!(!t.input.contains("SEK") && !t.input.contains("a/b"), "{raw}: {}", t.input);
+            assert!(t.input.contains(REDACTED), "{raw}: {}", t.input);
+        }
+        assert_eq!(p("redis://:SEK?RIT@127.0.0.1:1/2").db, Some(2));
+        // Without a scheme an '@' anywhere is refused, redacted.
+        for raw in ["SEK#RIT@h:1", "SEK/x@h:1"] {
+            let e = Target::parse(raw).unwrap_err();
+            assert!(matches!(e, TargetError::CredentialsWithoutScheme(_)), "{raw}: {e}");
+            assert!(!e.to_string().contains("SEK"), "{e}");
+        }
+        // http(s) keeps the URL standard: an '@' in the path is part of the path.
+        let t = p("http://h:8080/users/@me");
+        assert_eq!(t.path, "/users/@me");
+        assert!(t.password.is_none());
     }
 
     #[test]
