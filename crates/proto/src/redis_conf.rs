@@ -113,10 +113,13 @@ const MAX_DIRECTIVES: usize = 200_000;
 
 /// Read `path` and every file it includes, in order. `files` receives each path read.
 ///
-/// Each file is read and parsed once: including a file already read again adds nothing
-/// (its directives are in `out` already), so a fan-out of includes costs one pass per file,
-/// not one per path through the graph. A file including itself, directly or through
-/// others, is an include loop (an error, as Redis would recurse forever).
+/// Each file is read and parsed once, so a fan-out of includes costs one pass per file, not
+/// one per path through the graph. Including a file already read again still re-applies it,
+/// as Redis does (`include b.conf`, `bind 0.0.0.0`, `include b.conf` binds as b.conf says):
+/// what is appended then is the last directive of each kind from that file and its includes
+/// (the lint reads only the last one of each), so the work stays bounded by files × kinds.
+/// A file including itself, directly or through others, is an include loop (an error, as
+/// Redis would recurse forever).
 pub fn load(path: &Path) -> Result<(Vec<Directive>, Vec<String>), ConfError> {
     let mut l = Loader::default();
     l.load_into(path, 0)?;
@@ -127,8 +130,9 @@ pub fn load(path: &Path) -> Result<(Vec<Directive>, Vec<String>), ConfError> {
 struct Loader {
     out: Vec<Directive>,
     files: Vec<String>,
-    /// Canonical paths already read.
-    seen: std::collections::HashSet<PathBuf>,
+    /// Canonical paths already read, each with the last directive of each kind it and its
+    /// includes set (what including it again re-applies).
+    seen: std::collections::HashMap<PathBuf, Vec<Directive>>,
     /// Canonical paths of the files being read (the include stack).
     stack: Vec<PathBuf>,
     bytes: u64,
@@ -145,8 +149,8 @@ impl Loader {
             return Err(ConfError::TooMuch { file });
         }
         self.files.push(file.clone());
-        self.seen.insert(canon.clone());
-        self.stack.push(canon);
+        self.stack.push(canon.clone());
+        let start = self.out.len();
         let text = String::from_utf8_lossy(&bytes);
         for (n, raw) in text.lines().enumerate() {
             let line = (n + 1) as u32;
@@ -177,7 +181,11 @@ impl Loader {
                     if self.stack.contains(&c) {
                         return Err(ConfError::IncludeDepth { file, line });
                     }
-                    if self.seen.contains(&c) {
+                    if let Some(again) = self.seen.get(&c) {
+                        if self.out.len() + again.len() > MAX_DIRECTIVES {
+                            return Err(ConfError::TooMuch { file });
+                        }
+                        self.out.extend(again.iter().cloned());
                         continue;
                     }
                     self.load_into(&t, depth + 1)?;
@@ -190,8 +198,27 @@ impl Loader {
             self.out.push(Directive { file: file.clone(), line, name, args });
         }
         self.stack.pop();
+        let summary = last_of_each_kind(&self.out[start..]);
+        self.seen.insert(canon, summary);
         Ok(())
     }
+}
+
+/// The last directive of each kind, in their order: all the lint reads (`last`; for `user`,
+/// the last line of each user).
+fn last_of_each_kind(ds: &[Directive]) -> Vec<Directive> {
+    let mut kinds = std::collections::HashSet::new();
+    let mut keep: Vec<Directive> = ds
+        .iter()
+        .rev()
+        .filter(|d| {
+            let user = if d.name == "user" { d.args.first().map(String::as_str) } else { None };
+            kinds.insert((d.name.as_str(), user))
+        })
+        .cloned()
+        .collect();
+    keep.reverse();
+    keep
 }
 
 /// Redis resolves a relative include against its working directory; a lint run elsewhere
@@ -705,6 +732,32 @@ mod tests {
         assert_eq!(r.files.len(), 15, "{:?}", r.files);
         assert_eq!(r.effective["port"], "7000");
         assert_eq!(r.effective["maxclients"], "113");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_included_again_applies_again() {
+        // Redis re-reads b.conf at the second include: it binds to loopback, so no
+        // open-to-network problem (skipping the second include said there was one).
+        let dir = tmpdir("again");
+        std::fs::write(dir.join("b.conf"), "bind 127.0.0.1\nport 7001\n").unwrap();
+        let main = dir.join("redis.conf");
+        std::fs::write(&main, "include b.conf\nbind 0.0.0.0\nport 7002\nprotected-mode no\ninclude b.conf\n").unwrap();
+        let r = lint(&main, &Limits::default()).unwrap();
+        assert_eq!(r.effective["bind"], "127.0.0.1", "{:?}", r.effective);
+        assert_eq!(r.effective["port"], "7001");
+        assert!(r.problems.iter().all(|p| p.code != "open-to-network"), "{:?}", r.problems);
+        assert_eq!(r.files.len(), 2, "{:?}", r.files);
+        // And the other way: the second include is the one the later line overrides.
+        std::fs::write(&main, "include b.conf\nprotected-mode no\ninclude b.conf\nbind 0.0.0.0\n").unwrap();
+        let r = lint(&main, &Limits::default()).unwrap();
+        assert_eq!(r.effective["bind"], "0.0.0.0");
+        assert!(r.problems.iter().any(|p| p.code == "open-to-network"), "{:?}", r.problems);
+        // Through a nested include: c.conf includes b.conf, whose directives re-apply.
+        std::fs::write(dir.join("c.conf"), "include b.conf\n").unwrap();
+        std::fs::write(&main, "include c.conf\nbind 0.0.0.0\ninclude c.conf\n").unwrap();
+        let r = lint(&main, &Limits::default()).unwrap();
+        assert_eq!(r.effective["bind"], "127.0.0.1", "{:?}", r.effective);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
