@@ -198,13 +198,33 @@ fn a_file_that_is_not_a_network_namespace_is_bad_input() {
 
 #[test]
 fn parse_errors_never_echo_a_url_password() {
-    for raw in ["redis://u:SEKRIT/abc@h:1", "u:SEKRIT@h:1", "redis://u:SEKRIT?@h:99999", "SEKRIT@h:1"] {
+    for raw in ["redis://u:SEKRIT/abc@h:99999", "u:SEKRIT@h:1", "redis://u:SEKRIT?@h:99999", "SEKRIT@h:1"] {
         let o = conndoc(&["diagnose", raw]);
         assert_eq!(o.status.code(), Some(2), "{raw}: {}", stderr(&o));
         assert!(!stderr(&o).contains("SEKRIT"), "{raw}: {}", stderr(&o));
         assert!(stderr(&o).contains("<redacted>"), "{raw}: {}", stderr(&o));
     }
     assert_bad_input(&["diagnose", "http://127.0.0.1:1/a\r\nX-Injected: 1"], "control characters");
+}
+
+#[test]
+fn a_password_holding_hash_slash_or_question_mark_is_never_shown() {
+    // It used to end the authority: host "sekrit" (asked of DNS), the password in the report.
+    let port = closed_port();
+    for raw in [format!("redis://SEKRIT#x@127.0.0.1:{port}"), format!("redis://u:SEKRIT/x?y@127.0.0.1:{port}")] {
+        for json in [false, true] {
+            let mut args = vec!["diagnose", raw.as_str(), "--no-host", "--timeout", "1s"];
+            if json {
+                args.push("--json");
+            }
+            let o = conndoc(&args);
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert_eq!(o.status.code(), Some(1), "{raw}: {out} {}", stderr(&o));
+            assert!(!out.contains("SEKRIT") && !stderr(&o).contains("SEKRIT"), "{raw}: {out}");
+            assert!(out.contains(&format!("127.0.0.1:{port}")) && out.contains("<redacted>"), "{raw}: {out}");
+            assert!(!out.to_ascii_lowercase().contains("sekrit"), "{raw}: {out}");
+        }
+    }
 }
 
 /// A server on a loopback port this test opened that accepts and never says a word.
