@@ -12,7 +12,7 @@ pub mod route;
 mod wire;
 
 pub use diag::{Bytecode, Cond, DiagMsg, DiagRequest};
-pub use route::{addresses, links, neighbours, IfAddr, Link, NeighEntry};
+pub use route::{addresses, addresses_small, links, neighbours, IfAddr, Link, NeighEntry};
 pub use wire::{attrs, encode, messages, Attr, Message, NLMSG_HDRLEN};
 
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
@@ -79,6 +79,9 @@ pub struct Socket {
     sock: RawSocket,
     seq: u32,
     buf: Vec<u8>,
+    /// The receive timeout last set on the socket: not set again while it is within 1 ms
+    /// of what the deadline allows (one setsockopt per request instead of per datagram).
+    timeout: Option<Duration>,
 }
 
 impl Socket {
@@ -88,7 +91,17 @@ impl Socket {
             .map_err(open_err)?;
         // Big dumps arrive in bursts; a larger buffer avoids ENOBUFS on busy hosts.
         let _ = sock.set_recv_buffer_size(1 << 20);
-        Ok(Socket { sock, seq: 0, buf: vec![0; 64 * 1024] })
+        Ok(Socket { sock, seq: 0, buf: vec![0; 64 * 1024], timeout: None })
+    }
+
+    /// A socket with the kernel's default receive buffer, for small dumps done many times
+    /// (one per namespace, `nsfind`): a dump it cannot hold comes back as lost, and the
+    /// caller reads again with [`Socket::open`].
+    pub fn open_small(family: Family) -> Result<Socket, NetlinkError> {
+        let open_err = |source| NetlinkError::Open { family: family.name(), source };
+        let sock = RawSocket::new(Domain::from(libc::AF_NETLINK), Type::RAW, Some(Protocol::from(family.proto())))
+            .map_err(open_err)?;
+        Ok(Socket { sock, seq: 0, buf: vec![0; 64 * 1024], timeout: None })
     }
 
     /// Send a dump request (`msg_type`, payload) and hand every reply message to `each`
@@ -138,9 +151,13 @@ impl Socket {
             if left.is_zero() {
                 return Err(NetlinkError::Timeout { what, after: start.elapsed() }.into());
             }
-            self.sock
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .map_err(|source| NetlinkError::Recv { what, source })?;
+            // Each read waits at most the timeout set, which must not outlast the deadline
+            // by more than a millisecond.
+            let want = left.max(Duration::from_millis(1));
+            if self.timeout.is_none_or(|t| t < want || t > want + Duration::from_millis(1)) {
+                self.sock.set_read_timeout(Some(want)).map_err(|source| NetlinkError::Recv { what, source })?;
+                self.timeout = Some(want);
+            }
             let n = match (&self.sock).read(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
