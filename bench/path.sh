@@ -13,12 +13,15 @@
 # Each run is checked: conndoc must say path-drop "lost after hop 3, 10.77.2.2"; traceroute
 # and mtr must list 10.77.2.2 as hop 3.
 # Usage: sudo bench/path.sh [rounds]     (needs root, iproute2, nft, traceroute, mtr-tiny)
+#        sudo CONNDOC=target/debug/conndoc bench/path.sh 3   (an already-built binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 tgt=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet -p conndoc
-bin=$PWD/$tgt/release/conndoc
+# CONNDOC=path/to/conndoc times that binary (conndoc-labtool beside it) instead of building.
+if [ -z "${CONNDOC:-}" ]; then cargo build --release --quiet -p conndoc; fi
+bin=${CONNDOC:-$PWD/$tgt/release/conndoc}
+labtool=$(dirname "$bin")/conndoc-labtool
 id=$$
 p=cdpb${id}
 hosts="c r1 r2 r3 s"
@@ -46,7 +49,7 @@ ip -n ${p}r2 route add 10.77.0.0/24 via 10.77.1.1
 ip -n ${p}r2 route add 10.77.3.0/24 via 10.77.2.2
 ip -n ${p}r3 route add default via 10.77.2.1
 ip -n ${p}s route add default via 10.77.3.1
-ip netns exec ${p}s sh -c "$PWD/$tgt/release/conndoc-labtool serve :: 7000 >/dev/null 2>&1 &"
+ip netns exec ${p}s sh -c "$labtool serve :: 7000 >/dev/null 2>&1 &"
 ip netns exec ${p}r3 nft -f - <<'NFT'
 table inet bench {
   chain forward {
@@ -81,7 +84,7 @@ for r in $(seq "$rounds"); do
     echo $(( (t1 - t0) / 1000000 )) >> "$out/${names[$i]}.ms"
   done
 done
-echo "load: $(uptime)"
+echo "load: $(uptime); nproc $(nproc); binary $bin"
 python3 - "$out" "$rounds" <<'PY'
 import sys, statistics, os
 d, rounds = sys.argv[1], sys.argv[2]

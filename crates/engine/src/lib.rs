@@ -115,8 +115,15 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
     };
     let capture_stage = capture::begin(&ev, opts, &addrs);
     let path_stage = path::begin(&mut ev, opts, &addrs);
-    ev.probes =
-        conndoc_probe::connect::connect_all_watched(&addrs, ev.target.port, opts.timeout, peer_watch(&ev, opts));
+    // A connect stops waiting once the path stage beside it has located where its SYN dies.
+    let can_stop = |a: std::net::IpAddr| path_stage.as_ref().is_some_and(|b| b.connect_can_stop(a));
+    ev.probes = conndoc_probe::connect::connect_all_stoppable(
+        &addrs,
+        ev.target.port,
+        opts.timeout,
+        peer_watch(&ev, opts),
+        &can_stop,
+    );
     let path_ports = path::end(path_stage, &mut ev);
     capture::end(capture_stage, &mut ev, opts, &path_ports);
     path::after_capture(&mut ev, opts);

@@ -7,11 +7,11 @@
 //! Never for a target on this host, a healthy one or a plainly refused one.
 use crate::{skip, Options};
 use conndoc_capture::path::{self as trace, PathError, Request, Traced, MAX_HOPS};
-use conndoc_facts::path::{PathFacts, PathTrigger};
+use conndoc_facts::path::{ConnectEnded, PathFacts, PathTrigger};
 use conndoc_facts::{Evidence, Outcome, Port};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,19 @@ pub(crate) struct Beside {
     wake: mpsc::Sender<()>,
     connect_done: Arc<AtomicBool>,
     handle: JoinHandle<Results>,
+    /// The addresses whose trace has nothing more to learn.
+    located: Arc<Mutex<Vec<IpAddr>>>,
+    started: Instant,
+    timeout: Duration,
+}
+
+impl Beside {
+    /// Whether the connect to `a` can stop waiting: its trace has located where the SYN
+    /// dies (or reached the end), and the connect has had at least half its deadline —
+    /// the point where the stage would have started without `--path`.
+    pub(crate) fn connect_can_stop(&self, a: IpAddr) -> bool {
+        self.started.elapsed() >= self.timeout / 2 && self.located.lock().is_ok_and(|l| l.contains(&a))
+    }
 }
 
 fn remote(ev: &Evidence, addrs: &[IpAddr]) -> Vec<IpAddr> {
@@ -43,13 +56,17 @@ fn run_traces(
     trigger: PathTrigger,
     timeout: Duration,
     keep: &(dyn Fn() -> bool + Sync),
+    located: &(dyn Fn(IpAddr) + Sync),
 ) -> Results {
     let deadline = Instant::now() + timeout;
     std::thread::scope(|s| {
         let hs: Vec<_> = addrs
             .iter()
             .map(|&target| {
-                s.spawn(move || trace::trace(&Request { target, port, trigger, max_hops: MAX_HOPS, deadline }, keep))
+                s.spawn(move || {
+                    let req = Request { target, port, trigger, max_hops: MAX_HOPS, deadline };
+                    trace::trace(&req, keep, &|| located(target))
+                })
             })
             .collect();
         hs.into_iter().filter_map(|h| h.join().ok()).collect()
@@ -70,15 +87,22 @@ pub(crate) fn begin(ev: &mut Evidence, opts: &Options, addrs: &[IpAddr]) -> Opti
     let connect_done = Arc::new(AtomicBool::new(false));
     let done = connect_done.clone();
     let (forced, timeout, port) = (opts.path, opts.timeout, ev.target.port);
+    let located = Arc::new(Mutex::new(Vec::new()));
+    let found = located.clone();
     let handle = std::thread::spawn(move || {
         // `--path` probes whatever the connect does (and however fast it ends).
         if !forced && !matches!(rx.recv_timeout(timeout / 2), Err(mpsc::RecvTimeoutError::Timeout)) {
             return Vec::new(); // the connect ended first: nothing to place
         }
         let trigger = if forced { PathTrigger::Forced } else { PathTrigger::ConnectTimeout };
-        run_traces(&targets, port, trigger, timeout, &|| !done.load(Ordering::SeqCst))
+        let mark = |a: IpAddr| {
+            if let Ok(mut l) = found.lock() {
+                l.push(a);
+            }
+        };
+        run_traces(&targets, port, trigger, timeout, &|| !done.load(Ordering::SeqCst), &mark)
     });
-    Some(Beside { wake, connect_done, handle })
+    Some(Beside { wake, connect_done, handle, located, started: Instant::now(), timeout })
 }
 
 /// After the connect: let the stage finish its last round, record the traces, and return
@@ -88,7 +112,19 @@ pub(crate) fn end(stage: Option<Beside>, ev: &mut Evidence) -> Vec<u16> {
     b.connect_done.store(true, Ordering::SeqCst);
     let _ = b.wake.send(());
     let results = b.handle.join().unwrap_or_default();
-    record(ev, results)
+    let located = b.located.lock().map(|l| l.clone()).unwrap_or_default();
+    let ports = record(ev, results);
+    // The connects this stage let stop waiting: timeouts before their deadline.
+    let ended: Vec<ConnectEnded> = ev
+        .probes
+        .iter()
+        .filter(|p| p.outcome == Outcome::Timeout && p.elapsed_us < p.deadline_us && located.contains(&p.address))
+        .map(|p| ConnectEnded { address: p.address, after_us: p.elapsed_us, deadline_us: p.deadline_us })
+        .collect();
+    if let (Some(path), false) = (ev.path.as_mut(), ended.is_empty()) {
+        path.connects_ended = ended;
+    }
+    ports
 }
 
 fn record(ev: &mut Evidence, results: Results) -> Vec<u16> {
@@ -135,7 +171,7 @@ pub(crate) fn after_capture(ev: &mut Evidence, opts: &Options) {
     for trigger in [PathTrigger::ResetTtl, PathTrigger::RouterUnreachable] {
         let these: Vec<IpAddr> = addrs.iter().filter(|a| want.contains(&(**a, trigger))).copied().collect();
         if !these.is_empty() {
-            results.extend(run_traces(&these, ev.target.port, trigger, opts.timeout, &|| false));
+            results.extend(run_traces(&these, ev.target.port, trigger, opts.timeout, &|| false, &|_| {}));
         }
     }
     record(ev, results);

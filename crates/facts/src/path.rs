@@ -163,11 +163,27 @@ impl PathTrace {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathFacts {
     pub traces: Vec<PathTrace>,
+    /// Connects given up before their deadline because the trace beside them had located
+    /// where the SYN dies (nothing more would come back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connects_ended: Vec<ConnectEnded>,
+}
+
+/// A connect the path stage ended early: when, against the deadline it had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectEnded {
+    pub address: IpAddr,
+    /// How long the connect waited.
+    pub after_us: Micros,
+    pub deadline_us: Micros,
 }
 
 impl PathFacts {
     pub fn trace(&self, address: &IpAddr) -> Option<&PathTrace> {
         self.traces.iter().find(|t| &t.target == address)
+    }
+    pub fn connect_ended(&self, address: &IpAddr) -> Option<&ConnectEnded> {
+        self.connects_ended.iter().find(|c| &c.address == address)
     }
 }
 

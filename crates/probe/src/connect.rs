@@ -25,6 +25,23 @@ pub fn connect_all_watched(
     crate::pool::map_bounded(addrs, MAX_ADDRESSES, |&a| connect_watched(a, port, timeout, watch))
 }
 
+/// [`connect_all_watched`], each connect also given up before its deadline once
+/// `stop(address)` says so (asked every [`STOP_POLL`]): what another stage learnt makes
+/// further waiting pointless. A connect given up so is a timeout whose `elapsed_us` is the
+/// time it really waited.
+pub fn connect_all_stoppable(
+    addrs: &[IpAddr],
+    port: Port,
+    timeout: Duration,
+    watch: Option<Duration>,
+    stop: &(dyn Fn(IpAddr) -> bool + Sync),
+) -> Vec<ConnectProbe> {
+    crate::pool::map_bounded(addrs, MAX_ADDRESSES, |&a| connect_until(a, port, timeout, watch, &|| stop(a)))
+}
+
+/// How often a stoppable connect asks whether to give up.
+pub const STOP_POLL: Duration = Duration::from_millis(10);
+
 /// A connect to `address:port` with this deadline, before it has a result.
 pub fn unstarted(address: IpAddr, port: Port, timeout: Duration) -> ConnectProbe {
     ConnectProbe {
@@ -52,6 +69,66 @@ pub fn connect_one(address: IpAddr, port: Port, timeout: Duration) -> ConnectPro
 /// dead backend does right after accepting. A peer that sends data, or stays quiet for the
 /// whole window, is healthy.
 pub fn connect_watched(address: IpAddr, port: Port, timeout: Duration, watch: Option<Duration>) -> ConnectProbe {
+    connect_until(address, port, timeout, watch, &|| false)
+}
+
+/// A non-blocking connect waited for in slices of [`STOP_POLL`], so that `stop` can end
+/// the wait before the deadline; the result is classified like a blocking connect's.
+fn connect_stoppable(sock: &Socket, sa: &SockAddr, timeout: Duration, stop: &dyn Fn() -> bool) -> std::io::Result<()> {
+    sock.set_nonblocking(true)?;
+    let r = (|| {
+        match sock.connect(sa) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stop() {
+                return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
+            }
+            if wait_writable(sock, left.min(STOP_POLL))? {
+                return match sock.take_error()? {
+                    None => Ok(()),
+                    Some(e) => Err(e),
+                };
+            }
+        }
+    })();
+    sock.set_nonblocking(false)?;
+    r
+}
+
+/// poll(2) for POLLOUT (the connect finished, either way) for up to `wait`.
+#[allow(unsafe_code)]
+fn wait_writable(sock: &Socket, wait: Duration) -> std::io::Result<bool> {
+    let mut pfd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(sock), events: libc::POLLOUT, revents: 0 };
+    let ms = i32::try_from(wait.as_millis().max(1)).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd for an fd owned by `sock`, which stays open for the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    match rc {
+        -1 => {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+        0 => Ok(false),
+        _ => Ok(pfd.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0),
+    }
+}
+
+/// [`connect_watched`], given up when `stop` says so.
+fn connect_until(
+    address: IpAddr,
+    port: Port,
+    timeout: Duration,
+    watch: Option<Duration>,
+    stop: &dyn Fn() -> bool,
+) -> ConnectProbe {
     let sa = SocketAddr::new(address, port.get());
     let start = Instant::now();
     let mut probe = unstarted(address, port, timeout);
@@ -63,7 +140,7 @@ pub fn connect_watched(address: IpAddr, port: Port, timeout: Duration, watch: Op
             return probe;
         }
     };
-    let result = sock.connect_timeout(&SockAddr::from(sa), timeout);
+    let result = connect_stoppable(&sock, &SockAddr::from(sa), timeout, stop);
     probe.elapsed_us = Micros::from_duration(start.elapsed());
     probe.local = sock.local_addr().ok().and_then(|l| l.as_socket()).filter(|l| l.port() != 0);
     let kind = match &result {

@@ -71,7 +71,12 @@ fn wall_us() -> i64 {
 /// this stage runs beside has ended, or at once for a stage run on its own), one more
 /// round (4× the slowest answer, at least 100 ms) after the last answer; never past the
 /// deadline.
-pub fn trace(req: &Request, keep_waiting: &dyn Fn() -> bool) -> Result<Traced, PathError> {
+///
+/// `located` is called once, as soon as the trace has nothing more to learn: it is
+/// resolved, or some hops answered and the rest stayed silent for a whole round since the
+/// last answer (a drop located) — the connect beside it can stop waiting then, and the
+/// trace ends as soon as it does, that round already waited.
+pub fn trace(req: &Request, keep_waiting: &dyn Fn() -> bool, located: &dyn Fn()) -> Result<Traced, PathError> {
     let started = Instant::now();
     let target = req.target;
     let port = req.port.get();
@@ -127,6 +132,7 @@ pub fn trace(req: &Request, keep_waiting: &dyn Fn() -> bool) -> Result<Traced, P
     let mut slowest = Duration::ZERO;
     let lo = sys::loopback_index();
     let mut stopped: Option<Instant> = None;
+    let mut told = false;
     loop {
         while read < MAX_PACKETS {
             let r = match cap.try_recv(&mut buf) {
@@ -148,15 +154,24 @@ pub fn trace(req: &Request, keep_waiting: &dyn Fn() -> bool) -> Result<Traced, P
             }
         }
         if resolved(&answers) {
+            located();
             break;
         }
         let now = Instant::now();
         if now >= req.deadline || read >= MAX_PACKETS {
             break;
         }
+        let round = (slowest * 4).max(Duration::from_millis(100));
+        let quiet = answers.iter().any(Option::is_some) && now >= last_answer + round;
+        if quiet && !told {
+            told = true;
+            located();
+        }
         let mut until = req.deadline;
+        if quiet && !keep_waiting() {
+            break;
+        }
         if !keep_waiting() {
-            let round = (slowest * 4).max(Duration::from_millis(100));
             // The extra round counts from the later of the last answer and the moment
             // waiting stopped being asked for.
             let since = *stopped.get_or_insert(now);

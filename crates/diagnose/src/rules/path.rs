@@ -16,10 +16,18 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
         let item = path_item(t);
         match p.outcome {
             Outcome::Timeout => {
+                let ended = path.connect_ended(&p.address).map(ended_item);
                 if let Some(f) = path_drop(ev, p, t) {
-                    out.push(f.evidence(&item.kind, item.text.clone(), item.data.clone()));
+                    let mut f = f.evidence(&item.kind, item.text.clone(), item.data.clone());
+                    if let Some(e) = ended {
+                        add(&mut f, e);
+                    }
+                    out.push(f);
                 } else if let Some(f) = out.get_mut(Cause::ConnectTimeout) {
                     add(f, item);
+                    if let Some(e) = ended {
+                        add(f, e);
+                    }
                 }
             }
             Outcome::Refused => {
@@ -51,6 +59,18 @@ fn add(f: &mut Finding, item: EvidenceItem) {
 
 fn addr(h: &Hop) -> String {
     h.address.map(|a| a.to_string()).unwrap_or_else(|| "*".into())
+}
+
+/// The connect was given up before its deadline: the trace beside it had its answer.
+fn ended_item(c: &conndoc_facts::path::ConnectEnded) -> EvidenceItem {
+    EvidenceItem {
+        kind: "connect-ended".into(),
+        text: format!(
+            "the connect to {} was given up after {} of its {} deadline: the path probe beside it had located where the SYN dies (the hops that answer had answered, and the rest stayed silent for a full round), so waiting longer would show nothing new",
+            c.address, c.after_us, c.deadline_us
+        ),
+        data: json!(c),
+    }
 }
 
 /// The hop list in one line (the text renderer draws it as a table from `data`).
@@ -217,6 +237,7 @@ mod tests {
                 hops,
                 elapsed_us: Micros(500_000),
             }],
+            connects_ended: Vec::new(),
         });
         ev
     }
@@ -237,6 +258,25 @@ mod tests {
         assert!(texts.iter().any(|t| t.contains("forwarding path")), "{texts:?}");
         // connect-timeout stays, as its consequence.
         assert!(r.finding(Cause::ConnectTimeout).is_some());
+        assert!(!texts.iter().any(|t| t.contains("given up")), "{texts:?}");
+    }
+
+    #[test]
+    fn a_connect_the_path_stage_ended_says_so() {
+        let mut hops = vec![hop(1, Some("10.78.0.254"), HopAnswer::TimeExceeded)];
+        hops.extend((2..=30).map(|t| hop(t, None, HopAnswer::Nothing)));
+        let mut ev = timeout_with(hops);
+        let p = &ev.probes[0];
+        let ended = conndoc_facts::path::ConnectEnded {
+            address: p.address,
+            after_us: Micros(612_000),
+            deadline_us: p.deadline_us,
+        };
+        ev.path.as_mut().unwrap().connects_ended.push(ended);
+        let r = diagnose(&ev);
+        let f = r.finding(Cause::PathDrop).unwrap();
+        let e = f.evidence.iter().find(|e| e.kind == "connect-ended").expect("connect-ended evidence");
+        assert!(e.text.contains("given up after 612.0ms of its 1.50s deadline"), "{}", e.text);
     }
 
     #[test]
