@@ -338,7 +338,16 @@ fn nat_statement(name: &str, body: &Value) -> Result<(NatAction, Option<Family>)
     }
     let addr = match body.get("addr") {
         Some(Value::String(a)) => a.parse::<IpAddr>().map_err(|_| format!("dnat address {a}"))?,
-        Some(Value::Object(o)) if o.contains_key("map") => return unfollowed("dnat to a map".into()),
+        Some(Value::Object(o)) if o.contains_key("map") => {
+            // As nft prints it: `tcp dport map @m`.
+            let m = &o["map"];
+            let key = m.get("key").and_then(|k| k.get("payload")).map(|p| {
+                let f = |n: &str| p.get(n).and_then(Value::as_str).unwrap_or("?").to_string();
+                format!("{} {} ", f("protocol"), f("field"))
+            });
+            let data = m.get("data").and_then(Value::as_str).unwrap_or("{ … }");
+            return unfollowed(format!("dnat to {}map {data}", key.unwrap_or_default()));
+        }
         Some(Value::Object(o)) if o.contains_key("range") => {
             let r: Vec<String> = o["range"]
                 .as_array()

@@ -538,6 +538,47 @@ fn kube_proxy_table_is_evaluated_and_its_services_found() {
     .unwrap();
 }
 
+/// The nat chains of fixtures/nat.nft, loaded into the kernel now: both readings render
+/// them as nft prints them and send every packet of a matrix to the same translation at
+/// the same rule (or to none).
+fn nat_chains_translate_the_same_both_ways() {
+    let ns = Netns::new("cdnfnl");
+    ns.load(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nat.nft")).unwrap());
+    let (nl, js, texts) = read_both(&ns);
+    assert_texts(&nl, &texts);
+    let mut translated = 0;
+    for (dst, src) in [("10.77.0.2", "10.77.0.1"), ("10.77.0.9", "10.77.0.1"), ("fd77::2", "fd77::1")] {
+        for port in [16379, 16380, 16381, 16382, 16383, 16384, 16385, 17379, 7001, 7002] {
+            for iif in ["veth0", "lo", ""] {
+                for local in [Some(true), Some(false), None] {
+                    for hook in [Hook::Prerouting, Hook::Output, Hook::Postrouting] {
+                        let d: IpAddr = dst.parse().unwrap();
+                        let p = Packet {
+                            family: Family::of(&d),
+                            source: Some(src.parse().unwrap()),
+                            destination: d,
+                            source_port: Some(40000),
+                            destination_port: port,
+                            input_interface: Some(iif.into()),
+                            output_interface: None,
+                            destination_local: local,
+                        };
+                        let (a, b) = (nl.translate(hook, &p), js.translate(hook, &p));
+                        let what = format!("{hook:?} {dst}:{port} iif {iif:?} local {local:?}");
+                        let rule = |e: &conndoc_firewall::NatEvaluation| {
+                            e.matched.as_ref().map(|(r, a)| (r.family.clone(), r.chain.clone(), r.handle, a.clone()))
+                        };
+                        assert_eq!(rule(&a), rule(&b), "{what}");
+                        assert_eq!(a.translation(&p).ok(), b.translation(&p).ok(), "{what}");
+                        translated += usize::from(matches!(a.translation(&p), Ok(Some(_))));
+                    }
+                }
+            }
+        }
+    }
+    assert!(translated > 50, "{translated}");
+}
+
 fn main() {
     let mut t = Tests::new();
     let need = root_with_nft();
@@ -555,6 +596,7 @@ fn main() {
         recorded_fixture_ruleset_reads_the_same_both_ways,
     );
     t.add("verdict_maps_are_evaluated", &need, verdict_maps_are_evaluated);
+    t.add("nat_chains_translate_the_same_both_ways", &need, nat_chains_translate_the_same_both_ways);
     t.add(
         "kube_proxy_table_is_evaluated_and_its_services_found",
         &need,
