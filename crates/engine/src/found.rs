@@ -85,6 +85,19 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     if f.host.is_some() {
         // The server side was inspected after all — in the namespace that owns the address.
         ev.skipped.retain(|s| s.check != "server-side inspection");
+        // Nor is it "another host": its firewall was just not read by this run.
+        let flag = f.netns.as_ref().map(|n| n.entered_by.clone()).unwrap_or_default();
+        for s in ev.skipped.iter_mut().filter(|s| s.check == "firewall of the target host") {
+            if s.reason.contains("is another host") {
+                s.reason = format!(
+                    "{addr} is {} on this machine, not another host; its firewall rules were not read by this run",
+                    f.describe()
+                );
+                // Scheme and authority only: the input may hold a password.
+                let t = format!("{}://{}", ev.target.scheme, ev.target.authority());
+                s.hint = Some(format!("conndoc diagnose {t} --netns {flag} reads them"));
+            }
+        }
     }
     ev.found = Some(f);
 }
