@@ -50,12 +50,41 @@ CREATE INDEX IF NOT EXISTS alerts_pending ON alerts(delivered_ms, next_attempt_m
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration to version N is `MIGRATIONS[N-1]`; each runs in one transaction with the
 /// version bump, so a crash leaves the old version or the new one, never half.
 const MIGRATIONS: [fn(&rusqlite::Transaction) -> rusqlite::Result<()>; SCHEMA_VERSION as usize] =
-    [|tx| tx.execute_batch(SCHEMA_V1), migrate_v2_redact];
+    [|tx| tx.execute_batch(SCHEMA_V1), migrate_v2_redact, migrate_v3_redact_whole_userinfo];
+
+/// Version 3: a Redis password holding `#`, `?` or `/` is redacted up to the last `@`
+/// (`redis://SEK#RIT@h:1` was stored as written). Wherever such a target's stored URL
+/// appears — its state row, its events' summaries and reports, its alerts' payloads (still
+/// to be sent, some of them) — it is replaced by the redacted form.
+fn migrate_v3_redact_whole_userinfo(tx: &rusqlite::Transaction) -> rusqlite::Result<()> {
+    let rows: Vec<(String, String)> = {
+        let mut st = tx.prepare("SELECT name, url FROM target_state")?;
+        let r = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        r.collect::<Result<_, _>>()?
+    };
+    for (name, url) in rows {
+        let shown = redact_target_url(&url);
+        if shown == url {
+            continue;
+        }
+        tx.execute("UPDATE target_state SET url=?2 WHERE name=?1", params![name, shown])?;
+        // As written in text and inside JSON strings.
+        let json = |s: &str| serde_json::to_string(s).unwrap_or_default().trim_matches('"').to_string();
+        for (old, new) in [(url.clone(), shown.clone()), (json(&url), json(&shown))] {
+            tx.execute(
+                "UPDATE events SET summary=replace(summary, ?2, ?3), report=replace(report, ?2, ?3) WHERE target=?1",
+                params![name, old, new],
+            )?;
+            tx.execute("UPDATE alerts SET payload=replace(payload, ?2, ?3) WHERE target=?1", params![name, old, new])?;
+        }
+    }
+    Ok(())
+}
 
 /// Version 2: URLs are stored redacted. Rows written before may hold a Redis password in
 /// `target_state.url` or an alert payload's `url`, and a receiver's URL (a token) in
@@ -669,6 +698,58 @@ mod tests {
         assert_eq!(h.pending_counts().unwrap(), vec![("ops".to_string(), 1)]);
         h.delivered(due[0].id, now_ms()).unwrap();
         assert!(h.pending_counts().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn a_version_2_database_loses_passwords_holding_hash_or_slash() {
+        let p = tmp("v2");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let leaked = "redis://HASH#S3KRIT@127.0.0.1:2";
+        {
+            // As conndoc at schema version 2 wrote it: the URL taken as host "hash".
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.pragma_update(None, "user_version", 2).unwrap();
+            c.execute("INSERT INTO target_state(name, url, state, since_ms) VALUES ('h', ?1, 'down', 1)", [leaked])
+                .unwrap();
+            let report = serde_json::json!({"target": {"input": leaked}, "findings": [{"summary": "x"}]}).to_string();
+            c.execute(
+                "INSERT INTO events(target, at_ms, from_state, to_state, cause, summary, report)
+                 VALUES ('h', 1, 'unknown', 'down', 'dns-no-address', ?1, ?2)",
+                params![format!("target {leaked} down"), report],
+            )
+            .unwrap();
+            let payload = serde_json::json!({"url": leaked, "text": format!("down\n   target {leaked}")}).to_string();
+            c.execute(
+                "INSERT INTO alerts(receiver, target, status, payload, created_ms, next_attempt_ms)
+                 VALUES ('ops', 'h', 'firing', ?1, 1, 1)",
+                [payload],
+            )
+            .unwrap();
+            // Another target's rows are left as they are.
+            c.execute(
+                "INSERT INTO target_state(name, url, state, since_ms) VALUES ('ok', 'redis://:<redacted>@h:1', 'up', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let h = History::open(&p).unwrap();
+        assert_eq!(h.schema_version().unwrap(), SCHEMA_VERSION);
+        let states = h.load_states().unwrap();
+        let url = |n: &str| states.iter().find(|s| s.name == n).unwrap().url.clone();
+        assert_eq!(url("h"), "redis://<redacted>@127.0.0.1:2");
+        assert_eq!(url("ok"), "redis://:<redacted>@h:1");
+        let dump: String = h
+            .lock()
+            .query_row(
+                "SELECT (SELECT group_concat(summary || report) FROM events) || (SELECT group_concat(payload) FROM alerts)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!dump.contains("S3KRIT"), "{dump}");
+        assert!(dump.contains("redis://<redacted>@127.0.0.1:2"), "{dump}");
         let _ = std::fs::remove_dir_all(p.parent().unwrap());
     }
 
