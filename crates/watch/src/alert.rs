@@ -196,7 +196,8 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
         // Bounded, and a FIFO or device is refused (conndoc_files).
         let pem = conndoc_files::read(p, conndoc_files::limit::CA).map_err(|e| format!("CA file: {e}"))?;
         let mut n = 0;
-        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        for c in CertificateDer::pem_slice_iter(&pem) {
             let c = c.map_err(|e| format!("CA file {}: {e}", p.display()))?;
             roots.add(c).map_err(|e| format!("CA file {}: {e}", p.display()))?;
             n += 1;
@@ -316,7 +317,11 @@ mod tests {
         std::fs::write(&empty, "").unwrap();
         let garbage = d.join("garbage.pem");
         std::fs::write(&garbage, "not a certificate\n").unwrap();
-        for p in [std::path::Path::new("/dev/zero"), &d, &empty, &garbage] {
+        let bad_der = d.join("bad-der.pem");
+        std::fs::write(&bad_der, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+        let unterminated = d.join("unterminated.pem");
+        std::fs::write(&unterminated, "-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap();
+        for p in [std::path::Path::new("/dev/zero"), &d, &empty, &garbage, &bad_der, &unterminated] {
             assert!(tls_config(Some(p)).is_err(), "{}", p.display());
         }
         let _ = std::fs::remove_dir_all(&d);

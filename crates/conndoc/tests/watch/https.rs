@@ -15,9 +15,9 @@ fn tls_receiver(
     key: &std::path::Path,
     got: Arc<Mutex<Vec<serde_json::Value>>>,
 ) -> (u16, Arc<AtomicBool>) {
-    let certs: Vec<_> =
-        rustls_pemfile::certs(&mut std::fs::read(cert).unwrap().as_slice()).collect::<Result<_, _>>().unwrap();
-    let key = rustls_pemfile::private_key(&mut std::fs::read(key).unwrap().as_slice()).unwrap().unwrap();
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let certs: Vec<_> = CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
