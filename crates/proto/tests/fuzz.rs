@@ -4,9 +4,12 @@
 //! 999 and a head with control bytes written by hand): no panic, no hang, bounded memory,
 //! and the incremental contract — a reply never claims more bytes than it was given, any
 //! strict prefix of a complete reply asks for more instead of failing, and the resumable
-//! parser fed the bytes in steps gives the same reply.
+//! parser fed the bytes in steps gives the same reply. redis.conf lines (the directives
+//! redis-server 7.0 ships in /etc/redis/redis.conf, plus quotes and secrets by hand) are
+//! split and linted: no panic, plain words split as whitespace does, and no `requirepass`
+//! or `user` value in a lint error.
 
-use conndoc_proto::{http, resp};
+use conndoc_proto::{http, redis_conf, resp};
 use conndoc_testsupport::fuzz::{check_bytes, CappedAlloc};
 use std::path::Path;
 
@@ -79,4 +82,41 @@ fn recorded_replies_parse() {
     assert!(matches!(resp::parse(&mixed), Ok(Some((_, n))) if n == mixed.len()));
     assert!(matches!(http::parse_head(&read("http", "status-999")), Err(http::HttpError::StatusOutOfRange(_))));
     assert!(matches!(http::parse_head(&read("http", "control-bytes")), Err(http::HttpError::BadStatusLine(_))));
+}
+
+#[test]
+fn redis_conf_lines() {
+    conndoc_testsupport::fuzz::check_str(&corpus("redis-conf"), |text| {
+        let mut ds = Vec::new();
+        for (n, line) in text.lines().enumerate().take(10_000) {
+            let Ok(mut args) = redis_conf::split_args(line) else { continue };
+            if !line.contains(['"', '\'', '\\']) {
+                assert_eq!(args, line.split_ascii_whitespace().collect::<Vec<_>>(), "{line:?}");
+            }
+            if args.is_empty() {
+                continue;
+            }
+            let name = args.remove(0).to_ascii_lowercase();
+            ds.push(redis_conf::Directive { file: "redis.conf".into(), line: n as u32 + 1, name, args });
+        }
+        let secrets: Vec<&String> = ds
+            .iter()
+            .filter(|d| d.name == "requirepass" || d.name == "user" || d.name == "masterauth")
+            .flat_map(|d| d.args.iter().skip(usize::from(d.name == "user")))
+            .filter(|a| a.len() >= 6 && !"redis.conf".contains(a.as_str()))
+            .collect();
+        match redis_conf::lint_directives("redis.conf", vec![], &ds, &redis_conf::Limits::default()) {
+            Ok(r) => {
+                let shown = format!("{:?}{:?}", r.problems, r.effective);
+                for s in &secrets {
+                    assert!(!shown.contains(s.as_str()), "{s:?} in {shown}");
+                }
+            }
+            Err(e) => {
+                for s in &secrets {
+                    assert!(!e.to_string().contains(s.as_str()), "{s:?} in {e}");
+                }
+            }
+        }
+    });
 }
