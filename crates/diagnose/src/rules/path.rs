@@ -23,6 +23,14 @@ pub fn run(ev: &Evidence, out: &mut Findings) {
                         add(&mut f, e);
                     }
                     out.push(f);
+                } else if let Some(mut f) = rejected_on_path(p, t) {
+                    // The connect's own ICMP error was lost (IPv6 loses the first one in
+                    // the lab) or rate-limited, but the probes' SYNs are answered.
+                    add(&mut f, item);
+                    if let Some(e) = ended {
+                        add(&mut f, e);
+                    }
+                    out.push(f);
                 } else if let Some(f) = out.get_mut(Cause::ConnectTimeout) {
                     add(f, item);
                     if let Some(e) = ended {
@@ -181,6 +189,24 @@ fn reset_hop(f: &mut Finding, t: &PathTrace, rst: &Hop) {
     }
 }
 
+/// The connect timed out, but a router answers the probes' SYN (the same packet) with an
+/// ICMP unreachable: that router refuses the connection, named as its hop.
+fn rejected_on_path(p: &ConnectProbe, t: &PathTrace) -> Option<Finding> {
+    let u = t.first_terminal()?;
+    let HopAnswer::Unreachable { .. } = u.answer else { return None };
+    let from = u.address.filter(|a| *a != p.address)?;
+    let mut f = Finding::critical(
+        Cause::HostUnreachable,
+        format!(
+            "the connect to {}:{} got no answer within {}, but the path probes' SYNs to it are answered {} by {from}",
+            p.address, p.port, p.deadline_us, u.answer
+        ),
+    );
+    unreachable_hop(&mut f, t, u);
+    f = f.fix(format!("Ask whoever runs {from} which rule rejects traffic to {}:{}.", p.address, p.port));
+    Some(f)
+}
+
 /// A router's ICMP unreachable, attributed to the hop that sent it.
 fn unreachable_hop(f: &mut Finding, t: &PathTrace, u: &Hop) {
     let Some(from) = u.address else { return };
@@ -259,6 +285,36 @@ mod tests {
         // connect-timeout stays, as its consequence.
         assert!(r.finding(Cause::ConnectTimeout).is_some());
         assert!(!texts.iter().any(|t| t.contains("given up")), "{texts:?}");
+    }
+
+    #[test]
+    fn a_timeout_whose_probes_a_router_rejects_names_that_hop() {
+        let ev = timeout_with(vec![
+            hop(1, Some("10.78.0.254"), HopAnswer::TimeExceeded),
+            hop(2, Some("10.78.1.2"), HopAnswer::TimeExceeded),
+            hop(
+                3,
+                Some("10.78.1.2"),
+                HopAnswer::Unreachable {
+                    reason: conndoc_facts::path::UnreachableKind::AdminProhibited,
+                    icmp_type: 3,
+                    code: 13,
+                },
+            ),
+        ]);
+        let r = diagnose(&ev);
+        assert_eq!(r.verdict.cause, Cause::HostUnreachable, "{:#?}", r.findings);
+        let f = r.finding(Cause::HostUnreachable).unwrap();
+        assert!(
+            f.summary.contains("10.78.1.2, hop 2 of the path, answers administratively prohibited"),
+            "{}",
+            f.summary
+        );
+        assert!(
+            f.evidence.iter().any(|e| e.text.contains("the reject is in hop 2's forwarding path")),
+            "{:#?}",
+            f.evidence
+        );
     }
 
     #[test]
