@@ -121,11 +121,14 @@ fn an_unusable_ca_file_is_bad_input_never_healthy() {
     std::fs::write(&bad_der, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
     let bad_b64 = t.path("bad-b64.pem");
     std::fs::write(&bad_b64, "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").unwrap();
+    let unterminated = t.path("unterminated.pem");
+    std::fs::write(&unterminated, "-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap();
     for (f, needle) in [
         (empty.as_str(), "holds no PEM certificate"),
         (garbage.as_str(), "holds no PEM certificate"),
         (bad_der.as_str(), "certificate rejected"),
-        (bad_b64.as_str(), "--ca"),
+        (bad_b64.as_str(), "not valid base64"),
+        (unterminated.as_str(), "a PEM section never ends (no \"-----END CERTIFICATE-----\" line)"),
         ("/dev/zero", "character device"),
         (t.0.to_str().unwrap(), "directory"),
     ] {
@@ -322,6 +325,26 @@ fn server_bytes_never_reach_the_terminal_raw() {
     let o = conndoc(&["lint", &conf]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(!out.contains('\x1b'), "{out:?}");
+}
+
+#[test]
+fn strings_in_an_evidence_file_are_escaped_by_explain() {
+    let t = Tmp::new("explain-escape");
+    let target = format!("127.0.0.1:{}", closed_port());
+    let ev = t.path("ev.json");
+    let o = conndoc(&["diagnose", &target, "--no-host", "--timeout", "500ms", "--evidence-out", &ev]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // A hostile evidence file: escape sequences in the strings explain prints.
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ev).unwrap()).unwrap();
+    let evil = "\x1b[2J\x1b]0;pwned\x07";
+    let input = v["target"]["input"].as_str().unwrap().to_string();
+    v["target"]["input"] = serde_json::Value::String(format!("{input}{evil}"));
+    std::fs::write(&ev, v.to_string()).unwrap();
+    let o = conndoc(&["explain", &ev]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out} {}", stderr(&o));
+    assert!(!out.contains('\x1b') && !out.contains('\x07'), "raw escape in {out:?}");
+    assert!(out.contains(&format!("{input}\\u{{1b}}[2J")), "{out}");
 }
 
 #[test]

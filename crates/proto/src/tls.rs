@@ -44,13 +44,30 @@ pub fn load_ca(p: &Path) -> Result<RootCertStore, TlsSetupError> {
         .map_err(|error| TlsSetupError::ReadCa { path: path.clone(), error })?;
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&data) {
-        let c = c.map_err(|e| TlsSetupError::BadCa { path: path.clone(), reason: e.to_string() })?;
+        let c = c.map_err(|e| TlsSetupError::BadCa { path: path.clone(), reason: pem_reason(&e) })?;
         roots.add(c).map_err(|e| TlsSetupError::BadCa { path: path.clone(), reason: e.to_string() })?;
     }
     if roots.is_empty() {
         return Err(TlsSetupError::EmptyCa(path));
     }
     Ok(roots)
+}
+
+/// A PEM error in words: the library's `Display` prints markers and lines as byte arrays.
+fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    let text = |b: &[u8]| {
+        let t: String = String::from_utf8_lossy(b).chars().take(80).collect();
+        t.escape_debug().to_string()
+    };
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            format!("a PEM section never ends (no \"-----END {}-----\" line)", text(end_marker))
+        }
+        Error::IllegalSectionStart { line } => format!("malformed PEM section start \"{}\"", text(line)),
+        Error::Base64Decode(_) => "a PEM section is not valid base64".into(),
+        other => other.to_string(),
+    }
 }
 
 impl TlsSetup {
