@@ -4,13 +4,22 @@
 
 use crate::rules::client::connect_item;
 use crate::{Cause, Finding, Findings};
-use conndoc_facts::container::{Container, ContainerFacts};
+use conndoc_facts::container::{Container, ContainerFacts, IdentitySource};
 use conndoc_facts::host::Listener;
 use conndoc_facts::{ConnectKind, ConnectProbe, Evidence};
 use serde_json::json;
 
 pub(crate) fn container_item(f: Finding, c: &Container) -> Finding {
-    let mut text = format!("{} is {}", c.label(), c.state.as_str());
+    let mut text = match c.source {
+        // Only the id is known: "is unknown" would read as if the container were in doubt.
+        IdentitySource::Cgroup => format!(
+            "{} container {}, identified by its id in /proc/{}/cgroup; the engine was not readable, so its name, state and port map are unknown",
+            c.engine.as_str(),
+            c.short_id(),
+            c.pid.map_or_else(|| "PID".to_string(), |p| p.to_string())
+        ),
+        IdentitySource::EngineApi => format!("{} is {}", c.label(), c.state.as_str()),
+    };
     if let Some(code) = c.exit_code {
         text.push_str(&format!(", exit code {code}"));
     }
@@ -160,22 +169,39 @@ fn wrong_port(cf: &ContainerFacts, port: u16, p: &ConnectProbe, out: &mut Findin
 }
 
 fn not_published(cf: &ContainerFacts, port: u16, p: &ConnectProbe, out: &mut Findings) {
-    for c in cf.containers.iter().filter(|c| c.state.serving() && c.ports_known) {
+    // A container known only by its cgroup id (engine unreadable) with a listener on the
+    // port runs; nothing on this host forwards the port to it (the refusal came from the
+    // host with no listener there), which is what "not published" means for the client.
+    for c in
+        cf.containers.iter().filter(|c| (c.state.serving() && c.ports_known) || (!c.ports_known && c.listeners_read))
+    {
         let ls: Vec<&Listener> = c.listeners.iter().filter(|l| l.port() == port).collect();
         if ls.is_empty() || c.mapping_to(port).next().is_some() || c.published_on(port).next().is_some() {
             continue;
         }
-        let mut f = Finding::critical(
-            Cause::ContainerPortNotPublished,
+        let summary = if c.ports_known {
             format!(
                 "Container {} listens on port {port} inside its network namespace, but publishes no host port for it ({})",
                 c.name(),
                 c.ports_text()
-            ),
-        );
+            )
+        } else {
+            format!(
+                "Container {} listens on port {port} inside its network namespace, but nothing listens on port {port} on this host to forward it there (the engine's port map could not be read)",
+                c.name()
+            )
+        };
+        let mut f = Finding::critical(Cause::ContainerPortNotPublished, summary);
         f = container_item(f, c);
         f = inside_listeners_item(f, c, &ls);
-        f = port_map_item(f, c);
+        if c.ports_known {
+            f = port_map_item(f, c);
+        } else {
+            f = f.fix(format!(
+                "See which host port, if any, it is published on: `docker port {}` (or `docker ps`); the engine socket was not readable here.",
+                c.short_id()
+            ));
+        }
         let (text, data) = connect_item(p);
         f = f.evidence("connect", text, data);
         f = f.fix(format!(
@@ -330,6 +356,31 @@ mod tests {
         let t = text(&r, Cause::WrongPort);
         assert!(t.contains("0.0.0.0:6380 → 6379/tcp") && t.contains("host port 6380") && t.contains("cache"), "{t}");
         assert!(r.finding(Cause::ContainerPortNotPublished).is_none());
+    }
+
+    /// Engine socket unreadable: the container is known by its cgroup id only, its port map
+    /// is unknown. It still runs and listens; "start the service" would be wrong.
+    #[test]
+    fn cgroup_only_container_listening_is_not_published() {
+        let mut c = cache(ContainerState::Unknown, &[], &["0.0.0.0:6379"]);
+        (c.names, c.image, c.source, c.ports_known, c.listeners_read) =
+            (vec![], String::new(), IdentitySource::Cgroup, false, true);
+        (c.pid, c.exit_code, c.oom_killed, c.restart_count, c.log_tail) = (Some(4242), None, None, None, vec![]);
+        let mut e = ev(ConnectKind::Refused, "redis://127.0.0.1:6379", Some(host()), vec![c]);
+        e.containers.as_mut().unwrap().endpoint = None;
+        let r = diagnose(&e);
+        assert_eq!(r.verdict.cause, Cause::ContainerPortNotPublished);
+        let t = text(&r, Cause::ContainerPortNotPublished);
+        for s in [
+            "Container e789749d466b listens on port 6379",
+            "the engine's port map could not be read",
+            "docker container e789749d466b, identified by its id in /proc/4242/cgroup",
+            "listening on 0.0.0.0:6379",
+            "docker port e789749d466b",
+        ] {
+            assert!(t.contains(s), "{s} in {t}");
+        }
+        assert!(!t.contains("is unknown") && !t.contains("no published ports"), "{t}");
     }
 
     #[test]
