@@ -203,6 +203,50 @@ fn firewall_timeout_env_is_checked() {
     }
 }
 
+/// The DaemonSet has what the Kubernetes checks need and no more (docs/kubernetes.md):
+/// the node's network and PID namespaces, /run/netns read-only with HostToContainer
+/// propagation, the documented capabilities added to an empty set, no privileged mode,
+/// no API token. Checked as text: no YAML parser is a dependency, and the manifest is
+/// written one key per line.
+fn kubernetes_daemonset_has_exactly_what_it_needs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let yaml = std::fs::read_to_string(root.join("deploy/kubernetes/conndoc-daemonset.yaml")).unwrap();
+    let doc = std::fs::read_to_string(root.join("docs/kubernetes.md")).unwrap();
+    let lines: Vec<&str> = yaml.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    for want in [
+        "hostNetwork: true",
+        "hostPID: true",
+        "automountServiceAccountToken: false",
+        "runAsUser: 0",
+        "privileged: false",
+        "allowPrivilegeEscalation: false",
+        "drop: [\"ALL\"]",
+        "add: [\"NET_ADMIN\", \"SYS_ADMIN\", \"NET_RAW\", \"SYS_PTRACE\", \"DAC_READ_SEARCH\"]",
+    ] {
+        assert_eq!(lines.iter().filter(|l| **l == want).count(), 1, "{want} once in the manifest");
+    }
+    for never in ["privileged: true", "hostIPC: true", "serviceAccountName:"] {
+        assert!(!lines.iter().any(|l| l.starts_with(never)), "{never} in the manifest");
+    }
+    // The /run/netns mount: read-only, propagating namespaces of pods started later.
+    let at = lines.iter().position(|l| *l == "mountPath: /run/netns").expect("a /run/netns mount");
+    let mount: Vec<&str> = lines[at..].iter().take_while(|l| !l.starts_with("- name:")).copied().collect();
+    assert!(mount.contains(&"readOnly: true") && mount.contains(&"mountPropagation: HostToContainer"), "{mount:?}");
+    // Every capability and host setting is explained in the docs' table.
+    for c in [
+        "`hostNetwork: true`",
+        "`hostPID: true`",
+        "`CAP_NET_ADMIN`",
+        "`CAP_SYS_ADMIN`",
+        "`CAP_NET_RAW`",
+        "`CAP_SYS_PTRACE`",
+        "`CAP_DAC_READ_SEARCH`",
+        "`/run/netns` read-only",
+    ] {
+        assert!(doc.contains(c), "{c} not documented in docs/kubernetes.md");
+    }
+}
+
 /// `man --out` at something that is not a directory is bad input: one line, exit 2, nothing written.
 fn man_out_not_a_directory_is_bad_input() {
     let dir = Dir::new("man-out");
@@ -231,5 +275,6 @@ fn main() {
     tests!(t, Need::met(), check_log_lines_redact_the_password_in_both_formats);
     tests!(t, Need::met(), man_out_not_a_directory_is_bad_input);
     tests!(t, Need::met(), firewall_timeout_env_is_checked);
+    tests!(t, Need::met(), kubernetes_daemonset_has_exactly_what_it_needs);
     t.run()
 }
