@@ -549,6 +549,31 @@ impl History {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql("reading probe results", e))
     }
 
+    /// Buckets of one target since `from_ms` with their latencies, oldest first.
+    pub fn bucket_rows(&self, target: &str, from_ms: i64) -> Result<Vec<(i64, Bucket)>, HistoryError> {
+        let c = self.lock();
+        let mut st = c
+            .prepare_cached(
+                "SELECT bucket_ms, count, failures, latency_sum_us, latency_max_us FROM probes \
+                 WHERE target=?1 AND bucket_ms>=?2 ORDER BY bucket_ms",
+            )
+            .map_err(|e| self.sql("reading probe results", e))?;
+        let rows = st
+            .query_map(params![target, from_ms], |r| {
+                Ok((
+                    r.get(0)?,
+                    Bucket {
+                        count: r.get(1)?,
+                        failures: r.get(2)?,
+                        latency_sum_us: r.get::<_, i64>(3)?.max(0) as u64,
+                        latency_max_us: r.get::<_, i64>(4)?.max(0) as u64,
+                    },
+                ))
+            })
+            .map_err(|e| self.sql("reading probe results", e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql("reading probe results", e))
+    }
+
     pub fn events(&self, target: &str, limit: usize) -> Result<Vec<Event>, HistoryError> {
         let c = self.lock();
         let mut st = c

@@ -169,8 +169,9 @@ async fn answer(d: Arc<ReadModel>, hosts: &HostPolicy, req: Request<Incoming>) -
         )
     } else {
         let path = req.uri().path().to_string();
+        let query = req.uri().query().map(str::to_string);
         let d2 = d.clone();
-        match tokio::task::spawn_blocking(move || route(&d2, &path)).await {
+        match tokio::task::spawn_blocking(move || route(&d2, &path, query.as_deref())).await {
             Ok(r) => r,
             Err(_) => Response::text(500, "rendering failed"),
         }
@@ -198,10 +199,11 @@ fn decode_name(s: &str) -> Result<String, Response> {
     String::from_utf8(bytes).map_err(|_| Response::text(400, "the target name in the path is not UTF-8"))
 }
 
-/// Answer one GET for `path` (no query). Blocking: reads the history database.
-pub fn route(d: &ReadModel, path: &str) -> Response {
+/// Answer one GET for `path` (`query`: the index's filters). Blocking: reads the history
+/// database.
+pub fn route(d: &ReadModel, path: &str, query: Option<&str>) -> Response {
     match path {
-        "/" => Response::new(200, "text/html; charset=utf-8", crate::dashboard::index(d)),
+        "/" => Response::new(200, "text/html; charset=utf-8", crate::dashboard::index(d, query)),
         "/metrics" => Response::new(200, crate::metrics::CONTENT_TYPE, crate::metrics::render(d)),
         "/api/targets" => Response::new(200, "application/json", crate::dashboard::api_targets(d)),
         "/-/healthy" => Response::text(200, "ok"),

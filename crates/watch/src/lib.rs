@@ -7,6 +7,7 @@
 //! the state. The daemon itself never reasons about causes: the rules do.
 
 pub mod alert;
+pub mod charts;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;

@@ -40,15 +40,15 @@ pub struct TargetView {
 }
 
 impl TargetView {
-    /// Down first, then unknown, then up; within a state the longest-lasting first (what
-    /// needs attention), then by name.
+    /// What needs attention first: down (the newest outage first: what someone opening the
+    /// dashboard comes for), then unknown, then up; then by name.
     pub fn attention_key(&self) -> (u8, i64, &str) {
         let rank = match self.state {
             State::Down => 0,
             State::Unknown => 1,
             State::Up => 2,
         };
-        (rank, if self.state == State::Up { 0 } else { self.since_ms }, &self.name)
+        (rank, if self.state == State::Down { -self.since_ms } else { 0 }, &self.name)
     }
 }
 
