@@ -118,6 +118,8 @@ pub fn parse_save(text: &str, tool: FirewallTool, family: Family, source: usize)
             continue;
         }
         if let Some(t) = line.strip_prefix('*') {
+            // A table cut short (no COMMIT): its policies stay its own, not the next table's.
+            flush(&mut rs, &table, &mut policies);
             table = t.trim().to_string();
             order.clear();
             continue;
