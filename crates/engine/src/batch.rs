@@ -11,7 +11,7 @@
 //! process, a connect that did not end in a plain refusal, a port with a listener) goes
 //! through [`crate::gather`] unchanged, so each target's evidence is what `gather` gives.
 
-use crate::{gather, EngineError, Options};
+use crate::{found, gather_in, EngineError, Options};
 use conndoc_facts::{ConnectKind, ConnectProbe, Errno, Evidence, Family, Host, Micros, Port, Scheme, Target};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeSet;
@@ -54,6 +54,10 @@ pub fn gather_each(
     // Connects and snapshots run here, chunk by chunk, while `concurrency` workers hand
     // the assembled evidence to the caller (CPU work) and run the full gathers (mostly
     // waiting): the two overlap on a multi-core machine.
+    // A target whose refused address is another namespace's (a container, a pod) takes the
+    // found stage in its full gather: the machine's namespaces are listed once for all.
+    let namespaces = found::Namespaces::default();
+    let gather = |t: Target, o: &Options| gather_in(t, o, Some(&namespaces));
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let (gtx, grx) = std::sync::mpsc::channel::<Job>();
     let (rx, grx) = (Mutex::new(rx), Mutex::new(grx));

@@ -41,7 +41,26 @@ fn wanted(ev: &Evidence, opts: &Options) -> Option<IpAddr> {
         .find(|a| kube.is_none_or(|k| k.for_address(*a).is_none()))
 }
 
-pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
+/// The namespaces on this machine, listed once for a whole batch (`conndoc check`) on the
+/// first target that needs them: each target then only looks its address up (a batch of
+/// container targets would otherwise walk /proc once per target).
+#[derive(Default)]
+pub(crate) struct Namespaces(std::sync::OnceLock<(Vec<conndoc_host::nsfind::Candidate>, bool)>);
+
+impl Namespaces {
+    fn find(&self, addr: IpAddr, skip: &[u64], deadline: Duration, mac: Option<&str>) -> conndoc_host::nsfind::Search {
+        let start = std::time::Instant::now();
+        let (all, truncated) =
+            self.0.get_or_init(|| conndoc_host::nsfind::namespaces(conndoc_host::nsfind::MAX_NAMESPACES));
+        // The listing counts against the first lookup's deadline, as in a single diagnose.
+        let left = deadline.saturating_sub(start.elapsed());
+        let mut s = conndoc_host::nsfind::find_owner_among(all, *truncated, addr, skip, left, mac);
+        s.elapsed = start.elapsed();
+        s
+    }
+}
+
+pub(crate) fn run(ev: &mut Evidence, opts: &Options, shared: Option<&Namespaces>) {
     let Some(addr) = wanted(ev, opts) else { return };
     if !ev.client.privileges.cap_sys_admin {
         skip(
@@ -68,7 +87,11 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     // The MAC our neighbour table has for the address picks the right holder when several
     // namespaces (separate bridges, parallel labs) carry the same address.
     let mac = backend::neighbour_mac(opts, addr);
-    let s = conndoc_host::nsfind::find_owner(addr, &skip_ns, SEARCH_DEADLINE.min(opts.timeout), mac.as_deref());
+    let deadline = SEARCH_DEADLINE.min(opts.timeout);
+    let s = match shared {
+        Some(n) => n.find(addr, &skip_ns, deadline, mac.as_deref()),
+        None => conndoc_host::nsfind::find_owner(addr, &skip_ns, deadline, mac.as_deref()),
+    };
     f.searched = s.searched;
     f.search_us = u64::try_from(s.elapsed.as_micros()).unwrap_or(u64::MAX);
     let Some(id) = s.found else {

@@ -94,6 +94,15 @@ pub enum EngineError {
 
 /// Gather every fact about `target`.
 pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
+    gather_in(target, opts, None)
+}
+
+/// [`gather`], with the namespace listing of the batch it is part of.
+pub(crate) fn gather_in(
+    target: Target,
+    opts: &Options,
+    namespaces: Option<&found::Namespaces>,
+) -> Result<Evidence, EngineError> {
     let start = Instant::now();
     if let Some(ca) = &opts.ca_file {
         conndoc_proto::tls::load_ca(ca)?;
@@ -156,7 +165,7 @@ pub fn gather(target: Target, opts: &Options) -> Result<Evidence, EngineError> {
         kube::follow(&mut ev, opts);
     }
     // The dialled address is another namespace's on this machine (a container, a pod).
-    found::run(&mut ev, opts);
+    found::run(&mut ev, opts, namespaces);
     // That namespace may forward the port to a backend (a DNAT/redirect rule there): its
     // rules are read as with `--netns` naming it, and the rule is followed.
     if let Some(o) = backend::through_found(&ev, opts).filter(firewall::nat_present) {

@@ -110,7 +110,23 @@ pub struct Search {
 pub fn find_owner(addr: IpAddr, skip: &[u64], deadline: Duration, mac: Option<&str>) -> Search {
     let start = Instant::now();
     let (all, truncated) = namespaces(MAX_NAMESPACES);
-    let cands: Vec<Candidate> = all.into_iter().filter(|c| !skip.contains(&c.identity.inode)).collect();
+    let mut s = find_owner_among(&all, truncated, addr, skip, deadline, mac);
+    s.elapsed = start.elapsed();
+    s
+}
+
+/// [`find_owner`] among namespaces already listed by [`namespaces`]`(MAX_NAMESPACES)`
+/// (`truncated` as it said): a batch lists them once and looks up each address.
+pub fn find_owner_among(
+    all: &[Candidate],
+    truncated: bool,
+    addr: IpAddr,
+    skip: &[u64],
+    deadline: Duration,
+    mac: Option<&str>,
+) -> Search {
+    let start = Instant::now();
+    let cands: Vec<Candidate> = all.iter().filter(|c| !skip.contains(&c.identity.inode)).cloned().collect();
     let mut s = search(&cands, addr, start + deadline, mac);
     if truncated && s.found.is_none() {
         s.incomplete.get_or_insert(format!("more than {MAX_NAMESPACES} namespaces: the rest were not searched"));

@@ -10,7 +10,22 @@ use std::time::Duration;
 /// Check a run against the scenario's expectations; returns every mismatch.
 pub fn check(exp: &Expect, out: &RunOutput) -> Vec<String> {
     let mut errs = Vec::new();
-    let json = out.json.as_ref();
+    let whole = out.json.as_ref();
+    let json = match &exp.report_of {
+        Some(name) => {
+            let line = |v: &&Value| v.get("name").and_then(Value::as_str) == Some(name.as_str());
+            let r = match whole {
+                Some(Value::Array(lines)) => lines.iter().find(line),
+                other => other.filter(line),
+            }
+            .and_then(|l| l.get("report"));
+            if r.is_none() {
+                errs.push(format!("report_of: no report of a target named {name:?} in the output"));
+            }
+            r
+        }
+        None => whole,
+    };
     let cause = json.and_then(|j| j.pointer("/verdict/cause")).and_then(Value::as_str);
     if let Some(c) = &exp.cause {
         if cause != Some(c.as_str()) {
@@ -33,7 +48,7 @@ pub fn check(exp: &Expect, out: &RunOutput) -> Vec<String> {
         check_finding(f, findings, &mut errs);
     }
     for j in &exp.json {
-        check_pointer(j, json, &mut errs);
+        check_pointer(j, whole, &mut errs);
     }
     let skipped: &[Value] = json.and_then(|j| j.get("skipped")).and_then(Value::as_array).map_or(&[], Vec::as_slice);
     for k in &exp.skipped {
@@ -239,6 +254,20 @@ mod tests {
 
     fn errors(toml_text: &str) -> Vec<String> {
         check(&expect(toml_text), &out(report(), 1))
+    }
+
+    #[test]
+    fn report_of_reads_one_target_of_a_check_run() {
+        let lines = serde_json::json!([
+            { "name": "plain", "state": "down", "report": { "verdict": { "cause": "no-listener" } } },
+            { "name": "app", "state": "down", "report": report() },
+        ]);
+        let e = expect("report_of = \"app\"\ncause = \"firewall-drop\"\n[[json]]\npointer = \"/0/report/verdict/cause\"\nequals = \"no-listener\"");
+        assert_eq!(check(&e, &out(lines.clone(), 1)), Vec::<String>::new());
+        let e = expect("report_of = \"plain\"\ncause = \"firewall-drop\"");
+        assert_eq!(check(&e, &out(lines.clone(), 1)).len(), 1, "the other target's verdict");
+        let errs = check(&expect("report_of = \"nope\""), &out(lines, 1));
+        assert!(errs.iter().any(|e| e.contains("no report of a target named \"nope\"")), "{errs:?}");
     }
 
     #[test]

@@ -563,7 +563,7 @@ impl Lab {
             }
         }
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let json = serde_json::from_str(&stdout).ok();
+        let json = parse_json(&stdout);
         Ok(RunOutput {
             status: out.status.code(),
             stdout,
@@ -577,6 +577,17 @@ impl Lab {
 }
 
 /// Where recording mode (`CONNDOC_LAB_EVIDENCE_DIR`) keeps this scenario's evidence.
+/// One JSON object (`diagnose --json`), or an array of one object a line (`check --json`
+/// with several targets).
+fn parse_json(stdout: &str) -> Option<Value> {
+    if let Ok(v) = serde_json::from_str(stdout) {
+        return Some(v);
+    }
+    let lines: Result<Vec<Value>, _> =
+        stdout.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect();
+    lines.ok().filter(|l| l.len() > 1).map(Value::Array)
+}
+
 fn record_path(lab: &Lab) -> Option<PathBuf> {
     let dir = std::env::var_os("CONNDOC_LAB_EVIDENCE_DIR")?;
     let name = lab.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

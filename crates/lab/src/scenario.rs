@@ -210,6 +210,11 @@ pub struct Expect {
     pub exit: Option<i32>,
     #[serde(default)]
     pub max_elapsed_ms: Option<u64>,
+    /// `conndoc check --json` runs: the cause, finding and skipped checks read the report of
+    /// the target with this name (its line of the output); `[[expect.json]]` pointers still
+    /// point into the whole output (an array when several targets were checked).
+    #[serde(default)]
+    pub report_of: Option<String>,
     #[serde(default, rename = "finding")]
     pub findings: Vec<ExpectFinding>,
     #[serde(default)]
