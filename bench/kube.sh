@@ -136,7 +136,7 @@ run_mode() { # mode, listing command...
         "$mode" "$N" "$*" "$l" "$s" "$verdict" "$o" $((s - o)) "$(awk -v a=$((s - o)) -v b="$l" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')"
 }
 
-echo "load: $(uptime)"
+echo "load: $(uptime); nproc $(nproc); binary $CONNDOC"
 node
 gen_iptables >"$WORK/iptables.rules"
 ip netns exec "$NS" iptables-nft-restore <"$WORK/iptables.rules"
