@@ -51,6 +51,11 @@ pub fn comm(pid: u32) -> Option<String> {
 /// The command line, NUL-separated arguments joined with spaces (secrets not yet redacted).
 pub fn cmdline_args(pid: u32) -> Vec<String> {
     let Ok(b) = fs::read(pid_path(pid, "cmdline")) else { return Vec::new() };
+    split_cmdline(&b)
+}
+
+/// /proc/PID/cmdline's bytes → its arguments (NUL-separated, empty ones dropped).
+pub fn split_cmdline(b: &[u8]) -> Vec<String> {
     b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
 

@@ -36,8 +36,10 @@ pub fn redact_cmdline(args: &[String]) -> String {
             }
         }
         // URLs with credentials: scheme://user:pass@host
-        if let Some(at) = a.find('@') {
-            if let Some(s) = a.find("://") {
+        // The `@` is searched after the `://` (an `@` before it, which any process may put in
+        // its argv, used to panic the slice) and the last one (a password may hold `@`).
+        if let Some(s) = a.find("://") {
+            if let Some(at) = a[s + 3..].rfind('@').map(|i| s + 3 + i) {
                 if let Some(colon) = a[s + 3..at].find(':') {
                     let cut = s + 3 + colon + 1;
                     out.push(format!("{}{REDACTED}{}", &a[..cut], &a[at..]));
@@ -68,5 +70,8 @@ mod tests {
         assert_eq!(r, "worker redis://default:<redacted>@10.0.0.2:6379/0");
         assert!(!redact_cmdline(&v(&["redis-cli", "-a", "topsecret"])).contains("topsecret"));
         assert_eq!(redact_cmdline(&v(&["nginx", "-g", "daemon off;"])), "nginx -g daemon off;");
+        // Found by tests/fuzz.rs: an `@` before the `://` panicked; a password holding `@`.
+        assert_eq!(redact_cmdline(&v(&["a@b://u:pw@h"])), "a@b://u:<redacted>@h");
+        assert_eq!(redact_cmdline(&v(&["redis://u:p@ss@h:1"])), "redis://u:<redacted>@h:1");
     }
 }
