@@ -4,8 +4,8 @@
 //! secrets in each form the redactor knows. Every parser runs on every input: no panic, no
 //! hang, bounded memory, and what each returns is in the input.
 
-use conndoc_host::{counters, procs, redact};
-use conndoc_testsupport::fuzz::{check_bytes, CappedAlloc};
+use conndoc_host::{audit, counters, kmsg, procs, proxy, redact, sysctl, systemd};
+use conndoc_testsupport::fuzz::{check_bytes, check_str, CappedAlloc};
 use std::path::Path;
 
 #[global_allocator]
@@ -43,5 +43,26 @@ fn proc_files() {
         let mut with_flag = vec!["--requirepass".to_string(), "S3CR3T-fuzz".to_string()];
         with_flag.extend(args);
         assert!(!redact::redact_cmdline(&with_flag).contains("S3CR3T-fuzz") || shown.contains("S3CR3T-fuzz"));
+    });
+}
+
+/// The text readers beside /proc: audit AVC lines, kernel log lines, `systemctl show`,
+/// `journalctl -o json`, `ip_local_port_range`, docker-proxy arguments. Seeds in
+/// tests/corpus/text/: the recorded fixtures of tests/fixtures/ (README there says where
+/// from), this machine's ip_local_port_range, two kernel lines by hand.
+#[test]
+fn recorded_text_readers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/text");
+    check_str(&dir, |text| {
+        for line in text.lines() {
+            let _ = format!("{:?} {:?}", audit::parse_avc(line), kmsg::parse_line(line));
+        }
+        let _ = format!("{:?}", systemd::parse_show("redis.service", text));
+        let _ = format!("{:?}", systemd::parse_journal_json(text));
+        if let Some((lo, hi)) = sysctl::parse_range(text) {
+            assert!(text.contains(&lo.to_string()) && text.contains(&hi.to_string()));
+        }
+        let args: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+        let _ = format!("{:?}", proxy::parse_docker_proxy(&args));
     });
 }
