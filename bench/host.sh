@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# Host inspection cost with a large socket table, side by side with ss, in one run.
+# Host inspection and `conndoc listeners` with a large socket table and a large fd table,
+# side by side with the `ss` a person types, in one run (issues 3, 16).
 #
-#   sudo bench/host.sh [SOCKETS] [RUNS]      (default 50000 sockets, 20 runs each)
+#   sudo bench/host.sh [SOCKETS] [RUNS]      (default 50000 sockets, 15 runs each)
 #
-# Builds a lab network namespace (nothing changes outside it), fills its TCP table with
-# SOCKETS sockets (SOCKETS/2 held client connections + their accepted server ends, over
-# ports 7000-7002), adds a quiet listener on 6379, then times whole processes inside the
-# namespace: `ss -tan`, `ss -tanp`, `ss -tlnp` against conndoc's inspection of one port
-# (examples/inspect: sock_diag with kernel filters + owner lookup + counters + sysctls;
-# THOROUGH=1 adds the per-port state walk that runs after a failed probe),
-# `conndoc listeners --port` and `conndoc listeners`. Prints medians and ratios.
+# Builds a lab network namespace (nothing changes outside it) and fills it:
+# - its TCP table with SOCKETS sockets (SOCKETS/2 held client connections + their accepted
+#   server ends, over ports 7000-7002) and a quiet listener on 6379;
+# - FDPROCS processes (default 50) holding FDS open files each (default 2,000: 100,000 fds
+#   in all), so that listener→process lookups meet a large fd table made by the lab, not
+#   whatever else the machine runs.
+# Then times whole processes inside the namespace, alternating (bench/alternate.py: every
+# command once per round, RUNS rounds after 2 warm-up rounds), and prints medians, ratios,
+# the load average and the core count.
+# Environment: CARGO_TARGET_DIR, NOBUILD=1 (use the binaries already built), FDPROCS, FDS,
+# SLOW=0 (leave out `ss -tlnp` and the listener→process rows: they take seconds per run).
 set -euo pipefail
 N=${1:-50000}
-RUNS=${2:-20}
+RUNS=${2:-15}
+FDPROCS=${FDPROCS:-50}
+FDS=${FDS:-2000}
+SLOW=${SLOW:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 [ "$(id -u)" = 0 ] || { echo "bench/host.sh: needs root (network namespaces)" >&2; exit 2; }
 
-cargo build --release -q -p conndoc --bin conndoc --bin conndoc-labtool --manifest-path "$ROOT/Cargo.toml"
-cargo build --release -q -p conndoc-host --example inspect --manifest-path "$ROOT/Cargo.toml"
+if [ "${NOBUILD:-0}" != 1 ]; then
+  cargo build --release -q -p conndoc --bin conndoc --bin conndoc-labtool --manifest-path "$ROOT/Cargo.toml"
+  cargo build --release -q -p conndoc-host --example inspect --manifest-path "$ROOT/Cargo.toml"
+fi
 BIN=$CARGO_TARGET_DIR/release
 NS=cdbench$$
 PIDS=()
@@ -29,7 +39,7 @@ cleanup() {
   for p in $(ip netns pids "$NS" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
   ip netns del "$NS" 2>/dev/null || true
 }
-trap cleanup EXIT
+trap cleanup EXIT INT TERM
 ip netns add "$NS"
 in_ns() { ip netns exec "$NS" "$@"; }
 in_ns ip link set lo up
@@ -40,7 +50,6 @@ in_ns sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
 # 7000, 7001, …; port 7000 is the "busy" one.
 PAIRS=3
 PER=$(( (N / 2 + PAIRS - 1) / PAIRS ))
-HALF=$PER
 LIMIT=$(ulimit -Hn)
 [ "$LIMIT" = unlimited ] || [ "$PER" -lt $((LIMIT - 50)) ] || { echo "bench/host.sh: $PER connections per process exceed the fd limit $LIMIT" >&2; exit 2; }
 # `ip netns exec` and `bash -c exec` both replace themselves, so $! is the labtool's pid.
@@ -48,6 +57,10 @@ ip netns exec "$NS" bash -c "exec $BIN/conndoc-labtool serve 0.0.0.0 6379" 2>/de
 PIDS+=($!)
 for ((k = 0; k < PAIRS; k++)); do
   ip netns exec "$NS" bash -c "ulimit -n $((PER + 100)); exec $BIN/conndoc-labtool serve 127.0.0.1 $((7000 + k)) --backlog 4096" 2>/dev/null &
+  PIDS+=($!)
+done
+for ((k = 0; k < FDPROCS; k++)); do
+  ip netns exec "$NS" bash -c "ulimit -n $((FDS + 100)); exec $BIN/conndoc-labtool fds $FDS" 2>/dev/null &
   PIDS+=($!)
 done
 sleep 0.3
@@ -60,37 +73,65 @@ for _ in $(seq 1 600); do
   [ "$have" -ge "$N" ] && break
   sleep 0.2
 done
-echo "sockets in the namespace's table: $(in_ns ss -Htan | wc -l) (kernel $(uname -r), $(nproc) cores)"
+fds=0
+for p in "${PIDS[@]}"; do fds=$((fds + $(ls /proc/"$p"/fd 2>/dev/null | wc -l))); done
+echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, kernel $(uname -r), namespace $NS"
+echo "== sockets in the namespace's table: $(in_ns ss -Htan | wc -l); open fds of the lab's $((${#PIDS[@]})) processes: $fds"
+echo "== verdicts: 7000: $(in_ns "$BIN/conndoc" diagnose 127.0.0.1:7000 --no-color | head -1); 7003: $(in_ns "$BIN/conndoc" diagnose 127.0.0.1:7003 --no-color | head -1)"
 
-# Median wall time (ms) of RUNS runs of a command, measured inside the namespace.
-median() {
-  in_ns bash -c '
-    runs=$1; shift
-    for ((i = 0; i < runs; i++)); do
-      t0=$EPOCHREALTIME; "$@" >/dev/null 2>&1; t1=$EPOCHREALTIME
-      echo "$(( (${t1/./} - ${t0/./}) ))"
-    done | sort -n | awk "{a[NR]=\$1} END {printf \"%.2f\", a[int((NR+1)/2)]/1000}"
-  ' _ "$RUNS" "$@"
-}
-
-ss_tan=$(median ss -tan)
-ss_tanp=$(median ss -tanp)
-ss_tlnp=$(median ss -tlnp)
-insp_plain=$(median "$BIN/examples/inspect" 7000)
-insp_thorough=$(median env THOROUGH=1 "$BIN/examples/inspect" 7000)
-insp_busy=$(median "$BIN/examples/inspect" 7000 conndoc-labtool)
-insp_quiet=$(median "$BIN/examples/inspect" 6379 conndoc-labtool)
-ls_port=$(median "$BIN/conndoc" listeners --port 7000)
-ls_all=$(median "$BIN/conndoc" listeners)
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-printf '%-58s %10s %8s\n' "command (median of $RUNS, whole process)" "ms" "ratio"
-printf '%-58s %10s %8s\n' "ss -tan" "$ss_tan" "1"
-printf '%-58s %10s %8s\n' "inspect 7000 (busy port: $HALF conns) vs ss -tan" "$insp_plain" "$(ratio "$insp_plain" "$ss_tan")"
-printf '%-58s %10s %8s\n' "  … with --expect conndoc-labtool (7 such processes)" "$insp_busy" "$(ratio "$insp_busy" "$ss_tan")"
-printf '%-58s %10s %8s\n' "  … thorough (after a failed probe: + per-port state walk)" "$insp_thorough" "$(ratio "$insp_thorough" "$ss_tan")"
-printf '%-58s %10s %8s\n' "inspect 6379 (quiet port) vs ss -tan" "$insp_quiet" "$(ratio "$insp_quiet" "$ss_tan")"
-printf '%-58s %10s %8s\n' "ss -tanp" "$ss_tanp" "1"
-printf '%-58s %10s %8s\n' "conndoc listeners --port 7000 (listener→process) vs ss -tanp" "$ls_port" "$(ratio "$ls_port" "$ss_tanp")"
-printf '%-58s %10s %8s\n' "ss -tlnp" "$ss_tlnp" "1"
-printf '%-58s %10s %8s\n' "conndoc listeners vs ss -tlnp" "$ls_all" "$(ratio "$ls_all" "$ss_tlnp")"
+D="$BIN/conndoc diagnose --no-color"
+CMDS=(
+  "ss -tan=ss -tan"
+  "ss sport 7000=ss -tan state all sport = :7000"
+  "ss sport 7003=ss -tan state all sport = :7003"
+  "diagnose 7000 (healthy busy port)=$D 127.0.0.1:7000"
+  "diagnose 7003 (refused: thorough)=$D 127.0.0.1:7003"
+  "ss -tln=ss -tln"
+  "listeners=$BIN/conndoc listeners --no-color"
+)
+# The library's inspection alone (crates/host/examples/inspect), when it is built.
+if [ -x "$BIN/examples/inspect" ]; then
+  CMDS+=(
+    "example inspect 7000=$BIN/examples/inspect 7000"
+    "example inspect 7000 thorough=env THOROUGH=1 $BIN/examples/inspect 7000"
+  )
+fi
+if [ "$SLOW" = 1 ]; then
+  CMDS+=(
+    "ss -tlnp=ss -tlnp"
+    "listeners --port 7000=$BIN/conndoc listeners --port 7000 --no-color"
+    "listeners --port 6379=$BIN/conndoc listeners --port 6379 --no-color"
+  )
+fi
+in_ns python3 "$ROOT/bench/alternate.py" "$RUNS" 2 "${CMDS[@]}" > /tmp/conndoc-host-bench.$$.json
+python3 - /tmp/conndoc-host-bench.$$.json <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+r = d["results"]
+print(f"== load average before {' '.join(d['load_before'])}, after {' '.join(d['load_after'])}; {d['nproc']} cores; median of {d['runs']} alternating runs")
+rows = [
+    ("ss -tan", None, None),
+    ("ss sport 7000", None, None),
+    ("ss sport 7003", None, None),
+    ("diagnose 7000 (healthy busy port)", "ss sport 7000", None),
+    ("diagnose 7003 (refused: thorough)", "ss sport 7003", 0.2),
+    ("example inspect 7000", "ss sport 7000", None),
+    ("example inspect 7000 thorough", "ss sport 7000", 0.2),
+    ("ss -tln", None, None),
+    ("listeners", "ss -tln", 0.25),
+    ("ss -tlnp", None, None),
+    ("listeners --port 7000", "ss -tlnp", 0.1),
+    ("listeners --port 6379", "ss -tlnp", 0.1),
+    ("listeners", "ss -tlnp", None),
+]
+print(f"{'command (whole process)':<36} {'median ms':>10} {'cpu ms':>8}  ratio")
+for name, base, goal in rows:
+    if name not in r or (base and base not in r):
+        continue
+    x = r[name]
+    ratio = f"{x['median_ms'] / r[base]['median_ms']:.3f}× {base}" if base else ""
+    if goal is not None:
+        ratio += f" (goal <= {goal}: {'met' if x['median_ms'] / r[base]['median_ms'] <= goal else 'MISSED'})"
+    print(f"{name:<36} {x['median_ms']:>10.2f} {x['cpu_ms']:>8.2f}  {ratio}")
+PY
+rm -f /tmp/conndoc-host-bench.$$.json

@@ -15,6 +15,18 @@ use conndoc_facts::Evidence;
 
 /// Run every rule over the evidence and assemble the report.
 pub fn diagnose(ev: &Evidence) -> Report {
+    report::assemble(ev, findings(ev))
+}
+
+/// The verdict [`diagnose`] gives, from the same rules, without copying the evidence into
+/// a report: what `conndoc check` prints for each of thousands of targets (the copies and
+/// their drop were a fifth of a refused port's diagnosis there).
+pub fn verdict(ev: &Evidence) -> Verdict {
+    report::verdict(ev, &mut findings(ev))
+}
+
+fn findings(ev: &Evidence) -> Vec<Finding> {
+    rules::client::forget_connect_items();
     let mut out = Findings::default();
     rules::client::run(ev, &mut out);
     rules::host::run(ev, &mut out);
@@ -28,7 +40,8 @@ pub fn diagnose(ev: &Evidence) -> Report {
     rules::container::run(ev, &mut out);
     rules::firewall::unread(ev, &mut out);
     rules::fallback(ev, &mut out);
-    report::assemble(ev, out.0)
+    rules::client::forget_connect_items();
+    out.0
 }
 
 /// The findings collected so far. A second finding of a cause already present adds its

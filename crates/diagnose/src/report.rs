@@ -123,24 +123,7 @@ impl Report {
 
 /// Build the report from evidence and the findings the rules produced.
 pub(crate) fn assemble(ev: &Evidence, mut findings: Vec<Finding>) -> Report {
-    // Root cause first: critical before warning before info, then by catalogue rank.
-    findings.sort_by_key(|f| (f.severity, f.cause.rank()));
-    let verdict = match findings.iter().find(|f| f.severity == Severity::Critical) {
-        Some(f) => Verdict { cause: f.cause, summary: f.summary.clone() },
-        None => {
-            let n = ev.probes.len();
-            Verdict {
-                cause: Cause::Ok,
-                summary: format!(
-                    "{} is reachable: {} of {} address{} connected",
-                    ev.target.authority(),
-                    ev.probes.iter().filter(|p| p.ok()).count(),
-                    n,
-                    if n == 1 { "" } else { "es" }
-                ),
-            }
-        }
-    };
+    let verdict = verdict(ev, &mut findings);
     Report {
         schema: REPORT_SCHEMA.into(),
         target: TargetSummary {
@@ -160,5 +143,27 @@ pub(crate) fn assemble(ev: &Evidence, mut findings: Vec<Finding>) -> Report {
         started_at: ev.started_at.clone(),
         elapsed_us: ev.elapsed_us,
         conndoc_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// Order the findings (root cause first: critical before warning before info, then by
+/// catalogue rank) and name the verdict.
+pub(crate) fn verdict(ev: &Evidence, findings: &mut [Finding]) -> Verdict {
+    findings.sort_by_key(|f| (f.severity, f.cause.rank()));
+    match findings.iter().find(|f| f.severity == Severity::Critical) {
+        Some(f) => Verdict { cause: f.cause, summary: f.summary.clone() },
+        None => {
+            let n = ev.probes.len();
+            Verdict {
+                cause: Cause::Ok,
+                summary: format!(
+                    "{} is reachable: {} of {} address{} connected",
+                    ev.target.authority(),
+                    ev.probes.iter().filter(|p| p.ok()).count(),
+                    n,
+                    if n == 1 { "" } else { "es" }
+                ),
+            }
+        }
     }
 }

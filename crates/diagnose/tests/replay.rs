@@ -39,6 +39,10 @@ fn recorded_evidence_gives_the_scenarios_verdict() {
             }
         }
         let report = conndoc_diagnose::diagnose(&ev);
+        // `conndoc check`'s verdict-only path gives the report's verdict.
+        if conndoc_diagnose::verdict(&ev) != report.verdict {
+            failures.push(format!("{name}: verdict() differs from diagnose().verdict"));
+        }
         if report.verdict.cause.code() != want {
             failures.push(format!("{name}: expected {want}, rules say {}", report.verdict.cause));
         }

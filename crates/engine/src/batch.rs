@@ -41,6 +41,10 @@ pub fn gather_each(
     let Some((first, _)) = items.first() else { return };
     let mut template = crate::new_evidence(first.clone(), &Options::default(), client);
     crate::client::local_addresses(&mut template);
+    // Whether a container engine is there to ask, once for the batch: a fast-path refusal
+    // has no listener, expected process or namespace pid, so without an engine the
+    // container stage has nothing to do (it was a getenv and a stat per port).
+    let engine = crate::container::engine_named_or_present();
 
     let mut fast = Vec::new();
     let mut slow = Vec::new();
@@ -73,7 +77,7 @@ pub fn gather_each(
     let work = |rx: &Mutex<std::sync::mpsc::Receiver<Job>>, fwd: Option<std::sync::mpsc::Sender<Job>>| loop {
         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
         match job {
-            Ok(Job::Ready(i, f, chunk)) => match assemble(&template, *f, &chunk) {
+            Ok(Job::Ready(i, f, chunk)) => match assemble(&template, *f, &chunk, engine) {
                 Ok(ev) => each(i, Ok(ev)),
                 Err(to) => match &fwd {
                     Some(g) => {
@@ -201,7 +205,7 @@ struct Fast {
 
 /// The evidence of a plain refusal, from the chunk's snapshot; `Err` when the target
 /// needs a full gather after all.
-fn assemble(template: &Evidence, f: Fast, chunk: &Chunk) -> Result<Evidence, Box<(Target, Options)>> {
+fn assemble(template: &Evidence, f: Fast, chunk: &Chunk, engine: bool) -> Result<Evidence, Box<(Target, Options)>> {
     let Fast { target: t, opts: o, ip, probe } = f;
     match chunk.snap.as_ref().and_then(|s| s.facts_for(t.port)) {
         // A refusal at one of the namespace's own addresses with no listener on the
@@ -217,7 +221,7 @@ fn assemble(template: &Evidence, f: Fast, chunk: &Chunk) -> Result<Evidence, Box
             ev.skipped.extend(skipped);
             ev.target = t;
             // A refusal on a Docker host may be a stopped or unpublished container.
-            if !o.no_host {
+            if !o.no_host && engine {
                 crate::container::run(&mut ev, &o);
             }
             Ok(ev)

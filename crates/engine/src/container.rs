@@ -12,7 +12,7 @@ use conndoc_host::NetnsSpec;
 use std::time::Duration;
 
 /// Whether there is anything to ask: an engine socket, or DOCKER_HOST set.
-fn engine_named_or_present() -> bool {
+pub(crate) fn engine_named_or_present() -> bool {
     std::env::var_os("DOCKER_HOST").is_some_and(|v| !v.is_empty())
         || std::path::Path::new(conndoc_container::api::DEFAULT_SOCKET).exists()
 }

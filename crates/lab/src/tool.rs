@@ -5,6 +5,7 @@
 //! conndoc-labtool serve  ADDR PORT [--close]       accept and keep (or answer one line and close) every connection
 //! conndoc-labtool churn  ADDR PORT COUNT           open and close COUNT connections, one after another
 //! conndoc-labtool hold   ADDR PORT COUNT           open COUNT connections and keep them
+//! conndoc-labtool fds    COUNT                     open /dev/null COUNT times and keep the fds (benchmarks: a large fd table)
 //! conndoc-labtool run    SCENARIO.toml CONNDOC     build a scenario, run conndoc, print the result
 //! ```
 //! Each program runs until killed (the lab kills it at teardown); connection loops are
@@ -32,8 +33,9 @@ fn dispatch(args: &[String]) -> Result<(), String> {
         "serve" => listen(rest, true),
         "hold" => hold(rest),
         "churn" => churn(rest),
+        "fds" => fds(rest),
         "run" => run(rest),
-        _ => Err("usage: conndoc-labtool listen|serve|hold|run … (see crates/lab/src/tool.rs)".into()),
+        _ => Err("usage: conndoc-labtool listen|serve|hold|churn|fds|run … (see crates/lab/src/tool.rs)".into()),
     }
 }
 
@@ -96,6 +98,20 @@ fn hold(a: &[String]) -> Result<(), String> {
         }
     }
     eprintln!("holding {} connections to {sa}", held.len());
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Hold COUNT open files (at most 1,000,000 and the fd limit): a process with a large fd
+/// table, as `ss -p` and conndoc's owner lookup meet on a busy machine.
+fn fds(a: &[String]) -> Result<(), String> {
+    let count: usize = a.first().ok_or("missing COUNT")?.parse().map_err(|_| "bad COUNT")?;
+    let mut held = Vec::with_capacity(count.min(1_000_000));
+    for _ in 0..count.min(1_000_000) {
+        held.push(std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?);
+    }
+    eprintln!("holding {} open files", held.len());
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

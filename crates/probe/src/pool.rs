@@ -4,10 +4,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Run `f` on every item using at most `workers` threads; the results keep the items'
-/// order. A thread that cannot be started leaves its share to the others (and with no
-/// thread at all the items run on the caller's thread), so a thread limit slows the
-/// work down instead of losing it.
+/// Run `f` on every item using at most `workers` threads, the caller's among them; the
+/// results keep the items' order. A thread that cannot be started leaves its share to the
+/// others (the caller's thread always works), so a thread limit slows the work down
+/// instead of losing it. One item runs on the caller's thread alone: no thread is spawned
+/// for the usual single-address connect (a spawn is ~50 µs of a ~2 ms diagnosis).
 pub fn map_bounded<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
     let slots: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
@@ -20,12 +21,10 @@ pub fn map_bounded<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T)
         }
     };
     std::thread::scope(|s| {
-        let started = (0..workers.min(items.len()))
-            .filter(|_| std::thread::Builder::new().name("conndoc-probe".into()).spawn_scoped(s, work).is_ok())
-            .count();
-        if started == 0 {
-            work();
+        for _ in 1..workers.min(items.len()) {
+            let _ = std::thread::Builder::new().name("conndoc-probe".into()).spawn_scoped(s, work);
         }
+        work();
     });
     slots.into_inner().unwrap_or_default().into_iter().flatten().collect()
 }

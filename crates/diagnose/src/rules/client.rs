@@ -4,6 +4,7 @@ use crate::{Cause, Finding, Findings};
 use conndoc_facts::resolve::{AddrSource, DnsOutcome};
 use conndoc_facts::{ConnectKind, ConnectProbe, Evidence, Micros};
 use serde_json::json;
+use std::cell::RefCell;
 
 pub fn run(ev: &Evidence, out: &mut Findings) {
     if !ev.resolution.literal && ev.resolution.system.addresses.is_empty() {
@@ -31,12 +32,54 @@ pub(crate) fn addr(p: &ConnectProbe) -> String {
     }
 }
 
+thread_local! {
+    /// The connect items built during the diagnosis running on this thread, by probe: the
+    /// client and the host rules both cite the same connect, and building its item (text
+    /// and JSON) twice was a third of a refused port's diagnosis in `conndoc check`.
+    /// Looked up by value, so an item is the one `build_connect_item` gives for that probe.
+    static CONNECT_ITEMS: RefCell<Vec<(ConnectProbe, (String, serde_json::Value))>> = const { RefCell::new(Vec::new()) };
+}
+
+/// At most this many items are kept (a diagnosis has one probe per address, ≤ 32).
+const CONNECT_ITEMS_KEPT: usize = 64;
+
+/// Drop the items of the last diagnosis (called before and after each one).
+pub(crate) fn forget_connect_items() {
+    CONNECT_ITEMS.with(|c| c.borrow_mut().clear());
+}
+
 /// The "connect" evidence item every per-address finding carries.
 pub(crate) fn connect_item(p: &ConnectProbe) -> (String, serde_json::Value) {
+    if let Some(hit) = CONNECT_ITEMS.with(|c| c.borrow().iter().find(|(q, _)| q == p).map(|(_, item)| item.clone())) {
+        return hit;
+    }
+    let item = build_connect_item(p);
+    CONNECT_ITEMS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() < CONNECT_ITEMS_KEPT {
+            c.push((p.clone(), item.clone()));
+        }
+    });
+    item
+}
+
+fn build_connect_item(p: &ConnectProbe) -> (String, serde_json::Value) {
+    use std::fmt::Write as _;
     let errno = p.errno.as_ref().map(|e| e.as_str()).unwrap_or("-");
-    let from = p.local.map(|l| format!(" from {l}")).unwrap_or_default();
-    let retrans = p.syn_retransmits.map(|n| format!(", {n} SYN retransmission(s)")).unwrap_or_default();
-    (format!("connect {} → {} ({errno}) after {}{from}{retrans}", addr(p), p.kind.as_str(), p.elapsed_us), json!(p))
+    // One buffer for the whole sentence (four `format!`s before).
+    let mut text = String::with_capacity(96);
+    let _ = match p.address {
+        std::net::IpAddr::V6(a) => write!(text, "connect [{a}]:{}", p.port),
+        a => write!(text, "connect {a}:{}", p.port),
+    };
+    let _ = write!(text, " → {} ({errno}) after {}", p.kind.as_str(), p.elapsed_us);
+    if let Some(l) = p.local {
+        let _ = write!(text, " from {l}");
+    }
+    if let Some(n) = p.syn_retransmits {
+        let _ = write!(text, ", {n} SYN retransmission(s)");
+    }
+    (text, json!(p))
 }
 
 fn with_connect(f: Finding, p: &ConnectProbe) -> Finding {
