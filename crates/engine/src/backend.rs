@@ -49,9 +49,12 @@ pub(crate) fn proxy_translation(ev: &Evidence, h: &HostFacts) -> Option<Translat
     None
 }
 
-/// Whether a userland proxy holds the dialled port (then it, not a rule, is followed).
+/// Whether a userland proxy holds the dialled port and every dialled address is loopback:
+/// then no DNAT rule can come first (Docker's rules skip 127.0.0.0/8) and the proxy is
+/// followed without reading the rules.
 pub(crate) fn proxied(ev: &Evidence) -> bool {
-    ev.host.as_ref().and_then(|front| proxy_translation(ev, front)).is_some()
+    ev.probes.iter().all(|p| p.address.is_loopback())
+        && ev.host.as_ref().and_then(|front| proxy_translation(ev, front)).is_some()
 }
 
 /// The options that inspect the namespace the found stage entered as the target host, when
@@ -76,8 +79,16 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
         return;
     }
     let proxy = ev.host.as_ref().and_then(|front| proxy_translation(ev, front));
-    let Some(t) = proxy.or(nat) else { return };
-    let b = follow(ev, opts, t);
+    // A DNAT rule that matched the connection acted before any socket saw the SYN: it is
+    // the real path (Docker's DOCKER chain for clients elsewhere and for this host's own
+    // non-loopback addresses); docker-proxy holding the same port is shown beside it.
+    let (t, also) = match (nat, proxy) {
+        (Some(n), p) => (n, p),
+        (None, Some(p)) => (p, None),
+        (None, None) => return,
+    };
+    let mut b = follow(ev, opts, t);
+    b.also = also;
     ev.backend = Some(b);
 }
 
@@ -87,6 +98,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
 pub(crate) fn follow(ev: &mut Evidence, opts: &Options, t: Translation) -> BackendFacts {
     let mut b = BackendFacts {
         translation: t.clone(),
+        also: None,
         netns: None,
         host: None,
         not_inspected: None,

@@ -124,6 +124,11 @@ impl NetnsIdentity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendFacts {
     pub translation: Translation,
+    /// A second forward of the same port this connection does not take: docker-proxy
+    /// holding the port while the engine's DNAT rule (followed) catches the SYN first.
+    /// Connections the rule skips (to 127.0.0.1) go through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub also: Option<Translation>,
     /// The namespace that owns `translation.to`'s address; None when none was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<NetnsIdentity>,
@@ -236,6 +241,7 @@ mod tests {
             "proxy 0.0.0.0:16379 → 172.17.0.2:6379 by docker-proxy pid 7: docker-proxy -proto tcp"
         );
         let b = BackendFacts {
+            also: None,
             translation: t,
             netns: Some(NetnsIdentity {
                 inode: 5,

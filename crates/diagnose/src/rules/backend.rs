@@ -57,7 +57,21 @@ pub(crate) fn translation_item(f: Finding, b: &BackendFacts) -> Finding {
         (Some(p), TranslationKind::Proxy) => format!("{text} (pid {}: {})", p.pid, p.cmdline),
         _ => text,
     };
-    f.evidence("translation", text, json!(t))
+    let f = f.evidence("translation", text, json!(t));
+    match &b.also {
+        Some(a) => {
+            let by = a.proxy.as_ref().map(|p| format!("{} pid {}", p.comm, p.pid)).unwrap_or_else(|| "a proxy".into());
+            f.evidence(
+                "translation",
+                format!(
+                    "{by} also holds {} → {}, but the rule above catches this connection first; only connections the rule skips (to 127.0.0.1) go through the proxy",
+                    a.from, a.to
+                ),
+                json!(a),
+            )
+        }
+        None => f,
+    }
 }
 
 fn proxy_name(b: &BackendFacts) -> String {
@@ -369,6 +383,7 @@ mod tests {
             ..Default::default()
         });
         ev.backend = Some(BackendFacts {
+            also: None,
             translation: Translation {
                 kind: TranslationKind::Proxy,
                 from: "0.0.0.0:16379".parse().unwrap(),
