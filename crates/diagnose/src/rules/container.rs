@@ -172,8 +172,13 @@ fn not_published(cf: &ContainerFacts, port: u16, p: &ConnectProbe, out: &mut Fin
     // A container known only by its cgroup id (engine unreadable) with a listener on the
     // port runs; nothing on this host forwards the port to it (the refusal came from the
     // host with no listener there), which is what "not published" means for the client.
-    for c in
-        cf.containers.iter().filter(|c| (c.state.serving() && c.ports_known) || (!c.ports_known && c.listeners_read))
+    // Only when the engine was not read at all: an engine that answered without describing
+    // the container proves nothing about its port map either way.
+    let engine_unread = cf.endpoint.is_none();
+    for c in cf
+        .containers
+        .iter()
+        .filter(|c| (c.state.serving() && c.ports_known) || (engine_unread && !c.ports_known && c.listeners_read))
     {
         let ls: Vec<&Listener> = c.listeners.iter().filter(|l| l.port() == port).collect();
         if ls.is_empty() || c.mapping_to(port).next().is_some() || c.published_on(port).next().is_some() {
@@ -368,8 +373,12 @@ mod tests {
         (c.pid, c.exit_code, c.oom_killed, c.restart_count, c.log_tail) = (Some(4242), None, None, None, vec![]);
         let mut e = ev(ConnectKind::Refused, "redis://127.0.0.1:6379", Some(host()), vec![c]);
         e.containers.as_mut().unwrap().endpoint = None;
+        let mut answered = e.clone();
         let r = diagnose(&e);
         assert_eq!(r.verdict.cause, Cause::ContainerPortNotPublished);
+        // The engine answered but did not describe it: "could not be read" would be false.
+        answered.containers.as_mut().unwrap().endpoint = Some("unix:///var/run/docker.sock".into());
+        assert!(diagnose(&answered).finding(Cause::ContainerPortNotPublished).is_none());
         let t = text(&r, Cause::ContainerPortNotPublished);
         for s in [
             "Container e789749d466b listens on port 6379",
