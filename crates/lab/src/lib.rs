@@ -77,6 +77,9 @@ pub struct Lab {
     pub sample_cmdlines: bool,
     has_sshd: bool,
     link_on_path: bool,
+    /// `{cgroup}`: this lab's own cgroup v2 directory (made by the scenario's steps, e.g. a
+    /// hand-made `libpod-ID.scope` inside; removed, children first, at teardown).
+    cgroup: Option<PathBuf>,
 }
 
 /// What a conndoc run printed.
@@ -113,6 +116,7 @@ impl Lab {
             sample_cmdlines: false,
             has_sshd: !s.sshd.is_empty(),
             link_on_path: false,
+            cgroup: cgroup2_mount().map(|m| m.join(format!("conndoc-lab-{id}.slice"))),
         };
         for h in &s.hosts {
             let ns = format!("{id}{}", h.name);
@@ -487,6 +491,11 @@ impl Lab {
             .replace("{dir}", &self.dir.display().to_string())
             .replace("{lab}", &self.files.display().to_string())
             .replace("{image}", docker::IMAGE);
+        if let Some(c) = &self.cgroup {
+            // Through this process's root: `ip netns exec` remounts /sys, hiding the
+            // cgroup mounts from a step run inside a namespace.
+            out = out.replace("{cgroup}", &format!("/proc/{}/root{}", std::process::id(), c.display()));
+        }
         if self.has_sshd {
             out = out.replace("{ssh_command}", &sshd::ssh_command(self));
             out = out.replace("{ssh_dir}", &sshd::dir(self).display().to_string());
@@ -577,6 +586,33 @@ impl Lab {
 }
 
 /// Where recording mode (`CONNDOC_LAB_EVIDENCE_DIR`) keeps this scenario's evidence.
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid
+/// host), from /proc/self/mounts.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let m = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    m.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+    })
+}
+
+/// Remove a cgroup directory the lab made (its processes are gone by now): sub-cgroups
+/// first, `depth` levels at most. A cgroup directory is removed with rmdir, never by
+/// deleting its (kernel) files.
+fn remove_cgroup(dir: &Path, depth: u32) {
+    if depth == 0 {
+        return;
+    }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path(), depth - 1);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 /// One JSON object (`diagnose --json`), or an array of one object a line (`check --json`
 /// with several targets).
 fn parse_json(stdout: &str) -> Option<Value> {
@@ -623,6 +659,9 @@ impl Drop for Lab {
             kill_ns_pids(ns);
             let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        }
+        if let Some(c) = &self.cgroup {
+            remove_cgroup(c, 4);
         }
         if self.has_sshd {
             let _ = std::fs::remove_dir_all(sshd::runtime_dir(self));
