@@ -64,7 +64,10 @@ pub fn parse_chain_name(chain: &str) -> Option<(ServicePortName, Option<(IpAddr,
         None => None,
         Some(e) => {
             let (ip, port) = e.rsplit_once('/')?;
-            Some((ip.parse().ok()?, port.parse().ok()?))
+            // kube-proxy writes an IPv6 endpoint with its colons as dots (colons are not
+            // allowed in a chain name): `fd00.10.244..5` is fd00:10:244::5.
+            let ip = ip.parse().ok().or_else(|| ip.replace('.', ":").parse().ok())?;
+            Some((ip, port.parse().ok()?))
         }
     };
     Some((service, endpoint))
@@ -283,6 +286,10 @@ mod tests {
         assert_eq!(ep, Some(("10.180.0.1".parse().unwrap(), 80)));
         let (_, ep) = parse_chain_name("endpoint-XXXXXXXX-ns1/svc1/tcp/p80__fd00:10:180::1/80").unwrap();
         assert_eq!(ep, Some(("fd00:10:180::1".parse().unwrap(), 80)));
+        // The shape kube-proxy writes (servicePortEndpointChainNameBase: ':' → '.').
+        let (s, ep) = parse_chain_name("endpoint-XXXXXXXX-default/web/tcp/http__fd00.10.244..5/8080").unwrap();
+        assert_eq!(s.to_string(), "default/web:http");
+        assert_eq!(ep, Some(("fd00:10:244::5".parse().unwrap(), 8080)));
         assert!(parse_chain_name("reject-chain").is_none());
         assert!(parse_chain_name("filter-output").is_none());
     }
