@@ -103,12 +103,12 @@ pub(crate) fn netns_item(f: Finding, b: &BackendFacts) -> Finding {
     }
 }
 
-fn listener_item(f: Finding, inside: &str, l: &Listener) -> Finding {
+pub(crate) fn listener_item(f: Finding, inside: &str, l: &Listener) -> Finding {
     let owner = l.process.as_ref().map(|p| format!(" — pid {} ({}): {}", p.pid, p.comm, p.cmdline)).unwrap_or_default();
     f.evidence("listener", format!("{inside}: listening on {}{owner}", l.local), json!(l))
 }
 
-fn with_connect(f: Finding, p: Option<&ConnectProbe>) -> Finding {
+pub(crate) fn with_connect(f: Finding, p: Option<&ConnectProbe>) -> Finding {
     match p {
         Some(p) => {
             let (text, data) = connect_item(p);

@@ -5,7 +5,7 @@
 //! Every sentence names that namespace, container or pod — never "this host". Pure: reads
 //! `ev.found` and the probes.
 
-use crate::rules::client::connect_item;
+use crate::rules::backend::{self, with_connect};
 use crate::{Cause, Finding, Findings};
 use conndoc_facts::host::{HostFacts, Listener};
 use conndoc_facts::nat::FoundFacts;
@@ -73,19 +73,9 @@ pub(crate) fn found_item(f: Finding, fd: &FoundFacts) -> Finding {
     )
 }
 
+/// A listener seen inside the found namespace (the backend rules' item, worded "inside …").
 fn listener_item(f: Finding, inside: &str, l: &Listener) -> Finding {
-    let owner = l.process.as_ref().map(|p| format!(" — pid {} ({}): {}", p.pid, p.comm, p.cmdline)).unwrap_or_default();
-    f.evidence("listener", format!("inside {inside}: listening on {}{owner}", l.local), json!(l))
-}
-
-fn with_connect(f: Finding, p: Option<&ConnectProbe>) -> Finding {
-    match p {
-        Some(p) => {
-            let (text, data) = connect_item(p);
-            f.evidence("connect", text, data)
-        }
-        None => f,
-    }
+    backend::listener_item(f, &format!("inside {inside}"), l)
 }
 
 /// The flag that enters the found namespace again (for `conndoc listeners`).
@@ -208,30 +198,10 @@ mod tests {
     use crate::diagnose;
     use conndoc_facts::host::{ExpectedService, InspectScope, Inspected, ProcessInfo};
     use conndoc_facts::nat::{NetnsIdentity, NetnsOwner};
-    use conndoc_facts::{Errno, Family, Micros, Port, QueueLen};
+    use conndoc_facts::{Errno, Family, Micros, Port};
 
     fn listener(addr: &str) -> Listener {
-        let local: std::net::SocketAddr = addr.parse().unwrap();
-        Listener {
-            family: Family::of(&local.ip()),
-            local,
-            v6only: None,
-            accept_queue: QueueLen(0),
-            backlog: QueueLen(511),
-            uid: 0,
-            inode: 9,
-            process: Some(ProcessInfo {
-                pid: 42,
-                comm: "redis-server".into(),
-                cmdline: "redis-server *:6379".into(),
-                uid: 0,
-                user: None,
-                open_fds: None,
-                nofile_soft: None,
-                nofile_hard: None,
-                in_target_netns: Some(true),
-            }),
-        }
+        Listener { process: Some(crate::fixture::process("redis-server")), ..crate::fixture::listener(addr) }
     }
 
     fn evidence(netns_path: &str, owner: Option<&str>, ls: Vec<Listener>, others: Vec<Listener>) -> Evidence {
