@@ -10,6 +10,10 @@
 #
 #   sudo bench/watch.sh                     # N=10000 DURATION=60
 #   sudo N=2000 DURATION=30 bench/watch.sh  # quicker
+# The listeners (bench/watch_server.py) hold every accepted connection open until the
+# prober closes it (at most 10 s): a `tcp://` check fails a connection the server closes
+# within 150 ms. The script fails (exit 1) unless every target is up for the daemon and
+# ≥ 99.9 % of the exporter's probes succeed.
 # Environment: CONNDOC (binary, default target/release/conndoc or $CARGO_TARGET_DIR/release/conndoc),
 # N, DURATION (measured seconds), WARMUP (seconds), CHECK_CONCURRENCY, CHECK_N (ports for
 # the check/nmap part, default N), CLOSE (the daemon's `close`: rst, the default, or fin),
@@ -92,11 +96,17 @@ if part watch; then
 "${NSX[@]}" "$CONNDOC" watch --config "$WORK/watch.toml" 2> "$WORK/watch.log" &
 WPID=$!
 PIDS+=($WPID)
+up=0
 for _ in $(seq 300); do
     up=$(nmetric 'conndoc_targets{state="up"}' || true)
     [ "${up:-0}" = "$N" ] && break
     sleep 0.5
 done
+# A figure over targets that are down measures failed checks, not health checks: fail.
+if [ "${up:-0}" != "$N" ]; then
+    echo "bench/watch.sh: only ${up:-0} of $N targets up after 150 s (down: $(nmetric 'conndoc_targets{state="down"}')); see $WORK/watch.log" >&2
+    KEEP=1; exit 1
+fi
 echo "all $N targets up; warming up ${WARMUP}s"
 sleep "$WARMUP"
 c0=$(cpu_ticks "$WPID"); p0=$(nmetric conndoc_probes_total); l0=$(nmetric conndoc_probes_late_total)
@@ -108,6 +118,10 @@ lagmax=$(nmetric conndoc_schedule_lag_max_seconds)
 w_tw=$(timewait)
 down=$(nmetric 'conndoc_targets{state="down"}')
 w_hwm=$(hwm_kb "$WPID")
+if [ "${down:-0}" != 0 ]; then
+    echo "bench/watch.sh: $down of $N targets went down during the measurement; the figures are invalid" >&2
+    KEEP=1; exit 1
+fi
 # Dashboard and /metrics with N targets: median of 7 requests each.
 med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 dash_s=$(for _ in $(seq 7); do ncurl -o /dev/null -w '%{time_total}\n' http://127.0.0.1:9464/; done | med)
@@ -148,6 +162,10 @@ b_tw=$(timewait)
 b_probes=$((d1 - d0))
 b_ok=$(echo "($ok1 - $ok0) / $b_probes" | bc -l)
 b_late=$((late1 - late0))
+if [ "$(echo "$b_ok < 0.999" | bc -l)" = 1 ]; then
+    echo "bench/watch.sh: only $(echo "100 * $b_ok" | bc -l | cut -c1-6) % of the exporter's probes succeeded; the figures are invalid" >&2
+    KEEP=1; exit 1
+fi
 b_secs=$(echo "$tb1 - $tb0" | bc -l)
 b_cpu=$(echo "($b1 - $b0) / 100" | bc -l)
 b_us=$(echo "1000000 * $b_cpu / $b_probes" | bc -l)
