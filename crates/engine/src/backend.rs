@@ -4,6 +4,7 @@
 //! backend's port. The facts go to `Evidence::backend`; the front host stays in `host`.
 
 use crate::{skip, Options};
+use conndoc_facts::container::{ContainerState, IdentitySource};
 use conndoc_facts::host::{HostFacts, InspectScope, Listener};
 use conndoc_facts::nat::{BackendFacts, NetnsIdentity, ProxyRef, Translation, TranslationKind};
 use conndoc_facts::{Evidence, Port};
@@ -121,6 +122,11 @@ pub(crate) fn follow(ev: &mut Evidence, opts: &Options, t: Translation) -> Backe
             ..Default::default()
         };
         Some((spec, id))
+    } else if let Some((pid, inode)) = engine_owner(ev, to) {
+        // The engine says which container has the address: its namespace, not the first
+        // one an address search meets (every engine's first container is 172.17.0.2).
+        let path = format!("/proc/{pid}/ns/net");
+        Some((Some(NetnsSpec::Pid(pid)), NetnsIdentity { inode, paths: Vec::new(), pids: vec![pid], entered_by: path }))
     } else {
         let mut skip_ns: Vec<u64> = front_inode.into_iter().collect();
         skip_ns.extend(conndoc_host::procs::current_netns());
@@ -145,6 +151,23 @@ pub(crate) fn follow(ev: &mut Evidence, opts: &Options, t: Translation) -> Backe
         inspect_backend(ev, &mut b, spec, id, t.to);
     }
     b
+}
+
+/// The one running container the engine places at `to`, as (its first pid, its netns
+/// inode), when that pid still runs in that namespace (not a reused pid).
+fn engine_owner(ev: &Evidence, to: IpAddr) -> Option<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let cf = ev.containers.as_ref()?;
+    let mut at = cf.containers.iter().filter(|c| {
+        c.source == IdentitySource::EngineApi && c.state == ContainerState::Running && c.addresses.contains(&to)
+    });
+    let c = at.next()?;
+    if at.next().is_some() {
+        return None; // two containers of this engine at one address: let the search decide
+    }
+    let (pid, inode) = (c.pid?, c.netns_inode?);
+    let now = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?.ino();
+    (now == inode).then_some((pid, inode))
 }
 
 /// The link-layer address the front namespace's neighbour table holds for `to`.

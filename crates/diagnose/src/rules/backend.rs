@@ -89,6 +89,12 @@ pub(crate) fn where_backend(b: &BackendFacts) -> String {
 
 pub(crate) fn netns_item(f: Finding, b: &BackendFacts) -> Finding {
     match &b.netns {
+        // No search: the container engine placed the address in that namespace.
+        Some(n) if b.searched == 0 && !n.pids.is_empty() => f.evidence(
+            "backend-netns",
+            format!("{} owns {} (the container engine's record of the container)", n.describe(), b.translation.to.ip()),
+            json!(n),
+        ),
         Some(n) => f.evidence(
             "backend-netns",
             format!(
