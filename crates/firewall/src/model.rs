@@ -310,16 +310,7 @@ impl Walk<'_> {
             return Outcome::Return;
         }
         for rule in &chain.rules {
-            match rule_matches(rule, self.pkt) {
-                Tri::No => continue,
-                Tri::Unknown(reason) => {
-                    self.not_understood.push(NotUnderstood { rule: rule.reference.clone(), reason });
-                    continue;
-                }
-                Tri::Yes => {}
-            }
-            if let Some(reason) = &rule.not_understood {
-                self.not_understood.push(NotUnderstood { rule: rule.reference.clone(), reason: reason.clone() });
+            if !applies(rule, self.pkt, &mut self.not_understood) {
                 continue;
             }
             match &rule.action {
@@ -506,6 +497,25 @@ fn name_matches(pat: &str, name: &str) -> bool {
         Some(prefix) => name.starts_with(prefix),
         None => pat == name,
     }
+}
+
+/// Whether the walk takes `rule`'s action for `pkt`: it matches and is understood. A rule
+/// that may match but is not understood is recorded and passed over (both walks, filter
+/// and nat, do the same).
+pub(crate) fn applies(rule: &Rule, pkt: &Packet, not_understood: &mut Vec<NotUnderstood>) -> bool {
+    match rule_matches(rule, pkt) {
+        Tri::No => return false,
+        Tri::Unknown(reason) => {
+            not_understood.push(NotUnderstood { rule: rule.reference.clone(), reason });
+            return false;
+        }
+        Tri::Yes => {}
+    }
+    if let Some(reason) = &rule.not_understood {
+        not_understood.push(NotUnderstood { rule: rule.reference.clone(), reason: reason.clone() });
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]

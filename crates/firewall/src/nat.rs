@@ -3,7 +3,7 @@
 //! nat core does — the chains of a hook in priority order, each until a rule translates
 //! (then the walk ends) or the chain accepts (then the next chain runs).
 
-use crate::model::{rule_matches, Action, NatAction, NatKind, Packet, Ruleset, Tri, MAX_DEPTH};
+use crate::model::{Action, NatAction, NatKind, Packet, Ruleset, MAX_DEPTH};
 use conndoc_facts::firewall::{Hook, NotUnderstood, RuleRef};
 use conndoc_facts::nat::{Translation, TranslationKind};
 use conndoc_facts::Family;
@@ -115,16 +115,7 @@ impl NatWalk<'_> {
             return None;
         }
         for rule in &chain.rules {
-            match rule_matches(rule, self.pkt) {
-                Tri::No => continue,
-                Tri::Unknown(reason) => {
-                    self.not_understood.push(NotUnderstood { rule: rule.reference.clone(), reason });
-                    continue;
-                }
-                Tri::Yes => {}
-            }
-            if let Some(reason) = &rule.not_understood {
-                self.not_understood.push(NotUnderstood { rule: rule.reference.clone(), reason: reason.clone() });
+            if !crate::model::applies(rule, self.pkt, &mut self.not_understood) {
                 continue;
             }
             match &rule.action {

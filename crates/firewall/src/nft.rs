@@ -323,13 +323,7 @@ fn nat_statement(name: &str, body: &Value) -> Result<(NatAction, Option<Family>)
             Some(u16::try_from(n.as_u64().unwrap_or(u64::MAX)).map_err(|_| format!("{name} port {n}"))?)
         }
         Some(Value::Object(o)) if o.contains_key("range") => {
-            let r: Vec<String> = o["range"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| v.to_string().trim_matches('"').to_string())
-                .collect();
-            return unfollowed(format!("a port range {} (the kernel picks one per connection)", r.join("-")));
+            return unfollowed(format!("a port range {} (the kernel picks one per connection)", range_text(o)));
         }
         Some(v) => return unfollowed(format!("{name} to the port {v}")),
     };
@@ -349,13 +343,7 @@ fn nat_statement(name: &str, body: &Value) -> Result<(NatAction, Option<Family>)
             return unfollowed(format!("dnat to {}map {data}", key.unwrap_or_default()));
         }
         Some(Value::Object(o)) if o.contains_key("range") => {
-            let r: Vec<String> = o["range"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| v.to_string().trim_matches('"').to_string())
-                .collect();
-            return unfollowed(format!("dnat to the address range {}", r.join("-")));
+            return unfollowed(format!("dnat to the address range {}", range_text(o)));
         }
         Some(v) => return unfollowed(format!("dnat to {v}")),
         None => return unfollowed("dnat without an address".into()),
@@ -623,4 +611,11 @@ fn service_port(n: &str) -> Option<u64> {
         "mysql" => 3306,
         n => return n.parse().ok(),
     })
+}
+
+/// An nft -j `{"range": [A, B]}` as `A-B`.
+fn range_text(o: &serde_json::Map<String, Value>) -> String {
+    let r: Vec<String> =
+        o["range"].as_array().into_iter().flatten().map(|v| v.to_string().trim_matches('"').to_string()).collect();
+    r.join("-")
 }
