@@ -152,7 +152,14 @@ fn read_iptables(timeout: Duration) -> (Vec<SaveOutput>, Vec<String>) {
     for (tool, prog) in tools {
         if which(prog) {
             any = true;
-            iptables.push((tool, run_save(prog)));
+            // No legacy table in this namespace: the tool would print nothing (see
+            // `legacy_has_no_tables`), so its empty output is recorded without running it.
+            let out = if legacy_names_file(tool).is_some_and(|f| legacy_has_no_tables(read_names(f))) {
+                Ok(String::new())
+            } else {
+                run_save(prog)
+            };
+            iptables.push((tool, out));
         }
     }
     // Distributions that ship only `iptables-save`: its banner names the back-end.
@@ -173,6 +180,42 @@ fn read_iptables(timeout: Duration) -> (Vec<SaveOutput>, Vec<String>) {
         }
     }
     (iptables, late)
+}
+
+/// The file listing the legacy (x_tables) tables of a legacy tool's family in the calling
+/// thread's namespace (`/proc/net` follows the process's first thread, `thread-self` this one).
+fn legacy_names_file(tool: FirewallTool) -> Option<&'static str> {
+    match tool {
+        FirewallTool::IptablesLegacy => Some("/proc/thread-self/net/ip_tables_names"),
+        FirewallTool::Ip6tablesLegacy => Some("/proc/thread-self/net/ip6_tables_names"),
+        _ => None,
+    }
+}
+
+/// At most this much of a table names file is read (a handful of short names).
+const NAMES_LIMIT: u64 = 64 * 1024;
+
+fn read_names(path: &str) -> std::io::Result<String> {
+    let mut s = String::new();
+    std::fs::File::open(path)?.take(NAMES_LIMIT).read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// Whether a legacy `*-save` would print nothing, from its family's table names file.
+///
+/// Kernel: the file is made by ip_tables.ko / ip6_tables.ko for each namespace
+/// (`xt_proto_init`) and its read only walks the tables registered there
+/// (`xt_table_seq_start` under the family's mutex): reading it loads no module and
+/// instantiates no table — unlike the `IPT_SO_GET_INFO` a save tool sends for a named table,
+/// which may `request_module("iptable_NAME")`. Tables are made in a namespace on first use,
+/// so an empty file means no legacy rule there. The legacy `*-save` lists exactly the names
+/// in this file and prints nothing (exit 0) when it is absent (ENOENT) or empty. Any other
+/// read error (e.g. no permission): the tool is run, to say its own why.
+pub fn legacy_has_no_tables(names: std::io::Result<String>) -> bool {
+    match names {
+        Ok(s) => s.trim().is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 /// What [`FirewallError::Timeout`] says, to tell a late `nft` from a failed one.
@@ -283,6 +326,20 @@ mod tests {
         let v6 = "  sl  local_address                         remote_address                        st\n   0: 00000000000000000000000000000000:18EB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n";
         assert_eq!(parse_proc_net_tcp(v6, true, 6379), vec!["[::]:6379"]);
         assert!(parse_proc_net_tcp(v6, true, 80).is_empty());
+    }
+
+    #[test]
+    fn legacy_save_skipped_only_without_tables() {
+        use std::io::{Error, ErrorKind};
+        assert!(legacy_has_no_tables(Ok(String::new())));
+        assert!(legacy_has_no_tables(Ok("\n".into())));
+        assert!(legacy_has_no_tables(Err(Error::from(ErrorKind::NotFound))));
+        assert!(!legacy_has_no_tables(Ok("filter\n".into())));
+        assert!(!legacy_has_no_tables(Ok("nat\nfilter\n".into())));
+        // Not readable: the tool runs and says why itself.
+        assert!(!legacy_has_no_tables(Err(Error::from(ErrorKind::PermissionDenied))));
+        assert_eq!(legacy_names_file(FirewallTool::IptablesNft), None);
+        assert!(legacy_names_file(FirewallTool::Ip6tablesLegacy).unwrap().ends_with("ip6_tables_names"));
     }
 }
 

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{root_with_nft, Netns, T};
-use conndoc_facts::firewall::{FwVerdict, Hook, RejectWith};
+use conndoc_facts::firewall::{FirewallTool, FwVerdict, Hook, RejectWith};
 use conndoc_facts::Family;
 use conndoc_firewall::model::Ruleset;
 use conndoc_firewall::{build, nfnl, nft, read, Packet};
@@ -342,6 +342,41 @@ fn build_prefers_netlink_and_skips_the_text_listing() {
     assert_eq!(rs.evaluate(Hook::Input, &v4("10.77.0.20", 7102)).verdict, FwVerdict::Reject(RejectWith::TcpReset));
 }
 
+/// A legacy `*-save` runs only where its family has a legacy table: in a namespace without
+/// one the names file is empty and the tool (which would print nothing) is not run.
+fn legacy_save_runs_only_when_the_namespace_has_legacy_tables() {
+    let ns = Netns::new("cdlegacy");
+    let spec = NetnsSpec::Named(ns.0.clone());
+    let in_ns = |f: fn() -> (bool, bool, read::RawRulesets)| run_in(&spec, f).expect("enter namespace");
+    let look = || {
+        let names = |f: &str| read::legacy_has_no_tables(std::fs::read_to_string(f));
+        let v4 = names("/proc/thread-self/net/ip_tables_names");
+        let v6 = names("/proc/thread-self/net/ip6_tables_names");
+        (v4, v6, read::read(T))
+    };
+    let legacy = |raw: &read::RawRulesets, tool: FirewallTool| {
+        raw.iptables.iter().find(|(t, _)| *t == tool).map(|(_, o)| o.clone()).expect("legacy tool listed")
+    };
+    let (v4, v6, raw) = in_ns(look);
+    assert!(v4 && v6, "a new namespace has no legacy table");
+    assert_eq!(legacy(&raw, FirewallTool::IptablesLegacy), Ok(String::new()));
+    assert_eq!(legacy(&raw, FirewallTool::Ip6tablesLegacy), Ok(String::new()));
+    // What the tool itself prints there: nothing, as recorded without running it.
+    let out = Command::new("ip").args(["netns", "exec", &ns.0, "iptables-legacy-save"]).output().unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+
+    let ok = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "7001", "-j", "DROP"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "iptables-legacy -A");
+    let (v4, v6, raw) = in_ns(look);
+    assert!(!v4 && v6, "the filter table now exists for IPv4 only");
+    let saved = legacy(&raw, FirewallTool::IptablesLegacy).expect("iptables-legacy-save ran");
+    assert!(saved.contains("-A INPUT -p tcp -m tcp --dport 7001 -j DROP"), "{saved}");
+    assert_eq!(legacy(&raw, FirewallTool::Ip6tablesLegacy), Ok(String::new()));
+}
+
 /// Without CAP_NET_ADMIN the kernel refuses the dump (EPERM) and `read` falls back to nft.
 /// Runs this test binary again under setpriv, in a namespace of its own.
 fn without_cap_net_admin_the_read_falls_back() {
@@ -603,6 +638,12 @@ fn main() {
         kube_proxy_table_is_evaluated_and_its_services_found,
     );
     t.add("build_prefers_netlink_and_skips_the_text_listing", &need, build_prefers_netlink_and_skips_the_text_listing);
+    let legacy = need.clone().and(conndoc_testsupport::program("iptables-legacy", "iptables"));
+    t.add(
+        "legacy_save_runs_only_when_the_namespace_has_legacy_tables",
+        &legacy,
+        legacy_save_runs_only_when_the_namespace_has_legacy_tables,
+    );
     t.add("without_cap_net_admin_the_read_falls_back", &child, without_cap_net_admin_the_read_falls_back);
     t.add("recorded_bytes_and_nft_json_agree", &Need::met(), recorded_bytes_and_nft_json_agree);
     t.add("reads_stay_consistent_while_the_ruleset_changes", &need, reads_stay_consistent_while_the_ruleset_changes);
