@@ -41,8 +41,8 @@ fn main() {
             let name = s.name.clone();
             let mut need = privileged.clone();
             for r in &s.requires {
-                if conndoc_lab::which(r).is_none() {
-                    need = need.and(Need::missing(format!("needs `{r}` (install it; CI lists it in .ci/packages)")));
+                if let Err(why) = conndoc_lab::requirement(r) {
+                    need = need.and(Need::missing(why));
                 }
             }
             let bin = conndoc.clone();

@@ -51,6 +51,21 @@ pub fn can_run() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a scenario's `requires` entry is met here: a program on PATH, or a machine
+/// feature by its name (`cgroup2`: a writable cgroup v2 hierarchy, for scenarios that make
+/// their own cgroup). Err is the reason the scenario is skipped.
+pub fn requirement(r: &str) -> Result<(), String> {
+    match r {
+        "cgroup2" => match cgroup2_mount_rw() {
+            Some((_, true)) => Ok(()),
+            Some((m, false)) => Err(format!("needs a writable cgroup v2 hierarchy ({} is mounted read-only)", m.display())),
+            None => Err("needs a cgroup v2 hierarchy (no cgroup2 mount in /proc/self/mounts)".into()),
+        },
+        prog if which(prog).is_some() => Ok(()),
+        prog => Err(format!("needs `{prog}` (install it; CI lists it in .ci/packages)")),
+    }
+}
+
 /// The first `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -589,10 +604,16 @@ impl Lab {
 /// Where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid
 /// host), from /proc/self/mounts.
 fn cgroup2_mount() -> Option<PathBuf> {
+    cgroup2_mount_rw().map(|(m, _)| m)
+}
+
+/// The cgroup v2 mount point and whether it is mounted read-write.
+fn cgroup2_mount_rw() -> Option<(PathBuf, bool)> {
     let m = std::fs::read_to_string("/proc/self/mounts").ok()?;
     m.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        let rw = f.get(3).is_some_and(|o| o.split(',').any(|o| o == "rw"));
+        (f.get(2) == Some(&"cgroup2")).then(|| (PathBuf::from(f[1]), rw))
     })
 }
 
@@ -611,6 +632,28 @@ fn remove_cgroup(dir: &Path, depth: u32) {
         }
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirement_names_what_is_missing() {
+        let e = requirement("conndoc-no-such-program-x").unwrap_err();
+        assert!(e.contains("`conndoc-no-such-program-x`"), "{e}");
+        assert!(requirement("sh").is_ok());
+        // cgroup2 is met exactly when /proc/self/mounts has a read-write cgroup2 mount.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let rw = mounts.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(2) == Some(&"cgroup2") && f.get(3).is_some_and(|o| o.starts_with("rw"))
+        });
+        match requirement("cgroup2") {
+            Ok(()) => assert!(rw, "cgroup2 met without a rw cgroup2 mount"),
+            Err(e) => assert!(!rw && e.contains("cgroup v2"), "{e}"),
+        }
+    }
 }
 
 /// One JSON object (`diagnose --json`), or an array of one object a line (`check --json`
