@@ -58,7 +58,9 @@ pub fn requirement(r: &str) -> Result<(), String> {
     match r {
         "cgroup2" => match cgroup2_mount_rw() {
             Some((_, true)) => Ok(()),
-            Some((m, false)) => Err(format!("needs a writable cgroup v2 hierarchy ({} is mounted read-only)", m.display())),
+            Some((m, false)) => {
+                Err(format!("needs a writable cgroup v2 hierarchy ({} is mounted read-only)", m.display()))
+            }
             None => Err("needs a cgroup v2 hierarchy (no cgroup2 mount in /proc/self/mounts)".into()),
         },
         prog if which(prog).is_some() => Ok(()),
@@ -634,28 +636,6 @@ fn remove_cgroup(dir: &Path, depth: u32) {
     let _ = std::fs::remove_dir(dir);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requirement_names_what_is_missing() {
-        let e = requirement("conndoc-no-such-program-x").unwrap_err();
-        assert!(e.contains("`conndoc-no-such-program-x`"), "{e}");
-        assert!(requirement("sh").is_ok());
-        // cgroup2 is met exactly when /proc/self/mounts has a read-write cgroup2 mount.
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let rw = mounts.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.get(2) == Some(&"cgroup2") && f.get(3).is_some_and(|o| o.starts_with("rw"))
-        });
-        match requirement("cgroup2") {
-            Ok(()) => assert!(rw, "cgroup2 met without a rw cgroup2 mount"),
-            Err(e) => assert!(!rw && e.contains("cgroup v2"), "{e}"),
-        }
-    }
-}
-
 /// One JSON object (`diagnose --json`), or an array of one object a line (`check --json`
 /// with several targets).
 fn parse_json(stdout: &str) -> Option<Value> {
@@ -803,4 +783,26 @@ pub(crate) fn output_with_deadline(mut cmd: Command, max: Duration) -> Result<st
     done.store(true, Ordering::SeqCst);
     let _ = killer.join();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirement_names_what_is_missing() {
+        let e = requirement("conndoc-no-such-program-x").unwrap_err();
+        assert!(e.contains("`conndoc-no-such-program-x`"), "{e}");
+        assert!(requirement("sh").is_ok());
+        // cgroup2 is met exactly when /proc/self/mounts has a read-write cgroup2 mount.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let rw = mounts.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(2) == Some(&"cgroup2") && f.get(3).is_some_and(|o| o.starts_with("rw"))
+        });
+        match requirement("cgroup2") {
+            Ok(()) => assert!(rw, "cgroup2 met without a rw cgroup2 mount"),
+            Err(e) => assert!(!rw && e.contains("cgroup v2"), "{e}"),
+        }
+    }
 }
