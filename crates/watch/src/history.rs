@@ -444,13 +444,17 @@ impl History {
         Ok(())
     }
 
-    /// Alerts not yet delivered whose next attempt is due, oldest first.
+    /// Alerts not yet delivered, oldest first, of every receiver whose oldest undelivered
+    /// alert is due. A receiver waits as a whole behind its first alert's backoff: a later
+    /// alert (a `resolved`) never overtakes an earlier one (its `firing`) that is waiting.
     pub fn due_alerts(&self, now_ms: i64, limit: usize) -> Result<Vec<PendingAlert>, HistoryError> {
         let c = self.lock();
         let mut st = c
-            .prepare(
-                "SELECT id, receiver, target, status, payload, attempts FROM alerts
-                 WHERE delivered_ms IS NULL AND next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
+            .prepare_cached(
+                "WITH heads AS (SELECT receiver, min(id) AS id FROM alerts WHERE delivered_ms IS NULL GROUP BY receiver),
+                      ready AS (SELECT h.receiver FROM heads h JOIN alerts a ON a.id = h.id WHERE a.next_attempt_ms <= ?1)
+                 SELECT id, receiver, target, status, payload, attempts FROM alerts
+                 WHERE delivered_ms IS NULL AND receiver IN (SELECT receiver FROM ready) ORDER BY id LIMIT ?2",
             )
             .map_err(|e| self.sql("reading alerts", e))?;
         let rows = st

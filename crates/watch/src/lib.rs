@@ -23,6 +23,8 @@ pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod sys;
+#[cfg(test)]
+mod testkit;
 pub mod urls;
 
 pub use config::{load, Config, ConfigErrors, Overrides};

@@ -283,3 +283,6 @@ impl Outbox {
         self.wake.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests;
