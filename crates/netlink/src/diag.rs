@@ -4,6 +4,7 @@
 //! The bytecode runs in the kernel for each socket, so only matching sockets cross into
 //! user space: the cost of asking about one port does not grow with the whole table.
 
+use crate::bytecode::{self, HostCond, Op, Test};
 use crate::route::ip_from;
 use crate::wire::{attrs, push_attr, read_be16, read_u32};
 use crate::{NetlinkError, Socket};
@@ -15,13 +16,6 @@ const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const INET_DIAG_SHUTDOWN: u16 = 8;
 const INET_DIAG_SKV6ONLY: u16 = 11;
 const INET_DIAG_MSG_LEN: usize = 72;
-
-const BC_S_GE: u8 = 2;
-const BC_S_LE: u8 = 3;
-const BC_D_GE: u8 = 4;
-const BC_D_LE: u8 = 5;
-const BC_S_COND: u8 = 7;
-const BC_D_COND: u8 = 8;
 
 pub const AF_INET: u8 = libc::AF_INET as u8;
 pub const AF_INET6: u8 = libc::AF_INET6 as u8;
@@ -36,6 +30,9 @@ pub enum Cond {
     LocalPort { lo: u16, hi: u16 },
     /// Remote port in `lo..=hi`.
     RemotePort { lo: u16, hi: u16 },
+    /// Local port `port`: one op (a port-only host condition, what `ss sport = :P` sends)
+    /// where a range takes two.
+    LocalPortIs(u16),
     /// Local address within `addr/prefix`, and port if given. An IPv4 address also
     /// matches IPv4-mapped addresses on dual-stack IPv6 sockets (the kernel does that).
     LocalAddr { addr: IpAddr, prefix: u8, port: Option<u16> },
@@ -48,56 +45,30 @@ pub enum Cond {
 pub struct Bytecode(pub Vec<Cond>);
 
 impl Bytecode {
-    /// Encode as `inet_diag_bc_op` instructions. Each op jumps to the next when its
-    /// condition holds and past the end (reject) when it does not.
-    pub fn encode(&self) -> Vec<u8> {
-        // First the op sizes, to know each op's distance to the end.
-        let mut ops: Vec<(u8, Vec<u8>)> = Vec::new();
+    /// The program's ops: each moves on to the next when its condition holds and jumps
+    /// past the end (reject) when it does not.
+    pub fn ops(&self) -> Vec<Op> {
+        let mut tests = Vec::new();
         for c in &self.0 {
             match *c {
-                Cond::LocalPort { lo, hi } => {
-                    ops.push((BC_S_GE, port_arg(lo)));
-                    ops.push((BC_S_LE, port_arg(hi)));
+                Cond::LocalPort { lo, hi } => tests.extend([Test::LocalPortGe(lo), Test::LocalPortLe(hi)]),
+                Cond::RemotePort { lo, hi } => tests.extend([Test::RemotePortGe(lo), Test::RemotePortLe(hi)]),
+                Cond::LocalPortIs(port) => tests.push(Test::Local(HostCond { addr: None, port: Some(port) })),
+                Cond::LocalAddr { addr, prefix, port } => {
+                    tests.push(Test::Local(HostCond { addr: Some((addr, prefix)), port }))
                 }
-                Cond::RemotePort { lo, hi } => {
-                    ops.push((BC_D_GE, port_arg(lo)));
-                    ops.push((BC_D_LE, port_arg(hi)));
+                Cond::RemoteAddr { addr, prefix, port } => {
+                    tests.push(Test::Remote(HostCond { addr: Some((addr, prefix)), port }))
                 }
-                Cond::LocalAddr { addr, prefix, port } => ops.push((BC_S_COND, hostcond(addr, prefix, port))),
-                Cond::RemoteAddr { addr, prefix, port } => ops.push((BC_D_COND, hostcond(addr, prefix, port))),
             }
         }
-        let total: usize = ops.iter().map(|(_, arg)| 4 + arg.len()).sum();
-        let mut out = Vec::with_capacity(total);
-        for (code, arg) in ops {
-            let len = 4 + arg.len();
-            let left = total - out.len();
-            out.push(code);
-            out.push(len as u8);
-            out.extend_from_slice(&((left + 4) as u16).to_ne_bytes());
-            out.extend_from_slice(&arg);
-        }
-        out
+        bytecode::all_of(&tests)
     }
-}
 
-/// The second op word of a port comparison carries the port in its `no` field.
-fn port_arg(port: u16) -> Vec<u8> {
-    let mut v = vec![0, 0];
-    v.extend_from_slice(&port.to_ne_bytes());
-    v
-}
-
-/// `struct inet_diag_hostcond { u8 family; u8 prefix_len; int port; __be32 addr[]; }`
-fn hostcond(addr: IpAddr, prefix: u8, port: Option<u16>) -> Vec<u8> {
-    let (family, bytes, max) = match addr {
-        IpAddr::V4(a) => (AF_INET, a.octets().to_vec(), 32),
-        IpAddr::V6(a) => (AF_INET6, a.octets().to_vec(), 128),
-    };
-    let mut v = vec![family, prefix.min(max), 0, 0];
-    v.extend_from_slice(&port.map_or(-1i32, i32::from).to_ne_bytes());
-    v.extend_from_slice(&bytes);
-    v
+    /// Encode as `inet_diag_bc_op` instructions.
+    pub fn encode(&self) -> Vec<u8> {
+        bytecode::encode(&self.ops())
+    }
 }
 
 /// A SOCK_DIAG_BY_FAMILY dump request for TCP.
@@ -272,6 +243,20 @@ mod tests {
     }
 
     #[test]
+    fn one_port_is_one_op_as_ss_sends_it() {
+        // `ss -tan state all sport = :7003` (iproute2 6.1, recorded with strace).
+        let ss = [7, 16, 20, 0, 0, 0, 0, 0, 0x5b, 0x1b, 0, 0, 0, 0, 0, 0];
+        assert_eq!(Bytecode(vec![Cond::LocalPortIs(7003)]).encode(), ss);
+        let both = Bytecode(vec![Cond::LocalPortIs(7003), Cond::RemotePort { lo: 1, hi: 1024 }]);
+        let ops = bytecode::decode(&both.encode()).unwrap();
+        assert_eq!(ops.len(), 3);
+        let sk = |l: &str, r: &str| bytecode::SockView { local: l.parse().unwrap(), remote: r.parse().unwrap() };
+        assert!(bytecode::run(&ops, &sk("127.0.0.1:7003", "127.0.0.1:80")));
+        assert!(!bytecode::run(&ops, &sk("127.0.0.1:7003", "127.0.0.1:8080")));
+        assert!(!bytecode::run(&ops, &sk("127.0.0.1:7004", "127.0.0.1:80")));
+    }
+
+    #[test]
     fn request_encoding() {
         let r = DiagRequest {
             family: AF_INET6,
@@ -394,5 +379,32 @@ mod live {
         s.inet_diag_both(&req, Instant::now() + Duration::from_secs(2), |m| got.push(m.local)).unwrap();
         got.sort();
         assert_eq!(got, vec![v4.local_addr().unwrap(), v6.local_addr().unwrap()]);
+    }
+
+    /// The kernel takes the one-op port test and the port equality op, and returns the
+    /// port's sockets only.
+    #[test]
+    fn the_kernel_runs_the_port_programs() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let _ = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        let (_server, _) = l.accept().unwrap();
+        let eq = bytecode::all_of(&[Test::LocalPortEq(port)]);
+        for filter in [Bytecode(vec![Cond::LocalPortIs(port)]).encode(), bytecode::encode(&eq)] {
+            let mut s = Socket::open(Family::SockDiag).unwrap();
+            let req = DiagRequest { family: AF_INET, states: ALL_STATES, ext: 0, filter: Bytecode::default() };
+            let mut payload = req.encode();
+            push_attr(&mut payload, INET_DIAG_REQ_BYTECODE, &filter);
+            let mut got = Vec::new();
+            s.diag_dump("sock_diag", SOCK_DIAG_BY_FAMILY, &payload, Instant::now() + Duration::from_secs(2), |m| {
+                got.push((m.state, m.local))
+            })
+            .unwrap();
+            got.sort();
+            // The listener and the accepted end; not the client end, not the other port.
+            assert_eq!(got, vec![(1, c.peer_addr().unwrap()), (10, l.local_addr().unwrap())], "{filter:?}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! caller that entered another namespace with `setns` on its own thread opens the socket
 //! there.
 
+pub mod bytecode;
 pub mod diag;
 pub mod route;
 mod wire;

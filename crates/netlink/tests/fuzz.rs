@@ -2,7 +2,7 @@
 //! (tests/corpus/, recorded by tests/record-corpus.py): no panic, no hang, bounded memory,
 //! and every message the iterator yields lies inside the datagram.
 
-use conndoc_netlink::{attrs, diag, messages, route, NLMSG_HDRLEN};
+use conndoc_netlink::{attrs, bytecode, diag, messages, route, NLMSG_HDRLEN};
 use conndoc_testsupport::fuzz::{check_bytes, CappedAlloc};
 use std::path::Path;
 
@@ -29,6 +29,14 @@ fn datagrams_never_panic_and_stay_in_bounds() {
             let _ = route::parse_link(m.payload);
             let _ = route::parse_addr(m.payload);
             let _ = route::parse_neigh(m.payload);
+            // And the filter bytecode's audit, and running what it lets through.
+            if let Ok(ops) = bytecode::decode(m.payload) {
+                let sk = bytecode::SockView {
+                    local: "127.0.0.1:7003".parse().unwrap(),
+                    remote: "[::1]:80".parse().unwrap(),
+                };
+                let _ = bytecode::run(&ops, &sk);
+            }
         }
     });
 }
