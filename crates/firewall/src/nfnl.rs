@@ -9,6 +9,8 @@
 
 pub mod decode;
 pub mod expr;
+pub mod iptnft;
+pub mod xt;
 
 pub use decode::{to_ruleset, without_tables, Builder};
 pub use expr::{CmpOp, Data, Expr, NfFamily, Verdict};

@@ -1027,7 +1027,7 @@ impl Dec<'_> {
             Expr::Notrack => {
                 self.piece("notrack".into());
             }
-            Expr::Xt { target, name } => {
+            Expr::Xt { target, name, .. } => {
                 self.piece(format!("[ xt {} {name} ]", if *target { "target" } else { "match" }));
                 self.unknown(format!("iptables extension `{name}` (xt) in an nft rule"));
             }

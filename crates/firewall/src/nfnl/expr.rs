@@ -78,6 +78,8 @@ pub struct ChainMsg {
     pub policy: Option<u32>,
     /// `filter`, `nat`, `route`.
     pub kind: Option<String>,
+    /// NFTA_CHAIN_COUNTERS of a base chain: (packets, bytes), as `iptables-save` prints them.
+    pub counters: Option<(u64, u64)>,
 }
 
 impl ChainMsg {
@@ -91,6 +93,7 @@ impl ChainMsg {
             hook: None,
             policy: None,
             kind: None,
+            counters: None,
         };
         for a in attrs(body) {
             match a.ty {
@@ -110,6 +113,18 @@ impl ChainMsg {
                 }
                 5 => c.policy = be32(&a),
                 7 => c.kind = Some(string(&a)),
+                // NFTA_COUNTER_BYTES 1, NFTA_COUNTER_PACKETS 2
+                8 => {
+                    let (mut packets, mut bytes) = (0, 0);
+                    for x in attrs(a.value) {
+                        match x.ty {
+                            1 => bytes = be64(&x).unwrap_or(0),
+                            2 => packets = be64(&x).unwrap_or(0),
+                            _ => {}
+                        }
+                    }
+                    c.counters = Some((packets, bytes));
+                }
                 _ => {}
             }
         }
@@ -658,10 +673,13 @@ pub enum Expr {
     Masq {
         flags: u32,
     },
-    /// iptables-nft's compat expressions.
+    /// iptables-nft's compat expressions: the extension's name, revision and its kernel
+    /// struct as iptables filled it (NFTA_MATCH_INFO / NFTA_TARGET_INFO), read by [`super::xt`].
     Xt {
         target: bool,
         name: String,
+        rev: u32,
+        info: Vec<u8>,
     },
     /// A load conndoc does not model (`fib`, `rt`, `exthdr`, `socket`, `osf`, `hash`,
     /// `xfrm`): a test of its register cannot be evaluated.
@@ -770,7 +788,13 @@ impl Expr {
             // NFT_OBJECT_COUNTER 1, CT_HELPER 3, CT_TIMEOUT 7, SECMARK 8, CT_EXPECT 9: no
             // test; a named quota, limit or connlimit is one.
             "objref" if matches!(u(1), Some(1 | 3 | 7 | 8 | 9)) => Expr::Statement { name: name.into() },
-            "match" | "target" => Expr::Xt { target: name == "target", name: get(1)?.string() },
+            // NFTA_MATCH_NAME 1, _REV 2, _INFO 3 (the same numbers for targets)
+            "match" | "target" => Expr::Xt {
+                target: name == "target",
+                name: get(1)?.string(),
+                rev: u(2).unwrap_or(0),
+                info: get(3).map(|i| i.value.to_vec()).unwrap_or_default(),
+            },
             _ => return None,
         })
     }
