@@ -4,17 +4,18 @@
 
 use crate::config::{CheckKind, Config, Overrides, ReceiverKind, TargetConfig};
 use crate::health::{State, Transition};
-use crate::history::{now_ms, Bucket, Diagnosis, History, SavedState};
-use crate::outbox::{Alert, Firing, Outbox};
+use crate::history::{now_ms, Diagnosis, History, SavedState};
+use crate::outbox::{Alert, Outbox};
 use crate::probe::{self, ProbeResult};
 use crate::scheduler::Schedule;
-use crate::snapshot::{ReadModel, Snapshot, TargetView};
-use crate::state::{AfterEvent, RecordParams, TargetState};
+use crate::snapshot::{ReadModel, Snapshot};
+use crate::state::{AfterEvent, RecordParams};
 use crate::stats::Stats;
+use crate::table::{Entry, Table};
 use conndoc_facts::ConnectKind;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
@@ -34,38 +35,18 @@ pub enum WatchError {
 /// Called on every state change (after the state machine flipped), before any diagnosis.
 pub type ChangeHook = Arc<dyn Fn(&str, Transition) + Send + Sync>;
 
-/// One target: its config, its pure state (crate::state) and the task that probes it.
-pub struct Entry {
-    pub cfg: Arc<TargetConfig>,
-    pub st: TargetState,
-    generation: u64,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Entry {
-    fn new(cfg: Arc<TargetConfig>) -> Entry {
-        Entry {
-            st: TargetState::new(cfg.failures_before_down, cfg.successes_before_up, now_ms()),
-            cfg,
-            generation: 0,
-            task: None,
-        }
-    }
-}
-
+/// The running daemon's parts, each behind its own narrow methods: the config, the targets
+/// table (crate::table: per-target state and task), the history database, the counters, the
+/// read model the views render from, the outbox, and what the probe tasks share.
 pub struct Daemon {
-    pub cfg: RwLock<Arc<Config>>,
-    pub overrides: Overrides,
-    /// By name. A hash map: every probe looks its target up, and a B-tree's string
-    /// comparisons over 10,000 names were ~4% of the daemon's CPU. Views sort.
-    pub targets: Mutex<HashMap<String, Entry>>,
-    pub history: Arc<History>,
-    pub stats: Arc<Stats>,
+    cfg: RwLock<Arc<Config>>,
+    overrides: Overrides,
+    targets: Table,
+    history: Arc<History>,
+    stats: Arc<Stats>,
     /// What the dashboard, the API and /metrics render from.
-    pub view: Arc<ReadModel>,
+    view: Arc<ReadModel>,
     publish_wake: Notify,
-    pub hostname: String,
-    pub start_unix: f64,
     epoch: Instant,
     probe_sem: Arc<Semaphore>,
     /// Sockets reused by `close = "rst"` probes (at most `concurrency` of them).
@@ -97,11 +78,58 @@ pub fn run_blocking(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>)
     rt.block_on(run(cfg, overrides, hook))
 }
 
+/// Start, then reload on SIGHUP and stop on SIGTERM/SIGINT.
 pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) -> Result<(), WatchError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(WatchError::Signal)?;
+    let mut term = signal(SignalKind::terminate()).map_err(WatchError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(WatchError::Signal)?;
+    let running = start(cfg, overrides, hook).await?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => running.daemon().reload(),
+            _ = term.recv() => { log("info", "SIGTERM: stopping"); break }
+            _ = int.recv() => { log("info", "SIGINT: stopping"); break }
+        }
+    }
+    running.stop().await;
+    Ok(())
+}
+
+/// A started daemon and its background tasks; [`Running::stop`] ends them in order.
+pub struct Running {
+    d: Arc<Daemon>,
+    addr: std::net::SocketAddr,
+    server: JoinHandle<()>,
+    publisher: JoinHandle<()>,
+    alerts: JoinHandle<()>,
+    flusher: JoinHandle<()>,
+    resender: JoinHandle<()>,
+}
+
+impl Running {
+    pub fn daemon(&self) -> &Arc<Daemon> {
+        &self.d
+    }
+    /// Where the dashboard listens (the real port when the config said port 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+    /// Stop probing, let in-flight work end within its deadlines, flush the history.
+    pub async fn stop(self) {
+        self.resender.abort();
+        self.publisher.abort();
+        self.d.shutdown(self.server, self.alerts, self.flusher).await;
+    }
+}
+
+/// Open the history, restore the saved states, listen, and start every task.
+pub async fn start(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) -> Result<Running, WatchError> {
     let history = Arc::new(History::open(&cfg.history)?);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| WatchError::Listen { addr: cfg.listen, source })?;
+    let addr = listener.local_addr().unwrap_or(cfg.listen);
     let (stop, _) = watch::channel(false);
     let stats = Arc::new(Stats::default());
     let hostname =
@@ -117,16 +145,14 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
         probe_sem: Arc::new(Semaphore::new(cfg.concurrency)),
         sockets: probe::Sockets::default(),
         diag_sem: Arc::new(Semaphore::new(cfg.diagnose_concurrency)),
-        outbox: Arc::new(Outbox::new(history.clone(), stats.clone(), hostname.clone(), &cfg.receivers)),
+        outbox: Arc::new(Outbox::new(history.clone(), stats.clone(), hostname, &cfg.receivers)),
         cfg: RwLock::new(Arc::new(cfg.clone())),
         overrides,
-        targets: Mutex::new(HashMap::new()),
+        targets: Table::default(),
         history,
-        stats: stats.clone(),
-        view: view.clone(),
+        stats,
+        view,
         publish_wake: Notify::new(),
-        hostname,
-        start_unix,
         epoch: Instant::now(),
         stop,
         hook,
@@ -138,41 +164,27 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
     };
     let saved: BTreeMap<String, SavedState> = saved.into_iter().map(|s| (s.name.clone(), s)).collect();
     let mut rediagnose = Vec::new();
-    {
-        let mut map = d.targets.lock().unwrap();
-        for t in &cfg.targets {
-            let mut e = Entry::new(Arc::new(t.clone()));
-            if let Some(s) = saved.get(&t.name).filter(|s| s.url == t.url.shown()) {
-                e.st.health.state = s.state;
-                e.st.cause = s.cause.clone();
-                e.st.since_ms = s.since_ms;
-                e.st.down_since_ms = s.since_ms;
-                e.st.event_id = s.event_id;
-                // Killed while diagnosing: the event exists without its report; finish it.
-                if s.state == State::Down && s.cause.is_none() {
-                    if let Some(id) = s.event_id {
-                        e.st.diagnosing = true;
-                        rediagnose.push((t.name.clone(), id));
-                    }
-                }
-            }
-            map.insert(t.name.clone(), e);
+    for t in &cfg.targets {
+        let mut e = Entry::new(Arc::new(t.clone()), now_ms());
+        // Killed while diagnosing: the event exists without its report; finish it.
+        if let Some(id) = saved.get(&t.name).and_then(|s| e.restore(s)) {
+            rediagnose.push((t.name.clone(), id));
         }
+        d.targets.insert(e);
     }
     log(
         "info",
         format!(
-            "conndoc watch {}: {} targets, listening on http://{}, history {}",
+            "conndoc watch {}: {} targets, listening on http://{addr}, history {}",
             env!("CARGO_PKG_VERSION"),
             cfg.targets.len(),
-            cfg.listen,
             cfg.history.display()
         ),
     );
-    d.view.publish(d.build_snapshot());
+    d.publish_now();
     let server = tokio::spawn(crate::http::serve(d.view.clone(), listener, d.stop.subscribe()));
     let publisher = tokio::spawn(d.clone().publish_loop());
-    d.start_all();
+    d.targets.for_each(|e| d.start_target(e));
     for (name, id) in rediagnose {
         tokio::spawn(d.clone().diagnose(name, id));
     }
@@ -182,22 +194,7 @@ pub async fn run(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) ->
     };
     let flusher = tokio::spawn(d.clone().flush_loop());
     let resender = tokio::spawn(d.clone().resend_loop());
-
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).map_err(WatchError::Signal)?;
-    let mut term = signal(SignalKind::terminate()).map_err(WatchError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(WatchError::Signal)?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => d.reload(),
-            _ = term.recv() => { log("info", "SIGTERM: stopping"); break }
-            _ = int.recv() => { log("info", "SIGINT: stopping"); break }
-        }
-    }
-    resender.abort();
-    publisher.abort();
-    d.shutdown(server, alerts, flusher).await;
-    Ok(())
+    Ok(Running { d, addr, server, publisher, alerts, flusher, resender })
 }
 
 impl Daemon {
@@ -205,20 +202,22 @@ impl Daemon {
         self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn start_all(self: &Arc<Self>) {
-        let mut map = self.targets.lock().unwrap();
-        for e in map.values_mut() {
-            self.start_target(e);
-        }
+    /// The counters (also what /metrics shows).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// What the dashboard, the API and /metrics render from.
+    pub fn read_model(&self) -> &Arc<ReadModel> {
+        &self.view
     }
 
     fn start_target(self: &Arc<Self>, e: &mut Entry) {
-        if let Some(t) = e.task.take() {
-            t.abort();
-        }
         let generation = self.next_generation.fetch_add(1, Relaxed);
-        e.generation = generation;
-        e.task = Some(tokio::spawn(self.clone().target_loop(e.cfg.clone(), generation, self.stop.subscribe())));
+        e.set_task(
+            generation,
+            tokio::spawn(self.clone().target_loop(e.cfg.clone(), generation, self.stop.subscribe())),
+        );
     }
 
     /// Probe one target on its schedule: nominal times are `epoch + phase + k*interval`, so
@@ -277,15 +276,8 @@ impl Daemon {
         let rediagnose_every = cfg.rediagnose.as_millis() as i64;
         drop(cfg);
         let p = RecordParams { resolution_ms: res, rediagnose_ms: rediagnose_every };
-        let fx = {
-            let mut map = self.targets.lock().unwrap();
-            let Some(e) = map.get_mut(name) else { return };
-            if e.generation != generation {
-                return;
-            }
-            self.stats.probes.fetch_add(1, Relaxed);
-            e.st.record(r, now, p)
-        };
+        let Some(fx) = self.targets.record(name, generation, r, now, p) else { return };
+        self.stats.probes.fetch_add(1, Relaxed);
         let (transition, rediagnose) = (fx.transition, fx.rediagnose);
         let Some(t) = transition else {
             if let Some(id) = rediagnose {
@@ -302,17 +294,15 @@ impl Daemon {
     }
 
     async fn on_transition(self: Arc<Self>, name: String, t: Transition, at_ms: i64) {
-        let saved = {
-            let map = self.targets.lock().unwrap();
-            let Some(e) = map.get(&name) else { return };
-            SavedState {
-                name: name.clone(),
-                url: e.cfg.url.shown().to_string(),
-                state: t.to,
-                cause: e.st.cause.clone(),
-                since_ms: at_ms,
-                event_id: None,
-            }
+        let Some(saved) = self.targets.with(&name, |e| SavedState {
+            name: name.clone(),
+            url: e.cfg.url.shown().to_string(),
+            state: t.to,
+            cause: e.st.cause.clone(),
+            since_ms: at_ms,
+            event_id: None,
+        }) else {
+            return;
         };
         let h = self.history.clone();
         let cause = saved.cause.clone();
@@ -325,11 +315,7 @@ impl Daemon {
             }
             Err(_) => return,
         };
-        let next = {
-            let mut map = self.targets.lock().unwrap();
-            let Some(e) = map.get_mut(&name) else { return };
-            e.st.event_stored(t, at_ms, id)
-        };
+        let Some(next) = self.targets.with(&name, |e| e.st.event_stored(t, at_ms, id)) else { return };
         match next {
             AfterEvent::Diagnose { event_id } => self.clone().diagnose(name, event_id).await,
             AfterEvent::Resolved { event_id, down_event } => self.queue_resolved(&name, event_id, down_event).await,
@@ -341,12 +327,12 @@ impl Daemon {
     /// queues the firing alerts (and the resolved ones if it already came back).
     async fn diagnose(self: Arc<Self>, name: String, event_id: i64) {
         let Some(dg) = self.run_diagnosis(&name).await else { return };
-        let (after, cfg, down_since) = {
-            let mut map = self.targets.lock().unwrap();
-            let Some(e) = map.get_mut(&name) else { return };
+        let Some((after, cfg, down_since)) = self.targets.with(&name, |e| {
             e.st.fix = dg.fix.clone();
             let after = e.st.diagnosed(event_id, &dg.cause, &dg.summary, dg.container.clone(), true);
             (after, e.cfg.clone(), e.st.down_since_ms)
+        }) else {
+            return;
         };
         self.changed();
         log("info", format!("target {name}: diagnosis {}: {}", dg.cause, dg.summary));
@@ -386,11 +372,11 @@ impl Daemon {
     /// A later diagnosis while still down: update the cause and the stored report.
     async fn rediagnose(self: Arc<Self>, name: String, event_id: i64) {
         let Some(dg) = self.run_diagnosis(&name).await else { return };
-        let after = {
-            let mut map = self.targets.lock().unwrap();
-            let Some(e) = map.get_mut(&name) else { return };
+        let Some(after) = self.targets.with(&name, |e| {
             e.st.fix = dg.fix.clone();
             e.st.diagnosed(event_id, &dg.cause, &dg.summary, dg.container.clone(), false)
+        }) else {
+            return;
         };
         self.changed();
         if after.current {
@@ -410,7 +396,7 @@ impl Daemon {
 
     /// A full diagnosis of the target, on a blocking thread, at most `diagnose_concurrency` at once.
     async fn run_diagnosis(&self, name: &str) -> Option<Diagnosed> {
-        let cfg = self.targets.lock().unwrap().get(name)?.cfg.clone();
+        let cfg = self.targets.with(name, |e| e.cfg.clone())?;
         let _permit = self.diag_sem.acquire().await.ok()?;
         self.stats.diagnoses.fetch_add(1, Relaxed);
         self.stats.diagnoses_in_flight.fetch_add(1, Relaxed);
@@ -434,11 +420,12 @@ impl Daemon {
     }
 
     async fn queue_resolved(&self, name: &str, event_id: i64, down_event: Option<i64>) {
-        let (cfg, cause, down_since, container) = {
-            let map = self.targets.lock().unwrap();
-            let Some(e) = map.get(name) else { return };
-            (e.cfg.clone(), String::from("unknown"), e.st.down_since_ms, e.st.container.clone())
+        let Some((cfg, down_since, container)) =
+            self.targets.with(name, |e| (e.cfg.clone(), e.st.down_since_ms, e.st.container.clone()))
+        else {
+            return;
         };
+        let cause = String::from("unknown");
         let h = self.history.clone();
         // The cause it had while down, for the resolved message.
         let prev_cause = match down_event {
@@ -480,23 +467,7 @@ impl Daemon {
                 continue;
             }
             let _order = self.outbox.order.lock().await;
-            let due: Vec<Firing> = {
-                let map = self.targets.lock().unwrap();
-                map.values()
-                    .filter(|e| e.st.health.state == State::Down && !e.st.diagnosing)
-                    .filter_map(|e| {
-                        Some(Firing {
-                            t: e.cfg.clone(),
-                            cause: e.st.cause.clone()?,
-                            summary: e.st.summary.clone().unwrap_or_default(),
-                            fix: e.st.fix.clone(),
-                            container: e.st.container.clone(),
-                            event_id: e.st.event_id?,
-                            down_since: e.st.down_since_ms,
-                        })
-                    })
-                    .collect()
-            };
+            let due = self.targets.firing();
             self.outbox.resend(&cfg, &due, now_ms()).await;
         }
     }
@@ -526,20 +497,16 @@ impl Daemon {
         }
     }
 
+    /// Write the probe buckets not yet in the database (as one numbered flush batch: see
+    /// crate::table and crate::snapshot for how pages stay consistent meanwhile).
     pub async fn flush(&self) {
-        let rows: Vec<(String, i64, Bucket)> = {
-            let mut map = self.targets.lock().unwrap();
-            map.iter_mut()
-                .flat_map(|(n, e)| {
-                    std::mem::take(&mut e.st.unflushed).into_iter().map(|(b, v)| (n.clone(), b, v)).collect::<Vec<_>>()
-                })
-                .collect()
-        };
-        let h = self.history.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || h.add_buckets(&rows)).await {
+        let batch = self.targets.take_unflushed();
+        let (h, b) = (self.history.clone(), batch.clone());
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || h.add_flush(&b.rows, b.generation)).await {
             self.stats.history_errors.fetch_add(1, Relaxed);
             log("error", e.to_string());
         }
+        self.targets.flushed(batch.generation);
     }
 
     /// SIGHUP: re-read the file; keep the state of every target whose probe did not change.
@@ -562,47 +529,7 @@ impl Daemon {
         let mut new = new;
         new.listen = old.listen;
         new.history = old.history.clone();
-        let (mut kept, mut added, mut removed) = (0, 0, 0);
-        {
-            let mut map = self.targets.lock().unwrap();
-            let names: std::collections::HashSet<_> = new.targets.iter().map(|t| t.name.clone()).collect();
-            map.retain(|n, e| {
-                let keep = names.contains(n);
-                if !keep {
-                    if let Some(t) = e.task.take() {
-                        t.abort();
-                    }
-                    removed += 1;
-                }
-                keep
-            });
-            for t in &new.targets {
-                let cfg = Arc::new(t.clone());
-                match map.get_mut(&t.name) {
-                    Some(e) if e.cfg.same_probe(t) => {
-                        e.st.health.failures_before_down = t.failures_before_down;
-                        e.st.health.successes_before_up = t.successes_before_up;
-                        let restart =
-                            e.cfg.interval != t.interval || e.cfg.timeout != t.timeout || e.cfg.check != t.check;
-                        e.cfg = cfg;
-                        if restart {
-                            self.start_target(e);
-                        }
-                        kept += 1;
-                    }
-                    _ => {
-                        let mut e = Entry::new(cfg);
-                        self.start_target(&mut e);
-                        if let Some(old) = map.insert(t.name.clone(), e) {
-                            if let Some(task) = old.task {
-                                task.abort();
-                            }
-                        }
-                        added += 1;
-                    }
-                }
-            }
-        }
+        let r = self.targets.reload(&new.targets, now_ms(), |e| self.start_target(e));
         self.outbox.set_receivers(&new.receivers);
         *self.cfg.write().unwrap() = Arc::new(new);
         self.stats.reloads_ok.fetch_add(1, Relaxed);
@@ -610,8 +537,11 @@ impl Daemon {
         log(
             "info",
             format!(
-                "reloaded {}: {kept} targets kept with their state, {added} new, {removed} removed",
-                path.display()
+                "reloaded {}: {} targets kept with their state, {} new, {} removed",
+                path.display(),
+                r.kept,
+                r.added,
+                r.removed
             ),
         );
     }
@@ -619,11 +549,8 @@ impl Daemon {
     async fn shutdown(self: &Arc<Self>, server: JoinHandle<()>, alerts: JoinHandle<()>, flusher: JoinHandle<()>) {
         let _ = self.stop.send(true);
         // In-flight probes end within their own deadline; give them that long, then cancel.
-        let longest = {
-            let map = self.targets.lock().unwrap();
-            map.values().map(|e| e.cfg.timeout).max().unwrap_or_default()
-        };
-        let tasks: Vec<_> = self.targets.lock().unwrap().values_mut().filter_map(|e| e.task.take()).collect();
+        let longest = self.targets.longest_timeout();
+        let tasks = self.targets.take_tasks();
         let wait = async {
             for t in tasks {
                 let _ = t.await;
@@ -648,34 +575,14 @@ impl Daemon {
     }
 
     /// Copy every target's state into a new snapshot (the lock is held only to copy).
-    pub fn build_snapshot(&self) -> Snapshot {
-        let views: Vec<TargetView> = {
-            let map = self.targets.lock().unwrap();
-            map.values()
-                .map(|e| TargetView {
-                    name: e.cfg.name.clone(),
-                    url: e.cfg.url.clone(),
-                    labels: e.cfg.labels.clone(),
-                    state: e.st.health.state,
-                    cause: e.st.shown_cause().to_string(),
-                    summary: e.st.summary.clone(),
-                    container: e.st.container.clone(),
-                    since_ms: e.st.since_ms,
-                    last_ms: e.st.last_ms,
-                    last_latency: e.st.last.map(|r| r.elapsed),
-                    last_outcome: e.st.last.map(|r| r.outcome_label()),
-                    diagnosing: e.st.diagnosing,
-                    interval: e.cfg.interval,
-                    cfg: e.cfg.clone(),
-                    duration: e.st.duration.clone(),
-                    outcomes: e.st.outcomes.clone(),
-                    failures_by_cause: e.st.failures_by_cause.clone(),
-                    transitions: e.st.transitions.clone(),
-                    unflushed: e.st.unflushed.iter().map(|(b, v)| (*b, *v)).collect(),
-                })
-                .collect()
-        };
-        Snapshot::new(now_ms(), views, self.config())
+    fn build_snapshot(&self) -> Snapshot {
+        let (views, mark) = self.targets.views();
+        Snapshot::at(now_ms(), views, self.config(), mark)
+    }
+
+    /// Build and publish a snapshot now (blocking: off the runtime worker once probes run).
+    pub fn publish_now(&self) {
+        self.view.publish(self.build_snapshot());
     }
 
     /// Publish a fresh snapshot at once after a change that people look for (a transition,
@@ -690,7 +597,7 @@ impl Daemon {
                 _ = stop.changed() => return,
             }
             let d = self.clone();
-            let _ = tokio::task::spawn_blocking(move || d.view.publish(d.build_snapshot())).await;
+            let _ = tokio::task::spawn_blocking(move || d.publish_now()).await;
         }
     }
 
@@ -699,3 +606,6 @@ impl Daemon {
         self.publish_wake.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -294,23 +294,9 @@ fn detail(m: &ReadModel, name: &str) -> Option<Detail> {
     let res = snap.config.history_resolution.as_millis().max(1) as i64;
     let now = now_ms();
     let h = &m.history;
-    let (mut buckets, events, report) = (
-        h.bucket_rows(name, now - WINDOW_MS).unwrap_or_default(),
-        h.events(name, MAX_EVENTS).unwrap_or_default(),
-        h.last_report(name).ok().flatten(),
-    );
-    // Not yet written to the database: merged into the stored buckets.
-    for (b, v) in &view.unflushed {
-        match buckets.iter_mut().find(|x| x.0 == *b) {
-            Some(x) => {
-                x.1.count += v.count;
-                x.1.failures += v.failures;
-                x.1.latency_sum_us += v.latency_sum_us;
-                x.1.latency_max_us = x.1.latency_max_us.max(v.latency_max_us);
-            }
-            None => buckets.push((*b, *v)),
-        }
-    }
+    // Stored and not yet written buckets as one consistent read (crate::snapshot, FlushMark).
+    let buckets = m.buckets(&snap, &view, now - WINDOW_MS);
+    let (events, report) = (h.events(name, MAX_EVENTS).unwrap_or_default(), h.last_report(name).ok().flatten());
     let mut periods = charts::periods(&events);
     // The open period carries the live cause: the event row is written just after the
     // diagnosis reaches the live state (and a re-diagnosis may have changed it).

@@ -246,6 +246,9 @@ pub struct History {
     conn: Mutex<Connection>,
     /// Held (flock) for as long as the database is open.
     _lock: std::fs::File,
+    /// The last flush generation written ([`History::add_flush`]); changed and read only
+    /// with `conn` locked, so it always matches what the rows hold.
+    flushed: std::sync::atomic::AtomicU64,
 }
 
 /// `PATH.lock` next to the database, locked exclusively: a second daemon on the same
@@ -307,7 +310,7 @@ impl History {
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|source| HistoryError::Open { path: path.to_path_buf(), source })?;
-        let h = History { path: path.to_path_buf(), conn: Mutex::new(conn), _lock: lock };
+        let h = History { path: path.to_path_buf(), conn: Mutex::new(conn), _lock: lock, flushed: 0.into() };
         {
             let mut c = h.lock();
             // auto_vacuum must be chosen before the first table exists; harmless afterwards.
@@ -517,10 +520,31 @@ impl History {
 
     /// Add probe results to their buckets (summing with what is already stored).
     pub fn add_buckets(&self, rows: &[(String, i64, Bucket)]) -> Result<(), HistoryError> {
+        let mut c = self.lock();
+        self.write_buckets(&mut c, rows)
+    }
+
+    /// [`History::add_buckets`] as flush number `generation`: once committed, reads through
+    /// [`History::bucket_rows_flushed`] report it with the rows (both under one lock hold).
+    pub fn add_flush(&self, rows: &[(String, i64, Bucket)], generation: u64) -> Result<(), HistoryError> {
+        let mut c = self.lock();
+        self.write_buckets(&mut c, rows)?;
+        self.flushed.fetch_max(generation, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Buckets of one target since `from_ms` (with their latencies, oldest first) and the last flush
+    /// generation they include.
+    pub fn bucket_rows_flushed(&self, target: &str, from_ms: i64) -> Result<(Vec<(i64, Bucket)>, u64), HistoryError> {
+        let c = self.lock();
+        let rows = self.read_bucket_rows(&c, target, from_ms)?;
+        Ok((rows, self.flushed.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+
+    fn write_buckets(&self, c: &mut Connection, rows: &[(String, i64, Bucket)]) -> Result<(), HistoryError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut c = self.lock();
         let tx = c.transaction().map_err(|e| self.sql("writing probe results", e))?;
         {
             let mut st = tx
@@ -554,8 +578,7 @@ impl History {
     }
 
     /// Buckets of one target since `from_ms` with their latencies, oldest first.
-    pub fn bucket_rows(&self, target: &str, from_ms: i64) -> Result<Vec<(i64, Bucket)>, HistoryError> {
-        let c = self.lock();
+    fn read_bucket_rows(&self, c: &Connection, target: &str, from_ms: i64) -> Result<Vec<(i64, Bucket)>, HistoryError> {
         let mut st = c
             .prepare_cached(
                 "SELECT bucket_ms, count, failures, latency_sum_us, latency_max_us FROM probes \

@@ -23,10 +23,11 @@ pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod sys;
+pub mod table;
 #[cfg(test)]
 mod testkit;
 pub mod urls;
 
 pub use config::{load, Config, ConfigErrors, Overrides};
-pub use daemon::{run, run_blocking, ChangeHook, WatchError};
+pub use daemon::{run, run_blocking, start, ChangeHook, Running, WatchError};
 pub use health::{State, Transition};

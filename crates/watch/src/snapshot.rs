@@ -2,6 +2,12 @@
 //! swapped atomically (one `Arc` under a lock held only for the swap). The dashboard,
 //! `/api/targets` and `/metrics` render from it and never touch the daemon's live state,
 //! so a slow render holds no lock the probes need.
+//!
+//! A target page shows stored buckets (the history database) plus those not yet written
+//! (the snapshot's). The two are read at different moments, so the snapshot says which flush
+//! its buckets belong to ([`FlushMark`]) and the history answers which flushes it holds
+//! (`History::bucket_rows_flushed`, in the same read as the rows): [`Snapshot::unwritten`]
+//! then adds exactly the buckets the database does not have: none twice, none missing.
 
 use crate::config::{Config, TargetConfig};
 use crate::health::State;
@@ -52,22 +58,74 @@ impl TargetView {
     }
 }
 
+/// Probe buckets taken from the live state to be written to the database as flush
+/// number `generation`.
+#[derive(Debug, Default)]
+pub struct FlushBatch {
+    pub generation: u64,
+    pub rows: Vec<(String, i64, Bucket)>,
+}
+
+/// Where a snapshot stands against the history writes.
+#[derive(Debug, Default, Clone)]
+pub struct FlushMark {
+    /// Flush batches taken before the snapshot: its views' `unflushed` buckets go into
+    /// batch `taken + 1`.
+    pub taken: u64,
+    /// A batch taken but not yet written when the snapshot was built (its buckets are in no
+    /// view any more).
+    pub in_flight: Option<Arc<FlushBatch>>,
+}
+
 /// Every target at one moment, sorted by [`TargetView::attention_key`].
 #[derive(Debug)]
 pub struct Snapshot {
     pub taken_ms: i64,
     pub targets: Vec<TargetView>,
     pub config: Arc<Config>,
+    pub flush: FlushMark,
 }
 
 impl Snapshot {
-    pub fn new(taken_ms: i64, mut targets: Vec<TargetView>, config: Arc<Config>) -> Snapshot {
+    pub fn new(taken_ms: i64, targets: Vec<TargetView>, config: Arc<Config>) -> Snapshot {
+        Snapshot::at(taken_ms, targets, config, FlushMark::default())
+    }
+    pub fn at(taken_ms: i64, mut targets: Vec<TargetView>, config: Arc<Config>, flush: FlushMark) -> Snapshot {
         targets.sort_unstable_by(|a, b| a.attention_key().cmp(&b.attention_key()));
-        Snapshot { taken_ms, targets, config }
+        Snapshot { taken_ms, targets, config, flush }
     }
     pub fn get(&self, name: &str) -> Option<&TargetView> {
         self.targets.iter().find(|t| t.name == name)
     }
+
+    /// The buckets of `view` that a history read holding flushes up to `flushed` lacks: the
+    /// view's own unless their batch is written, and the in-flight batch's unless written.
+    pub fn unwritten(&self, view: &TargetView, flushed: u64) -> Vec<(i64, Bucket)> {
+        let mut out = Vec::new();
+        if let Some(b) = self.flush.in_flight.as_ref().filter(|b| flushed < b.generation) {
+            out.extend(b.rows.iter().filter(|r| r.0 == view.name).map(|r| (r.1, r.2)));
+        }
+        if flushed <= self.flush.taken {
+            out.extend(view.unflushed.iter().copied());
+        }
+        out
+    }
+}
+
+/// Add `extra` buckets into `stored` (summed per bucket start; kept sorted by it).
+pub fn merge_buckets(stored: &mut Vec<(i64, Bucket)>, extra: &[(i64, Bucket)]) {
+    for (b, v) in extra {
+        match stored.iter_mut().find(|x| x.0 == *b) {
+            Some(x) => {
+                x.1.count += v.count;
+                x.1.failures += v.failures;
+                x.1.latency_sum_us += v.latency_sum_us;
+                x.1.latency_max_us = x.1.latency_max_us.max(v.latency_max_us);
+            }
+            None => stored.push((*b, *v)),
+        }
+    }
+    stored.sort_by_key(|x| x.0);
 }
 
 /// What the views read: the current snapshot, the daemon's counters and the history
@@ -87,7 +145,19 @@ impl ReadModel {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
+    /// The buckets of `view` (a target of `snap`) since `from_ms`: the stored ones plus the
+    /// snapshot's that the database does not hold yet, read as one consistent pair.
+    /// Blocking: reads the database.
+    pub fn buckets(&self, snap: &Snapshot, view: &TargetView, from_ms: i64) -> Vec<(i64, Bucket)> {
+        let (mut rows, flushed) = self.history.bucket_rows_flushed(&view.name, from_ms).unwrap_or_default();
+        let extra: Vec<_> = snap.unwritten(view, flushed).into_iter().filter(|(b, _)| *b >= from_ms).collect();
+        merge_buckets(&mut rows, &extra);
+        rows
+    }
     pub fn publish(&self, s: Snapshot) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
     }
 }
+
+#[cfg(test)]
+mod tests;

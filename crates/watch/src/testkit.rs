@@ -132,3 +132,49 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A loopback TCP server that accepts and holds each connection open (a healthy `tcp://`
+/// target: the check's accept watch sees no close). At most 256 held; the oldest is dropped.
+pub struct Holder {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Holder {
+    pub async fn on(addr: SocketAddr) -> Holder {
+        let l = tokio::net::TcpListener::bind(addr).await.expect("bind the holder");
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = std::collections::VecDeque::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push_back(s);
+                if held.len() > 256 {
+                    held.pop_front();
+                }
+            }
+        });
+        Holder { addr, task }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// GET `path` from `addr` (HTTP/1.0, bounded: 5 s, 64 MiB): the status and the body.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let go = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.take(64 << 20).read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), go).await.ok().flatten().unwrap_or((0, String::new()))
+}
