@@ -155,7 +155,7 @@ pub(crate) fn follow(ev: &mut Evidence, opts: &Options, t: Translation) -> Backe
 
 /// The one running container the engine places at `to`, as (its first pid, its netns
 /// inode), when that pid still runs in that namespace (not a reused pid).
-fn engine_owner(ev: &Evidence, to: IpAddr) -> Option<(u32, u64)> {
+pub(crate) fn engine_owner(ev: &Evidence, to: IpAddr) -> Option<(u32, u64)> {
     use std::os::unix::fs::MetadataExt;
     let cf = ev.containers.as_ref()?;
     let mut at = cf.containers.iter().filter(|c| {

@@ -88,9 +88,24 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, shared: Option<&Namespaces>
     // namespaces (separate bridges, parallel labs) carry the same address.
     let mac = backend::neighbour_mac(opts, addr);
     let deadline = SEARCH_DEADLINE.min(opts.timeout);
-    let s = match shared {
-        Some(n) => n.find(addr, &skip_ns, deadline, mac.as_deref()),
-        None => conndoc_host::nsfind::find_owner(addr, &skip_ns, deadline, mac.as_deref()),
+    // The engine's record first: every engine gives its first container 172.17.0.2 and a MAC
+    // derived from it, so neither the address nor the MAC tells two engines' containers apart.
+    let s = match backend::engine_owner(ev, addr) {
+        Some((pid, inode)) => conndoc_host::nsfind::Search {
+            found: Some(NetnsIdentity {
+                inode,
+                paths: Vec::new(),
+                pids: vec![pid],
+                entered_by: format!("/proc/{pid}/ns/net"),
+            }),
+            searched: 0,
+            elapsed: Duration::ZERO,
+            incomplete: None,
+        },
+        None => match shared {
+            Some(n) => n.find(addr, &skip_ns, deadline, mac.as_deref()),
+            None => conndoc_host::nsfind::find_owner(addr, &skip_ns, deadline, mac.as_deref()),
+        },
     };
     f.searched = s.searched;
     f.search_us = u64::try_from(s.elapsed.as_micros()).unwrap_or(u64::MAX);

@@ -60,14 +60,22 @@ pub(crate) fn found_item(f: Finding, fd: &FoundFacts) -> Finding {
         ),
         _ => String::new(),
     };
+    // No search: the container engine placed the address in that container's namespace.
+    let how = if fd.searched == 0 && !n.pids.is_empty() {
+        "the container engine's record of the container".to_string()
+    } else {
+        format!(
+            "found by conndoc among {} namespace(s) searched in {:.1} ms",
+            fd.searched.max(1),
+            fd.search_us as f64 / 1000.0
+        )
+    };
     f.evidence(
         "found-netns",
         format!(
-            "{} is not an address of conndoc's network namespace: {} owns it (found by conndoc among {} namespace(s) searched in {:.1} ms{by}{who})",
+            "{} is not an address of conndoc's network namespace: {} owns it ({how}{by}{who})",
             fd.address.ip(),
             fd.describe(),
-            fd.searched.max(1),
-            fd.search_us as f64 / 1000.0
         ),
         json!({ "netns": n, "owner": fd.owner, "searched": fd.searched, "search_us": fd.search_us }),
     )
