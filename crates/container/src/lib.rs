@@ -110,8 +110,15 @@ pub fn gather(req: &Request) -> (Option<ContainerFacts>, Vec<SkippedCheck>) {
             }
         }
         Endpoint::Unix(_) => match run(req, &mut facts) {
-            Ok(()) => facts.endpoint = Some(req.endpoint.label()),
+            Ok(partial) => {
+                facts.endpoint = Some(req.endpoint.label());
+                if let Some(why) = partial {
+                    skipped.push(skip(why.clone(), None));
+                    facts.engine_error = Some(why);
+                }
+            }
             Err(e) => {
+                facts.engine_error = Some(e.to_string());
                 let hint = match &e {
                     ContainerError::Connect { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
                         Some("reading the engine socket needs root or the docker group")
@@ -125,7 +132,9 @@ pub fn gather(req: &Request) -> (Option<ContainerFacts>, Vec<SkippedCheck>) {
     }
     // Processes in containers the engine did not tell about (another engine, or none).
     for (id, (pid, cg)) in by_cgroup {
-        if facts.containers.iter().any(|c| c.id == id) {
+        if let Some(c) = facts.containers.iter_mut().find(|c| c.id == id) {
+            // Known from the list only (no inspect): its process is the one in its cgroup.
+            c.pid = c.pid.or(Some(pid));
             continue;
         }
         facts.containers.push(Container {
@@ -157,8 +166,11 @@ pub fn gather(req: &Request) -> (Option<ContainerFacts>, Vec<SkippedCheck>) {
     (Some(facts), skipped)
 }
 
-fn run(req: &Request, facts: &mut ContainerFacts) -> Result<(), ContainerError> {
-    let Endpoint::Unix(socket) = &req.endpoint else { return Ok(()) };
+/// Ask the engine. `Ok(Some(why))`: the list was read but the inspects were not, even after
+/// one retry within the deadline (a container removed between the two calls, a busy
+/// engine); the containers then carry what the list says, and `why` says so.
+fn run(req: &Request, facts: &mut ContainerFacts) -> Result<Option<String>, ContainerError> {
+    let Endpoint::Unix(socket) = &req.endpoint else { return Ok(None) };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ContainerError::Runtime)?;
     rt.block_on(async {
         let deadline = tokio::time::Instant::now() + req.deadline;
@@ -188,7 +200,33 @@ fn run(req: &Request, facts: &mut ContainerFacts) -> Result<(), ContainerError> 
         picked.sort_by_key(|(r, _)| *r);
         picked.truncate(req.max_inspect);
         let ids: Vec<String> = picked.iter().map(|(_, it)| it.id.clone()).collect();
-        for ins in inspect_all(&mut c, socket, deadline, &ids).await? {
+        let inspected = match inspect_all(&mut c, socket, deadline, &ids).await {
+            Ok(v) => Ok(v),
+            // Once more on a fresh connection, while the deadline allows.
+            Err(e) if !matches!(e, ContainerError::Deadline { .. }) => match Client::connect(socket, deadline).await {
+                Ok(mut c2) => {
+                    let r = inspect_all(&mut c2, socket, deadline, &ids).await;
+                    if r.is_ok() {
+                        c = c2;
+                    }
+                    r
+                }
+                Err(_) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let inspected = match inspected {
+            Ok(v) => v,
+            Err(e) => {
+                facts.containers = picked.iter().map(|(_, it)| it.to_container()).collect();
+                return Ok(Some(format!(
+                    "{e}: names, state and published ports of {} container{} are from the engine's list only (GET /containers/json)",
+                    ids.len(),
+                    if ids.len() == 1 { "" } else { "s" }
+                )));
+            }
+        };
+        for ins in inspected {
             let tty = ins.config.tty;
             let mut ct = ins.into_container();
             let covers = ct.published_on(req.port).next().is_some() || ct.mapping_to(req.port).next().is_some();
@@ -203,7 +241,7 @@ fn run(req: &Request, facts: &mut ContainerFacts) -> Result<(), ContainerError> 
             }
             facts.containers.push(ct);
         }
-        Ok(())
+        Ok(None)
     })
 }
 
@@ -286,6 +324,66 @@ mod tests {
         assert!(f.is_none());
         assert_eq!(s.len(), 1);
         assert!(s[0].reason.contains("/nonexistent/docker.sock"), "{:?}", s[0]);
+    }
+
+    /// The race seen under load: the engine lists a container, and its inspect fails (here
+    /// a 404, as for a container removed in between). The inspect is asked once more; then
+    /// the list's facts are kept, with the reason, instead of none.
+    #[test]
+    fn failed_inspect_is_retried_then_the_list_is_kept() {
+        use std::io::{BufRead, BufReader, Write};
+        let dir = std::env::temp_dir().join(format!("conndoc-container-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("docker.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let inspects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = inspects.clone();
+        std::thread::spawn(move || {
+            for c in listener.incoming().take(4) {
+                let Ok(c) = c else { continue };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut w = c;
+                    for _ in 0..8 {
+                        let mut first = String::new();
+                        if r.read_line(&mut first).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut l = String::new();
+                        while r.read_line(&mut l).is_ok_and(|n| n > 2) {
+                            l.clear();
+                        }
+                        let (status, body) = if first.contains("/containers/json") {
+                            ("200 OK", r#"[{"Id":"e789749d466b394f7abd25eab1ccda533d154f6a4df486ee2c8589f53e3cfa6d","Names":["/cache"],"State":"running","Ports":[{"IP":"0.0.0.0","PrivatePort":6379,"PublicPort":6380,"Type":"tcp"}]}]"#)
+                        } else {
+                            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            ("404 Not Found", r#"{"message":"No such container"}"#)
+                        };
+                        let resp = format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        if w.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut r = Request::new(6379);
+        r.endpoint = Endpoint::Unix(sock);
+        r.wide = true;
+        let (f, s) = gather(&r);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(inspects.load(std::sync::atomic::Ordering::SeqCst), 2, "asked once more");
+        let f = f.expect("the list's facts are kept");
+        assert_eq!(f.containers.len(), 1);
+        let c = &f.containers[0];
+        assert_eq!((c.name(), c.ports_text().as_str()), ("cache", "0.0.0.0:6380 → 6379/tcp"));
+        assert!(c.ports_known);
+        let why = f.engine_error.as_deref().unwrap_or_default();
+        assert!(why.contains("status 404") && why.contains("from the engine's list only"), "{why}");
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].reason, why);
     }
 
     /// A socket that accepts and never answers is bounded by the deadline.

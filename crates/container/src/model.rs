@@ -27,6 +27,10 @@ pub struct ListPort {
     pub private: u16,
     #[serde(rename = "PublicPort", default)]
     pub public: Option<u16>,
+    #[serde(rename = "IP", default)]
+    pub ip: String,
+    #[serde(rename = "Type", default)]
+    pub kind: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +59,45 @@ impl ListItem {
     }
     pub fn touches_port(&self, port: u16) -> bool {
         self.ports.iter().any(|p| p.private == port || p.public == Some(port))
+    }
+
+    /// The facts the list alone gives (its inspect did not answer): names, state, addresses
+    /// and the published ports; no pid, exit code or restart count.
+    pub fn to_container(&self) -> Container {
+        let mut ports: Vec<PortMapping> = Vec::new();
+        for p in &self.ports {
+            let Some(host_port) = p.public else { continue }; // exposed, not published
+            let m = PortMapping {
+                host_ip: p.ip.parse::<IpAddr>().ok().filter(|a| !a.is_unspecified()),
+                host_port,
+                container_port: p.private,
+                protocol: if p.kind.is_empty() { "tcp".into() } else { p.kind.clone() },
+            };
+            if !ports.contains(&m) {
+                ports.push(m);
+            }
+        }
+        Container {
+            id: self.id.clone(),
+            names: self.names.iter().map(|n| n.trim_start_matches('/').to_string()).filter(|n| !n.is_empty()).collect(),
+            image: String::new(),
+            engine: ContainerEngine::Docker,
+            state: ContainerState::parse(&self.state),
+            exit_code: None,
+            oom_killed: None,
+            restart_count: None,
+            error: None,
+            finished_at: None,
+            pid: None,
+            netns_inode: None,
+            addresses: self.addresses(),
+            ports,
+            ports_known: true,
+            listeners: Vec::new(),
+            listeners_read: false,
+            log_tail: Vec::new(),
+            source: IdentitySource::EngineApi,
+        }
     }
 }
 
@@ -240,5 +283,11 @@ mod tests {
         assert!(rows[0].touches_port(8080) && rows[0].touches_port(443) && !rows[0].touches_port(6379));
         assert_eq!(rows[0].addresses(), vec!["172.17.0.2".parse::<IpAddr>().unwrap()]);
         assert!(rows[1].addresses().is_empty());
+        // Without its inspect: the published port only (443 is exposed, not published).
+        let c = rows[0].to_container();
+        assert_eq!((c.name(), c.state, c.ports_known), ("web", ContainerState::Running, true));
+        assert_eq!(c.ports_text(), "0.0.0.0:8080 → 80/tcp");
+        assert_eq!(c.mapping_to(80).count(), 1);
+        assert_eq!(rows[1].to_container().ports_text(), "no published ports");
     }
 }

@@ -212,6 +212,11 @@ pub struct ContainerFacts {
     /// How many containers the engine has in all (listed), for context.
     #[serde(default)]
     pub total: u32,
+    /// The engine socket was there but did not answer in full (why): with no `endpoint`
+    /// nothing was read; with one, the list was read and the inspects were not (names,
+    /// state and published ports then come from the list). Facts built on it are partial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_error: Option<String>,
     pub elapsed_us: Micros,
 }
 

@@ -243,6 +243,7 @@ mod tests {
             elapsed: Duration::from_millis(10),
             argv: vec![],
             cmdlines: vec!["sshd: root@notty".into(), "conndoc inspect --bracket --json --port 7000".into()],
+            engines: vec![],
         }
     }
 

@@ -33,6 +33,9 @@ pub struct Dockerd {
     child: Option<Child>,
     /// Container ids this engine created (their cgroups are removed at teardown).
     created: Vec<String>,
+    /// The socket conndoc is given (DOCKER_HOST, `{docker:HOST}`): a proxy in front of the
+    /// engine's own socket recording every request, so a scenario proves conndoc only read.
+    recorder: Option<crate::enginesock::Recorder>,
 }
 
 /// State outside the lab namespaces that dockerd may change, as found before the first
@@ -206,7 +209,7 @@ impl Dockerd {
         // Short: containerd's sockets under the exec root must fit a sun_path (104 bytes).
         let state = std::env::temp_dir().join(format!("cdk-{ns}"));
         let _ = std::fs::remove_dir_all(&state);
-        let mut d = Dockerd { host: host.to_string(), dir: state, child: None, created: Vec::new() };
+        let mut d = Dockerd { host: host.to_string(), dir: state, child: None, created: Vec::new(), recorder: None };
         std::fs::create_dir_all(&d.dir).map_err(|e| setup_err("dockerd dir", e.to_string()))?;
         let log = std::fs::File::create(dir.join(format!("dockerd-{host}.log")))
             .map_err(|e| setup_err("dockerd log", e.to_string()))?;
@@ -252,23 +255,57 @@ impl Dockerd {
             std::thread::sleep(Duration::from_millis(50));
         }
         d.cli(&["import", &tar.display().to_string(), IMAGE], Duration::from_secs(60))?;
+        let rec = crate::enginesock::Recorder::start(&d.dir.join("rec.sock"), &d.sock())
+            .map_err(|e| setup_err("engine request recorder", e.to_string()))?;
+        d.recorder = Some(rec);
         Ok(d)
     }
 
+    /// The engine's own socket (the lab's docker CLI calls use it; they are not recorded).
     pub fn sock(&self) -> PathBuf {
         self.dir.join("docker.sock")
     }
 
-    /// The value of DOCKER_HOST for this engine.
+    /// The value of DOCKER_HOST conndoc gets for this engine: the recording proxy.
     pub fn docker_host(&self) -> String {
-        format!("unix://{}", self.sock().display())
+        let p = self.recorder.as_ref().map_or_else(|| self.sock(), |r| r.path().to_path_buf());
+        format!("unix://{}", p.display())
+    }
+
+    /// `METHOD PATH` of every request made through [`Dockerd::docker_host`] since the last
+    /// [`Dockerd::clear_requests`].
+    pub fn requests(&self) -> Vec<String> {
+        self.recorder.as_ref().map(|r| r.requests()).unwrap_or_default()
+    }
+
+    pub fn clear_requests(&self) {
+        if let Some(r) = &self.recorder {
+            r.clear();
+        }
+    }
+
+    /// Every container's name, state, pid, start and finish times and restart count, as
+    /// the engine reports them: equal before and after a read-only run.
+    pub fn states(&self) -> Result<Vec<String>, LabError> {
+        let ids = self.cli(&["ps", "-aq", "--no-trunc"], Duration::from_secs(10))?;
+        let mut args = vec![
+            "inspect",
+            "--format",
+            "{{.Id}} {{.Name}} {{.State.Status}} pid={{.State.Pid}} started={{.State.StartedAt}} finished={{.State.FinishedAt}} restarts={{.RestartCount}}",
+        ];
+        args.extend(ids.split_whitespace());
+        if args.len() == 3 {
+            return Ok(Vec::new());
+        }
+        let out = self.cli(&args, Duration::from_secs(10))?;
+        Ok(out.lines().map(str::to_string).collect())
     }
 
     /// Run the docker CLI against this engine; it must succeed within `max`.
     pub fn cli(&self, args: &[&str], max: Duration) -> Result<String, LabError> {
         let mut cmd = Command::new("docker");
         cmd.args(args)
-            .env("DOCKER_HOST", self.docker_host())
+            .env("DOCKER_HOST", format!("unix://{}", self.sock().display()))
             .env("DOCKER_CONFIG", self.dir.join("cli"))
             .stdin(Stdio::null());
         let out = output_with_deadline(cmd, max)?;
@@ -305,6 +342,7 @@ impl Dockerd {
 
     /// Remove every container, stop the engine, reap it.
     fn stop(&mut self) {
+        self.recorder = None;
         let Some(mut child) = self.child.take() else { return };
         if let Ok(ids) = self.cli(&["ps", "-aq", "--no-trunc"], Duration::from_secs(10)) {
             let ids: Vec<&str> = ids.split_whitespace().collect();

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod docker;
+pub mod enginesock;
 pub mod scenario;
 mod sshd;
 pub mod tool;
@@ -110,6 +111,42 @@ pub struct RunOutput {
     pub argv: Vec<String>,
     /// Command lines seen on the machine during the run (when sampled).
     pub cmdlines: Vec<String>,
+    /// What each lab engine saw of the run.
+    pub engines: Vec<EngineRun>,
+}
+
+/// One lab engine during a conndoc run: the requests made through its recording proxy and
+/// its containers' states before and after.
+#[derive(Debug)]
+pub struct EngineRun {
+    pub host: String,
+    /// The run's DOCKER_HOST was this engine's proxy.
+    pub proxied: bool,
+    pub requests: Vec<String>,
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+}
+
+impl EngineRun {
+    /// Read-only towards the engine: every request a GET, no container changed; and a run
+    /// pointed at the engine asked it something (else the check proved nothing).
+    pub fn errors(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        let writes: Vec<&String> = self.requests.iter().filter(|r| !r.starts_with("GET ")).collect();
+        if !writes.is_empty() {
+            errs.push(format!("conndoc sent {} non-GET request(s) to {}'s engine: {writes:?}", writes.len(), self.host));
+        }
+        if self.proxied && self.requests.is_empty() {
+            errs.push(format!("conndoc made no request to {}'s engine through its recording proxy", self.host));
+        }
+        if self.before != self.after {
+            errs.push(format!(
+                "{}'s containers changed during the run:\n    before: {:?}\n    after:  {:?}",
+                self.host, self.before, self.after
+            ));
+        }
+        errs
+    }
 }
 
 impl Lab {
@@ -575,6 +612,11 @@ impl Lab {
         if let Some(e) = self.engines.get(&spec.from) {
             env.entry("DOCKER_HOST".into()).or_insert_with(|| e.docker_host());
         }
+        let mut before = BTreeMap::new();
+        for (h, e) in &self.engines {
+            e.clear_requests();
+            before.insert(h.clone(), e.states()?);
+        }
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns]).args(&argv).envs(&env).stdin(Stdio::null());
         let sampler = self.sample_cmdlines.then(sshd::CmdlineSampler::start);
@@ -583,6 +625,16 @@ impl Lab {
         let elapsed = start.elapsed();
         let cmdlines = sampler.map(sshd::CmdlineSampler::finish).unwrap_or_default();
         let out = out?;
+        let mut engines = Vec::new();
+        for (h, e) in &self.engines {
+            engines.push(EngineRun {
+                host: h.clone(),
+                proxied: env.get("DOCKER_HOST") == Some(&e.docker_host()),
+                requests: e.requests(),
+                before: before.remove(h).unwrap_or_default(),
+                after: e.states()?,
+            });
+        }
         if let (Some(record), Some(own)) = (record_path(self), argv.iter().position(|a| a == "--evidence-out")) {
             if let Some(own) = argv.get(own + 1).filter(|p| Path::new(p.as_str()) != record) {
                 let _ = std::fs::copy(own, &record);
@@ -598,6 +650,7 @@ impl Lab {
             elapsed,
             argv,
             cmdlines,
+            engines,
         })
     }
 }
@@ -701,6 +754,7 @@ pub fn run_scenario(s: &Scenario, conndoc: &Path) -> Result<RunOutput, String> {
     lab.sample_cmdlines = !s.expect.absent_cmdline.is_empty() || !s.expect.seen_cmdline.is_empty();
     let out = lab.run_conndoc(conndoc, &s.diagnose).map_err(|e| format!("{}: {e}", s.name))?;
     let mut errs = check(&s.expect, &out);
+    errs.extend(out.engines.iter().flat_map(EngineRun::errors));
     for (i, st) in s.after.iter().enumerate() {
         if let Err(e) = lab.step(i, st) {
             errs.push(format!("after step {}: {e}", i + 1));
@@ -710,13 +764,14 @@ pub fn run_scenario(s: &Scenario, conndoc: &Path) -> Result<RunOutput, String> {
         return Ok(out);
     }
     Err(format!(
-        "scenario {} ({}) failed:\n  - {}\n  command: {}\n  exit: {:?}, elapsed {:?}\n  stdout:\n{}\n  stderr:\n{}\n  process logs:\n{}",
+        "scenario {} ({}) failed:\n  - {}\n  command: {}\n  exit: {:?}, elapsed {:?}\n  engine requests: {:?}\n  stdout:\n{}\n  stderr:\n{}\n  process logs:\n{}",
         s.name,
         s.path.display(),
         errs.join("\n  - "),
         out.argv.join(" "),
         out.status,
         out.elapsed,
+        out.engines.iter().map(|e| (&e.host, &e.requests)).collect::<Vec<_>>(),
         out.stdout,
         out.stderr,
         lab.logs()

@@ -6,6 +6,7 @@
 //! conndoc-labtool churn  ADDR PORT COUNT           open and close COUNT connections, one after another
 //! conndoc-labtool hold   ADDR PORT COUNT           open COUNT connections and keep them
 //! conndoc-labtool fds    COUNT                     open /dev/null COUNT times and keep the fds (benchmarks: a large fd table)
+//! conndoc-labtool engine SOCKET hang|trickle|huge   a Docker engine socket that never answers, answers a byte per 50 ms, or sends an endless body
 //! conndoc-labtool run    SCENARIO.toml CONNDOC     build a scenario, run conndoc, print the result
 //! ```
 //! Each program runs until killed (the lab kills it at teardown); connection loops are
@@ -34,8 +35,13 @@ fn dispatch(args: &[String]) -> Result<(), String> {
         "hold" => hold(rest),
         "churn" => churn(rest),
         "fds" => fds(rest),
+        "engine" => {
+            let path = rest.first().ok_or("missing SOCKET")?;
+            let mode = rest.get(1).ok_or("missing MODE (hang, trickle, huge)")?.parse()?;
+            crate::enginesock::hostile(std::path::Path::new(path), mode)
+        }
         "run" => run(rest),
-        _ => Err("usage: conndoc-labtool listen|serve|hold|churn|fds|run … (see crates/lab/src/tool.rs)".into()),
+        _ => Err("usage: conndoc-labtool listen|serve|hold|churn|fds|engine|run … (see crates/lab/src/tool.rs)".into()),
     }
 }
 

@@ -155,6 +155,9 @@ fn wrong_port(cf: &ContainerFacts, port: u16, p: &ConnectProbe, out: &mut Findin
                 m.text()
             ),
         );
+        if let (Some(why), Some(_)) = (&cf.engine_error, &cf.endpoint) {
+            f = f.partial(format!("the container's inspect did not answer; its port map is the engine's list ({why})"));
+        }
         f = container_item(f, c);
         f = port_map_item(f, c);
         let (text, data) = connect_item(p);
@@ -196,7 +199,14 @@ fn not_published(cf: &ContainerFacts, port: u16, p: &ConnectProbe, out: &mut Fin
                 c.name()
             )
         };
-        let mut f = Finding::critical(Cause::ContainerPortNotPublished, summary);
+        // An engine that is there but did not answer has a port map nobody read: the port
+        // may be published on another host port (wrong-port). Said, not named as the cause.
+        let mut f = match (&cf.engine_error, c.ports_known) {
+            (Some(why), false) => Finding::warning(Cause::ContainerPortNotPublished, summary).partial(format!(
+                "the engine socket is there but did not answer ({why}): whether the container publishes port {port} on another host port (wrong-port) or not at all is unknown"
+            )),
+            _ => Finding::critical(Cause::ContainerPortNotPublished, summary),
+        };
         f = container_item(f, c);
         f = inside_listeners_item(f, c, &ls);
         if c.ports_known {
@@ -390,6 +400,33 @@ mod tests {
             assert!(t.contains(s), "{s} in {t}");
         }
         assert!(!t.contains("is unknown") && !t.contains("no published ports"), "{t}");
+    }
+
+    /// The engine socket is there but did not answer (a hung or busy engine): the unread
+    /// port map could as well publish the port elsewhere (wrong-port). Not the verdict;
+    /// said as a partial warning. Its list read without the inspects: wrong-port, partial.
+    #[test]
+    fn engine_that_did_not_answer_names_no_port_map_cause() {
+        let mut c = cache(ContainerState::Unknown, &[], &["0.0.0.0:6379"]);
+        (c.names, c.source, c.ports_known, c.listeners_read) = (vec![], IdentitySource::Cgroup, false, true);
+        let mut e = ev(ConnectKind::Refused, "redis://127.0.0.1:6379", Some(host()), vec![c]);
+        let cf = e.containers.as_mut().unwrap();
+        cf.endpoint = None;
+        cf.engine_error = Some("the engine did not answer in time (GET /containers/json?all=1)".into());
+        let r = diagnose(&e);
+        assert_ne!(r.verdict.cause, Cause::ContainerPortNotPublished);
+        let f = r.finding(Cause::ContainerPortNotPublished).expect("said as a warning");
+        assert_eq!(f.severity, crate::Severity::Warning);
+        let p = f.partial.as_deref().unwrap_or_default();
+        assert!(p.contains("did not answer in time") && p.contains("wrong-port"), "{p}");
+
+        let mut listed = cache(ContainerState::Running, &[(6380, 6379)], &["0.0.0.0:6379"]);
+        (listed.exit_code, listed.oom_killed, listed.restart_count) = (None, None, None);
+        let mut e = ev(ConnectKind::Refused, "redis://127.0.0.1:6379", Some(host()), vec![listed]);
+        e.containers.as_mut().unwrap().engine_error = Some("GET /containers/x/json: status 404".into());
+        let r = diagnose(&e);
+        assert_eq!(r.verdict.cause, Cause::WrongPort);
+        assert!(r.finding(Cause::WrongPort).unwrap().partial.as_deref().unwrap_or_default().contains("status 404"));
     }
 
     #[test]
