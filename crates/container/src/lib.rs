@@ -356,12 +356,18 @@ mod tests {
                             l.clear();
                         }
                         let (status, body) = if first.contains("/containers/json") {
-                            ("200 OK", r#"[{"Id":"e789749d466b394f7abd25eab1ccda533d154f6a4df486ee2c8589f53e3cfa6d","Names":["/cache"],"State":"running","Ports":[{"IP":"0.0.0.0","PrivatePort":6379,"PublicPort":6380,"Type":"tcp"}]}]"#)
+                            (
+                                "200 OK",
+                                r#"[{"Id":"e789749d466b394f7abd25eab1ccda533d154f6a4df486ee2c8589f53e3cfa6d","Names":["/cache"],"State":"running","Ports":[{"IP":"0.0.0.0","PrivatePort":6379,"PublicPort":6380,"Type":"tcp"}]}]"#,
+                            )
                         } else {
                             seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             ("404 Not Found", r#"{"message":"No such container"}"#)
                         };
-                        let resp = format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        let resp = format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
                         if w.write_all(resp.as_bytes()).is_err() {
                             return;
                         }

@@ -134,7 +134,11 @@ impl EngineRun {
         let mut errs = Vec::new();
         let writes: Vec<&String> = self.requests.iter().filter(|r| !r.starts_with("GET ")).collect();
         if !writes.is_empty() {
-            errs.push(format!("conndoc sent {} non-GET request(s) to {}'s engine: {writes:?}", writes.len(), self.host));
+            errs.push(format!(
+                "conndoc sent {} non-GET request(s) to {}'s engine: {writes:?}",
+                writes.len(),
+                self.host
+            ));
         }
         if self.proxied && self.requests.is_empty() {
             errs.push(format!("conndoc made no request to {}'s engine through its recording proxy", self.host));
