@@ -191,7 +191,7 @@ fn remember(cookie: u64, e: Entry) {
 /// Keep a decode just made (a miss): in memory, and on disk when big. A small or volatile
 /// ruleset is not kept, and the namespace's older entries go.
 pub fn store(cfg: &CacheConfig, cookie: u64, generation: u32, ruleset: &Arc<Ruleset>, p: &Provenance) {
-    let keep = !p.volatile_sets && p.objects >= cfg.min_objects;
+    let keep = !p.volatile_sets && !p.iptables_fallback && p.objects >= cfg.min_objects;
     if cfg.memory {
         if keep {
             let e = Entry { generation, ruleset: ruleset.clone(), ifnames: p.ifnames.clone(), stored: Instant::now() };

@@ -36,12 +36,23 @@ pub enum FirewallError {
 }
 
 /// Build one ruleset from everything read. Tables that iptables-nft manages are evaluated
-/// from its save output (which its `xt` expressions in `nft -j` do not spell out).
+/// as its save output has them (which its `xt` expressions in `nft -j` do not spell out):
+/// read from the netlink dump ([`nfnl::iptnft`]), else from the tool.
 pub fn build(raw: &RawRulesets) -> (Ruleset, Vec<RulesetSource>) {
     let mut rs = Ruleset::default();
     let mut sources = Vec::new();
     let mut skip = HashSet::new();
+    // Why the dump's reading of a family's iptables-nft tables was not used.
+    let dump_why = |tool: FirewallTool| {
+        raw.nft_netlink.as_ref()?.iptables_nft.iter().find(|r| r.tool == tool)?.rules.as_ref().err().cloned()
+    };
     for (i, (tool, out)) in raw.iptables.iter().enumerate() {
+        let command = match dump_why(*tool) {
+            Some(why) => {
+                format!("{} (the nf_tables dump holds what conndoc does not read as it: {why})", tool.list_command())
+            }
+            None => tool.list_command().into(),
+        };
         let family = match tool {
             FirewallTool::IptablesNft | FirewallTool::IptablesLegacy => Family::Ipv4,
             _ => Family::Ipv6,
@@ -57,7 +68,7 @@ pub fn build(raw: &RawRulesets) -> (Ruleset, Vec<RulesetSource>) {
                 }
                 sources.push(RulesetSource {
                     tool: *tool,
-                    command: tool.list_command().into(),
+                    command: command.clone(),
                     rules: part.rule_count,
                     error: None,
                     generation: None,
@@ -67,7 +78,7 @@ pub fn build(raw: &RawRulesets) -> (Ruleset, Vec<RulesetSource>) {
             }
             Err(e) => sources.push(RulesetSource {
                 tool: *tool,
-                command: tool.list_command().into(),
+                command,
                 rules: 0,
                 error: Some(e.clone()),
                 generation: None,
@@ -75,15 +86,35 @@ pub fn build(raw: &RawRulesets) -> (Ruleset, Vec<RulesetSource>) {
             }),
         }
     }
+    let mut dumped = Vec::new();
     let nft_source = match &raw.nft_netlink {
         Some(nl) => {
             let part = nfnl::without_tables(&nl.ruleset, &skip);
-            let n = part.rule_count;
+            let mut n = part.rule_count;
             rs.extend(part);
             let command = match nl.cached {
                 None => NETLINK_COMMAND.to_string(),
                 Some(_) => cached_command(nl.generation),
             };
+            for r in &nl.iptables_nft {
+                let ran = raw.iptables.iter().any(|(t, _)| *t == r.tool);
+                let (rules, error) = match &r.rules {
+                    Ok(k) => (*k, None),
+                    Err(_) if ran => continue,
+                    Err(why) => {
+                        (0, Some(format!("{why}; {} is not installed: read as nft rules", r.tool.list_command())))
+                    }
+                };
+                n = n.saturating_sub(rules);
+                dumped.push(RulesetSource {
+                    tool: r.tool,
+                    command: format!("{command}: iptables-nft's tables ({})", r.tool.list_command()),
+                    rules,
+                    error,
+                    generation: Some(nl.generation),
+                    cached: nl.cached.is_some(),
+                });
+            }
             RulesetSource {
                 tool: FirewallTool::Nftables,
                 command,
@@ -96,6 +127,7 @@ pub fn build(raw: &RawRulesets) -> (Ruleset, Vec<RulesetSource>) {
         None => nft_json_source(raw, &skip, &mut rs),
     };
     sources.insert(0, nft_source);
+    sources.splice(1..1, dumped);
     (rs, sources)
 }
 

@@ -402,6 +402,10 @@ pub struct NetlinkRuleset {
     pub ruleset: Arc<crate::model::Ruleset>,
     /// None: dumped now; else the cache level the decode of this generation came from.
     pub cached: Option<CacheLevel>,
+    /// How each family's iptables-nft tables were read from the dump (none listed: the
+    /// dump held none). Their rules are in `ruleset` as [`crate::ipt::parse_save`] makes
+    /// them (family `ipv4`/`ipv6`), or, where Err, as nft rules.
+    pub iptables_nft: Vec<iptnft::Read>,
 }
 
 /// The ruleset of the calling thread's namespace, from the cache when its generation is
@@ -425,7 +429,9 @@ pub fn read_with(timeout: Duration, cfg: &CacheConfig) -> Result<NetlinkRuleset,
     });
     if let Some((cookie, generation)) = now {
         if let Some((ruleset, level)) = crate::cache::lookup(cfg, cookie, generation, interface_names) {
-            return Ok(NetlinkRuleset { generation, ruleset, cached: Some(level) });
+            // A decode with an iptables-nft fallback is never kept (see cache::store).
+            let iptables_nft = iptnft::reads_in(&ruleset);
+            return Ok(NetlinkRuleset { generation, ruleset, cached: Some(level), iptables_nft });
         }
     }
     let (r, provenance) = read_dump(deadline)?;
@@ -491,7 +497,8 @@ fn read_dump(deadline: Instant) -> Result<(NetlinkRuleset, decode::Provenance), 
             return Err(NfnlError::Parse { what, detail: "missing name or table".into() });
         }
         let provenance = b.provenance();
-        Ok((NetlinkRuleset { generation, ruleset: Arc::new(b.finish()), cached: None }, provenance))
+        let (rs, iptables_nft) = b.finish_all();
+        Ok((NetlinkRuleset { generation, ruleset: Arc::new(rs), cached: None, iptables_nft }, provenance))
     })
 }
 

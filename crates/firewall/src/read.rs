@@ -91,12 +91,15 @@ pub fn run(prog: &str, args: &[&str], timeout: Duration) -> Result<String, Firew
 /// Read every ruleset present on this host (the calling thread's network namespace).
 /// Tools that are not installed are left out; tools that fail say why.
 pub fn read(timeout: Duration) -> RawRulesets {
+    let deadline = Instant::now() + timeout;
     // nftables over netlink (no process, no printing and parsing of nft's listing), on a
     // thread of its own — threads share the namespace of the one that made them — while
-    // the `*-save` tools run here.
+    // the legacy `*-save` tools run here. iptables-nft's tables come with that dump; its
+    // `*-save` runs afterwards only for a family the dump could not be read as (see
+    // [`crate::nfnl::iptnft`]), or when the dump failed.
     std::thread::scope(|s| {
         let netlink = s.spawn(move || crate::nfnl::read(timeout));
-        let (iptables, mut deadline_exceeded) = read_iptables(timeout);
+        let (mut iptables, mut deadline_exceeded) = read_iptables(timeout, &Pass::Legacy);
         let mut netlink_timed_out = false;
         let (nft_netlink, netlink_error) = match netlink.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
             Ok(d) => (Some(d), None),
@@ -108,6 +111,20 @@ pub fn read(timeout: Duration) -> RawRulesets {
             }
             Err(e) => (None, Some(e.to_string())),
         };
+        let nft_tools: Vec<FirewallTool> = match &nft_netlink {
+            Some(nl) => nl.iptables_nft.iter().filter(|r| r.rules.is_err()).map(|r| r.tool).collect(),
+            None => vec![FirewallTool::IptablesNft, FirewallTool::Ip6tablesNft],
+        };
+        let rendered: Vec<FirewallTool> = nft_netlink
+            .as_ref()
+            .map(|nl| nl.iptables_nft.iter().filter(|r| r.rules.is_ok()).map(|r| r.tool).collect())
+            .unwrap_or_default();
+        // What is left of the deadline, but never less than a save needs to start.
+        let left = deadline.saturating_duration_since(Instant::now()).max(SAVE_MIN.min(timeout));
+        let (nft_saves, late) =
+            read_iptables(left, &Pass::Nft { run: &nft_tools, dumped: nft_netlink.is_some(), rendered: &rendered });
+        iptables.splice(0..0, nft_saves);
+        deadline_exceeded.extend(late);
         // Only when netlink failed: `nft -j` (which also says why, e.g. no permission) —
         // but not after a netlink read that ran out of time: `nft` dumps the same ruleset
         // more slowly, and the deadline is spent.
@@ -130,8 +147,29 @@ pub fn read(timeout: Duration) -> RawRulesets {
     })
 }
 
-/// Every `*-save` tool installed, run in turn, and the runs that exceeded the deadline.
-fn read_iptables(timeout: Duration) -> (Vec<SaveOutput>, Vec<String>) {
+/// The least time a `*-save` run after the netlink read gets.
+const SAVE_MIN: Duration = Duration::from_millis(200);
+
+/// Which `*-save` tools one pass of [`read_iptables`] runs.
+enum Pass<'a> {
+    /// The legacy ones (x_tables), beside the netlink read.
+    Legacy,
+    /// After it: iptables-nft's for the families in `run`; where only `iptables-save` is
+    /// installed, that for each family unless the dump (`dumped`) read that family's
+    /// iptables-nft tables (`rendered`), or had none, and no legacy table exists.
+    Nft { run: &'a [FirewallTool], dumped: bool, rendered: &'a [FirewallTool] },
+}
+
+const NAMED_TOOLS: [(FirewallTool, &str); 4] = [
+    (FirewallTool::IptablesNft, "iptables-nft-save"),
+    (FirewallTool::Ip6tablesNft, "ip6tables-nft-save"),
+    (FirewallTool::IptablesLegacy, "iptables-legacy-save"),
+    (FirewallTool::Ip6tablesLegacy, "ip6tables-legacy-save"),
+];
+
+/// The `*-save` tools of `pass` that are installed, run in turn, and the runs that
+/// exceeded the deadline.
+fn read_iptables(timeout: Duration, pass: &Pass<'_>) -> (Vec<SaveOutput>, Vec<String>) {
     let mut iptables = Vec::new();
     let mut late = Vec::new();
     let mut run_save = |prog: &str| match run(prog, &[], timeout) {
@@ -142,42 +180,48 @@ fn read_iptables(timeout: Duration) -> (Vec<SaveOutput>, Vec<String>) {
         }
         Err(e) => Err(e.to_string()),
     };
-    let tools = [
-        (FirewallTool::IptablesNft, "iptables-nft-save"),
-        (FirewallTool::Ip6tablesNft, "ip6tables-nft-save"),
-        (FirewallTool::IptablesLegacy, "iptables-legacy-save"),
-        (FirewallTool::Ip6tablesLegacy, "ip6tables-legacy-save"),
-    ];
-    let mut any = false;
-    for (tool, prog) in tools {
-        if which(prog) {
-            any = true;
-            // No legacy table in this namespace: the tool would print nothing (see
-            // `legacy_has_no_tables`), so its empty output is recorded without running it.
-            let out = if legacy_names_file(tool).is_some_and(|f| legacy_has_no_tables(read_names(f))) {
-                Ok(String::new())
-            } else {
-                run_save(prog)
-            };
-            iptables.push((tool, out));
+    let any = NAMED_TOOLS.iter().any(|(_, prog)| which(prog));
+    let legacy_empty = |tool| legacy_names_file(tool).is_some_and(|f| legacy_has_no_tables(read_names(f)));
+    for (tool, prog) in NAMED_TOOLS {
+        let legacy = matches!(tool, FirewallTool::IptablesLegacy | FirewallTool::Ip6tablesLegacy);
+        let wanted = match pass {
+            Pass::Legacy => legacy,
+            Pass::Nft { run, .. } => run.contains(&tool),
+        };
+        if !wanted || !which(prog) {
+            continue;
         }
+        // No legacy table in this namespace: the tool would print nothing (see
+        // `legacy_has_no_tables`), so its empty output is recorded without running it.
+        let out = if legacy && legacy_empty(tool) { Ok(String::new()) } else { run_save(prog) };
+        iptables.push((tool, out));
     }
     // Distributions that ship only `iptables-save`: its banner names the back-end.
-    if !any {
-        for (prog, v4) in [("iptables-save", true), ("ip6tables-save", false)] {
-            if !which(prog) {
-                continue;
-            }
-            let out = run_save(prog);
-            let legacy = out.as_ref().map(|s| !s.contains("(nf_tables)")).unwrap_or(true);
-            let tool = match (v4, legacy) {
-                (true, true) => FirewallTool::IptablesLegacy,
-                (true, false) => FirewallTool::IptablesNft,
-                (false, true) => FirewallTool::Ip6tablesLegacy,
-                (false, false) => FirewallTool::Ip6tablesNft,
-            };
-            iptables.push((tool, out));
+    let Pass::Nft { run, dumped, rendered } = pass else { return (iptables, late) };
+    if any {
+        return (iptables, late);
+    }
+    for (prog, v4) in [("iptables-save", true), ("ip6tables-save", false)] {
+        let (nft, legacy) = if v4 {
+            (FirewallTool::IptablesNft, FirewallTool::IptablesLegacy)
+        } else {
+            (FirewallTool::Ip6tablesNft, FirewallTool::Ip6tablesLegacy)
+        };
+        // The dump read this family's iptables-nft tables (or it has none) and there is no
+        // legacy table: the tool would print what is read already.
+        if *dumped && !run.contains(&nft) && legacy_empty(legacy) {
+            continue;
         }
+        if !which(prog) {
+            continue;
+        }
+        let out = run_save(prog);
+        let is_legacy = out.as_ref().map(|s| !s.contains("(nf_tables)")).unwrap_or(true);
+        // An nf_tables back-end's listing of tables the dump read already adds nothing.
+        if !is_legacy && rendered.contains(&nft) {
+            continue;
+        }
+        iptables.push((if is_legacy { legacy } else { nft }, out));
     }
     (iptables, late)
 }

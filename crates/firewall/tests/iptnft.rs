@@ -9,9 +9,9 @@
 mod common;
 
 use common::{Netns, T};
-use conndoc_facts::firewall::FirewallTool;
+use conndoc_facts::firewall::{FirewallRole, FirewallTool, Hook};
 use conndoc_facts::Family;
-use conndoc_firewall::{ipt, nfnl};
+use conndoc_firewall::{build, ipt, nfnl, read, RawRulesets};
 use conndoc_host::netns::{run_in, NetnsSpec};
 use conndoc_testsupport::{Need, Tests};
 use std::io::Write;
@@ -71,11 +71,18 @@ fn assert_same(raw: &nfnl::RawDump, v4_save: &str, v6_save: &str) -> u32 {
     rules
 }
 
-/// `v4` is loaded in order, each after the first with `--noflush`.
+/// `v4` is loaded in order, each after the first with `--noflush`; then `nft` rules.
 fn load_and_compare(v4: &[&str], v6: &str, record: Option<&str>) -> u32 {
+    load_and_compare_with(v4, v6, &[], record)
+}
+
+fn load_and_compare_with(v4: &[&str], v6: &str, nft: &[&[&str]], record: Option<&str>) -> u32 {
     let ns = Netns::new("cdiptnft");
     for (i, part) in v4.iter().enumerate() {
         x(&ns, "iptables-nft-restore", if i == 0 { &[] } else { &["--noflush"] }, part);
+    }
+    for args in nft {
+        ns.nft(args, None);
     }
     x(&ns, "ip6tables-nft-restore", &[], v6);
     let raw = run_in(&NetnsSpec::Named(ns.0.clone()), || nfnl::dump(Instant::now() + T).expect("netlink dump"))
@@ -184,7 +191,26 @@ COMMIT
 "#;
 
 fn every_known_shape_reads_as_iptables_nft_save_prints_it() {
-    assert!(load_and_compare(&[SHAPES_V4], SHAPES_V6, Some("iptnft-shapes")) > 40);
+    // Rules nft adds in iptables-nft's shapes, a comment in their user data (which
+    // iptables-nft prints as a comment match after the others).
+    let nft: &[&[&str]] = &[
+        &[
+            "add",
+            "rule",
+            "ip",
+            "filter",
+            "INPUT",
+            "ip",
+            "saddr",
+            "1.2.3.4",
+            "counter",
+            "accept",
+            "comment",
+            "\"hi there\"",
+        ],
+        &["add", "rule", "ip", "filter", "INPUT", "meta", "l4proto", "tcp", "counter", "accept", "comment", "\"c2\""],
+    ];
+    assert!(load_and_compare_with(&[SHAPES_V4], SHAPES_V6, nft, Some("iptnft-shapes")) > 40);
 }
 
 /// The fixtures recorded by the cases above, read without a kernel.
@@ -210,6 +236,81 @@ fn a_native_nft_rule_makes_the_family_unread() {
     assert!(v6.is_empty());
 }
 
+/// `read` takes iptables-nft's tables from the dump and runs neither `iptables-nft-save`
+/// nor `ip6tables-nft-save`; what it builds decides every packet as the tools' output does,
+/// at the same rule (text, line, position).
+fn read_takes_iptables_nft_from_the_dump_without_running_the_tool() {
+    let ns = Netns::new("cdiptnft");
+    x(&ns, "iptables-nft-restore", &[], &lab("iptables.rules"));
+    x(&ns, "ip6tables-nft-restore", &[], &lab("ip6tables.rules"));
+    let raw = run_in(&NetnsSpec::Named(ns.0.clone()), || read::read(T)).expect("enter namespace");
+    let nl = raw.nft_netlink.as_ref().expect("netlink read");
+    assert!(nl.iptables_nft.iter().all(|r| r.rules.is_ok()), "{:?}", nl.iptables_nft);
+    assert_eq!(nl.iptables_nft.len(), 2);
+    let ran: Vec<FirewallTool> = raw.iptables.iter().map(|(t, _)| *t).collect();
+    assert!(!ran.contains(&FirewallTool::IptablesNft) && !ran.contains(&FirewallTool::Ip6tablesNft), "{ran:?}");
+    let (rs, sources) = build(&raw);
+    let dumped: Vec<_> = sources.iter().filter(|s| s.command.contains("iptables-nft's tables")).collect();
+    assert_eq!(dumped.len(), 2, "{sources:?}");
+    assert!(dumped.iter().all(|s| s.rules > 10 && s.error.is_none() && s.generation.is_some()));
+    assert_eq!(sources[0].rules, 0, "no nft rules beside iptables-nft's");
+
+    let tools = RawRulesets {
+        iptables: vec![
+            (FirewallTool::IptablesNft, Ok(x(&ns, "iptables-nft-save", &[], ""))),
+            (FirewallTool::Ip6tablesNft, Ok(x(&ns, "ip6tables-nft-save", &[], ""))),
+        ],
+        ..RawRulesets::from_nft(Err("not run".into()), None)
+    };
+    let (by_tool, _) = build(&tools);
+    assert_eq!(rs.rule_count, by_tool.rule_count);
+    let mut n = 0;
+    for (fam, dst, src) in [
+        (Family::Ipv4, ["10.96.0.20", "10.96.0.30", "127.0.0.1", "10.0.0.9"], "10.244.0.9"),
+        (Family::Ipv6, ["fd00:10:96::20", "fd00:10:96::30", "::1", "fd00::9"], "fd00:10:244::9"),
+    ] {
+        for d in dst {
+            for port in [80, 6379, 30080, 30379, 22] {
+                for hook in [Hook::Input, Hook::Forward, Hook::Output] {
+                    let mut p = common::packet(fam, src, d, port, "eth0");
+                    p.destination_local = Some(d.starts_with("127") || d == "::1");
+                    let (a, b) = (rs.evaluate(hook, &p), by_tool.evaluate(hook, &p));
+                    let at = |e: &conndoc_facts::firewall::Evaluation| {
+                        e.decided_by.as_ref().map(|r| (r.text.clone(), r.line, r.position, r.chain.clone()))
+                    };
+                    assert_eq!((a.verdict.clone(), at(&a)), (b.verdict.clone(), at(&b)), "{hook:?} {d}:{port}");
+                    n += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(n, 120);
+    let probe = conndoc_firewall::kube::Probe { address: "10.96.0.20".parse().unwrap(), port: 6379, local: false };
+    let m = conndoc_firewall::kube::recognise(&rs, FirewallRole::Client, &probe).expect("Service found");
+    assert!(format!("{m:?}").contains("redis"), "{m:?}");
+}
+
+/// A family whose tables hold a rule not read as iptables-nft's is read by the tool, and
+/// the source says why; the other family still comes from the dump.
+fn a_family_the_dump_cannot_read_runs_the_tool_and_says_why() {
+    let ns = Netns::new("cdiptnft");
+    x(&ns, "iptables-nft-restore", &[], &lab("iptables.rules"));
+    x(&ns, "ip6tables-nft-restore", &[], &lab("ip6tables.rules"));
+    ns.nft(&["add", "rule", "ip", "filter", "INPUT", "tcp", "dport", "{", "1,", "2", "}", "accept"], None);
+    let raw = run_in(&NetnsSpec::Named(ns.0.clone()), || read::read(T)).expect("enter namespace");
+    let ran: Vec<FirewallTool> = raw.iptables.iter().map(|(t, _)| *t).collect();
+    assert!(ran.contains(&FirewallTool::IptablesNft) && !ran.contains(&FirewallTool::Ip6tablesNft), "{ran:?}");
+    let (rs, sources) = build(&raw);
+    let v4 = sources.iter().find(|s| s.tool == FirewallTool::IptablesNft).unwrap();
+    assert!(v4.command.starts_with("iptables-nft-save (") && v4.command.contains("lookup"), "{}", v4.command);
+    // iptables-nft-save prints the table as incompatible: the nft reading of it is kept.
+    let p = common::packet(Family::Ipv4, "10.0.0.1", "10.0.0.2", 2, "eth0");
+    assert_eq!(rs.evaluate(Hook::Input, &p).verdict, conndoc_facts::firewall::FwVerdict::Accept);
+    assert!(sources
+        .iter()
+        .any(|s| s.tool == FirewallTool::Ip6tablesNft && s.command.contains("iptables-nft's tables")));
+}
+
 fn main() {
     let mut t = Tests::new();
     let need = common::root_with_nft()
@@ -222,6 +323,16 @@ fn main() {
         every_known_shape_reads_as_iptables_nft_save_prints_it,
     );
     t.add("a_native_nft_rule_makes_the_family_unread", &need, a_native_nft_rule_makes_the_family_unread);
+    t.add(
+        "read_takes_iptables_nft_from_the_dump_without_running_the_tool",
+        &need,
+        read_takes_iptables_nft_from_the_dump_without_running_the_tool,
+    );
+    t.add(
+        "a_family_the_dump_cannot_read_runs_the_tool_and_says_why",
+        &need,
+        a_family_the_dump_cannot_read_runs_the_tool_and_says_why,
+    );
     t.add(
         "recorded_bytes_read_as_the_recorded_save_output",
         &Need::met(),

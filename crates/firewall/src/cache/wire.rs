@@ -18,8 +18,9 @@ use conndoc_facts::Family;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const MAGIC: &[u8; 8] = b"CDNFTC\0\n";
-/// Bump when the layout below changes.
-pub const FORMAT: u32 = 2;
+/// Bump when the layout below changes, or what a ruleset holds (3: iptables-nft's tables
+/// as `iptables-nft-save` rules, family `ipv4`/`ipv6`, not as nft rules).
+pub const FORMAT: u32 = 3;
 
 /// What a file is valid for: all of it must match the reader's own.
 #[derive(Debug, Clone, PartialEq, Eq)]

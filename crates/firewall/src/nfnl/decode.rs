@@ -50,6 +50,10 @@ pub struct Builder {
     ifnames_read: bool,
     /// Tables, chains, sets, set elements and rules taken: how big the ruleset is.
     objects: usize,
+    /// iptables-nft's tables (IPv4, IPv6) as `iptables-nft-save` lines, and their rules
+    /// as the dump gave them: decoded as nft rules only if the lines cannot be made.
+    ipt: [super::iptnft::Family; 2],
+    ipt_pending: [Vec<RuleMsg>; 2],
 }
 
 /// What besides the generation id a decoded ruleset depends on (for [`crate::cache`]).
@@ -61,6 +65,9 @@ pub struct Provenance {
     pub volatile_sets: bool,
     /// Interface index → name as read for `meta iif`/`oif`, sorted (None: not needed).
     pub ifnames: Option<Vec<(u32, String)>>,
+    /// An iptables-nft table held a rule not read as `iptables-nft-save` prints it: the
+    /// tool is run for it, so this decode is not the whole answer.
+    pub iptables_fallback: bool,
 }
 
 impl Builder {
@@ -74,6 +81,8 @@ impl Builder {
             last_chain: None,
             ifnames_read: false,
             objects: 0,
+            ipt: Default::default(),
+            ipt_pending: Default::default(),
         }
     }
 
@@ -86,7 +95,8 @@ impl Builder {
             v.sort();
             v
         });
-        Provenance { objects: self.objects, volatile_sets, ifnames }
+        let iptables_fallback = self.ipt.iter().any(|f| f.error.is_some());
+        Provenance { objects: self.objects, volatile_sets, ifnames, iptables_fallback }
     }
 
     /// Take one message of the dump (`NFT_MSG_NEW*` payload); one that cannot be read is
@@ -95,11 +105,32 @@ impl Builder {
         use super::MsgType as M;
         self.objects += 1;
         match ty {
-            M::NewTable => self.add_table(TableMsg::parse(p).ok_or("table")?),
-            M::NewChain => self.add_chain(&ChainMsg::parse(p).ok_or("chain")?),
+            M::NewTable => {
+                let t = TableMsg::parse(p).ok_or("table")?;
+                if let Some(i) = ipt_index(t.family, &t.name) {
+                    self.ipt[i].add_table(&t);
+                }
+                self.add_table(t)
+            }
+            M::NewChain => {
+                let c = ChainMsg::parse(p).ok_or("chain")?;
+                if let Some(i) = ipt_index(c.family, &c.table) {
+                    self.ipt[i].add_chain(&c);
+                }
+                self.add_chain(&c)
+            }
             M::NewSet => self.sets.insert(SetMsg::parse(p).ok_or("set")?),
             M::NewSetElem => self.add_elems(SetElemsMsg::parse(p).ok_or("set element")?),
-            M::NewRule => self.add_rule(&RuleMsg::parse(p).ok_or("rule")?),
+            M::NewRule => {
+                let r = RuleMsg::parse(p).ok_or("rule")?;
+                match ipt_index(r.family, &r.table) {
+                    Some(i) => {
+                        self.ipt[i].add_rule(&r);
+                        self.ipt_pending[i].push(r);
+                    }
+                    None => self.add_rule(&r),
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -227,8 +258,49 @@ impl Builder {
     }
 
     pub fn finish(self) -> Ruleset {
-        self.rs
+        self.finish_all().0
     }
+
+    /// The ruleset, and how iptables-nft's tables were read: each family's tables as the
+    /// rules `iptables-nft-save` would print ([`crate::ipt::parse_save`] of the lines made
+    /// from the dump; their nft reading dropped), or — when a rule there is not read that
+    /// way — as nft rules, with the reason.
+    pub fn finish_all(mut self) -> (Ruleset, Vec<super::iptnft::Read>) {
+        let mut reads = Vec::new();
+        let ipt = std::mem::take(&mut self.ipt);
+        let pending = std::mem::take(&mut self.ipt_pending);
+        for (i, (fam, rules)) in ipt.into_iter().zip(pending).enumerate() {
+            if fam.is_empty() && rules.is_empty() {
+                continue;
+            }
+            let (tool, family, nf) = if i == 0 {
+                (FirewallTool::IptablesNft, Family::Ipv4, "ip")
+            } else {
+                (FirewallTool::Ip6tablesNft, Family::Ipv6, "ip6")
+            };
+            match fam.save_text(tool.list_command()) {
+                Ok(text) => {
+                    let part = crate::ipt::parse_save(&text, tool, family, self.source);
+                    let tables = fam.table_names().map(|t| (nf.to_string(), t.to_string())).collect();
+                    retain_tables(&mut self.rs, &tables);
+                    reads.push(super::iptnft::Read { tool, rules: Ok(part.rule_count) });
+                    self.rs.extend(part);
+                }
+                Err(why) => {
+                    for r in &rules {
+                        self.add_rule(r);
+                    }
+                    reads.push(super::iptnft::Read { tool, rules: Err(why) });
+                }
+            }
+        }
+        (self.rs, reads)
+    }
+}
+
+/// Which of iptables-nft's families (0 IPv4, 1 IPv6) a table is, if it is one of its.
+fn ipt_index(family: NfFamily, table: &str) -> Option<usize> {
+    super::iptnft::is_iptables_table(family, table).then_some(usize::from(family == NfFamily::IP6))
 }
 
 /// Build the model from a dump. `source` numbers this ruleset among others; tables in

@@ -15,6 +15,30 @@ use super::expr::*;
 use super::xt::{self, Ports};
 use std::collections::BTreeMap;
 
+/// How one family's iptables-nft tables were read from the dump: their rule count, or why
+/// they were not (then `iptables-nft-save` is run for them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub tool: conndoc_facts::firewall::FirewallTool,
+    pub rules: Result<u32, String>,
+}
+
+/// The families a (cached) ruleset holds iptables-nft tables of, read from the dump, with
+/// their rule counts: the chains [`crate::ipt::parse_save`] made at source 0.
+pub fn reads_in(rs: &crate::model::Ruleset) -> Vec<Read> {
+    use conndoc_facts::firewall::FirewallTool;
+    let mut out = Vec::new();
+    for (tool, fam) in [(FirewallTool::IptablesNft, "ipv4"), (FirewallTool::Ip6tablesNft, "ipv6")] {
+        let mut chains = rs.chains.iter().filter(|(id, _)| id.0 == 0 && id.1 == fam).peekable();
+        if chains.peek().is_none() {
+            continue;
+        }
+        let n: usize = chains.map(|(_, c)| c.rules.len()).sum();
+        out.push(Read { tool, rules: Ok(u32::try_from(n).unwrap_or(u32::MAX)) });
+    }
+    out
+}
+
 /// The tables iptables-nft manages, in the order `iptables-nft-save` prints them
 /// (`enum nft_table_type`).
 pub const TABLES: [&str; 5] = ["mangle", "security", "raw", "filter", "nat"];
@@ -124,10 +148,22 @@ impl Family {
         };
         let ch = match t.hooks.iter().find(|(n, _)| *n == r.chain) {
             Some((_, hook)) => t.base.entry(*hook).or_default(),
-            None => t.user.entry(r.chain.clone()).or_default(),
+            None => match t.user.get_mut(&r.chain) {
+                Some(c) => c,
+                None => {
+                    self.error =
+                        Some(format!("a rule of chain {} of table {} the dump did not list", r.chain, r.table));
+                    return;
+                }
+            },
         };
         ch.rules.push(line);
         self.rules += 1;
+    }
+
+    /// The tables read (names).
+    pub fn table_names(&self) -> impl Iterator<Item = &str> {
+        self.tables.keys().map(String::as_str)
     }
 
     /// Whether the dump held any of this family's iptables-nft tables.
@@ -306,6 +342,11 @@ pub fn rule_line(r: &RuleMsg) -> Result<String, String> {
             Expr::Xt { target: true, name, rev, info } => cs.target = Some(xt::target_save(name, *rev, v6, info)?),
             other => return Err(format!("expression {}", expr_name(other))),
         }
+    }
+    // A comment in the rule's user data (`nft … comment "…"`) is printed as a comment match
+    // after the others, as iptables-nft adds it once the expressions are read.
+    if let Some(c) = &r.comment {
+        cs.matches.push(Match::Text(format!(" -m comment --comment {}", xt::save_string(c))));
     }
     let mut s = String::new();
     for (letter, a) in [('s', &cs.src), ('d', &cs.dst)] {
