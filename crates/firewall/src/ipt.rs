@@ -8,37 +8,49 @@ use conndoc_facts::Family;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-/// Split a save line into words, honouring double quotes (`--comment "a b"`).
+/// Split a save line into words, honouring double quotes (`--comment "a b"`) and, inside
+/// them, backslash escapes. Runs of plain characters are copied as slices: this runs once
+/// per rule, 30,000 times on a big node.
 pub(crate) fn words(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut has = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if quoted => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
+    let b = line.as_bytes();
+    // Whitespace as `char::is_whitespace` has it (beyond ASCII only where a byte says so).
+    let space = |i: usize| match b[i] {
+        9..=13 | b' ' => Some(1),
+        // (inside a character `get` is None: not whitespace)
+        c if c >= 0x80 => line.get(i..)?.chars().next().filter(|c| c.is_whitespace()).map(char::len_utf8),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(16);
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(n) = space(i) {
+            i += n;
+            continue;
+        }
+        let mut cur = String::new();
+        let (mut start, mut quoted) = (i, false);
+        while i < b.len() {
+            match b[i] {
+                b'"' => {
+                    cur.push_str(&line[start..i]);
+                    quoted = !quoted;
+                    i += 1;
+                    start = i;
                 }
-            }
-            '"' => {
-                quoted = !quoted;
-                has = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if has {
-                    out.push(std::mem::take(&mut cur));
-                    has = false;
+                b'\\' if quoted => {
+                    cur.push_str(&line[start..i]);
+                    i += 1;
+                    if let Some(c) = line.get(i..).and_then(|r| r.chars().next()) {
+                        cur.push(c);
+                        i += c.len_utf8();
+                    }
+                    start = i;
                 }
-            }
-            c => {
-                cur.push(c);
-                has = true;
+                _ if !quoted && space(i).is_some() => break,
+                _ => i += 1,
             }
         }
-    }
-    if has {
+        cur.push_str(&line[start..i]);
         out.push(cur);
     }
     out
@@ -497,6 +509,18 @@ fn flags(v: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_split_as_the_restore_parser_does() {
+        let w = |s: &str| words(s);
+        assert_eq!(w(r#"a "" b"#), vec!["a", "", "b"]);
+        assert_eq!(w(r#"--comment "x \"y\" z\\" -j A"#), vec!["--comment", "x \"y\" z\\", "-j", "A"]);
+        assert_eq!(w(r#"a\b "c\"#), vec!["a\\b", "c"]);
+        assert_eq!(w("  x\u{3000}y  "), vec!["x", "y"]);
+        assert_eq!(w(r#"pre"mid dle"post"#), vec!["premid dlepost"]);
+        assert_eq!(w("café \"né\u{3000}e\" ü"), vec!["café", "né\u{3000}e", "ü"]);
+        assert!(w("   ").is_empty());
+    }
 
     #[test]
     fn words_keep_quoted_comments() {
