@@ -25,11 +25,18 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 [ "$(id -u)" = 0 ] || { echo "bench/host.sh: needs root (network namespaces)" >&2; exit 2; }
 
+BIN=$CARGO_TARGET_DIR/release
 if [ "${NOBUILD:-0}" != 1 ]; then
   cargo build --release -q -p conndoc --bin conndoc --bin conndoc-labtool --manifest-path "$ROOT/Cargo.toml"
   cargo build --release -q -p conndoc-host --example inspect --manifest-path "$ROOT/Cargo.toml"
+elif [ ! -x "$BIN/examples/inspect" ]; then
+  # NOBUILD=1 uses what is built, but the example is a row of the table: build it alone
+  # (the binaries' dependencies are built already) rather than leave the row out.
+  cargo build --release -q -p conndoc-host --example inspect --manifest-path "$ROOT/Cargo.toml"
 fi
-BIN=$CARGO_TARGET_DIR/release
+for b in conndoc conndoc-labtool examples/inspect; do
+  [ -x "$BIN/$b" ] || { echo "bench/host.sh: $BIN/$b is not built (run without NOBUILD=1)" >&2; exit 2; }
+done
 NS=cdbench$$
 PIDS=()
 cleanup() {
@@ -89,13 +96,11 @@ CMDS=(
   "ss -tln=ss -tln"
   "listeners=$BIN/conndoc listeners --no-color"
 )
-# The library's inspection alone (crates/host/examples/inspect), when it is built.
-if [ -x "$BIN/examples/inspect" ]; then
-  CMDS+=(
-    "example inspect 7000=$BIN/examples/inspect 7000"
-    "example inspect 7000 thorough=env THOROUGH=1 $BIN/examples/inspect 7000"
-  )
-fi
+# The library's inspection alone (crates/host/examples/inspect), beside the shipped binary.
+CMDS+=(
+  "example inspect 7000=$BIN/examples/inspect 7000"
+  "example inspect 7000 thorough=env THOROUGH=1 $BIN/examples/inspect 7000"
+)
 if [ "$SLOW" = 1 ]; then
   CMDS+=(
     "ss -tlnp=ss -tlnp"
