@@ -60,17 +60,19 @@ fn main() -> ExitCode {
                     | ErrorKind::DisplayVersion
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
-                let _ = e.print();
-                return ExitCode::from(if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                    2
-                } else {
-                    0
-                });
+                let code = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 };
+                return match e.print() {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        cmd::say(format_args!("conndoc: {}", cmd::StdoutError(e)));
+                        ExitCode::from(3)
+                    }
+                    _ => ExitCode::from(code),
+                };
             }
             // One clear line, not clap's multi-line block.
             let msg = e.to_string();
             let first = msg.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            eprintln!("conndoc: {first} (see conndoc --help)");
+            cmd::say(format_args!("conndoc: {first} (see conndoc --help)"));
             return ExitCode::from(2);
         }
     };
@@ -83,12 +85,12 @@ fn main() -> ExitCode {
     match logging::filter(std::env::var(logging::FILTER_ENV).ok().as_deref(), default_level) {
         Ok(f) => logging::init(cli.log_format, f),
         Err(e) => {
-            eprintln!("conndoc: {e}");
+            cmd::say(format_args!("conndoc: {e}"));
             return ExitCode::from(2);
         }
     }
     if let Err(e) = conndoc_engine::firewall_timeout_from_env() {
-        eprintln!("conndoc: {e}");
+        cmd::say(format_args!("conndoc: {e}"));
         return ExitCode::from(2);
     }
     let result = match cli.command {
@@ -109,7 +111,7 @@ fn main() -> ExitCode {
                 Some(_) => 2,
                 None => 3,
             };
-            eprintln!("conndoc: {}", one_line(&e));
+            cmd::say(format_args!("conndoc: {}", one_line(&e)));
             ExitCode::from(code)
         }
     }

@@ -294,12 +294,14 @@ impl History {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| HistoryError::Dir { path: dir.to_path_buf(), source })?;
         }
-        let lock = lock_file(path)?;
         // SQLite creates the -wal and -shm files with the main file's mode; create or check
-        // all three as private regular files of ours first.
-        for suffix in ["", "-wal", "-shm"] {
+        // all three as private regular files of ours first. The database itself before the
+        // lock: a symlink or FIFO given as history leaves no `PATH.lock` behind.
+        private_file(path).map_err(|e| HistoryError::File(e.to_string()))?;
+        let lock = lock_file(path)?;
+        for suffix in ["-wal", "-shm"] {
             let p = PathBuf::from(format!("{}{suffix}", path.display()));
-            if suffix.is_empty() || std::fs::symlink_metadata(&p).is_ok() {
+            if std::fs::symlink_metadata(&p).is_ok() {
                 private_file(&p).map_err(|e| HistoryError::File(e.to_string()))?;
             }
         }
@@ -874,6 +876,15 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &link).unwrap();
         assert!(History::open(&link).is_err(), "opened through a symlink");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        // Refused before anything is created next to it (the lock was, once).
+        let dangling = d.join("dangling.db");
+        std::os::unix::fs::symlink(d.join("nowhere"), &dangling).unwrap();
+        assert!(History::open(&dangling).is_err(), "opened through a dangling symlink");
+        for l in [&link, &dangling] {
+            let lock = PathBuf::from(format!("{}.lock", l.display()));
+            assert!(std::fs::symlink_metadata(&lock).is_err(), "{} left behind", lock.display());
+        }
+        assert!(!d.join("nowhere").exists(), "created through the dangling link");
         let _ = std::fs::remove_dir_all(d);
     }
 

@@ -52,7 +52,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let cfg = conndoc_watch::load(&a.config, &Default::default()).map_err(|e| {
         let errs = e.errors();
         for line in &errs[..errs.len().saturating_sub(1)] {
-            eprintln!("conndoc: {line}");
+            super::say(format_args!("conndoc: {line}"));
         }
         usage(errs.last().cloned().unwrap_or_default())
     })?;

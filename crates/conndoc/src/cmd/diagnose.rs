@@ -127,9 +127,12 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     if let Some(ns) = a.netns.as_ref().filter(|_| a.ssh.is_none()) {
         conndoc_host::netns::check_spec(&conndoc_host::NetnsSpec::Named(ns.clone())).map_err(usage)?;
     }
+    // Fail before probing, not after, when a file cannot be written (a symlink, a FIFO).
     if let Some(out) = &a.evidence_out {
-        // Fail before probing, not after, when the file cannot be written.
         conndoc_files::open_private(out).map_err(|e| usage(format!("--evidence-out: {e}")))?;
+    }
+    if let Some(out) = &a.pcap {
+        conndoc_files::open_private(out).map_err(|e| usage(format!("--pcap: {e}")))?;
     }
     let ssh = match &a.ssh {
         Some(d) => Some(ssh_options(d, &a.remote_conndoc, &a.ssh_timeout)?),
@@ -167,11 +170,14 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     Ok(report.exit_status() as u8)
 }
 
+/// Write a command's result to stdout. A reader that closed the pipe (`| head -1`) is not an
+/// error: nothing more is written and the command keeps its status (docs/report.md); any
+/// other failure (`> /dev/full`) is a [`super::StdoutError`], exit 3.
 pub(super) fn write_out(s: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
-        // A closed pipe (`| head`) is not an error worth a status.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
+        Err(e) => Err(super::StdoutError(e).into()),
+        Ok(()) => Ok(()),
     }
 }

@@ -303,7 +303,7 @@ fn all_netns(port: Option<Port>, json: bool) -> anyhow::Result<u8> {
         s
     };
     if let Some(why) = &incomplete {
-        eprintln!("conndoc: listeners --all-netns: incomplete: {why}");
+        super::say(format_args!("conndoc: listeners --all-netns: incomplete: {why}"));
     }
     super::diagnose::write_out(&s)?;
     Ok(0)

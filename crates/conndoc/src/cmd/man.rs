@@ -5,7 +5,7 @@
 use super::usage;
 use clap_mangen::roff::{bold, roman, Roff};
 use clap_mangen::Man;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,14 +20,7 @@ pub struct Args {
 pub fn run(a: Args, cli: clap::Command) -> anyhow::Result<u8> {
     let pages = pages(cli)?;
     if let Some(dir) = a.out {
-        // An existing non-directory (a file, /dev/zero) is the user's mistake: exit 2, not 3.
-        if dir.exists() && !dir.is_dir() {
-            return Err(usage(format!("--out {}: not a directory", dir.display())));
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
-        for (file, text) in &pages {
-            conndoc_files::write_private(dir.join(file), text)?;
-        }
+        write_pages(&dir, &pages)?;
         return Ok(0);
     }
     let want = match &a.page {
@@ -39,6 +32,53 @@ pub fn run(a: Args, cli: clap::Command) -> anyhow::Result<u8> {
     };
     super::diagnose::write_out(&String::from_utf8_lossy(text))?;
     Ok(0)
+}
+
+/// `--out DIR`: every page into DIR. What the user got wrong — DIR a symbolic link (dangling
+/// or not), a non-directory, a page's path a link or special file — is exit 2 and checked
+/// for every page before one is written; a failing write (a full disk) is exit 3.
+fn write_pages(dir: &Path, pages: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    use conndoc_files::WriteError;
+    let shown = dir.display();
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let to = std::fs::read_link(dir).map(|t| t.display().to_string()).unwrap_or_default();
+            let state = if dir.exists() { "" } else { ", which does not exist" };
+            return Err(usage(format!(
+                "--out {shown}: it is a symbolic link (to {to}{state}); conndoc never writes through one: give the directory itself"
+            )));
+        }
+        // An existing non-directory (a file, /dev/zero) is the user's mistake: exit 2, not 3.
+        Ok(m) if !m.is_dir() => return Err(usage(format!("--out {shown}: not a directory"))),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("create {shown}: {}", conndoc_files::os_error_text(&e)))?;
+        }
+        Err(e) => return Err(usage(format!("--out {shown}: {}", conndoc_files::os_error_text(&e)))),
+    }
+    // Refuse before writing any page, so a refusal leaves no half-updated set behind.
+    for (file, _) in pages {
+        let p = dir.join(file);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(usage(WriteError::Symlink { path: p }.to_string()));
+            }
+            Ok(m) if !m.is_file() => {
+                return Err(usage(format!("cannot write {}: not a regular file", p.display())));
+            }
+            _ => {}
+        }
+    }
+    for (file, text) in pages {
+        // write_private checks again on the descriptor (O_NOFOLLOW): a link made since is refused too.
+        match conndoc_files::write_private(dir.join(file), text) {
+            Ok(()) => {}
+            Err(e @ WriteError::Io { .. }) => return Err(e.into()),
+            Err(e) => return Err(usage(e.to_string())),
+        }
+    }
+    Ok(())
 }
 
 /// Every page as (file name, roff text): the overview and each visible subcommand.

@@ -37,6 +37,25 @@ impl std::fmt::Display for UsageError {
 }
 impl std::error::Error for UsageError {}
 
+/// Writing the result to stdout failed (a full disk, a revoked terminal): exit 3, and the line
+/// says it was stdout, not the target or a file, that failed.
+#[derive(Debug)]
+pub struct StdoutError(pub std::io::Error);
+
+impl std::fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing stdout: {}", conndoc_files::os_error_text(&self.0))
+    }
+}
+impl std::error::Error for StdoutError {}
+
+/// One line on stderr. Never panics (eprintln! does when stderr is a full disk or a closed
+/// pipe): a message that cannot be written is dropped, the exit status still says it.
+pub fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Return a usage error (exit 2) from a subcommand.
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))

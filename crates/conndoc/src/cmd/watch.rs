@@ -24,8 +24,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     if let Some(path) = a.check_config {
         return match conndoc_watch::load(&path, &ov) {
             Ok(c) => {
-                println!(
-                    "{}: ok: {} target{}, {} receiver{}, listen {}, history {}",
+                super::diagnose::write_out(&format!(
+                    "{}: ok: {} target{}, {} receiver{}, listen {}, history {}\n",
                     path.display(),
                     c.targets.len(),
                     if c.targets.len() == 1 { "" } else { "s" },
@@ -33,12 +33,12 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
                     if c.receivers.len() == 1 { "" } else { "s" },
                     c.listen,
                     c.history.display()
-                );
+                ))?;
                 Ok(0)
             }
             Err(e) => {
                 for line in e.errors() {
-                    eprintln!("{line}");
+                    super::say(line);
                 }
                 Ok(2)
             }
@@ -50,7 +50,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         Err(e) => {
             let errs = e.errors();
             for line in &errs[..errs.len() - 1] {
-                eprintln!("conndoc: {line}");
+                super::say(format_args!("conndoc: {line}"));
             }
             return Err(usage(errs.last().cloned().unwrap_or_default()));
         }

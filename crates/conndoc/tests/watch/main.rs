@@ -12,6 +12,7 @@ mod hardening;
 mod https;
 mod lab;
 mod prometheus;
+mod proxy;
 
 use conndoc_testsupport::{program, root, Need, Tests};
 
@@ -94,7 +95,7 @@ fn main() {
         program("amtool", "prometheus-alertmanager").and(program("promtool", "prometheus")),
         alertmanager::fleet_examples_pass_their_tools,
     ));
-    for (name, need, f) in list.into_iter().chain(hardening::tests()) {
+    for (name, need, f) in list.into_iter().chain(hardening::tests()).chain(proxy::tests()) {
         t.add(name, &need, f);
     }
     t.run();

@@ -1,0 +1,251 @@
+//! Where conndoc writes, built for real: `--pcap`, `man --out` and `watch --history` given a
+//! symlink (dangling or not) or a FIFO; stdout a full disk (`/dev/full`) or a pipe whose
+//! reader is gone. A refused path is one stderr line and exit 2 before anything is probed or
+//! created; stdout that cannot be written says "writing stdout" and exits 3; a closed pipe
+//! ends quietly with the command's own status (docs/report.md).
+//! Network traffic goes only to loopback ports these tests opened themselves.
+
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_conndoc"));
+    c.args(args).env("NO_COLOR", "1").stdin(Stdio::null());
+    c
+}
+
+fn conndoc(args: &[&str]) -> Output {
+    command(args).output().expect("run conndoc")
+}
+
+/// Run with stdout going to `out`, bounded: (status, stderr).
+fn conndoc_to(args: &[&str], out: impl Into<Stdio>) -> (Option<i32>, String) {
+    let mut child = command(args).stdout(out).stderr(Stdio::piped()).spawn().expect("run conndoc");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?}: still running after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A temporary directory removed on drop, also when the test fails.
+struct Tmp(PathBuf);
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        let d = std::env::temp_dir().join(format!("conndoc-outputs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Tmp(d)
+    }
+    fn path(&self, p: &str) -> String {
+        self.0.join(p).display().to_string()
+    }
+}
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mkfifo(p: &str) {
+    assert!(Command::new("mkfifo").arg(p).status().expect("mkfifo (coreutils)").success());
+}
+
+fn symlink(to: &str, link: &str) {
+    std::os::unix::fs::symlink(to, link).unwrap();
+}
+
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Exit 2, one line on stderr containing every needle, nothing on stdout, within seconds.
+fn assert_bad_input(args: &[&str], needles: &[&str]) {
+    let start = Instant::now();
+    let o = conndoc(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: status {:?}, stderr {err}", o.status);
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
+    }
+    assert!(o.stdout.is_empty(), "{args:?}: printed a report on bad input");
+    assert!(start.elapsed() < Duration::from_secs(10), "{args:?}: took {:?}", start.elapsed());
+}
+
+/// The files in a directory, sorted.
+fn names(dir: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn pcap_through_a_link_or_into_a_fifo_is_refused_before_probing() {
+    let t = Tmp::new("pcap");
+    // The target listens: a probe would show up here as a connection.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    server.set_nonblocking(true).unwrap();
+    let target = format!("tcp://127.0.0.1:{}", server.local_addr().unwrap().port());
+    let victim = t.path("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let (link, dangling, fifo) = (t.path("link.pcap"), t.path("dangling.pcap"), t.path("fifo.pcap"));
+    symlink(&victim, &link);
+    symlink(&t.path("nowhere.pcap"), &dangling);
+    mkfifo(&fifo);
+    for (file, what) in [(&link, "symbolic link"), (&dangling, "symbolic link"), (&fifo, "FIFO")] {
+        assert_bad_input(&["diagnose", &target, "--timeout", "500ms", "--pcap", file], &["--pcap", file, what]);
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!Path::new(&t.path("nowhere.pcap")).exists(), "created through the dangling link");
+    match server.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("the target was probed before the --pcap refusal: {other:?}"),
+    }
+}
+
+#[test]
+fn man_out_never_writes_through_a_link() {
+    let t = Tmp::new("man");
+    // DIR a dangling symlink, and a symlink to a real directory: refused, nothing created.
+    let (real, dangling, linked) = (t.path("real"), t.path("dangling"), t.path("linked"));
+    std::fs::create_dir(&real).unwrap();
+    symlink(&t.path("missing"), &dangling);
+    symlink(&real, &linked);
+    assert_bad_input(&["man", "--out", &dangling], &["--out", "symbolic link", "does not exist"]);
+    assert!(!Path::new(&t.path("missing")).exists(), "created the link's target");
+    assert_bad_input(&["man", "--out", &linked], &["--out", "symbolic link"]);
+    assert!(names(&real).is_empty(), "wrote through the directory link: {:?}", names(&real));
+    // A page that is a symlink (to a file, or dangling) or a FIFO: refused before any page is written.
+    let victim = t.path("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    for (page, make) in [("conndoc.1", "link"), ("conndoc-diagnose.1", "dangling"), ("conndoc-watch.1", "fifo")] {
+        let dir = t.path(&format!("pages-{make}"));
+        std::fs::create_dir(&dir).unwrap();
+        let p = format!("{dir}/{page}");
+        let what = match make {
+            "link" => {
+                symlink(&victim, &p);
+                "symbolic link"
+            }
+            "dangling" => {
+                symlink(&t.path("gone.1"), &p);
+                "symbolic link"
+            }
+            _ => {
+                mkfifo(&p);
+                "not a regular file"
+            }
+        };
+        assert_bad_input(&["man", "--out", &dir], &[page, what]);
+        assert_eq!(names(&dir), [page], "{make}: pages written before the refusal");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!Path::new(&t.path("gone.1")).exists());
+    // The normal case still works: every page, 0600.
+    let fresh = t.path("fresh/man1");
+    let o = conndoc(&["man", "--out", &fresh]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(names(&fresh).contains(&"conndoc-diagnose.1".to_string()), "{:?}", names(&fresh));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(format!("{fresh}/conndoc.1")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn watch_history_through_a_link_leaves_no_lock_file() {
+    let t = Tmp::new("history");
+    let cfg = t.path("watch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{}\"\nhistory = \"{}\"\n\n[[target]]\nname = \"a\"\nurl = \"tcp://127.0.0.1:{}\"\n",
+            closed_port(),
+            t.path("unused.db"),
+            closed_port()
+        ),
+    )
+    .unwrap();
+    let victim = t.path("victim.db");
+    std::fs::write(&victim, "precious").unwrap();
+    let (link, dangling, fifo) = (t.path("link.db"), t.path("dangling.db"), t.path("fifo.db"));
+    symlink(&victim, &link);
+    symlink(&t.path("nowhere.db"), &dangling);
+    mkfifo(&fifo);
+    for (file, what) in [(&link, "symbolic link"), (&dangling, "symbolic link"), (&fifo, "FIFO")] {
+        assert_bad_input(&["watch", "--config", &cfg, "--history", file], &[file, what]);
+        let lock = format!("{file}.lock");
+        assert!(std::fs::symlink_metadata(&lock).is_err(), "{lock} left behind");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!Path::new(&t.path("nowhere.db")).exists());
+    assert_eq!(names(&t.0.display().to_string()), ["dangling.db", "fifo.db", "link.db", "victim.db", "watch.toml"]);
+}
+
+/// Every command that prints a result, with the status it has when stdout works.
+fn printing_commands(t: &Tmp) -> Vec<(Vec<String>, i32)> {
+    let cfg = t.path("watch.toml");
+    let target = format!("tcp://127.0.0.1:{}", closed_port());
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{}\"\nhistory = \"{}\"\n\n[[target]]\nname = \"a\"\nurl = \"{target}\"\ntimeout = \"300ms\"\n",
+            closed_port(),
+            t.path("h.db")
+        ),
+    )
+    .unwrap();
+    let v = |a: &[&str], code| (a.iter().map(|s| s.to_string()).collect(), code);
+    vec![
+        v(&["diagnose", &target, "--no-host", "--timeout", "300ms"], 1),
+        v(&["diagnose", &target, "--no-host", "--timeout", "300ms", "--json"], 1),
+        v(&["listeners"], 0),
+        v(&["man"], 0),
+        v(&["man", "diagnose"], 0),
+        v(&["completions", "bash"], 0),
+        v(&["watch", "--check-config", &cfg], 0),
+        v(&["check", "--config", &cfg, "--no-progress"], 1),
+        v(&["--help"], 0),
+        v(&["--version"], 0),
+    ]
+}
+
+#[test]
+fn a_full_disk_on_stdout_says_writing_stdout_and_exits_3() {
+    let t = Tmp::new("full");
+    for (args, _) in printing_commands(&t) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+        let (code, err) = conndoc_to(&args, full);
+        assert_eq!(code, Some(3), "{args:?}: {err}");
+        assert_eq!(err, "conndoc: writing stdout: No space left on device\n", "{args:?}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_quietly_with_the_commands_status() {
+    let t = Tmp::new("pipe");
+    for (args, want) in printing_commands(&t) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // The reader is closed before conndoc starts: every write to the pipe fails (EPIPE).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let (code, err) = conndoc_to(&args, writer);
+        assert_eq!(code, Some(want), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
