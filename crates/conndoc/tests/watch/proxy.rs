@@ -115,7 +115,10 @@ fn a_proxy_password_goes_to_the_proxy_alone() {
         // Deliveries only: the health checks and the diagnosis of the target never came here.
         let line = h.lines().next().unwrap_or("");
         assert!(line.contains("alerts.relay.invalid:"), "not a delivery through the proxy: {h}");
-        assert!(h.to_ascii_lowercase().contains(&format!("proxy-authorization: basic {}", BASIC.to_ascii_lowercase())), "{h}");
+        assert!(
+            h.to_ascii_lowercase().contains(&format!("proxy-authorization: basic {}", BASIC.to_ascii_lowercase())),
+            "{h}"
+        );
     }
     for path in ["/", "/target/api", "/api/targets", "/api/targets/api", "/metrics"] {
         seen.push((path.into(), http_get(addr(listen), path).map(|r| r.1).unwrap_or_default()));
