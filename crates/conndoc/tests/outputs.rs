@@ -209,10 +209,20 @@ fn printing_commands(t: &Tmp) -> Vec<(Vec<String>, i32)> {
         ),
     )
     .unwrap();
+    let conf = t.path("redis.conf");
+    std::fs::write(&conf, "bind 127.0.0.1\nport 6379\n").unwrap();
+    let evidence = t.path("e.json");
+    let o = conndoc(&["diagnose", &target, "--no-host", "--timeout", "300ms", "--evidence-out", &evidence]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let port = target.rsplit(':').next().unwrap().to_string();
     let v = |a: &[&str], code| (a.iter().map(|s| s.to_string()).collect(), code);
     vec![
         v(&["diagnose", &target, "--no-host", "--timeout", "300ms"], 1),
         v(&["diagnose", &target, "--no-host", "--timeout", "300ms", "--json"], 1),
+        v(&["explain", &evidence], 1),
+        v(&["inspect", "--port", &port], 0),
+        v(&["inspect", "--port", &port, "--json"], 0),
+        v(&["lint", &conf], 0),
         v(&["listeners"], 0),
         v(&["man"], 0),
         v(&["man", "diagnose"], 0),

@@ -119,7 +119,7 @@ fn overview_sections() -> Roff {
         ("0", "the target is healthy (check: every target is)"),
         ("1", "the diagnosis is done and the target fails; the verdict's cause code says why"),
         ("2", "bad input or usage, explained in one line on stderr"),
-        ("3", "conndoc itself failed"),
+        ("3", "conndoc itself failed, or its output could not be written (\"writing stdout: ...\"); a reader that closes the pipe early (| head) is no failure: the status stays the command's"),
     ] {
         r.control("TP", []).text([bold(code)]).text([roman(meaning)]);
     }
@@ -129,6 +129,7 @@ fn overview_sections() -> Roff {
         ("NO_COLOR", "no colour in text output (as --no-color)."),
         ("REDISCLI_AUTH", "the Redis password when neither the URL nor --password-file gives one."),
         ("CONNDOC_SSH_COMMAND", "the command used instead of ssh for --ssh, split like a shell would."),
+        ("HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY", "used by the alert deliveries of watch only; every probe connects to the target itself. A password in a proxy URL goes to the proxy alone."),
         ("CONNDOC_FIREWALL_TIMEOUT", "the deadline of reading the firewall rules (default: --timeout within 2-10 s); a read that runs out is listed under skipped as read only in part."),
     ] {
         r.control("TP", []).text([bold(name)]).text([roman(meaning)]);
