@@ -5,6 +5,7 @@
 //! ends quietly with the command's own status (docs/report.md).
 //! Network traffic goes only to loopback ports these tests opened themselves.
 
+use conndoc_testsupport::{program, root, tests, Need, Tests};
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -94,7 +95,6 @@ fn names(dir: &str) -> Vec<String> {
     v
 }
 
-#[test]
 fn pcap_through_a_link_or_into_a_fifo_is_refused_before_probing() {
     let t = Tmp::new("pcap");
     // The target listens: a probe would show up here as a connection.
@@ -118,7 +118,6 @@ fn pcap_through_a_link_or_into_a_fifo_is_refused_before_probing() {
     }
 }
 
-#[test]
 fn man_out_never_writes_through_a_link() {
     let t = Tmp::new("man");
     // DIR a dangling symlink, and a symlink to a real directory: refused, nothing created.
@@ -166,7 +165,6 @@ fn man_out_never_writes_through_a_link() {
     assert_eq!(mode, 0o600);
 }
 
-#[test]
 fn watch_history_through_a_link_leaves_no_lock_file() {
     let t = Tmp::new("history");
     let cfg = t.path("watch.toml");
@@ -234,7 +232,6 @@ fn printing_commands(t: &Tmp) -> Vec<(Vec<String>, i32)> {
     ]
 }
 
-#[test]
 fn a_full_disk_on_stdout_says_writing_stdout_and_exits_3() {
     let t = Tmp::new("full");
     for (args, _) in printing_commands(&t) {
@@ -246,7 +243,6 @@ fn a_full_disk_on_stdout_says_writing_stdout_and_exits_3() {
     }
 }
 
-#[test]
 fn a_closed_stdout_pipe_ends_quietly_with_the_commands_status() {
     let t = Tmp::new("pipe");
     for (args, want) in printing_commands(&t) {
@@ -258,4 +254,42 @@ fn a_closed_stdout_pipe_ends_quietly_with_the_commands_status() {
         assert_eq!(code, Some(want), "{args:?}: {err}");
         assert!(err.is_empty(), "{args:?}: {err}");
     }
+}
+
+/// The pre-run check creates the file; a capture that then cannot start (no CAP_NET_RAW:
+/// setpriv drops it from the bounding set) must not leave an empty, unreadable pcap behind
+/// while the report says it "was not written".
+fn a_pcap_that_could_not_be_captured_leaves_no_empty_file() {
+    let t = Tmp::new("nocap");
+    let pcap = t.path("probe.pcap");
+    let target = format!("tcp://127.0.0.1:{}", closed_port());
+    let o = Command::new("setpriv")
+        .args(["--bounding-set", "-net_raw", env!("CARGO_BIN_EXE_conndoc")])
+        .args(["diagnose", &target, "--json", "--timeout", "300ms", "--pcap", &pcap])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("{pcap} was not written")), "{out}");
+    assert!(std::fs::symlink_metadata(&pcap).is_err(), "an empty {pcap} was left behind");
+    // With the capability the file is written (a pcap header at least) and kept.
+    let o = conndoc(&["diagnose", &target, "--timeout", "300ms", "--pcap", &pcap]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(std::fs::metadata(&pcap).unwrap().len() >= 24, "no pcap header in {pcap}");
+}
+
+fn main() {
+    let mut t = Tests::new();
+    tests!(
+        t,
+        Need::met(),
+        pcap_through_a_link_or_into_a_fifo_is_refused_before_probing,
+        man_out_never_writes_through_a_link,
+        watch_history_through_a_link_leaves_no_lock_file,
+        a_full_disk_on_stdout_says_writing_stdout_and_exits_3,
+        a_closed_stdout_pipe_ends_quietly_with_the_commands_status,
+    );
+    tests!(t, root().and(program("setpriv", "util-linux")), a_pcap_that_could_not_be_captured_leaves_no_empty_file);
+    t.run();
 }

@@ -4,7 +4,7 @@ use super::usage;
 use anyhow::Context;
 use conndoc_facts::{Family, Secret, Target};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -128,12 +128,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         conndoc_host::netns::check_spec(&conndoc_host::NetnsSpec::Named(ns.clone())).map_err(usage)?;
     }
     // Fail before probing, not after, when a file cannot be written (a symlink, a FIFO).
-    if let Some(out) = &a.evidence_out {
-        conndoc_files::open_private(out).map_err(|e| usage(format!("--evidence-out: {e}")))?;
-    }
-    if let Some(out) = &a.pcap {
-        conndoc_files::open_private(out).map_err(|e| usage(format!("--pcap: {e}")))?;
-    }
+    let _evidence_file = Reserved::check(a.evidence_out.as_deref(), "--evidence-out")?;
+    let _pcap_file = Reserved::check(a.pcap.as_deref(), "--pcap")?;
     let ssh = match &a.ssh {
         Some(d) => Some(ssh_options(d, &a.remote_conndoc, &a.ssh_timeout)?),
         None => None,
@@ -168,6 +164,30 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let report = conndoc_diagnose::diagnose(&ev);
     super::print_report(&report, a.json)?;
     Ok(report.exit_status() as u8)
+}
+
+/// An output file opened before probing only to prove it can be written. One that this run
+/// created and left empty (a capture that could not start, a failed gather) is removed again
+/// on drop, so "FILE was not written" holds: a pcap or evidence file is never empty.
+struct Reserved(Option<PathBuf>);
+
+impl Reserved {
+    fn check(path: Option<&Path>, flag: &str) -> anyhow::Result<Reserved> {
+        let Some(p) = path else { return Ok(Reserved(None)) };
+        let existed = std::fs::symlink_metadata(p).is_ok();
+        conndoc_files::open_private(p).map_err(|e| usage(format!("{flag}: {e}")))?;
+        Ok(Reserved((!existed).then(|| p.to_path_buf())))
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
 }
 
 /// Write a command's result to stdout. A reader that closed the pipe (`| head -1`) is not an
