@@ -256,6 +256,27 @@ fn a_closed_stdout_pipe_ends_quietly_with_the_commands_status() {
     }
 }
 
+/// stderr a full disk: the message is dropped, the status still says what happened (bad
+/// input 2, a failing target 1) — eprintln! panicked here (101).
+fn a_full_stderr_never_panics() {
+    let t = Tmp::new("stderr");
+    let bad = t.path("bad.toml");
+    std::fs::write(&bad, "[[target]]\nname = \"a\"\n").unwrap();
+    let target = format!("tcp://127.0.0.1:{}", closed_port());
+    let cases: [(&[&str], i32); 5] = [
+        (&["diagnose", "ftp://h:21"], 2),
+        (&["frobnicate"], 2),
+        (&["watch", "--check-config", &bad], 2),
+        (&["check", "--config", &bad], 2),
+        (&["diagnose", &target, "--no-host", "--timeout", "300ms"], 1),
+    ];
+    for (args, want) in cases {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+        let o = command(args).stderr(full).stdout(Stdio::null()).output().unwrap();
+        assert_eq!(o.status.code(), Some(want), "{args:?}");
+    }
+}
+
 /// The pre-run check creates the file; a capture that then cannot start (no CAP_NET_RAW:
 /// setpriv drops it from the bounding set) must not leave an empty, unreadable pcap behind
 /// while the report says it "was not written".
@@ -289,6 +310,7 @@ fn main() {
         watch_history_through_a_link_leaves_no_lock_file,
         a_full_disk_on_stdout_says_writing_stdout_and_exits_3,
         a_closed_stdout_pipe_ends_quietly_with_the_commands_status,
+        a_full_stderr_never_panics,
     );
     tests!(t, root().and(program("setpriv", "util-linux")), a_pcap_that_could_not_be_captured_leaves_no_empty_file);
     t.run();
