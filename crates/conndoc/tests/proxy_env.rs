@@ -19,7 +19,7 @@ fn http_server() -> (u16, Arc<Mutex<Vec<String>>>) {
     let got = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
     std::thread::spawn(move || {
-        for c in l.incoming().take(16) {
+        for c in l.incoming().take(64) {
             let Ok(mut c) = c else { continue };
             c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut buf = [0u8; 4096];
@@ -50,14 +50,37 @@ fn probes_ignore_proxy_variables_and_never_show_their_password() {
         (format!("redis://127.0.0.1:{closed}"), 1),
         (format!("tcp://127.0.0.1:{closed}"), 1),
     ];
-    for (target, want) in &cases {
+    let with_proxies = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_conndoc"));
-        cmd.args(["diagnose", target, "--json", "--timeout", "1s", "--evidence-out"]).arg(&evidence);
+        cmd.args(args);
         for v in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
             cmd.env(v, &proxy_url);
         }
-        let o = cmd.env_remove("NO_PROXY").env_remove("no_proxy").env("CONNDOC_LOG", "debug").stdin(Stdio::null());
-        let o = o.output().unwrap();
+        cmd.env_remove("NO_PROXY").env_remove("no_proxy").env("CONNDOC_LOG", "debug").stdin(Stdio::null());
+        cmd.output().unwrap()
+    };
+    // `check` probes every target of a config the same way.
+    let cfg = dir.join("check.toml");
+    let mut toml = String::new();
+    for (i, (target, _)) in cases.iter().enumerate() {
+        toml.push_str(&format!("[[target]]\nname = \"t{i}\"\nurl = \"{target}\"\ntimeout = \"1s\"\n\n"));
+    }
+    std::fs::write(&cfg, toml).unwrap();
+    let o = with_proxies(&["check", "--config", cfg.to_str().unwrap(), "--no-progress"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{err}{out}");
+    assert!(out.lines().any(|l| l.starts_with("t0 ") && l.contains(" ok ")), "{out}");
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD), "{err}{out}");
+    for (target, want) in &cases {
+        let o = with_proxies(&[
+            "diagnose",
+            target,
+            "--json",
+            "--timeout",
+            "1s",
+            "--evidence-out",
+            evidence.to_str().unwrap(),
+        ]);
         let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert_eq!(o.status.code(), Some(*want), "{target}: {err}{out}");
         let report: serde_json::Value = serde_json::from_str(&out).unwrap();
