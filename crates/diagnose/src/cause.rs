@@ -49,6 +49,9 @@ causes! {
     FdExhaustion = "fd-exhaustion", 30;
     // Outranks firewall-reject/-drop: kube-proxy's rule is the symptom of the empty Service.
     ServiceNoEndpoints = "service-no-endpoints", 39;
+    // Some of a Service's endpoints fail: a warning that is the verdict when nothing is
+    // critical (a connect that reached a good endpoint is not `ok`).
+    ServiceEndpointFailing = "service-endpoint-failing", 38;
     FirewallReject = "firewall-reject", 40;
     FirewallDrop = "firewall-drop", 41;
     MiddleboxReset = "middlebox-reset", 42;
@@ -78,6 +81,14 @@ causes! {
     RedisBoundToAllInterfaces = "redis-bound-to-all-interfaces", 105;
     RedisRejectedConnections = "redis-rejected-connections", 106;
     CertificateExpiresSoon = "certificate-expires-soon", 107;
+}
+
+impl Cause {
+    /// A warning that is still the verdict (exit 1) when no finding is critical: the
+    /// target is reachable but not healthy (report.md: `ok` is reachable AND healthy).
+    pub fn fails_when_warning(self) -> bool {
+        matches!(self, Cause::ServiceEndpointFailing)
+    }
 }
 
 impl fmt::Display for Cause {

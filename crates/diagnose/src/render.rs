@@ -42,7 +42,14 @@ pub fn text(r: &Report, color: bool) -> String {
     let st = Style { on: color };
     let mut o = String::new();
     let ok = r.verdict.cause == Cause::Ok;
-    let mark = if ok { st.paint("1;32", "OK") } else { st.sev(Severity::Critical, "FAIL") };
+    let warn = r.findings.iter().any(|f| f.cause == r.verdict.cause && f.severity == Severity::Warning);
+    let mark = if ok {
+        st.paint("1;32", "OK")
+    } else if warn {
+        st.sev(Severity::Warning, "WARN")
+    } else {
+        st.sev(Severity::Critical, "FAIL")
+    };
     let _ = writeln!(o, "{mark} {}  {}", st.bold(r.verdict.cause.code()), r.verdict.summary);
     let _ = writeln!(
         o,
@@ -51,7 +58,7 @@ pub fn text(r: &Report, color: bool) -> String {
     );
 
     let mut findings = r.findings.iter().filter(|f| f.severity != Severity::Info).peekable();
-    if let Some(first) = findings.peek().filter(|f| f.severity == Severity::Critical && f.cause == r.verdict.cause) {
+    if let Some(first) = findings.peek().filter(|f| !ok && f.cause == r.verdict.cause) {
         if !first.evidence.is_empty() {
             let _ = writeln!(o, "\n{}", st.bold("Evidence"));
             for e in &first.evidence {

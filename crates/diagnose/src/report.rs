@@ -150,7 +150,15 @@ pub(crate) fn assemble(ev: &Evidence, mut findings: Vec<Finding>) -> Report {
 /// catalogue rank) and name the verdict.
 pub(crate) fn verdict(ev: &Evidence, findings: &mut [Finding]) -> Verdict {
     findings.sort_by_key(|f| (f.severity, f.cause.rank()));
-    match findings.iter().find(|f| f.severity == Severity::Critical) {
+    let at = findings
+        .iter()
+        .position(|f| f.severity == Severity::Critical)
+        .or_else(|| findings.iter().position(|f| f.severity == Severity::Warning && f.cause.fails_when_warning()));
+    // A warning that is the verdict comes first too (findings are ordered most-likely first).
+    if let Some(i) = at {
+        findings[..=i].rotate_right(1);
+    }
+    match at.map(|_| &findings[0]) {
         Some(f) => Verdict { cause: f.cause, summary: f.summary.clone() },
         None => {
             let n = ev.probes.len();

@@ -3,11 +3,11 @@
 //! the network namespace that owns the backend address and inspect it there, with the
 //! backend's port. The facts go to `Evidence::backend`; the front host stays in `host`.
 
-use crate::{skip, Options};
+use crate::Options;
 use conndoc_facts::container::{ContainerState, IdentitySource};
 use conndoc_facts::host::{HostFacts, InspectScope, Listener};
 use conndoc_facts::nat::{BackendFacts, NetnsIdentity, ProxyRef, Translation, TranslationKind};
-use conndoc_facts::{Evidence, Port};
+use conndoc_facts::{Evidence, Port, SkippedCheck};
 use conndoc_host::{InspectRequest, NetnsSpec};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -97,6 +97,20 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
 /// front is the inspected host, or conndoc's own namespace when none was (a ClusterIP is
 /// no address of the node's). Skipped checks go to `ev`; the facts are returned.
 pub(crate) fn follow(ev: &mut Evidence, opts: &Options, t: Translation) -> BackendFacts {
+    let mut skipped = Vec::new();
+    let b = follow_from(ev, opts, t, &mut skipped);
+    ev.skipped.extend(skipped);
+    b
+}
+
+/// [`follow`] reading `ev` only (several endpoints are followed at once): the checks that
+/// could not run go to `skipped`.
+pub(crate) fn follow_from(
+    ev: &Evidence,
+    opts: &Options,
+    t: Translation,
+    skipped: &mut Vec<SkippedCheck>,
+) -> BackendFacts {
     let mut b = BackendFacts {
         translation: t.clone(),
         also: None,
@@ -148,7 +162,7 @@ pub(crate) fn follow(ev: &mut Evidence, opts: &Options, t: Translation) -> Backe
         }
     };
     if let Some((spec, id)) = entered {
-        inspect_backend(ev, &mut b, spec, id, t.to);
+        inspect_backend(ev, skipped, &mut b, spec, id, t.to);
     }
     b
 }
@@ -189,7 +203,8 @@ fn front_spec(opts: &Options) -> Option<NetnsSpec> {
 }
 
 fn inspect_backend(
-    ev: &mut Evidence,
+    ev: &Evidence,
+    skipped_out: &mut Vec<SkippedCheck>,
     b: &mut BackendFacts,
     spec: Option<NetnsSpec>,
     id: NetnsIdentity,
@@ -210,7 +225,7 @@ fn inspect_backend(
     match conndoc_host::inspect::inspect(&req, None) {
         Ok((facts, skipped)) => {
             b.host = Some(facts);
-            ev.skipped.extend(skipped);
+            skipped_out.extend(skipped);
             // Listeners on other ports of the backend: what wrong-port names.
             let others = conndoc_host::listener_table(None, req.netns.as_ref()).unwrap_or_default();
             b.other_listeners =
@@ -218,12 +233,13 @@ fn inspect_backend(
         }
         Err(e) => {
             b.not_inspected = Some(e.to_string());
-            skip(
-                ev,
-                "backend inspection",
-                format!("{}: {e}", id.describe()),
-                Some("entering another network namespace needs root (CAP_SYS_ADMIN): run conndoc with sudo".into()),
-            );
+            skipped_out.push(SkippedCheck {
+                check: "backend inspection".into(),
+                reason: format!("{}: {e}", id.describe()),
+                hint: Some(
+                    "entering another network namespace needs root (CAP_SYS_ADMIN): run conndoc with sudo".into(),
+                ),
+            });
         }
     }
     b.netns = Some(id);

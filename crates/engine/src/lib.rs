@@ -158,6 +158,9 @@ pub(crate) fn gather_in(
             && !opts.no_host
             && !backend::proxied(&ev)
             && firewall::nat_present(opts));
+    // A connect that succeeded to a Service proves one endpoint only: on a node with
+    // kube-proxy's rules the Service's endpoints are read and each one followed.
+    let read_rules = read_rules || (remote_fw.is_none() && kube::worth_reading_when_healthy(&ev, opts));
     let nat = if read_rules { firewall::run(&mut ev, opts, remote_fw) } else { None };
     backend::run(&mut ev, opts, nat);
     // A Service in kube-proxy's rules (read just above) is followed to its pods here.

@@ -136,6 +136,13 @@ pub struct EndpointCheck {
     pub serving: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_inspected: Option<String>,
+    /// The pod's listeners on the endpoint's port, whatever their address (one on
+    /// 127.0.0.1 is a pod bound to its loopback).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<crate::host::Listener>,
+    /// A few of the pod's listeners on other ports (what a wrong targetPort names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_listeners: Vec<crate::host::Listener>,
 }
 
 impl ServiceMatch {

@@ -19,7 +19,10 @@ use serde_json::json;
 /// a person can take over.
 pub fn fallback(ev: &Evidence, out: &mut Findings) {
     let failed: Vec<_> = ev.probes.iter().filter(|p| !p.ok()).collect();
-    if out.any_critical() || (failed.is_empty() && !ev.probes.is_empty()) {
+    if out.any_critical()
+        || out.iter().any(|f| f.cause.fails_when_warning())
+        || (failed.is_empty() && !ev.probes.is_empty())
+    {
         return;
     }
     let mut f = Finding::critical(Cause::Unknown, format!("{} fails and no check explains why", ev.target.authority()));
