@@ -5,87 +5,14 @@
 //! ends quietly with the command's own status (docs/report.md).
 //! Network traffic goes only to loopback ports these tests opened themselves.
 
+mod common;
+
+use common::{assert_bad_input, closed_port, command, conndoc, conndoc_to, mkfifo, stderr, symlink, Tmp};
 use conndoc_testsupport::{program, root, tests, Need, Tests};
 use std::io::ErrorKind;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-fn command(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_conndoc"));
-    c.args(args).env("NO_COLOR", "1").stdin(Stdio::null());
-    c
-}
-
-fn conndoc(args: &[&str]) -> Output {
-    command(args).output().expect("run conndoc")
-}
-
-/// Run with stdout going to `out`, bounded: (status, stderr).
-fn conndoc_to(args: &[&str], out: impl Into<Stdio>) -> (Option<i32>, String) {
-    let mut child = command(args).stdout(out).stderr(Stdio::piped()).spawn().expect("run conndoc");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?}: still running after 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let o = child.wait_with_output().unwrap();
-    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A temporary directory removed on drop, also when the test fails.
-struct Tmp(PathBuf);
-impl Tmp {
-    fn new(tag: &str) -> Tmp {
-        let d = std::env::temp_dir().join(format!("conndoc-outputs-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Tmp(d)
-    }
-    fn path(&self, p: &str) -> String {
-        self.0.join(p).display().to_string()
-    }
-}
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn mkfifo(p: &str) {
-    assert!(Command::new("mkfifo").arg(p).status().expect("mkfifo (coreutils)").success());
-}
-
-fn symlink(to: &str, link: &str) {
-    std::os::unix::fs::symlink(to, link).unwrap();
-}
-
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Exit 2, one line on stderr containing every needle, nothing on stdout, within seconds.
-fn assert_bad_input(args: &[&str], needles: &[&str]) {
-    let start = Instant::now();
-    let o = conndoc(args);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: status {:?}, stderr {err}", o.status);
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
-    }
-    assert!(o.stdout.is_empty(), "{args:?}: printed a report on bad input");
-    assert!(start.elapsed() < Duration::from_secs(10), "{args:?}: took {:?}", start.elapsed());
-}
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// The files in a directory, sorted.
 fn names(dir: &str) -> Vec<String> {
@@ -95,19 +22,39 @@ fn names(dir: &str) -> Vec<String> {
     v
 }
 
+/// `watch.toml` in `t`: a closed loopback listen port, history `history` in `t`, one
+/// target `url` with a 300 ms timeout.
+fn watch_config(t: &Tmp, history: &str, url: &str) -> String {
+    let cfg = t.path("watch.toml");
+    let toml = format!(
+        "listen = \"127.0.0.1:{}\"\nhistory = \"{}\"\n\n[[target]]\nname = \"a\"\nurl = \"{url}\"\ntimeout = \"300ms\"\n",
+        closed_port(),
+        t.path(history)
+    );
+    std::fs::write(&cfg, toml).unwrap();
+    cfg
+}
+
+/// `victim.EXT` holding "precious", and the paths a writer must refuse with the words it
+/// names them by: a symlink to the victim, a dangling one (to `nowhere.EXT`) and a FIFO.
+fn refused_paths(t: &Tmp, ext: &str) -> (String, [(String, &'static str); 3]) {
+    let victim = t.path(&format!("victim.{ext}"));
+    std::fs::write(&victim, "precious").unwrap();
+    let [link, dangling, fifo] = ["link", "dangling", "fifo"].map(|n| t.path(&format!("{n}.{ext}")));
+    symlink(&victim, &link);
+    symlink(&t.path(&format!("nowhere.{ext}")), &dangling);
+    mkfifo(&fifo);
+    (victim, [(link, "symbolic link"), (dangling, "symbolic link"), (fifo, "FIFO")])
+}
+
 fn pcap_through_a_link_or_into_a_fifo_is_refused_before_probing() {
     let t = Tmp::new("pcap");
     // The target listens: a probe would show up here as a connection.
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     server.set_nonblocking(true).unwrap();
     let target = format!("tcp://127.0.0.1:{}", server.local_addr().unwrap().port());
-    let victim = t.path("victim");
-    std::fs::write(&victim, "precious").unwrap();
-    let (link, dangling, fifo) = (t.path("link.pcap"), t.path("dangling.pcap"), t.path("fifo.pcap"));
-    symlink(&victim, &link);
-    symlink(&t.path("nowhere.pcap"), &dangling);
-    mkfifo(&fifo);
-    for (file, what) in [(&link, "symbolic link"), (&dangling, "symbolic link"), (&fifo, "FIFO")] {
+    let (victim, refused) = refused_paths(&t, "pcap");
+    for (file, what) in &refused {
         assert_bad_input(&["diagnose", &target, "--timeout", "500ms", "--pcap", file], &["--pcap", file, what]);
     }
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
@@ -167,24 +114,9 @@ fn man_out_never_writes_through_a_link() {
 
 fn watch_history_through_a_link_leaves_no_lock_file() {
     let t = Tmp::new("history");
-    let cfg = t.path("watch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{}\"\nhistory = \"{}\"\n\n[[target]]\nname = \"a\"\nurl = \"tcp://127.0.0.1:{}\"\n",
-            closed_port(),
-            t.path("unused.db"),
-            closed_port()
-        ),
-    )
-    .unwrap();
-    let victim = t.path("victim.db");
-    std::fs::write(&victim, "precious").unwrap();
-    let (link, dangling, fifo) = (t.path("link.db"), t.path("dangling.db"), t.path("fifo.db"));
-    symlink(&victim, &link);
-    symlink(&t.path("nowhere.db"), &dangling);
-    mkfifo(&fifo);
-    for (file, what) in [(&link, "symbolic link"), (&dangling, "symbolic link"), (&fifo, "FIFO")] {
+    let cfg = watch_config(&t, "unused.db", &format!("tcp://127.0.0.1:{}", closed_port()));
+    let (victim, refused) = refused_paths(&t, "db");
+    for (file, what) in &refused {
         assert_bad_input(&["watch", "--config", &cfg, "--history", file], &[file, what]);
         let lock = format!("{file}.lock");
         assert!(std::fs::symlink_metadata(&lock).is_err(), "{lock} left behind");
@@ -196,17 +128,8 @@ fn watch_history_through_a_link_leaves_no_lock_file() {
 
 /// Every command that prints a result, with the status it has when stdout works.
 fn printing_commands(t: &Tmp) -> Vec<(Vec<String>, i32)> {
-    let cfg = t.path("watch.toml");
     let target = format!("tcp://127.0.0.1:{}", closed_port());
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{}\"\nhistory = \"{}\"\n\n[[target]]\nname = \"a\"\nurl = \"{target}\"\ntimeout = \"300ms\"\n",
-            closed_port(),
-            t.path("h.db")
-        ),
-    )
-    .unwrap();
+    let cfg = watch_config(t, "h.db", &target);
     let conf = t.path("redis.conf");
     std::fs::write(&conf, "bind 127.0.0.1\nport 6379\n").unwrap();
     let evidence = t.path("e.json");
