@@ -5,40 +5,16 @@
 
 use conndoc_testsupport::{program, tests, Need, Tests};
 use std::net::TcpListener;
+mod common;
+
+use common::{conndoc, text, Tmp};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn conndoc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_conndoc")).args(args).env("NO_COLOR", "1").output().expect("run conndoc")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A fresh temporary directory, removed when dropped.
-struct Dir(PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("conndoc-shipped-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn script(dir: &Dir, shell: &str) -> PathBuf {
+fn script(dir: &Tmp, shell: &str) -> PathBuf {
     let o = conndoc(&["completions", shell]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let p = dir.path(&format!("conndoc.{shell}"));
+    let p = dir.join(&format!("conndoc.{shell}"));
     std::fs::write(&p, &o.stdout).unwrap();
     p
 }
@@ -50,7 +26,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 fn bash_completion_registers_and_completes_subcommands_and_options() {
-    let dir = Dir::new("bash");
+    let dir = Tmp::new("bash");
     let s = script(&dir, "bash");
     // What bash does on TAB: call the registered function with COMP_WORDS/COMP_CWORD set.
     let out = run(Command::new("bash").arg("--norc").arg("-c").arg(format!(
@@ -77,7 +53,7 @@ fn bash_completion_registers_and_completes_subcommands_and_options() {
 }
 
 fn zsh_completion_registers_with_compinit() {
-    let dir = Dir::new("zsh");
+    let dir = Tmp::new("zsh");
     let s = script(&dir, "zsh");
     let out = run(Command::new("zsh").arg("-f").arg("-c").arg(format!(
         "autoload -U compinit && compinit -u -D && source {} && print -- \"comp: ${{_comps[conndoc]}}\"",
@@ -87,7 +63,7 @@ fn zsh_completion_registers_with_compinit() {
 }
 
 fn fish_completion_completes_subcommands_and_options() {
-    let dir = Dir::new("fish");
+    let dir = Tmp::new("fish");
     let s = script(&dir, "fish");
     let out = run(Command::new("fish")
         .arg("--no-config")
@@ -116,7 +92,7 @@ fn render(page: &Path) -> String {
 }
 
 fn man_pages_are_written_for_every_subcommand_and_render() {
-    let dir = Dir::new("man");
+    let dir = Tmp::new("man");
     let o = conndoc(&["man", "--out", dir.0.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let mut names: Vec<String> =
@@ -127,21 +103,21 @@ fn man_pages_are_written_for_every_subcommand_and_render() {
     }
     assert!(!names.iter().any(|n| n == "conndoc-man.1"), "the hidden subcommand has no page: {names:?}");
 
-    let top = render(&dir.path("conndoc.1"));
+    let top = render(&dir.join("conndoc.1"));
     for want in ["NAME", "SYNOPSIS", "EXIT STATUS", "ENVIRONMENT", "CONNDOC_LOG", "conndoc-diagnose(1)", "--log-format"]
     {
         assert!(top.contains(want), "conndoc(1) lacks {want:?}:\n{top}");
     }
-    let diag = render(&dir.path("conndoc-diagnose.1"));
+    let diag = render(&dir.join("conndoc-diagnose.1"));
     for want in ["conndoc-diagnose", "--timeout", "--password-file", "--path", "SEE ALSO"] {
         assert!(diag.contains(want), "conndoc-diagnose(1) lacks {want:?}:\n{diag}");
     }
     for n in &names {
-        render(&dir.path(n));
+        render(&dir.join(n));
     }
     // Without --out: the overview on stdout, the same page.
     let o = conndoc(&["man"]);
-    assert_eq!(o.stdout, std::fs::read(dir.path("conndoc.1")).unwrap());
+    assert_eq!(o.stdout, std::fs::read(dir.join("conndoc.1")).unwrap());
     let o = conndoc(&["man", "no-such-command"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
 }
@@ -150,8 +126,8 @@ fn man_pages_are_written_for_every_subcommand_and_render() {
 /// opened and closed again: its log line, in both formats, shows the URL only redacted.
 fn check_log_lines_redact_the_password_in_both_formats() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = Dir::new("log");
-    let cfg = dir.path("watch.toml");
+    let dir = Tmp::new("log");
+    let cfg = dir.join("watch.toml");
     std::fs::write(&cfg, format!("[[target]]\nname = \"cache\"\nurl = \"redis://:S3KRIT@127.0.0.1:{port}\"\n"))
         .unwrap();
     let cfg = cfg.to_str().unwrap();
@@ -249,8 +225,8 @@ fn kubernetes_daemonset_has_exactly_what_it_needs() {
 
 /// `man --out` at something that is not a directory is bad input: one line, exit 2, nothing written.
 fn man_out_not_a_directory_is_bad_input() {
-    let dir = Dir::new("man-out");
-    let file = dir.path("plain-file");
+    let dir = Tmp::new("man-out");
+    let file = dir.join("plain-file");
     std::fs::write(&file, b"keep").unwrap();
     for out in [file.to_str().unwrap(), "/dev/zero"] {
         let o = conndoc(&["man", "--out", out]);
