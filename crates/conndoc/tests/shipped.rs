@@ -197,7 +197,7 @@ fn kubernetes_daemonset_has_exactly_what_it_needs() {
         "privileged: false",
         "allowPrivilegeEscalation: false",
         "drop: [\"ALL\"]",
-        "add: [\"NET_ADMIN\", \"SYS_ADMIN\", \"NET_RAW\", \"SYS_PTRACE\", \"DAC_READ_SEARCH\"]",
+        "add: [\"NET_ADMIN\", \"SYS_ADMIN\"]",
     ] {
         assert_eq!(lines.iter().filter(|l| **l == want).count(), 1, "{want} once in the manifest");
     }
@@ -208,6 +208,13 @@ fn kubernetes_daemonset_has_exactly_what_it_needs() {
     let at = lines.iter().position(|l| *l == "mountPath: /run/netns").expect("a /run/netns mount");
     let mount: Vec<&str> = lines[at..].iter().take_while(|l| !l.starts_with("- name:")).copied().collect();
     assert!(mount.contains(&"readOnly: true") && mount.contains(&"mountPropagation: HostToContainer"), "{mount:?}");
+    // The lab's least-privilege runs have exactly the manifest's capabilities.
+    for name in ["kube-ipt-nft-wrong-port-least-privilege", "kube-nft-endpoint-failing-least-privilege"] {
+        let sc = std::fs::read_to_string(root.join(format!("lab/scenarios/{name}.toml"))).unwrap();
+        for set in ["--inh-caps=-all,+net_admin,+sys_admin", "--bounding-set=-all,+net_admin,+sys_admin"] {
+            assert!(sc.contains(set), "{name}: runs with {set}, as the DaemonSet");
+        }
+    }
     // Every capability and host setting is explained in the docs' table.
     for c in [
         "`hostNetwork: true`",

@@ -277,11 +277,15 @@ fn inside(
         facts.expected = Some(svc);
     }
     let missing = facts.listeners.iter().filter(|l| l.process.is_none()).count();
-    if missing > 0 && !req.privileges.root() && !req.privileges.cap_sys_ptrace {
+    // Root without CAP_SYS_PTRACE (a least-privilege DaemonSet) is refused the fds of any
+    // process with capabilities it lacks, as a user is those of other users.
+    if missing > 0 && !req.privileges.cap_sys_ptrace {
         skipped.push(skip(
             "listener owner",
-            format!("{missing} listener(s) on port {port} belong to processes whose fds this user may not read"),
-            Some("run conndoc as root (or with CAP_SYS_PTRACE) to name the owning process"),
+            format!(
+                "{missing} listener(s) on port {port} belong to processes whose fds conndoc may not read (no CAP_SYS_PTRACE: /proc/PID/fd of a process of another user, or with capabilities conndoc lacks, is closed to it)"
+            ),
+            Some("run conndoc as root with CAP_SYS_PTRACE (and CAP_DAC_READ_SEARCH for other users' processes) to name the owning process"),
         ));
     }
     Ok((facts, skipped))
