@@ -45,6 +45,10 @@ pub(crate) fn proxy_translation(ev: &Evidence, h: &HostFacts) -> Option<Translat
             hook: None,
             rule: None,
             proxy: Some(ProxyRef { pid: p.pid, comm: p.comm.clone(), cmdline: p.cmdline.clone() }),
+            choices: Vec::new(),
+            choices_total: 0,
+            element: None,
+            picked: None,
         });
     }
     None
@@ -88,9 +92,54 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, nat: Option<Translation>) {
         (None, Some(p)) => (p, None),
         (None, None) => return,
     };
-    let mut b = follow(ev, opts, t);
+    let mut b = if t.choices.len() > 1 { follow_range(ev, opts, t) } else { follow(ev, opts, t) };
     b.also = also;
     ev.backend = Some(b);
+}
+
+/// Backends of one range rule inspected at most (each is a namespace search and a socket
+/// table read); the rest are listed, not inspected.
+const MAX_RANGE_FOLLOWED: usize = 16;
+
+/// A rule translating to a range: the kernel picks one backend per connection, so each
+/// is inspected (the first [`MAX_RANGE_FOLLOWED`]) and the first one where nothing takes
+/// the connection is the backend the verdict speaks of — a range where one backend fails
+/// fails some connections. The translation says which one was inspected and why.
+fn follow_range(ev: &mut Evidence, opts: &Options, t: Translation) -> BackendFacts {
+    let mut all = Vec::new();
+    for c in t.choices.iter().take(MAX_RANGE_FOLLOWED) {
+        let mut one = t.clone();
+        one.to = *c;
+        let skipped = ev.skipped.len();
+        let b = follow(ev, opts, one);
+        all.push((b, ev.skipped.split_off(skipped)));
+    }
+    let serving: Vec<Option<bool>> = all.iter().map(|(b, _)| serves(b)).collect();
+    let pick = serving.iter().position(|s| *s == Some(false)).unwrap_or(0);
+    let state = |i: usize| match serving[i] {
+        Some(true) => "takes connections",
+        Some(false) => "nothing takes the connection",
+        None => "not inspected",
+    };
+    let listed: Vec<String> = (0..all.len()).map(|i| format!("{} {}", t.choices[i], state(i))).collect();
+    let not_followed = t.choices_total.saturating_sub(all.len() as u64);
+    let why = if serving[pick] == Some(false) {
+        format!("{} inspected: the first backend where nothing takes the connection", t.choices[pick])
+    } else {
+        format!("{} inspected: no backend inspected refuses the connection", t.choices[pick])
+    };
+    let more = if not_followed > 0 { format!("; {not_followed} more not inspected") } else { String::new() };
+    let (mut chosen, skipped) = all.swap_remove(pick);
+    ev.skipped.extend(skipped);
+    chosen.translation.picked = Some(format!("{why} ({}{more})", listed.join(", ")));
+    chosen
+}
+
+/// Whether the inspected backend takes connections on its address and port.
+fn serves(b: &BackendFacts) -> Option<bool> {
+    let h = b.host.as_ref()?;
+    let to = b.translation.to;
+    Some(h.listeners.iter().any(|l| l.port() == to.port() && l.accepts(to.ip())))
 }
 
 /// Find the namespace that owns `t.to` and inspect it there with the backend's port. The

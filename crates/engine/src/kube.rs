@@ -34,6 +34,10 @@ pub(crate) fn translation(m: &ServiceMatch, e: &conndoc_facts::kube::ServiceEndp
         hook: Some(Hook::Output),
         rule: Some(e.rule.clone()),
         proxy: None,
+        choices: Vec::new(),
+        choices_total: 0,
+        element: None,
+        picked: None,
     }
 }
 

@@ -58,6 +58,28 @@ pub struct Translation {
     /// The proxy process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyRef>,
+    /// A rule translating to a range (`dnat to 10.0.0.2-10.0.0.3:6379-6380`, `--to-ports
+    /// 6000-6010`): the backends the kernel may pick from, one per connection, in order
+    /// (the first [`MAX_CHOICES`]); empty when there is one backend. `to` is the one inspected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<SocketAddr>,
+    /// How many backends the range has in all (more than `choices` holds when large).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub choices_total: u64,
+    /// For a dnat map (`dnat to tcp dport map { … }`, `@name`): the element the packet
+    /// matched, as nft prints it (`16379 : 10.77.1.2 . 6379`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub element: Option<String>,
+    /// Which of the `choices` was inspected, and why (the first that does not serve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picked: Option<String>,
+}
+
+/// Backends of a range listed in a translation at most.
+pub const MAX_CHOICES: usize = 64;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Translation {
@@ -68,7 +90,28 @@ impl Translation {
             (None, Some(p)) => format!(" by {} pid {}: {}", p.comm, p.pid, p.cmdline),
             (None, None) => String::new(),
         };
-        format!("{} {} → {}{by}", self.kind.as_str(), self.from, self.to)
+        let mut how = String::new();
+        if let Some(e) = &self.element {
+            how.push_str(&format!(" (map element `{e}`)"));
+        }
+        if !self.choices.is_empty() {
+            let total = self.choices_total.max(self.choices.len() as u64);
+            let list: Vec<String> = self.choices.iter().map(|c| c.to_string()).collect();
+            let more = if total > self.choices.len() as u64 {
+                format!(" and {} more", total - self.choices.len() as u64)
+            } else {
+                String::new()
+            };
+            how.push_str(&format!(
+                " (one of {total} backends the kernel picks from per connection: {}{more}",
+                list.join(", ")
+            ));
+            if let Some(p) = &self.picked {
+                how.push_str(&format!("; {p}"));
+            }
+            how.push(')');
+        }
+        format!("{} {} → {}{how}{by}", self.kind.as_str(), self.from, self.to)
     }
 }
 
@@ -235,6 +278,10 @@ mod tests {
             hook: None,
             rule: None,
             proxy: Some(ProxyRef { pid: 7, comm: "docker-proxy".into(), cmdline: "docker-proxy -proto tcp".into() }),
+            choices: Vec::new(),
+            choices_total: 0,
+            element: None,
+            picked: None,
         };
         assert_eq!(
             t.describe(),

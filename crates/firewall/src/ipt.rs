@@ -368,8 +368,8 @@ fn nat_target(target: &str, rest: &[String]) -> Result<NatAction, String> {
         return Ok(match value {
             None => NatAction::Redirect { port: None },
             Some(p) => match nat_port(p)? {
-                Ok(port) => NatAction::Redirect { port: Some(port) },
-                Err(why) => NatAction::Unfollowed { kind: NatKind::Redirect, why },
+                (a, z) if a == z => NatAction::Redirect { port: Some(a) },
+                ports => NatAction::RedirectRange { ports },
             },
         });
     }
@@ -377,42 +377,59 @@ fn nat_target(target: &str, rest: &[String]) -> Result<NatAction, String> {
     dnat_to(v)
 }
 
-/// `A`, `A:P`, `[A6]:P`, `A6`, with ranges (`A-B`, `P-Q`) seen but not followed.
+/// `A`, `A:P`, `[A6]:P`, `A6`, with ranges (`A-B`, `P-Q`: the kernel picks one per
+/// connection, every one listed as a possible backend).
 pub(crate) fn dnat_to(v: &str) -> Result<NatAction, String> {
-    let unfollowed = |why: String| Ok(NatAction::Unfollowed { kind: NatKind::Dnat, why });
     let (a, p) = if let Some(rest) = v.strip_prefix('[') {
-        let (a, after) = rest.split_once(']').ok_or_else(|| format!("--to-destination {v}"))?;
-        (a, after.strip_prefix(':'))
-    } else if v.parse::<IpAddr>().is_ok() {
-        (v, None)
+        // `[A6]:P`, or `[A6]-[B6]:P` as iptables prints an IPv6 range.
+        let (a, after) = match rest.split_once("]-[") {
+            Some((first, more)) => {
+                let (b, after) = more.split_once(']').ok_or_else(|| format!("--to-destination {v}"))?;
+                (format!("{first}-{b}"), after)
+            }
+            None => {
+                let (a, after) = rest.split_once(']').ok_or_else(|| format!("--to-destination {v}"))?;
+                (a.to_string(), after)
+            }
+        };
+        (a, after.strip_prefix(':').map(str::to_string))
+    } else if v.parse::<IpAddr>().is_ok() || (v.matches(':').count() > 1) {
+        // A bare IPv6 address or range has no port.
+        (v.to_string(), None)
     } else {
         match v.rsplit_once(':') {
-            Some((a, p)) => (a, Some(p)),
-            None => (v, None),
+            Some((a, p)) => (a.to_string(), Some(p.to_string())),
+            None => (v.to_string(), None),
         }
     };
-    if a.contains('-') {
-        return unfollowed(format!("DNAT to the address range {a}"));
-    }
     if a.is_empty() {
-        return unfollowed(format!("DNAT to port {} of the packet's own address", p.unwrap_or("?")));
+        return Ok(NatAction::Unfollowed {
+            kind: NatKind::Dnat,
+            why: format!("DNAT to port {} of the packet's own address", p.as_deref().unwrap_or("?")),
+        });
     }
-    let addr: IpAddr = a.parse().map_err(|_| format!("--to-destination address {a}"))?;
-    let port = match p.map(nat_port).transpose()? {
-        None => None,
-        Some(Ok(port)) => Some(port),
-        Some(Err(why)) => return unfollowed(why),
+    let ip = |s: &str| s.parse::<IpAddr>().map_err(|_| format!("--to-destination address {s}"));
+    let addrs = match a.split_once('-') {
+        Some((x, y)) => (ip(x)?, ip(y)?),
+        None => (ip(&a)?, ip(&a)?),
     };
-    Ok(NatAction::Dnat { addr, port })
+    if addrs.0.is_ipv4() != addrs.1.is_ipv4() {
+        return Err(format!("--to-destination {v}: an address range across families"));
+    }
+    let ports = p.as_deref().map(nat_port).transpose()?;
+    Ok(match ports {
+        None if addrs.0 == addrs.1 => NatAction::Dnat { addr: addrs.0, port: None },
+        Some((p, q)) if p == q && addrs.0 == addrs.1 => NatAction::Dnat { addr: addrs.0, port: Some(p) },
+        ports => NatAction::DnatRange { addrs, ports },
+    })
 }
 
-/// One port, or a range (Err inside: seen, not followed — the kernel picks one per flow).
-fn nat_port(p: &str) -> Result<Result<u16, String>, String> {
+/// One port (`P`, as the range `P-P`) or a range `P-Q`.
+fn nat_port(p: &str) -> Result<(u16, u16), String> {
     let num = |s: &str| s.parse::<u16>().map_err(|_| format!("nat port {s}"));
     match p.split_once('-') {
-        Some((a, z)) if num(a)? == num(z)? => Ok(Ok(num(a)?)),
-        Some((a, z)) => Ok(Err(format!("a port range {}-{} (the kernel picks one per connection)", num(a)?, num(z)?))),
-        None => Ok(Ok(num(p)?)),
+        Some((a, z)) => Ok((num(a)?, num(z)?)),
+        None => Ok((num(p)?, num(p)?)),
     }
 }
 
@@ -550,20 +567,33 @@ mod tests {
             nat_target("DNAT", &w("--to-destination fd77:1::2")),
             Ok(NatAction::Dnat { addr: a("fd77:1::2"), port: None })
         );
-        assert!(matches!(
+        assert_eq!(
             nat_target("DNAT", &w("--to-destination 10.0.0.1:6000-6010")),
-            Ok(NatAction::Unfollowed { kind: NatKind::Dnat, .. })
-        ));
-        assert!(matches!(
+            Ok(NatAction::DnatRange { addrs: (a("10.0.0.1"), a("10.0.0.1")), ports: Some((6000, 6010)) })
+        );
+        assert_eq!(
             nat_target("DNAT", &w("--to-destination 10.0.0.1-10.0.0.3")),
-            Ok(NatAction::Unfollowed { kind: NatKind::Dnat, .. })
-        ));
+            Ok(NatAction::DnatRange { addrs: (a("10.0.0.1"), a("10.0.0.3")), ports: None })
+        );
+        assert_eq!(
+            nat_target("DNAT", &w("--to-destination 10.0.0.2-10.0.0.3:6379-6380")),
+            Ok(NatAction::DnatRange { addrs: (a("10.0.0.2"), a("10.0.0.3")), ports: Some((6379, 6380)) })
+        );
+        assert_eq!(
+            nat_target("DNAT", &w("--to-destination [fd77::2]-[fd77::3]:6379")),
+            Ok(NatAction::DnatRange { addrs: (a("fd77::2"), a("fd77::3")), ports: Some((6379, 6379)) })
+        );
+        assert_eq!(
+            nat_target("DNAT", &w("--to-destination fd77::2-fd77::3")),
+            Ok(NatAction::DnatRange { addrs: (a("fd77::2"), a("fd77::3")), ports: None })
+        );
+        assert!(nat_target("DNAT", &w("--to-destination 10.0.0.2-fd77::3")).is_err());
         assert_eq!(nat_target("REDIRECT", &w("--to-ports 6390")), Ok(NatAction::Redirect { port: Some(6390) }));
         assert_eq!(nat_target("REDIRECT", &[]), Ok(NatAction::Redirect { port: None }));
-        assert!(matches!(
+        assert_eq!(
             nat_target("REDIRECT", &w("--to-ports 6390-6392")),
-            Ok(NatAction::Unfollowed { kind: NatKind::Redirect, .. })
-        ));
+            Ok(NatAction::RedirectRange { ports: (6390, 6392) })
+        );
         assert!(nat_target("DNAT", &w("--to-destination 10.0.0.1:x")).is_err());
         assert!(nat_target("DNAT", &w("--to-destination 10.0.0.1 --bogus")).is_err());
     }

@@ -161,6 +161,15 @@ pub enum NatAction {
     /// `redirect to :PORT`, `-j REDIRECT --to-ports PORT`: this host, another port; no port
     /// keeps the dialled one.
     Redirect { port: Option<u16> },
+    /// `dnat to A-B[:P-Q]`, `dnat to A:P-Q`, `--to-destination A-B:P-Q`: the kernel picks
+    /// one address and one port of the ranges per connection; no ports keep the dialled one.
+    DnatRange { addrs: (IpAddr, IpAddr), ports: Option<(u16, u16)> },
+    /// `redirect to :P-Q`, `--to-ports P-Q`: this host, one port of the range per connection.
+    RedirectRange { ports: (u16, u16) },
+    /// One element of a dnat map (`dnat to tcp dport map { 16379 : 10.77.1.2 }`, `@name`):
+    /// the rule is read as one rule per element, as a verdict map is, each matching its
+    /// key; `element` is the element as nft prints it.
+    DnatMapped { addr: IpAddr, port: Option<u16>, element: String },
     /// `snat`, `masquerade`: the source is rewritten (postrouting), the destination kept.
     Snat,
     /// A destination translation conndoc reads but cannot follow to one backend (a port or

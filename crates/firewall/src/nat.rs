@@ -5,7 +5,7 @@
 
 use crate::model::{Action, NatAction, NatKind, Packet, Ruleset, MAX_DEPTH};
 use conndoc_facts::firewall::{Hook, NotUnderstood, RuleRef};
-use conndoc_facts::nat::{Translation, TranslationKind};
+use conndoc_facts::nat::{Translation, TranslationKind, MAX_CHOICES};
 use conndoc_facts::Family;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -38,27 +38,96 @@ impl NatEvaluation {
     pub fn translation(&self, pkt: &Packet) -> Result<Option<Translation>, Box<Unfollowed>> {
         let Some((rule, action)) = &self.matched else { return Ok(None) };
         let from = SocketAddr::new(pkt.destination, pkt.destination_port);
+        let mut element = None;
+        let mut range: Option<((IpAddr, IpAddr), (u16, u16))> = None;
+        let dialled = pkt.destination_port;
         let (kind, to) = match action {
             NatAction::Snat => return Ok(None),
             NatAction::Unfollowed { kind, why } => {
                 return Err(Box::new(Unfollowed { rule: rule.clone(), kind: *kind, why: why.clone() }))
             }
-            NatAction::Dnat { addr, port } => {
-                (TranslationKind::Dnat, SocketAddr::new(*addr, port.unwrap_or(pkt.destination_port)))
+            NatAction::Dnat { addr, port } => (TranslationKind::Dnat, SocketAddr::new(*addr, port.unwrap_or(dialled))),
+            NatAction::DnatMapped { addr, port, element: e } => {
+                element = Some(e.clone());
+                (TranslationKind::Dnat, SocketAddr::new(*addr, port.unwrap_or(dialled)))
+            }
+            NatAction::DnatRange { addrs, ports } => {
+                let ports = ports.unwrap_or((dialled, dialled));
+                range = Some((*addrs, ports));
+                (TranslationKind::Dnat, SocketAddr::new(addrs.0, ports.0))
             }
             NatAction::Redirect { port } => {
-                // The kernel redirects this host's own packets to loopback, others to the
-                // address of the interface they came in on: this host, either way.
-                let addr = match (self.hook, pkt.family) {
-                    (Hook::Output, Family::Ipv4) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    (Hook::Output, Family::Ipv6) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-                    _ => pkt.destination,
-                };
-                (TranslationKind::Redirect, SocketAddr::new(addr, port.unwrap_or(pkt.destination_port)))
+                (TranslationKind::Redirect, SocketAddr::new(self.redirect_addr(pkt), port.unwrap_or(dialled)))
+            }
+            NatAction::RedirectRange { ports } => {
+                let a = self.redirect_addr(pkt);
+                range = Some(((a, a), *ports));
+                (TranslationKind::Redirect, SocketAddr::new(a, ports.0))
             }
         };
-        Ok(Some(Translation { kind, from, to, hook: Some(self.hook), rule: Some(rule.clone()), proxy: None }))
+        let (choices, choices_total) = match range {
+            Some((addrs, ports)) => choices(addrs, ports),
+            None => (Vec::new(), 0),
+        };
+        Ok(Some(Translation {
+            kind,
+            from,
+            to,
+            hook: Some(self.hook),
+            rule: Some(rule.clone()),
+            proxy: None,
+            choices,
+            choices_total,
+            element,
+            picked: None,
+        }))
     }
+
+    /// The kernel redirects this host's own packets to loopback, others to the address of
+    /// the interface they came in on: this host, either way.
+    fn redirect_addr(&self, pkt: &Packet) -> IpAddr {
+        match (self.hook, pkt.family) {
+            (Hook::Output, Family::Ipv4) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            (Hook::Output, Family::Ipv6) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            _ => pkt.destination,
+        }
+    }
+}
+
+/// Every backend of an address range × port range, address-major as listed (the first
+/// [`MAX_CHOICES`]), and how many there are in all; a single backend gives none.
+pub fn choices(addrs: (IpAddr, IpAddr), ports: (u16, u16)) -> (Vec<SocketAddr>, u64) {
+    let (p0, p1) = (ports.0.min(ports.1), ports.0.max(ports.1));
+    let nports = u128::from(p1 - p0) + 1;
+    let (a0, n_addr) = match addrs {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let (a, b) = (u32::from(a).min(u32::from(b)), u32::from(a).max(u32::from(b)));
+            (u128::from(a), u128::from(b - a) + 1)
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let (a, b) = (u128::from(a).min(u128::from(b)), u128::from(a).max(u128::from(b)));
+            (a, (b - a).saturating_add(1))
+        }
+        // Mixed families cannot be written; keep the first address alone.
+        (a, _) => return choices((a, a), ports),
+    };
+    let total = n_addr.saturating_mul(nports);
+    if total <= 1 {
+        return (Vec::new(), 0);
+    }
+    let v4 = addrs.0.is_ipv4();
+    let mut out = Vec::new();
+    'all: for i in 0..n_addr {
+        let n = a0 + i;
+        let ip = if v4 { IpAddr::V4(Ipv4Addr::from(n as u32)) } else { IpAddr::V6(Ipv6Addr::from(n)) };
+        for p in p0..=p1 {
+            if out.len() >= MAX_CHOICES {
+                break 'all;
+            }
+            out.push(SocketAddr::new(ip, p));
+        }
+    }
+    (out, u64::try_from(total).unwrap_or(u64::MAX))
 }
 
 enum Outcome {

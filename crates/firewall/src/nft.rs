@@ -66,6 +66,8 @@ pub fn parse_text(text: &str) -> RuleTexts {
 
 struct SetDef {
     elems: Vec<Elem>,
+    /// A map's elements as read (`[key, data]`), for a dnat map that names it.
+    raw: Vec<Value>,
     /// Why the set cannot be used (concatenated type, unknown element form).
     problem: Option<String>,
 }
@@ -95,11 +97,14 @@ pub fn parse_json(
     for item in items {
         if let Some(set) = item.get("set").or_else(|| item.get("map")) {
             let key = (s(set, "family"), s(set, "table"), s(set, "name"));
-            let mut def = SetDef { elems: Vec::new(), problem: None };
+            let mut def = SetDef { elems: Vec::new(), raw: Vec::new(), problem: None };
             if set.get("type").is_some_and(Value::is_array) {
                 def.problem = Some(format!("set @{} has a concatenated type", key.2));
             }
             for e in set.get("elem").and_then(Value::as_array).into_iter().flatten() {
+                if item.get("map").is_some() {
+                    def.raw.push(e.clone());
+                }
                 let e = if item.get("map").is_some() { e.as_array().and_then(|a| a.first()).unwrap_or(e) } else { e };
                 match elem(e) {
                     Some(x) => def.elems.push(x),
@@ -182,9 +187,10 @@ pub fn parse_json(
             text,
         };
         let mut rule = Rule { reference, conds: Vec::new(), action: Action::Continue, not_understood: None };
+        let mut split = None;
         let exprs = r.get("expr").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         for e in exprs {
-            if let Err(why) = statement(e, &mut rule, &sets, &family, &table) {
+            if let Err(why) = statement(e, &mut rule, &mut split, &sets, &family, &table) {
                 rule.not_understood.get_or_insert(why);
             }
         }
@@ -192,7 +198,17 @@ pub fn parse_json(
             rs.not_understood_total += 1;
         }
         rs.rule_count += 1;
-        ch.rules.push(rule);
+        match split {
+            // A dnat map: one rule per element, all with the rule's own reference.
+            Some(entries) if rule.not_understood.is_none() => {
+                for (more, action) in entries {
+                    let mut conds = rule.conds.clone();
+                    conds.extend(more);
+                    ch.rules.push(Rule { reference: rule.reference.clone(), conds, action, not_understood: None });
+                }
+            }
+            _ => ch.rules.push(rule),
+        }
     }
     Ok(rs)
 }
@@ -217,6 +233,7 @@ fn priority(v: Option<&Value>) -> i64 {
 fn statement(
     e: &Value,
     rule: &mut Rule,
+    split: &mut Option<Vec<(Vec<Cond>, Action)>>,
     sets: &HashMap<(String, String, String), SetDef>,
     family: &str,
     table: &str,
@@ -273,20 +290,24 @@ fn statement(
             set_action(rule, Action::Reject(with));
         }
         "dnat" | "redirect" => {
-            let (nat, fam) = nat_statement(name, body)?;
-            // `dnat to tcp dport map @m`: a key not in the map ends the rule.
-            if let Some(m) = ["addr", "port"].iter().find_map(|k| body.get(*k)?.get("map")) {
-                rule.conds.extend(match_cond(
-                    &serde_json::json!({ "op": "==", "left": m.get("key"), "right": m.get("data") }),
-                    sets,
-                    family,
-                    table,
-                )?);
-            }
+            let fam = match body.get("family").and_then(Value::as_str) {
+                Some("ip") => Some(Family::Ipv4),
+                Some("ip6") => Some(Family::Ipv6),
+                _ => None,
+            };
             // `dnat ip to …` in an inet chain translates IPv4 packets only.
             if let Some(f) = fam.filter(|_| family == "inet") {
                 rule.conds.push(Cond::Cmp { key: Key::NfProto, op: Op::In, elems: vec![Elem::Fam(f)] });
             }
+            // `dnat to tcp dport map { … }` / `@m`: one rule per element (a key not in the
+            // map ends the rule), each translating to its element's data.
+            if let Some(m) = body.get("addr").and_then(|a| a.get("map")).filter(|_| name == "dnat") {
+                if !verdict_seen && split.is_none() {
+                    *split = Some(nat_map(m, sets, family, table)?);
+                }
+                return Ok(());
+            }
+            let nat = nat_statement(name, body)?;
             set_action(rule, Action::Nat(nat));
         }
         "snat" | "masquerade" => set_action(rule, Action::Nat(NatAction::Snat)),
@@ -308,47 +329,167 @@ fn statement(
 }
 
 /// `{"dnat": {"family": "ip", "addr": "10.77.1.2", "port": 6379}}`, `{"redirect": {"port": 6390}}`
-/// (or null): the translation and the family it is limited to.
-fn nat_statement(name: &str, body: &Value) -> Result<(NatAction, Option<Family>), String> {
+/// (or null), with ranges (`{"range": [a, b]}`, an address `{"prefix": …}`): the translation.
+fn nat_statement(name: &str, body: &Value) -> Result<NatAction, String> {
     let kind = if name == "dnat" { NatKind::Dnat } else { NatKind::Redirect };
-    let fam = match body.get("family").and_then(Value::as_str) {
-        Some("ip") => Some(Family::Ipv4),
-        Some("ip6") => Some(Family::Ipv6),
-        _ => None,
+    let unfollowed = |why: String| Ok(NatAction::Unfollowed { kind, why });
+    let port_num = |v: &Value| -> Result<u16, String> {
+        v.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or_else(|| format!("{name} port {v}"))
     };
-    let unfollowed = |why: String| Ok((NatAction::Unfollowed { kind, why }, fam));
-    let port = match body.get("port") {
+    let ports = match body.get("port") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => {
-            Some(u16::try_from(n.as_u64().unwrap_or(u64::MAX)).map_err(|_| format!("{name} port {n}"))?)
+        Some(n @ Value::Number(_)) => {
+            let p = port_num(n)?;
+            Some((p, p))
         }
         Some(Value::Object(o)) if o.contains_key("range") => {
-            return unfollowed(format!("a port range {} (the kernel picks one per connection)", range_text(o)));
+            let r = o["range"].as_array().ok_or_else(|| format!("{name} port range {}", range_text(o)))?;
+            match (r.first(), r.get(1)) {
+                (Some(a), Some(b)) => Some((port_num(a)?, port_num(b)?)),
+                _ => return Err(format!("{name} port range {}", range_text(o))),
+            }
         }
         Some(v) => return unfollowed(format!("{name} to the port {v}")),
     };
     if kind == NatKind::Redirect {
-        return Ok((NatAction::Redirect { port }, fam));
+        return Ok(match ports {
+            None => NatAction::Redirect { port: None },
+            Some((p, q)) if p == q => NatAction::Redirect { port: Some(p) },
+            Some(r) => NatAction::RedirectRange { ports: r },
+        });
     }
-    let addr = match body.get("addr") {
-        Some(Value::String(a)) => a.parse::<IpAddr>().map_err(|_| format!("dnat address {a}"))?,
-        Some(Value::Object(o)) if o.contains_key("map") => {
-            // As nft prints it: `tcp dport map @m`.
-            let m = &o["map"];
-            let key = m.get("key").and_then(|k| k.get("payload")).map(|p| {
-                let f = |n: &str| p.get(n).and_then(Value::as_str).unwrap_or("?").to_string();
-                format!("{} {} ", f("protocol"), f("field"))
-            });
-            let data = m.get("data").and_then(Value::as_str).unwrap_or("{ … }");
-            return unfollowed(format!("dnat to {}map {data}", key.unwrap_or_default()));
-        }
+    let ip = |v: &Value| -> Result<IpAddr, String> {
+        v.as_str().and_then(|a| a.parse().ok()).ok_or_else(|| format!("dnat address {v}"))
+    };
+    let addrs = match body.get("addr") {
+        Some(a @ Value::String(_)) => (ip(a)?, ip(a)?),
         Some(Value::Object(o)) if o.contains_key("range") => {
-            return unfollowed(format!("dnat to the address range {}", range_text(o)));
+            let r = o["range"].as_array().ok_or_else(|| format!("dnat address range {}", range_text(o)))?;
+            match (r.first(), r.get(1)) {
+                (Some(a), Some(b)) => (ip(a)?, ip(b)?),
+                _ => return Err(format!("dnat address range {}", range_text(o))),
+            }
+        }
+        // nft prints a range that is a prefix (`10.77.1.2-10.77.1.3`) as `10.77.1.2/31`.
+        Some(Value::Object(o)) if o.contains_key("prefix") => {
+            let p = &o["prefix"];
+            let a = ip(p.get("addr").unwrap_or(&Value::Null))?;
+            let len = p.get("len").and_then(Value::as_u64).ok_or_else(|| format!("dnat prefix {p}"))?;
+            (a, prefix_last(a, len).ok_or_else(|| format!("dnat prefix {p}"))?)
         }
         Some(v) => return unfollowed(format!("dnat to {v}")),
         None => return unfollowed("dnat without an address".into()),
     };
-    Ok((NatAction::Dnat { addr, port }, fam))
+    if addrs.0.is_ipv4() != addrs.1.is_ipv4() {
+        return Err("dnat to an address range across families".into());
+    }
+    Ok(match ports {
+        None if addrs.0 == addrs.1 => NatAction::Dnat { addr: addrs.0, port: None },
+        Some((p, q)) if p == q && addrs.0 == addrs.1 => NatAction::Dnat { addr: addrs.0, port: Some(p) },
+        ports => NatAction::DnatRange { addrs, ports },
+    })
+}
+
+/// The last address of `a/len`.
+fn prefix_last(a: IpAddr, len: u64) -> Option<IpAddr> {
+    match a {
+        IpAddr::V4(v) if len <= 32 => {
+            let host = u32::MAX.checked_shr(len as u32).unwrap_or(0);
+            Some(IpAddr::V4((u32::from(v) | host).into()))
+        }
+        IpAddr::V6(v) if len <= 128 => {
+            let host = u128::MAX.checked_shr(len as u32).unwrap_or(0);
+            Some(IpAddr::V6((u128::from(v) | host).into()))
+        }
+        _ => None,
+    }
+}
+
+/// `dnat to KEY map { K : ADDR[ . PORT], … }` or `map @name`: per element, the conditions
+/// its key puts on the packet and the translation to its data.
+fn nat_map(
+    m: &Value,
+    sets: &HashMap<(String, String, String), SetDef>,
+    family: &str,
+    table: &str,
+) -> Result<Vec<(Vec<Cond>, Action)>, String> {
+    let key = m.get("key").ok_or("dnat map without a key")?;
+    let elems: Vec<Value> = match m.get("data") {
+        Some(Value::String(n)) if n.starts_with('@') => {
+            let name = &n[1..];
+            let def = sets
+                .get(&(family.to_string(), table.to_string(), name.to_string()))
+                .ok_or_else(|| format!("map @{name} not found"))?;
+            def.raw.clone()
+        }
+        Some(Value::Object(o)) if o.contains_key("set") => o["set"].as_array().cloned().unwrap_or_default(),
+        d => return Err(format!("dnat map data {}", d.cloned().unwrap_or(Value::Null))),
+    };
+    let parts = |v: &Value| -> Vec<Value> {
+        match v.get("concat").and_then(Value::as_array) {
+            Some(a) => a.clone(),
+            None => vec![v.clone()],
+        }
+    };
+    let key_parts = parts(key);
+    let mut out = Vec::new();
+    for e in &elems {
+        let (k, v) = match e.as_array().map(Vec::as_slice) {
+            Some([k, v]) => (k, v),
+            _ => return Err(format!("dnat map element {e}")),
+        };
+        let kv = parts(k);
+        if kv.len() != key_parts.len() {
+            return Err(format!("dnat map element {e}: its key does not match {key}"));
+        }
+        let mut conds = Vec::new();
+        for (left, right) in key_parts.iter().zip(&kv) {
+            conds.extend(match_cond(
+                &serde_json::json!({ "op": "==", "left": left, "right": right }),
+                sets,
+                family,
+                table,
+            )?);
+        }
+        let data = parts(v);
+        let addr = data
+            .first()
+            .and_then(Value::as_str)
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .ok_or_else(|| format!("dnat map data {v}"))?;
+        let port = match data.get(1) {
+            None => None,
+            Some(p) => {
+                Some(p.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or_else(|| format!("dnat map port {p}"))?)
+            }
+        };
+        let element = format!("{} : {}", json_text(k), json_text(v));
+        out.push((conds, Action::Nat(NatAction::DnatMapped { addr, port, element })));
+    }
+    Ok(out)
+}
+
+/// A value as nft prints it: `16379`, `10.77.1.2 . 6379`, `10.0.0.0/8`, `1-2`.
+fn json_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Object(o) if o.contains_key("concat") => {
+            o["concat"].as_array().into_iter().flatten().map(json_text).collect::<Vec<_>>().join(" . ")
+        }
+        Value::Object(o) if o.contains_key("prefix") => {
+            let p = &o["prefix"];
+            format!(
+                "{}/{}",
+                json_text(p.get("addr").unwrap_or(&Value::Null)),
+                json_text(p.get("len").unwrap_or(&Value::Null))
+            )
+        }
+        Value::Object(o) if o.contains_key("range") => {
+            o["range"].as_array().into_iter().flatten().map(json_text).collect::<Vec<_>>().join("-")
+        }
+        v => v.to_string(),
+    }
 }
 
 fn match_cond(

@@ -55,7 +55,7 @@ fn dnat(a: &str, port: Option<u16>) -> Action {
 fn nft_nat_statements_read_alike_over_netlink_and_json() {
     let (nl, js) = (netlink(), json());
     let (a, b) = (by_handle(&nl), by_handle(&js));
-    assert_eq!(a.len(), 17);
+    assert_eq!(a.len(), 24);
     let want = [
         (k("ip", "hand", "prerouting", 7), dnat("10.77.1.2", Some(6379))),
         (k("ip", "hand", "prerouting", 8), Action::Jump("web".into())),
@@ -78,24 +78,39 @@ fn nft_nat_statements_read_alike_over_netlink_and_json() {
             assert_eq!(got.2, None, "{reader} {key:?}");
         }
     }
-    // A port range, a redirect to a range and a map are read, named, not followed.
-    for key in
-        [k("ip", "hand", "prerouting", 11), k("ip", "hand", "prerouting", 13), k("ip6", "hand6", "prerouting", 3)]
-    {
+    // Ranges are read as ranges; a map as one rule per element (the last one by handle).
+    let range = |a: &str, b: &str, ports: Option<(u16, u16)>| {
+        Action::Nat(NatAction::DnatRange { addrs: (ip(a), ip(b)), ports })
+    };
+    let mapped = |a: &str, port: Option<u16>, e: &str| {
+        Action::Nat(NatAction::DnatMapped { addr: ip(a), port, element: e.into() })
+    };
+    let want = [
+        (k("ip", "hand", "prerouting", 11), range("10.77.1.2", "10.77.1.2", Some((6000, 6010)))),
+        (k("ip", "hand", "prerouting", 13), mapped("10.77.1.2", Some(6379), "7001 : 10.77.1.2 . 6379")),
+        (k("ip6", "hand6", "prerouting", 3), Action::Nat(NatAction::RedirectRange { ports: (6390, 6392) })),
+        (k("ip", "ranges", "prerouting", 3), range("10.77.1.2", "10.77.1.3", Some((6379, 6379)))),
+        (k("ip", "ranges", "prerouting", 4), range("10.77.1.2", "10.77.1.2", Some((6379, 6380)))),
+        (k("ip", "ranges", "prerouting", 6), mapped("10.77.1.3", None, "16394 : 10.77.1.3")),
+        (k("ip", "ranges", "prerouting", 8), mapped("10.77.1.5", None, "10.77.0.5 : 10.77.1.5")),
+        (k("ip", "ranges", "prerouting", 9), mapped("10.77.1.3", Some(6380), "16393 : 10.77.1.3 . 6380")),
+        (k("ip", "ranges", "prerouting", 10), Action::Nat(NatAction::RedirectRange { ports: (6000, 6010) })),
+        (k("ip", "ranges", "prerouting", 11), range("10.77.1.2", "10.77.1.4", None)),
+    ];
+    for (key, action) in &want {
         for (reader, m) in [("netlink", &a), ("nft -j", &b)] {
-            assert!(matches!(&m[&key].0, Action::Nat(NatAction::Unfollowed { .. })), "{reader} {key:?}: {:?}", m[&key]);
+            let got = &m[key];
+            assert_eq!(&got.0, action, "{reader} {key:?}");
+            assert_eq!(got.2, None, "{reader} {key:?}");
         }
     }
-    type Rules = BTreeMap<Key4, (Action, Vec<Cond>, Option<String>, String)>;
-    let why = |m: &Rules, key: Key4| match &m[&key] {
-        (Action::Nat(NatAction::Unfollowed { kind, why }), ..) => (*kind, why.clone()),
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(why(&a, k("ip", "hand", "prerouting", 11)).0, NatKind::Dnat);
-    assert!(why(&a, k("ip", "hand", "prerouting", 11)).1.contains("6000-6010"));
-    assert!(why(&b, k("ip", "hand", "prerouting", 11)).1.contains("port range"));
-    assert!(why(&a, k("ip", "hand", "prerouting", 13)).1.contains("map"));
-    assert_eq!(why(&a, k("ip6", "hand6", "prerouting", 3)).0, NatKind::Redirect);
+    // The two-element map is two rules, each matching its own key.
+    for (reader, rs) in [("netlink", &nl), ("nft -j", &js)] {
+        let ch = &rs.chains[&(0, "ip".into(), "ranges".into(), "prerouting".into())];
+        let six: Vec<_> = ch.rules.iter().filter(|r| r.reference.handle == Some(6)).collect();
+        assert_eq!(six.len(), 2, "{reader}");
+        assert_eq!(six[0].action, mapped("10.77.1.2", None, "16392 : 10.77.1.2"), "{reader}");
+    }
     // `dnat ip to` in an inet table translates IPv4 only: both readers say so.
     for m in [&a, &b] {
         for (h, fam) in [(2, Family::Ipv4), (3, Family::Ipv6)] {
@@ -138,6 +153,7 @@ fn nat_chains_are_attached_apart_from_filter_chains() {
                 ("inet".into(), "prerouting".into(), "prerouting", -100),
                 ("ip".into(), "output".into(), "output", -100),
                 ("ip".into(), "postrouting".into(), "postrouting", 100),
+                ("ip".into(), "prerouting".into(), "prerouting", -100),
                 ("ip".into(), "prerouting".into(), "prerouting", -100),
                 ("ip6".into(), "prerouting".into(), "prerouting", -100),
             ]
@@ -190,8 +206,11 @@ fn docker_iptables_nat_rules_from_both_backends() {
         }));
         assert_eq!(r("PREROUTING", 2).0, Action::Nat(NatAction::Redirect { port: Some(6390) }));
         assert_eq!(r("PREROUTING", 3).0, dnat("10.77.1.2", None));
-        assert!(matches!(r("PREROUTING", 4).0, Action::Nat(NatAction::Unfollowed { kind: NatKind::Dnat, .. })));
-        assert!(matches!(r("OUTPUT", 2).0, Action::Nat(NatAction::Unfollowed { kind: NatKind::Redirect, .. })));
+        let range = |a: &str, b: &str, ports| Action::Nat(NatAction::DnatRange { addrs: (ip(a), ip(b)), ports });
+        assert_eq!(r("PREROUTING", 4).0, range("10.77.1.2", "10.77.1.2", Some((6000, 6010))), "{name}");
+        assert_eq!(r("PREROUTING", 5).0, range("10.77.1.2", "10.77.1.3", Some((6379, 6380))), "{name}");
+        assert_eq!(r("PREROUTING", 6).0, range("10.77.1.2", "10.77.1.4", None), "{name}");
+        assert_eq!(r("OUTPUT", 2).0, Action::Nat(NatAction::RedirectRange { ports: (6390, 6392) }), "{name}");
         assert_eq!(r("POSTROUTING", 1).0, Action::Nat(NatAction::Snat));
         assert_eq!(rs.not_understood_total, 0, "{name}");
         // The nat table's built-in chains, never among the filter chains.
@@ -250,22 +269,45 @@ fn the_probe_meets_the_translation_its_rules_make() {
         let (e, p) = pre("10.77.0.2", 16381, "veth0", Some(true));
         let t = e.translation(&p).unwrap().unwrap();
         assert_eq!((t.kind, t.to.to_string()), (TranslationKind::Redirect, "10.77.0.2:6390".into()));
-        // A port range is named, not followed.
+        // A port range: every backend listed, the first one is `to`.
         let (e, p) = pre("10.77.0.2", 16383, "veth0", Some(true));
-        let u = *e.translation(&p).unwrap_err();
-        let (rule, kind, why) = (u.rule, u.kind, u.why);
-        assert_eq!((rule.handle, kind), (Some(11), NatKind::Dnat));
-        assert!(why.contains("6000-6010"), "{why}");
+        let t = e.translation(&p).unwrap().unwrap();
+        assert_eq!((t.rule.as_ref().and_then(|r| r.handle), t.to.to_string()), (Some(11), "10.77.1.2:6000".into()));
+        assert_eq!((t.choices.len(), t.choices_total), (11, 11), "{reader}");
+        assert_eq!(t.choices[10].to_string(), "10.77.1.2:6010");
+        assert!(t.describe().contains("one of 11 backends the kernel picks from per connection"), "{}", t.describe());
         // `fib daddr type local`: only for the host's own addresses; unknown is named.
         let (e, p) = pre("10.77.0.2", 16384, "veth0", Some(true));
         assert_eq!(e.translation(&p).unwrap().unwrap().to.to_string(), "10.77.1.4:6379");
         assert_eq!(pre("10.77.0.2", 16384, "veth0", Some(false)).0.matched, None, "{reader}");
-        // A map applies to its keys only; it is named, not followed.
+        // A map applies to its keys only: the element the packet has is followed.
         let (e, p) = pre("10.77.0.2", 7001, "veth0", Some(true));
-        let u = *e.translation(&p).unwrap_err();
-        let (rule, why) = (u.rule, u.why);
-        assert_eq!(rule.handle, Some(13), "{reader}");
-        assert!(why.contains("map"), "{why}");
+        let t = e.translation(&p).unwrap().unwrap();
+        assert_eq!((t.rule.as_ref().and_then(|r| r.handle), t.to.to_string()), (Some(13), "10.77.1.2:6379".into()));
+        assert_eq!(t.element.as_deref(), Some("7001 : 10.77.1.2 . 6379"), "{reader}");
+        assert!(t.describe().contains("(map element `7001 : 10.77.1.2 . 6379`)"), "{}", t.describe());
+        assert_eq!(pre("10.77.0.2", 7002, "veth0", Some(true)).0.matched, None, "{reader}");
+        // The ranges table: an address range, an address-keyed map, a named map, a redirect range.
+        let to = |dst: &str, port: u16| {
+            let (e, p) = pre(dst, port, "veth0", Some(true));
+            let t = e.translation(&p).unwrap().unwrap();
+            (t.to.to_string(), t.choices.iter().map(|c| c.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            to("10.77.0.2", 16390),
+            ("10.77.1.2:6379".into(), vec!["10.77.1.2:6379".into(), "10.77.1.3:6379".into()])
+        );
+        assert_eq!(to("10.77.0.2", 16391).1, vec!["10.77.1.2:6379".to_string(), "10.77.1.2:6380".into()]);
+        assert_eq!(to("10.77.0.2", 16392), ("10.77.1.2:16392".into(), vec![]));
+        // The map's other key: the rule's own `tcp dport 16392` comes first.
+        assert_eq!(pre("10.77.0.2", 16394, "veth0", Some(true)).0.matched, None, "{reader}");
+        assert_eq!(to("10.77.0.5", 16000), ("10.77.1.5:16000".into(), vec![]));
+        assert_eq!(to("10.77.0.2", 16393), ("10.77.1.3:6380".into(), vec![]));
+        assert_eq!(to("10.77.0.2", 16395).1.len(), 11);
+        assert_eq!(
+            to("10.77.0.2", 16396).1,
+            vec!["10.77.1.2:16396".to_string(), "10.77.1.3:16396".into(), "10.77.1.4:16396".into()]
+        );
         let (e, _) = pre("10.77.0.2", 16384, "veth0", None);
         assert!(e.not_understood.iter().any(|n| n.rule.handle == Some(12)), "{reader} {:?}", e.not_understood);
         // IPv6, and the inet table's `dnat ip6 to` for an IPv6 packet.
@@ -313,4 +355,30 @@ fn dockers_chain_is_followed_from_prerouting_and_output() {
         // ... but not to loopback (`! -d 127.0.0.0/8`).
         assert_eq!(rs.translate(Hook::Output, &syn("127.0.0.1", 16379, Some(""), Some(true))).matched, None);
     }
+}
+
+/// iptables-nft's nat table read from the netlink dump (its xt DNAT/REDIRECT targets):
+/// the same ranges as iptables-nft-save prints, every backend listed.
+#[test]
+fn iptables_nft_ranges_over_netlink() {
+    use conndoc_facts::firewall::Hook;
+    let bytes = std::fs::read(format!("{}/tests/fixtures/nat-iptables-nft.bin", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let raw = nfnl::RawDump::from_bytes(&bytes).unwrap();
+    let d = nfnl::Dump::parse(&raw).unwrap();
+    let (v4, _) = nfnl::iptnft::from_dump(&d);
+    let text = v4.save_text("iptables-nft-save").unwrap();
+    assert!(text.contains("--dport 16390 -j DNAT --to-destination 10.77.1.2-10.77.1.3:6379-6380"), "{text}");
+    let rs = ipt::parse_save(&text, FirewallTool::IptablesNft, Family::Ipv4, 1);
+    assert_eq!(rs.not_understood_total, 0);
+    let p = syn("10.77.0.2", 16390, Some("eth0"), Some(false));
+    let t = rs.translate(Hook::Prerouting, &p).translation(&p).unwrap().unwrap();
+    let got: Vec<String> = t.choices.iter().map(|c| c.to_string()).collect();
+    assert_eq!(got, ["10.77.1.2:6379", "10.77.1.2:6380", "10.77.1.3:6379", "10.77.1.3:6380"]);
+    assert_eq!(t.to.to_string(), "10.77.1.2:6379");
+    let p = syn("10.77.0.2", 16381, Some(""), Some(false));
+    let t = rs.translate(Hook::Output, &p).translation(&p).unwrap().unwrap();
+    assert_eq!(
+        t.choices.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        ["127.0.0.1:6390", "127.0.0.1:6391", "127.0.0.1:6392"]
+    );
 }

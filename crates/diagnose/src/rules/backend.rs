@@ -401,6 +401,10 @@ mod tests {
                     comm: "docker-proxy".into(),
                     cmdline: "docker-proxy -proto tcp".into(),
                 }),
+                choices: Vec::new(),
+                choices_total: 0,
+                element: None,
+                picked: None,
             },
             netns: Some(NetnsIdentity {
                 inode: 7,

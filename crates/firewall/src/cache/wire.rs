@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 const MAGIC: &[u8; 8] = b"CDNFTC\0\n";
 /// Bump when the layout below changes, or what a ruleset holds (3: iptables-nft's tables
 /// as `iptables-nft-save` rules, family `ipv4`/`ipv6`, not as nft rules).
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// What a file is valid for: all of it must match the reader's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,6 +326,22 @@ impl W {
                 self.opt_u32(port.map(u32::from));
             }
             Action::Nat(NatAction::Snat) => self.u8(10),
+            Action::Nat(NatAction::DnatRange { addrs, ports }) => {
+                self.u8(12);
+                self.ip(&addrs.0);
+                self.ip(&addrs.1);
+                self.opt_u32(ports.map(|p| u32::from(p.0) << 16 | u32::from(p.1)));
+            }
+            Action::Nat(NatAction::RedirectRange { ports }) => {
+                self.u8(13);
+                self.u32(u32::from(ports.0) << 16 | u32::from(ports.1));
+            }
+            Action::Nat(NatAction::DnatMapped { addr, port, element }) => {
+                self.u8(14);
+                self.ip(addr);
+                self.opt_u32(port.map(u32::from));
+                self.str(element);
+            }
             Action::Nat(NatAction::Unfollowed { kind, why }) => {
                 self.u8(11);
                 self.u8(match kind {
@@ -533,6 +549,16 @@ impl<'a> R<'a> {
             8 => Action::Nat(NatAction::Dnat { addr: self.ip()?, port: self.port()? }),
             9 => Action::Nat(NatAction::Redirect { port: self.port()? }),
             10 => Action::Nat(NatAction::Snat),
+            12 => {
+                let addrs = (self.ip()?, self.ip()?);
+                let ports = self.opt_u32()?.map(|p| ((p >> 16) as u16, p as u16));
+                Action::Nat(NatAction::DnatRange { addrs, ports })
+            }
+            13 => {
+                let p = self.u32()?;
+                Action::Nat(NatAction::RedirectRange { ports: ((p >> 16) as u16, p as u16) })
+            }
+            14 => Action::Nat(NatAction::DnatMapped { addr: self.ip()?, port: self.port()?, element: self.string()? }),
             11 => {
                 let kind = match self.u8()? {
                     0 => NatKind::Dnat,
@@ -683,6 +709,20 @@ mod tests {
             Action::Nat(NatAction::Snat),
             Action::Nat(NatAction::Unfollowed { kind: NatKind::Redirect, why: "a port range".into() }),
             Action::Nat(NatAction::Unfollowed { kind: NatKind::Dnat, why: "a map".into() }),
+            Action::Nat(NatAction::DnatRange {
+                addrs: ("10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()),
+                ports: Some((6379, 6380)),
+            }),
+            Action::Nat(NatAction::DnatRange {
+                addrs: ("fd00::2".parse().unwrap(), "fd00::2".parse().unwrap()),
+                ports: None,
+            }),
+            Action::Nat(NatAction::RedirectRange { ports: (6000, 6010) }),
+            Action::Nat(NatAction::DnatMapped {
+                addr: "10.77.1.2".parse().unwrap(),
+                port: Some(6379),
+                element: "16379 : 10.77.1.2 . 6379".into(),
+            }),
         ];
         let mut rules = Vec::new();
         for (i, action) in actions.into_iter().enumerate() {

@@ -596,6 +596,44 @@ fn addr_of(fam: Family, b: &[u8]) -> Option<IpAddr> {
     (b.len() >= n).then(|| addr(fam, &b[..n]))
 }
 
+/// A data map's element data as nft prints it, from the map's data type (nft's ids,
+/// concatenations 6 bits a part: `ipv4_addr . inet_service` is 7 << 6 | 13); None for a
+/// type conndoc does not print.
+fn data_text(ty: u32, v: &[u8]) -> Option<String> {
+    let mut parts = Vec::new();
+    let mut t = ty;
+    while t != 0 {
+        parts.push(t & 0x3f);
+        t >>= 6;
+    }
+    parts.reverse();
+    let mut at = 0usize;
+    let mut out = Vec::new();
+    for p in parts {
+        let (text, len) = match p {
+            7 => (addr_of(Family::Ipv4, v.get(at..)?)?.to_string(), 4),
+            8 => (addr_of(Family::Ipv6, v.get(at..)?)?.to_string(), 16),
+            13 => (be_u16(v.get(at..)?)?.to_string(), 2),
+            _ => return None,
+        };
+        out.push(text);
+        at += (len + 3) & !3;
+    }
+    (!out.is_empty()).then(|| out.join(" . "))
+}
+
+/// The prefix length when `a..=b` is exactly one aligned prefix (`10.77.1.2-10.77.1.3` is
+/// `10.77.1.2/31`).
+fn range_prefix_len(a: IpAddr, b: IpAddr) -> Option<u32> {
+    let (x, y, bits) = match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return None,
+    };
+    let span = y.checked_sub(x)?.checked_add(1)?;
+    (span.is_power_of_two() && x % span == 0).then(|| bits - span.trailing_zeros())
+}
+
 fn full_bits(fam: Family) -> u8 {
     if fam == Family::Ipv4 {
         32
@@ -718,6 +756,10 @@ struct Dec<'a> {
     l4_piece: Option<usize>,
     /// (piece, field, value text, value) of a `>=` test, to read `a-b` when a `<=` follows.
     last_gte: Option<(usize, Field, String, Vec<u8>)>,
+    /// A data map looked up into a register (`tcp dport map { 16379 : 10.77.1.2 }`): the
+    /// register's word and, per element, its condition, its data and its key's text —
+    /// what a `dnat to` reading that register turns into one rule per element.
+    datamap: Option<(u32, Vec<(Cond, Vec<u8>, String)>)>,
 }
 
 /// Read one rule.
@@ -740,6 +782,7 @@ pub fn decode_rule(r: &RuleMsg, sets: &SetIndex, ifnames: &HashMap<u32, String>)
         nfproto_piece: None,
         l4_piece: None,
         last_gte: None,
+        datamap: None,
     };
     for e in &r.exprs {
         d.expr(e);
@@ -1163,11 +1206,13 @@ impl Dec<'_> {
         } else {
             ""
         };
+        let mapped = if dnat { self.dnat_map(fam, addr[0], proto[0]) } else { None };
         let mut from_map = false;
         let kind = NatKind::Dnat;
         let mut why = None;
         let mut addr_text = String::new();
         let mut ip = None;
+        let (mut range_end, mut port_end) = (None, None);
         if let Some(r) = addr[0] {
             match self.nat_value(r) {
                 Ok(v) => {
@@ -1177,8 +1222,12 @@ impl Dec<'_> {
                     if let Some(z) = addr[1].filter(|z| *z != r) {
                         match self.nat_value(z).ok().and_then(|v| addr_of(fam, &v)) {
                             Some(b) if Some(b) != a => {
-                                addr_text = format!("{addr_text}-{b}");
-                                why.get_or_insert(format!("dnat to the address range {addr_text}"));
+                                // nft prints a range that is a whole prefix as the prefix.
+                                addr_text = match a.and_then(|a| range_prefix_len(a, b)) {
+                                    Some(len) => format!("{addr_text}/{len}"),
+                                    None => format!("{addr_text}-{b}"),
+                                };
+                                range_end = Some(b);
                             }
                             _ => {}
                         }
@@ -1207,9 +1256,7 @@ impl Dec<'_> {
                         let q = self.nat_value(z).ok().and_then(|v| be_u16(&v));
                         if q.is_some_and(|q| Some(q) != p) {
                             port_text = format!("{port_text}-{}", q.unwrap_or(0));
-                            why.get_or_insert(format!(
-                                "a port range {port_text} (the kernel picks one per connection)"
-                            ));
+                            port_end = q;
                         }
                     }
                 }
@@ -1238,12 +1285,57 @@ impl Dec<'_> {
         if !dnat {
             return self.set_action(Action::Nat(NatAction::Snat));
         }
-        let action = match (why, ip) {
-            (Some(why), _) => NatAction::Unfollowed { kind, why },
-            (None, Some(addr)) => NatAction::Dnat { addr, port },
-            (None, None) => NatAction::Unfollowed { kind, why: "dnat without an address".into() },
+        if let Some(entries) = mapped {
+            // One rule per element, as a verdict map is: the element the packet has decides.
+            if self.out.action.is_none() && self.out.vmap.is_none() && self.out.vmap_concat.is_none() {
+                self.out.vmap_concat = Some(entries);
+            }
+            return;
+        }
+        let action = match (why, ip, range_end, port_end) {
+            (Some(why), ..) => NatAction::Unfollowed { kind, why },
+            (None, Some(a), None, None) => NatAction::Dnat { addr: a, port },
+            (None, Some(a), b, q) => {
+                NatAction::DnatRange { addrs: (a, b.unwrap_or(a)), ports: port.map(|p| (p, q.unwrap_or(p))) }
+            }
+            (None, None, ..) => NatAction::Unfollowed { kind, why: "dnat without an address".into() },
         };
         self.set_action(Action::Nat(action));
+    }
+
+    /// The rules a `dnat to KEY map { … }` reading a data map makes, one per element
+    /// (`addr` and, when the map's data is `addr . port`, `port` read from the element's
+    /// data at the registers' offset); None when the registers were not filled by a map.
+    fn dnat_map(
+        &mut self,
+        fam: Family,
+        addr_reg: Option<u32>,
+        port_reg: Option<u32>,
+    ) -> Option<Vec<(Vec<Cond>, Action)>> {
+        let slot = reg_slot(addr_reg?);
+        if self.imm.get(&slot).is_some() || self.datamap.as_ref().is_none_or(|(s, _)| *s != slot) {
+            return None;
+        }
+        let (_, entries) = self.datamap.take()?;
+        let off = match port_reg.map(reg_slot) {
+            Some(p) if p > slot => Some(((p - slot) * 4) as usize),
+            Some(_) => return None,
+            None => None,
+        };
+        let mut out = Vec::new();
+        for (cond, data, key) in entries {
+            let a = addr_of(fam, &data)?;
+            let port = match off {
+                Some(o) => Some(be_u16(data.get(o..)?)?),
+                None => None,
+            };
+            let element = match port {
+                Some(p) => format!("{key} : {a} . {p}"),
+                None => format!("{key} : {a}"),
+            };
+            out.push((vec![cond], Action::Nat(NatAction::DnatMapped { addr: a, port, element })));
+        }
+        Some(out)
     }
 
     /// `redirect [to :PORT]`.
@@ -1259,10 +1351,7 @@ impl Dec<'_> {
                     match (p, q) {
                         (Some(p), Some(q)) if q != p => {
                             text.push_str(&format!(" to :{p}-{q}"));
-                            NatAction::Unfollowed {
-                                kind,
-                                why: format!("a port range {p}-{q} (the kernel picks one per connection)"),
-                            }
+                            NatAction::RedirectRange { ports: (p, q) }
                         }
                         (Some(p), _) => {
                             text.push_str(&format!(" to :{p}"));
@@ -1551,10 +1640,14 @@ impl Dec<'_> {
         if matches!(f, Field::IfName { .. } | Field::IfIndex { .. } | Field::CtState { .. } | Field::Other(..)) {
             ranges.sort_by(|a, b| a.0.iter().rev().cmp(b.0.iter().rev()));
         }
+        let mut mapped = Vec::new();
         for (lo, hi, data) in &ranges {
             // ct state elements are bit values; each names one state.
             match self.elem(&f, lo, hi) {
                 Ok((e, t)) => {
+                    if let Some(Data::Value(v)) = data {
+                        mapped.push((e.clone(), v.clone(), t.clone()));
+                    }
                     let v = match (verdict_map, data) {
                         (true, Some(Data::Verdict(v))) => {
                             let a = match v {
@@ -1571,6 +1664,14 @@ impl Dec<'_> {
                             }
                             texts.push(format!("{t} : {}", v.text()));
                             a
+                        }
+                        (false, Some(Data::Value(v))) if dreg.is_some() => {
+                            // A data map: nft prints each element with its data.
+                            match s.data_type.and_then(|ty| data_text(ty, v)) {
+                                Some(d) => texts.push(format!("{t} : {d}")),
+                                None => texts.push(t),
+                            }
+                            None
                         }
                         _ => {
                             texts.push(t);
@@ -1633,6 +1734,8 @@ impl Dec<'_> {
                     Some(key) if key != Key::TcpFlags => {
                         let elems = elems.into_iter().map(|(e, _)| e).collect();
                         self.out.conds.push(Cond::Cmp { key, op: Op::In, elems });
+                        let entries = mapped.into_iter().map(|(e, v, t)| (cond_in(key, e), v, t)).collect();
+                        self.datamap = Some((reg_slot(r), entries));
                     }
                     Some(_) => self.unknown("tcp flags in a map"),
                     None => self.out.conds.push(Cond::Never),
