@@ -5,7 +5,7 @@
 
 use conndoc_facts::firewall::FirewallTool;
 use conndoc_facts::Family;
-use conndoc_firewall::model::{Action, Cond, Elem, Key, NatAction, NatKind, RouteType, Ruleset};
+use conndoc_firewall::model::{Action, Cond, Elem, Key, NatAction, RouteType, Ruleset};
 use conndoc_firewall::{ipt, nfnl, nft};
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;

@@ -759,8 +759,11 @@ struct Dec<'a> {
     /// A data map looked up into a register (`tcp dport map { 16379 : 10.77.1.2 }`): the
     /// register's word and, per element, its condition, its data and its key's text —
     /// what a `dnat to` reading that register turns into one rule per element.
-    datamap: Option<(u32, Vec<(Cond, Vec<u8>, String)>)>,
+    datamap: Option<(u32, Vec<MapEntry>)>,
 }
+
+/// One data map element: the condition its key puts on the packet, its data, its key's text.
+type MapEntry = (Cond, Vec<u8>, String);
 
 /// Read one rule.
 pub fn decode_rule(r: &RuleMsg, sets: &SetIndex, ifnames: &HashMap<u32, String>) -> Decoded {
