@@ -124,6 +124,11 @@ pub(crate) fn follow(ev: &mut Evidence, opts: &Options) {
             other_listeners: b.other_listeners.iter().take(OTHER_LISTENERS).cloned().collect(),
         });
     }
+    // The target is a Service: kube-proxy's rules on this node were read, and its pods
+    // were entered. "Another host: pass --ssh" would send the reader the wrong way.
+    if checks.iter().any(|c| c.netns.is_some()) {
+        ev.skipped.retain(|s| s.check != "firewall of the target host");
+    }
     if let Some(k) = ev.kube.as_mut() {
         k.services[i].followed = checks;
     }
