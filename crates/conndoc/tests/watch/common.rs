@@ -291,8 +291,17 @@ impl Drop for Daemon {
     }
 }
 
-/// A config for the tests: fast intervals, thresholds of 2, one target per (name, port).
+/// A config for the tests: fast intervals, thresholds of 2, one target per (name, port),
+/// one receiver per (name, type, port) at `http://127.0.0.1:PORT/hook`.
 pub fn config(dir: &TempDir, listen: u16, targets: &[(&str, u16)], receivers: &[(&str, &str, u16)]) -> PathBuf {
+    let urls: Vec<(&str, &str, String)> =
+        receivers.iter().map(|(name, kind, port)| (*name, *kind, format!("http://127.0.0.1:{port}/hook"))).collect();
+    config_urls(dir, listen, targets, &urls)
+}
+
+/// [`config`] with each receiver's URL given whole (name, type, url): a name only a proxy
+/// knows, an https URL.
+pub fn config_urls(dir: &TempDir, listen: u16, targets: &[(&str, u16)], receivers: &[(&str, &str, String)]) -> PathBuf {
     let mut s = format!(
         "listen = \"127.0.0.1:{listen}\"\nhistory = \"{}\"\nhistory_resolution = \"1s\"\n\n",
         dir.path("history.db").display()
@@ -302,12 +311,17 @@ pub fn config(dir: &TempDir, listen: u16, targets: &[(&str, u16)], receivers: &[
             "[[target]]\nname = \"{name}\"\nurl = \"tcp://127.0.0.1:{port}\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nfailures_before_down = 2\nsuccesses_before_up = 2\nlabels = {{ team = \"core\" }}\n\n"
         ));
     }
-    for (name, kind, port) in receivers {
+    for (name, kind, url) in receivers {
         s.push_str(&format!(
-            "[[receiver]]\nname = \"{name}\"\ntype = \"{kind}\"\nurl = \"http://127.0.0.1:{port}/hook\"\ntimeout = \"1s\"\nretry_max = \"1s\"\n\n"
+            "[[receiver]]\nname = \"{name}\"\ntype = \"{kind}\"\nurl = \"{url}\"\ntimeout = \"1s\"\nretry_max = \"1s\"\n\n"
         ));
     }
     let p = dir.path("watch.toml");
     std::fs::write(&p, s).unwrap();
     p
+}
+
+/// 127.0.0.1:`port`.
+pub fn addr(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
 }

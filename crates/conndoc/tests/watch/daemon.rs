@@ -7,10 +7,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
 
-fn addr(p: u16) -> std::net::SocketAddr {
-    ([127, 0, 0, 1], p).into()
-}
-
 pub fn down_with_cause_alert_then_resolved() {
     let dir = TempDir::new("alert");
     let (svc_port, listen, hook) = (free_port(), free_port(), free_port());

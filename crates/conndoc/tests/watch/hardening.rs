@@ -31,10 +31,6 @@ pub fn tests() -> Vec<(&'static str, Need, fn())> {
     ]
 }
 
-fn addr(p: u16) -> SocketAddr {
-    ([127, 0, 0, 1], p).into()
-}
-
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new("timeout").arg("60").arg(conndoc_bin()).args(args).output().unwrap();
     (
@@ -350,18 +346,15 @@ fn alerts_through_a_proxy() {
     let proxy = Receiver::start(proxy_port, Arc::new(Mutex::new(Vec::new())));
     let direct = Receiver::start(hook, Arc::new(Mutex::new(Vec::new())));
     let svc = Service::start(svc_port);
-    let cfg = dir.path("watch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{listen}\"\nhistory = \"{}\"\n\n[[target]]\nname = \"api\"\nurl = \"tcp://127.0.0.1:{svc_port}\"\n\
-             interval = \"200ms\"\ntimeout = \"150ms\"\nfailures_before_down = 2\nsuccesses_before_up = 2\n\n\
-             [[receiver]]\nname = \"far\"\nurl = \"http://alerts.relay.invalid:8080/hook\"\ntimeout = \"2s\"\nretry_max = \"1s\"\n\n\
-             [[receiver]]\nname = \"near\"\nurl = \"http://127.0.0.1:{hook}/hook\"\ntimeout = \"2s\"\nretry_max = \"1s\"\n",
-            dir.path("history.db").display()
-        ),
-    )
-    .unwrap();
+    let cfg = config_urls(
+        &dir,
+        listen,
+        &[("api", svc_port)],
+        &[
+            ("far", "webhook", "http://alerts.relay.invalid:8080/hook".into()),
+            ("near", "webhook", format!("http://127.0.0.1:{hook}/hook")),
+        ],
+    );
     let env = [("HTTP_PROXY", format!("http://127.0.0.1:{proxy_port}")), ("NO_PROXY", "127.0.0.1".to_string())];
     let d = Daemon::start_with_env(&cfg, addr(listen), &dir.path("log"), &env);
     d.wait_state("api", "up", T);

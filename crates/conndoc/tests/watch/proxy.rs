@@ -6,7 +6,7 @@
 
 use super::common::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,18 +74,15 @@ fn a_proxy_password_goes_to_the_proxy_alone() {
     let (svc_port, listen) = (free_port(), free_port());
     let (proxy_port, proxy) = Proxy::start();
     let svc = Service::start(svc_port);
-    let cfg = dir.path("watch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{listen}\"\nhistory = \"{}\"\n\n[[target]]\nname = \"api\"\nurl = \"tcp://127.0.0.1:{svc_port}\"\n\
-             interval = \"200ms\"\ntimeout = \"150ms\"\nfailures_before_down = 2\nsuccesses_before_up = 2\n\n\
-             [[receiver]]\nname = \"plain\"\nurl = \"http://alerts.relay.invalid:8080/hook\"\ntimeout = \"2s\"\nretry_max = \"1s\"\n\n\
-             [[receiver]]\nname = \"tls\"\nurl = \"https://alerts.relay.invalid:8443/hook\"\ntimeout = \"2s\"\nretry_max = \"1s\"\n",
-            dir.path("history.db").display()
-        ),
-    )
-    .unwrap();
+    let cfg = config_urls(
+        &dir,
+        listen,
+        &[("api", svc_port)],
+        &[
+            ("plain", "webhook", "http://alerts.relay.invalid:8080/hook".into()),
+            ("tls", "webhook", "https://alerts.relay.invalid:8443/hook".into()),
+        ],
+    );
     let proxy_url = format!("http://alice:{PASSWORD}@127.0.0.1:{proxy_port}");
     let env: Vec<(&str, String)> =
         ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"].iter().map(|v| (*v, proxy_url.clone())).collect();
@@ -138,8 +135,4 @@ fn a_proxy_password_goes_to_the_proxy_alone() {
             assert!(!text.contains(s), "{s} in {what}: {text}");
         }
     }
-}
-
-fn addr(p: u16) -> SocketAddr {
-    ([127, 0, 0, 1], p).into()
 }
