@@ -77,27 +77,48 @@ impl ListItem {
                 ports.push(m);
             }
         }
-        Container {
-            id: self.id.clone(),
-            names: self.names.iter().map(|n| n.trim_start_matches('/').to_string()).filter(|n| !n.is_empty()).collect(),
-            image: String::new(),
-            engine: ContainerEngine::Docker,
-            state: ContainerState::parse(&self.state),
-            exit_code: None,
-            oom_killed: None,
-            restart_count: None,
-            error: None,
-            finished_at: None,
-            pid: None,
-            netns_inode: None,
-            addresses: self.addresses(),
+        engine_api(
+            self.id.clone(),
+            self.names.iter().map(|n| n.trim_start_matches('/').to_string()).filter(|n| !n.is_empty()).collect(),
+            String::new(),
+            ContainerState::parse(&self.state),
+            self.addresses(),
             ports,
-            ports_known: true,
-            listeners: Vec::new(),
-            listeners_read: false,
-            log_tail: Vec::new(),
-            source: IdentitySource::EngineApi,
-        }
+        )
+    }
+}
+
+/// What the Engine API says of every container, list row or inspect: identity, state,
+/// addresses and the port map (read, so `ports_known`). What only an inspect says (exit
+/// code, pid, …) or the host adds later (listeners, log tail) is left empty.
+fn engine_api(
+    id: String,
+    names: Vec<String>,
+    image: String,
+    state: ContainerState,
+    addresses: Vec<IpAddr>,
+    ports: Vec<PortMapping>,
+) -> Container {
+    Container {
+        id,
+        names,
+        image,
+        engine: ContainerEngine::Docker,
+        state,
+        exit_code: None,
+        oom_killed: None,
+        restart_count: None,
+        error: None,
+        finished_at: None,
+        pid: None,
+        netns_inode: None,
+        addresses,
+        ports,
+        ports_known: true,
+        listeners: Vec::new(),
+        listeners_read: false,
+        log_tail: Vec::new(),
+        source: IdentitySource::EngineApi,
     }
 }
 
@@ -199,11 +220,9 @@ impl Inspect {
         };
         let state = ContainerState::parse(&self.state.status);
         let stopped = !matches!(state, ContainerState::Running | ContainerState::Paused);
+        let names = [self.name.trim_start_matches('/').to_string()].into_iter().filter(|n| !n.is_empty()).collect();
+        let addresses = self.network.networks.values().flat_map(Network::addrs).collect();
         Container {
-            names: [self.name.trim_start_matches('/').to_string()].into_iter().filter(|n| !n.is_empty()).collect(),
-            image: self.config.image.clone(),
-            engine: ContainerEngine::Docker,
-            state,
             exit_code: stopped.then_some(self.state.exit_code),
             oom_killed: Some(self.state.oom_killed),
             restart_count: Some(self.restart_count),
@@ -211,15 +230,7 @@ impl Inspect {
             finished_at: Some(self.state.finished_at.clone())
                 .filter(|t| stopped && !t.is_empty() && !t.starts_with("0001-")),
             pid: u32::try_from(self.state.pid).ok().filter(|p| *p > 0),
-            netns_inode: None,
-            addresses: self.network.networks.values().flat_map(Network::addrs).collect(),
-            ports,
-            ports_known: true,
-            listeners: Vec::new(),
-            listeners_read: false,
-            log_tail: Vec::new(),
-            source: IdentitySource::EngineApi,
-            id: self.id,
+            ..engine_api(self.id, names, self.config.image, state, addresses, ports)
         }
     }
 }
