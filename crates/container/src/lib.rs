@@ -332,9 +332,7 @@ mod tests {
     #[test]
     fn failed_inspect_is_retried_then_the_list_is_kept() {
         use std::io::{BufRead, BufReader, Write};
-        let dir = std::env::temp_dir().join(format!("conndoc-container-race-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = conndoc_testsupport::TempDir::new("container-race");
         let sock = dir.join("docker.sock");
         let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let inspects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -379,7 +377,6 @@ mod tests {
         r.endpoint = Endpoint::Unix(sock);
         r.wide = true;
         let (f, s) = gather(&r);
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(inspects.load(std::sync::atomic::Ordering::SeqCst), 2, "asked once more");
         let f = f.expect("the list's facts are kept");
         assert_eq!(f.containers.len(), 1);
@@ -395,9 +392,7 @@ mod tests {
     /// A socket that accepts and never answers is bounded by the deadline.
     #[test]
     fn hanging_socket_is_bounded() {
-        let dir = std::env::temp_dir().join(format!("conndoc-container-hang-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = conndoc_testsupport::TempDir::new("container-hang");
         let sock = dir.join("docker.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let mut r = Request::new(6379);
@@ -406,7 +401,6 @@ mod tests {
         let t = Instant::now();
         let (f, s) = gather(&r);
         let took = t.elapsed();
-        let _ = std::fs::remove_dir_all(&dir);
         assert!(took < Duration::from_secs(2), "took {took:?}");
         assert!(f.is_none());
         assert_eq!(s.len(), 1);

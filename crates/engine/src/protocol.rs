@@ -385,8 +385,7 @@ mod tests {
     #[test]
     fn lint_from_info_and_host_limits() {
         use conndoc_facts::protocol::{ProtocolKind, ProtocolProbe, RedisFacts, RedisInfo};
-        let dir = std::env::temp_dir().join(format!("conndoc-engine-lint-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = conndoc_testsupport::TempDir::new("engine-lint");
         let conf = dir.join("redis.conf");
         std::fs::write(&conf, "bind 0.0.0.0\nrequirepass x\nmaxclients 1000\ntcp-backlog 511\n").unwrap();
         let mut ev = conndoc_diagnose::fixture::evidence("redis://10.0.0.2");
@@ -436,6 +435,5 @@ mod tests {
         assert_eq!(codes, ["maxclients-above-fd-limit", "tcp-backlog-above-somaxconn"]);
         assert!(r.problems[0].message.contains("redis-server pid 4242"));
         assert!(r.problems[1].message.contains("inspected host"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -895,9 +895,7 @@ mod tests {
     #[test]
     fn control_dir_must_be_private() {
         use std::os::unix::fs::PermissionsExt;
-        let base = std::env::temp_dir().join(format!("conndoc-ctl-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).unwrap();
+        let base = conndoc_testsupport::TempDir::new("ctl-test");
         let d = base.join("ctl");
         ensure_private_dir(&d).unwrap();
         assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
@@ -907,7 +905,6 @@ mod tests {
         let link = base.join("link");
         std::os::unix::fs::symlink(&d, &link).unwrap();
         assert!(ensure_private_dir(&link).unwrap_err().contains("symlink"));
-        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
@@ -965,8 +962,7 @@ mod tests {
     /// the session machinery (limits, deadlines, exit statuses) without an sshd.
     fn fake_remote(name: &str, script: &str) -> Result<InspectOutput, Failure> {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("conndoc-fake-ssh-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = conndoc_testsupport::TempDir::new(&format!("fake-ssh-{name}"));
         let ssh = dir.join("ssh");
         std::fs::write(&ssh, format!("#!/bin/sh\n{script}\n")).unwrap();
         std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -981,7 +977,6 @@ mod tests {
         let start = Instant::now();
         let r = Session::start(&o, 7000, None, None, Duration::from_secs(1)).and_then(|mut s| s.wait_ready());
         assert!(start.elapsed() < Duration::from_secs(5), "{name}: took {:?}", start.elapsed());
-        std::fs::remove_dir_all(&dir).unwrap();
         r
     }
 
