@@ -13,7 +13,7 @@ use conndoc_firewall::cache::{CacheConfig, CacheLevel, MIN_OBJECTS};
 use conndoc_firewall::nfnl::{self, NetlinkRuleset};
 use conndoc_firewall::{build, Packet, RawRulesets};
 use conndoc_host::netns::{run_in, NetnsSpec};
-use conndoc_testsupport::{Need, Tests};
+use conndoc_testsupport::{tests, Need, Tests};
 use std::path::Path;
 use std::process::Command;
 
@@ -255,16 +255,16 @@ fn main() {
     let need = root_with_nft();
     // The re-executed child (in the namespace) runs whatever the parent needed.
     let child = if std::env::var_os("CONNDOC_CACHE_CHILD").is_some() { Need::met() } else { need.clone() };
-    t.add("big_ruleset_is_cached_until_a_rule_changes", &need, big_ruleset_is_cached_until_a_rule_changes);
-    t.add("memory_level_sees_changes_too", &need, memory_level_sees_changes_too);
-    t.add("small_ruleset_leaves_no_file", &need, small_ruleset_leaves_no_file);
-    t.add("sets_that_change_without_a_commit_are_not_cached", &need, sets_that_change_without_a_commit_are_not_cached);
-    t.add("a_damaged_file_is_ignored_and_replaced", &need, a_damaged_file_is_ignored_and_replaced);
-    t.add(
-        "namespaces_with_the_same_generation_never_share_an_entry",
-        &need,
-        namespaces_with_the_same_generation_never_share_an_entry,
+    tests!(
+        t,
+        need,
+        big_ruleset_is_cached_until_a_rule_changes,
+        memory_level_sees_changes_too,
+        small_ruleset_leaves_no_file,
+        sets_that_change_without_a_commit_are_not_cached,
+        a_damaged_file_is_ignored_and_replaced,
+        namespaces_with_the_same_generation_never_share_an_entry
     );
-    t.add("environment_turns_the_cache_on_and_off", &child, environment_turns_the_cache_on_and_off);
+    tests!(t, child, environment_turns_the_cache_on_and_off);
     t.run();
 }

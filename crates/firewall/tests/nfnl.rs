@@ -12,7 +12,7 @@ use conndoc_facts::Family;
 use conndoc_firewall::model::Ruleset;
 use conndoc_firewall::{build, nfnl, nft, read, Packet};
 use conndoc_host::netns::{run_in, NetnsSpec};
-use conndoc_testsupport::{Need, Tests};
+use conndoc_testsupport::{tests, Need, Tests};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::process::Command;
@@ -619,33 +619,21 @@ fn main() {
     let need = root_with_nft();
     // The re-executed child (without CAP_NET_ADMIN) runs whatever the parent needed.
     let child = if std::env::var_os("CONNDOC_NFNL_EPERM_CHILD").is_some() { Need::met() } else { need.clone() };
-    t.add("lab_shapes_read_the_same_both_ways", &need, lab_shapes_read_the_same_both_ways);
-    t.add(
-        "families_sets_and_rejects_read_the_same_both_ways",
-        &need,
+    tests!(
+        t,
+        need,
+        lab_shapes_read_the_same_both_ways,
         families_sets_and_rejects_read_the_same_both_ways,
-    );
-    t.add(
-        "recorded_fixture_ruleset_reads_the_same_both_ways",
-        &need,
         recorded_fixture_ruleset_reads_the_same_both_ways,
-    );
-    t.add("verdict_maps_are_evaluated", &need, verdict_maps_are_evaluated);
-    t.add("nat_chains_translate_the_same_both_ways", &need, nat_chains_translate_the_same_both_ways);
-    t.add(
-        "kube_proxy_table_is_evaluated_and_its_services_found",
-        &need,
+        verdict_maps_are_evaluated,
+        nat_chains_translate_the_same_both_ways,
         kube_proxy_table_is_evaluated_and_its_services_found,
+        build_prefers_netlink_and_skips_the_text_listing
     );
-    t.add("build_prefers_netlink_and_skips_the_text_listing", &need, build_prefers_netlink_and_skips_the_text_listing);
     let legacy = need.clone().and(conndoc_testsupport::program("iptables-legacy", "iptables"));
-    t.add(
-        "legacy_save_runs_only_when_the_namespace_has_legacy_tables",
-        &legacy,
-        legacy_save_runs_only_when_the_namespace_has_legacy_tables,
-    );
-    t.add("without_cap_net_admin_the_read_falls_back", &child, without_cap_net_admin_the_read_falls_back);
-    t.add("recorded_bytes_and_nft_json_agree", &Need::met(), recorded_bytes_and_nft_json_agree);
-    t.add("reads_stay_consistent_while_the_ruleset_changes", &need, reads_stay_consistent_while_the_ruleset_changes);
+    tests!(t, legacy, legacy_save_runs_only_when_the_namespace_has_legacy_tables);
+    tests!(t, child, without_cap_net_admin_the_read_falls_back);
+    tests!(t, Need::met(), recorded_bytes_and_nft_json_agree);
+    tests!(t, need, reads_stay_consistent_while_the_ruleset_changes);
     t.run();
 }
