@@ -13,29 +13,11 @@ use conndoc_facts::firewall::{FirewallRole, FirewallTool, Hook};
 use conndoc_facts::Family;
 use conndoc_firewall::{build, ipt, nfnl, read, RawRulesets};
 use conndoc_host::netns::{run_in, NetnsSpec};
-use conndoc_testsupport::{Need, Tests};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use conndoc_testsupport::{tests, Need, Tests};
 use std::time::Instant;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lab/kube");
-
-/// `PROG ARGS` in the namespace with `stdin`; its stdout, panicking unless it succeeds.
-fn x(ns: &Netns, prog: &str, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.0, prog])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{prog} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Lines without the banner comments (which carry the tool's name and the time).
 fn body(text: &str) -> Vec<&str> {
@@ -79,16 +61,16 @@ fn load_and_compare(v4: &[&str], v6: &str, record: Option<&str>) -> u32 {
 fn load_and_compare_with(v4: &[&str], v6: &str, nft: &[&[&str]], record: Option<&str>) -> u32 {
     let ns = Netns::new("cdiptnft");
     for (i, part) in v4.iter().enumerate() {
-        x(&ns, "iptables-nft-restore", if i == 0 { &[] } else { &["--noflush"] }, part);
+        ns.exec("iptables-nft-restore", if i == 0 { &[] } else { &["--noflush"] }, part);
     }
     for args in nft {
         ns.nft(args, None);
     }
-    x(&ns, "ip6tables-nft-restore", &[], v6);
+    ns.exec("ip6tables-nft-restore", &[], v6);
     let raw = run_in(&NetnsSpec::Named(ns.0.clone()), || nfnl::dump(Instant::now() + T).expect("netlink dump"))
         .expect("enter namespace");
-    let s4 = x(&ns, "iptables-nft-save", &[], "");
-    let s6 = x(&ns, "ip6tables-nft-save", &[], "");
+    let s4 = ns.exec("iptables-nft-save", &[], "");
+    let s6 = ns.exec("ip6tables-nft-save", &[], "");
     if let (Some(name), Some(_)) = (record, std::env::var_os("CONNDOC_RECORD")) {
         std::fs::write(format!("{FIXTURES}/{name}.bin"), raw.to_bytes()).unwrap();
         std::fs::write(format!("{FIXTURES}/{name}-v4.save"), &s4).unwrap();
@@ -226,7 +208,7 @@ fn recorded_bytes_read_as_the_recorded_save_output() {
 /// A rule iptables-nft did not write (native nft in an iptables table) is named, not guessed.
 fn a_native_nft_rule_makes_the_family_unread() {
     let ns = Netns::new("cdiptnft");
-    x(&ns, "iptables-nft", &["-A", "INPUT", "-j", "ACCEPT"], "");
+    ns.exec("iptables-nft", &["-A", "INPUT", "-j", "ACCEPT"], "");
     ns.nft(&["add", "rule", "ip", "filter", "INPUT", "tcp", "dport", "{", "1,", "2", "}", "accept"], None);
     let raw = run_in(&NetnsSpec::Named(ns.0.clone()), || nfnl::dump(Instant::now() + T).expect("netlink dump"))
         .expect("enter namespace");
@@ -241,8 +223,8 @@ fn a_native_nft_rule_makes_the_family_unread() {
 /// at the same rule (text, line, position).
 fn read_takes_iptables_nft_from_the_dump_without_running_the_tool() {
     let ns = Netns::new("cdiptnft");
-    x(&ns, "iptables-nft-restore", &[], &lab("iptables.rules"));
-    x(&ns, "ip6tables-nft-restore", &[], &lab("ip6tables.rules"));
+    ns.exec("iptables-nft-restore", &[], &lab("iptables.rules"));
+    ns.exec("ip6tables-nft-restore", &[], &lab("ip6tables.rules"));
     let raw = run_in(&NetnsSpec::Named(ns.0.clone()), || read::read(T)).expect("enter namespace");
     let nl = raw.nft_netlink.as_ref().expect("netlink read");
     assert!(nl.iptables_nft.iter().all(|r| r.rules.is_ok()), "{:?}", nl.iptables_nft);
@@ -257,8 +239,8 @@ fn read_takes_iptables_nft_from_the_dump_without_running_the_tool() {
 
     let tools = RawRulesets {
         iptables: vec![
-            (FirewallTool::IptablesNft, Ok(x(&ns, "iptables-nft-save", &[], ""))),
-            (FirewallTool::Ip6tablesNft, Ok(x(&ns, "ip6tables-nft-save", &[], ""))),
+            (FirewallTool::IptablesNft, Ok(ns.exec("iptables-nft-save", &[], ""))),
+            (FirewallTool::Ip6tablesNft, Ok(ns.exec("ip6tables-nft-save", &[], ""))),
         ],
         ..RawRulesets::from_nft(Err("not run".into()), None)
     };
@@ -294,8 +276,8 @@ fn read_takes_iptables_nft_from_the_dump_without_running_the_tool() {
 /// the source says why; the other family still comes from the dump.
 fn a_family_the_dump_cannot_read_runs_the_tool_and_says_why() {
     let ns = Netns::new("cdiptnft");
-    x(&ns, "iptables-nft-restore", &[], &lab("iptables.rules"));
-    x(&ns, "ip6tables-nft-restore", &[], &lab("ip6tables.rules"));
+    ns.exec("iptables-nft-restore", &[], &lab("iptables.rules"));
+    ns.exec("ip6tables-nft-restore", &[], &lab("ip6tables.rules"));
     ns.nft(&["add", "rule", "ip", "filter", "INPUT", "tcp", "dport", "{", "1,", "2", "}", "accept"], None);
     let raw = run_in(&NetnsSpec::Named(ns.0.clone()), || read::read(T)).expect("enter namespace");
     let ran: Vec<FirewallTool> = raw.iptables.iter().map(|(t, _)| *t).collect();
@@ -316,27 +298,15 @@ fn main() {
     let need = common::root_with_nft()
         .and(conndoc_testsupport::program("iptables-nft-restore", "iptables"))
         .and(conndoc_testsupport::program("ip6tables-nft-restore", "iptables"));
-    t.add("kube_rules_read_as_iptables_nft_save_prints_them", &need, kube_rules_read_as_iptables_nft_save_prints_them);
-    t.add(
-        "every_known_shape_reads_as_iptables_nft_save_prints_it",
-        &need,
+    tests!(
+        t,
+        need,
+        kube_rules_read_as_iptables_nft_save_prints_them,
         every_known_shape_reads_as_iptables_nft_save_prints_it,
-    );
-    t.add("a_native_nft_rule_makes_the_family_unread", &need, a_native_nft_rule_makes_the_family_unread);
-    t.add(
-        "read_takes_iptables_nft_from_the_dump_without_running_the_tool",
-        &need,
+        a_native_nft_rule_makes_the_family_unread,
         read_takes_iptables_nft_from_the_dump_without_running_the_tool,
+        a_family_the_dump_cannot_read_runs_the_tool_and_says_why
     );
-    t.add(
-        "a_family_the_dump_cannot_read_runs_the_tool_and_says_why",
-        &need,
-        a_family_the_dump_cannot_read_runs_the_tool_and_says_why,
-    );
-    t.add(
-        "recorded_bytes_read_as_the_recorded_save_output",
-        &Need::met(),
-        recorded_bytes_read_as_the_recorded_save_output,
-    );
+    tests!(t, Need::met(), recorded_bytes_read_as_the_recorded_save_output);
     t.run();
 }

@@ -35,20 +35,25 @@ impl Netns {
         Netns(name)
     }
 
-    /// `nft ARGS` inside the namespace, with `stdin`; panics unless it succeeds.
-    pub fn nft(&self, args: &[&str], stdin: Option<&str>) -> String {
+    /// `PROG ARGS` inside the namespace, with `stdin`; its stdout, panicking unless it succeeds.
+    pub fn exec(&self, prog: &str, args: &[&str], stdin: &str) -> String {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
+            .args(["netns", "exec", &self.0, prog])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn nft");
-        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+            .unwrap_or_else(|e| panic!("spawn {prog}: {e}"));
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{prog} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `nft ARGS` inside the namespace, with `stdin`; panics unless it succeeds.
+    pub fn nft(&self, args: &[&str], stdin: Option<&str>) -> String {
+        self.exec("nft", args, stdin.unwrap_or(""))
     }
 
     pub fn load(&self, rules: &str) {
