@@ -166,6 +166,8 @@ pub(crate) fn follow_from(
         netns: None,
         host: None,
         not_inspected: None,
+        owners: Vec::new(),
+        owner_choice: None,
         other_listeners: Vec::new(),
         searched: 0,
         search_us: 0,
@@ -199,6 +201,8 @@ pub(crate) fn follow_from(
         let s = conndoc_host::nsfind::find_owner(to, &skip_ns, SEARCH_DEADLINE.min(opts.timeout), mac.as_deref());
         b.searched = s.searched;
         b.search_us = u64::try_from(s.elapsed.as_micros()).unwrap_or(u64::MAX);
+        b.owners = s.owners.clone();
+        b.owner_choice = s.chosen_because.clone();
         match s.found {
             Some(id) => Some((Some(NetnsSpec::Named(id.entered_by.clone())), id)),
             None => {

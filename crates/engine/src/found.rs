@@ -79,6 +79,8 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, shared: Option<&Namespaces>
         owner: None,
         host: None,
         not_inspected: None,
+        owners: Vec::new(),
+        owner_choice: None,
         other_listeners: Vec::new(),
         searched: 0,
         search_us: 0,
@@ -90,23 +92,40 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options, shared: Option<&Namespaces>
     let deadline = SEARCH_DEADLINE.min(opts.timeout);
     // The engine's record first: every engine gives its first container 172.17.0.2 and a MAC
     // derived from it, so neither the address nor the MAC tells two engines' containers apart.
-    let s = match backend::engine_owner(ev, addr) {
-        Some((pid, inode)) => conndoc_host::nsfind::Search {
-            found: Some(NetnsIdentity {
-                inode,
-                paths: Vec::new(),
-                pids: vec![pid],
-                entered_by: format!("/proc/{pid}/ns/net"),
-            }),
-            searched: 0,
-            elapsed: Duration::ZERO,
-            incomplete: None,
-        },
-        None => match shared {
-            Some(n) => n.find(addr, &skip_ns, deadline, mac.as_deref()),
-            None => conndoc_host::nsfind::find_owner(addr, &skip_ns, deadline, mac.as_deref()),
-        },
+    let search = || match shared {
+        Some(n) => n.find(addr, &skip_ns, deadline, mac.as_deref()),
+        None => conndoc_host::nsfind::find_owner(addr, &skip_ns, deadline, mac.as_deref()),
     };
+    let s = match backend::engine_owner(ev, addr) {
+        Some((pid, inode)) => {
+            let engine =
+                NetnsIdentity { inode, paths: Vec::new(), pids: vec![pid], entered_by: format!("/proc/{pid}/ns/net") };
+            // Still searched: another engine's container (or any namespace) may hold the
+            // same address, and the report lists every owner.
+            let all = search();
+            let mut owners = if all.owners.is_empty() { all.found.into_iter().collect() } else { all.owners };
+            match owners.iter_mut().find(|o| o.inode == inode) {
+                Some(o) => o.pids = engine.pids.clone(),
+                None => owners.insert(0, engine.clone()),
+            }
+            let many = owners.len() > 1;
+            conndoc_host::nsfind::Search {
+                found: Some(engine),
+                owners: if many { owners } else { Vec::new() },
+                chosen_because: many.then(|| {
+                    format!(
+                        "the container engine conndoc asked places its running container at {addr} there (its pid {pid}); the address and the MAC cannot tell engines' containers apart"
+                    )
+                }),
+                searched: 0,
+                elapsed: Duration::ZERO,
+                incomplete: None,
+            }
+        }
+        None => search(),
+    };
+    f.owners = s.owners.clone();
+    f.owner_choice = s.chosen_because.clone();
     f.searched = s.searched;
     f.search_us = u64::try_from(s.elapsed.as_micros()).unwrap_or(u64::MAX);
     let Some(id) = s.found else {

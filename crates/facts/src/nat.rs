@@ -75,6 +75,27 @@ pub struct Translation {
     pub picked: Option<String>,
 }
 
+/// `; 2 network namespaces own 172.17.0.2: A, B — the first was inspected: WHY`, or
+/// nothing when one namespace does.
+pub fn owners_note(
+    owners: &[NetnsIdentity],
+    inspected: Option<&NetnsIdentity>,
+    addr: std::net::IpAddr,
+    why: Option<&str>,
+) -> String {
+    if owners.len() < 2 {
+        return String::new();
+    }
+    let list: Vec<String> = owners.iter().map(NetnsIdentity::describe).collect();
+    let which = inspected.map(|n| format!("net:[{}]", n.inode)).unwrap_or_else(|| "none".into());
+    format!(
+        "; {} network namespaces own {addr}: {} — {which} was inspected: {}",
+        owners.len(),
+        list.join(", "),
+        why.unwrap_or("the first found")
+    )
+}
+
 /// Backends of a range listed in a translation at most.
 pub const MAX_CHOICES: usize = 64;
 
@@ -175,6 +196,13 @@ pub struct BackendFacts {
     /// The namespace that owns `translation.to`'s address; None when none was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<NetnsIdentity>,
+    /// Every network namespace found owning the address when more than one does (two
+    /// engines' first containers, a duplicated address): `netns` is the one inspected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<NetnsIdentity>,
+    /// Why `netns` is the one inspected among `owners`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_choice: Option<String>,
     /// The backend host inspected there, with the backend's port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostFacts>,
@@ -216,6 +244,13 @@ pub struct FoundFacts {
     /// The namespace that owns the address; None when none was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<NetnsIdentity>,
+    /// Every network namespace found owning the address when more than one does (two
+    /// engines' first containers, a duplicated address): `netns` is the one inspected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<NetnsIdentity>,
+    /// Why `netns` is the one inspected among `owners`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_choice: Option<String>,
     /// The container or pod whose namespace it is, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<NetnsOwner>,
@@ -298,6 +333,8 @@ mod tests {
             }),
             host: None,
             not_inspected: None,
+            owners: Vec::new(),
+            owner_choice: None,
             other_listeners: Vec::new(),
             searched: 3,
             search_us: 10,

@@ -96,6 +96,11 @@ pub fn namespaces(max: usize) -> (Vec<Candidate>, bool) {
 #[derive(Debug, Clone, Default)]
 pub struct Search {
     pub found: Option<NetnsIdentity>,
+    /// Every namespace searched that has the address, in search order, when more than one
+    /// does (separate bridges, two engines' first containers, a duplicated address); `found`
+    /// is one of them and `chosen_because` says why.
+    pub owners: Vec<NetnsIdentity>,
+    pub chosen_because: Option<String>,
     /// Namespaces whose addresses were read.
     pub searched: u32,
     pub elapsed: Duration,
@@ -135,27 +140,26 @@ pub fn find_owner_among(
     s
 }
 
-/// Search these candidates, split over a few worker threads; the first owner found (whose
-/// interface has `mac`, when given) wins.
+/// Search these candidates, split over a few worker threads. Every owner is found (an
+/// address may repeat across namespaces: the report lists them all); the one whose
+/// interface has `mac`, when given, wins, else the first in search order.
 pub fn search(cands: &[Candidate], addr: IpAddr, until: Instant, mac: Option<&str>) -> Search {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicU32, Ordering};
     let start = Instant::now();
-    let done = AtomicBool::new(false);
     let searched = AtomicU32::new(0);
     let chunk = cands.len().div_ceil(workers(cands.len())).max(1);
-    type Found = (Option<NetnsIdentity>, Option<NetnsIdentity>, Option<String>);
-    let results: Vec<Found> = std::thread::scope(|s| {
+    // (candidate index, whether its interface has the MAC) per owner, and why a part stopped.
+    type Part = (Vec<(usize, bool)>, Option<String>);
+    let results: Vec<Part> = std::thread::scope(|s| {
         let hs: Vec<_> = cands
             .chunks(chunk)
-            .map(|part| {
-                let (done, searched) = (&done, &searched);
+            .enumerate()
+            .map(|(n, part)| {
+                let searched = &searched;
                 s.spawn(move || {
                     let mut why = None;
-                    let mut fallback = None;
-                    for c in part {
-                        if done.load(Ordering::Relaxed) {
-                            break;
-                        }
+                    let mut owners = Vec::new();
+                    for (i, c) in part.iter().enumerate() {
                         if Instant::now() >= until {
                             why = Some("the search deadline passed before every namespace was read".to_string());
                             break;
@@ -164,17 +168,12 @@ pub fn search(cands: &[Candidate], addr: IpAddr, until: Instant, mac: Option<&st
                             Ok(addrs) => {
                                 searched.fetch_add(1, Ordering::Relaxed);
                                 let Some(&(_, ifindex)) = addrs.iter().find(|(a, _)| *a == addr) else { continue };
-                                let exact = match mac {
-                                    None => true,
-                                    Some(m) => conndoc_netlink::links().is_ok_and(|ls| {
+                                let exact = mac.is_some_and(|m| {
+                                    conndoc_netlink::links().is_ok_and(|ls| {
                                         ls.iter().any(|l| l.index == ifindex && l.lladdr.as_deref() == Some(m))
-                                    }),
-                                };
-                                if exact {
-                                    done.store(true, Ordering::Relaxed);
-                                    return (Some(c.identity.clone()), None, None);
-                                }
-                                fallback.get_or_insert_with(|| c.identity.clone());
+                                    })
+                                });
+                                owners.push((n * chunk + i, exact));
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                                 why = Some(format!("entering network namespaces needs root (CAP_SYS_ADMIN): {e}"));
@@ -183,23 +182,38 @@ pub fn search(cands: &[Candidate], addr: IpAddr, until: Instant, mac: Option<&st
                             Err(_) => {} // gone meanwhile, or not a namespace
                         }
                     }
-                    (None, fallback, why)
+                    (owners, why)
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or((None, None, Some("a search thread panicked".into())))).collect()
+        hs.into_iter().map(|h| h.join().unwrap_or((Vec::new(), Some("a search thread panicked".into())))).collect()
     });
     let mut out = Search { searched: searched.load(Ordering::Relaxed), elapsed: start.elapsed(), ..Default::default() };
-    let mut fallback = None;
-    for (f, fb, why) in results {
-        out.found = out.found.or(f);
-        fallback = fallback.or(fb);
+    let mut owners: Vec<(usize, bool)> = Vec::new();
+    for (o, why) in results {
+        owners.extend(o);
         if out.incomplete.is_none() {
             out.incomplete = why;
         }
     }
-    out.found = out.found.or(fallback);
-    if out.found.is_some() {
+    owners.sort_unstable();
+    let pick = owners.iter().find(|(_, exact)| *exact).or(owners.first()).copied();
+    if let Some((i, exact)) = pick {
+        out.found = Some(cands[i].identity.clone());
+        if owners.len() > 1 {
+            out.owners = owners.iter().map(|(i, _)| cands[*i].identity.clone()).collect();
+            out.chosen_because = Some(match (exact, mac) {
+                (true, Some(m)) => format!(
+                    "its interface has {m}, the link-layer address the neighbour table of the namespace conndoc dials from holds for {addr}"
+                ),
+                (_, Some(m)) => format!(
+                    "none of them has {m}, the link-layer address the dialling namespace's neighbour table holds for {addr}: the first in search order (bind-mounted namespaces first)"
+                ),
+                (_, None) => format!(
+                    "no neighbour entry for {addr} tells them apart: the first in search order (bind-mounted namespaces first)"
+                ),
+            });
+        }
         out.incomplete = None;
     }
     out

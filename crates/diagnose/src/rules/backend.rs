@@ -98,10 +98,11 @@ pub(crate) fn netns_item(f: Finding, b: &BackendFacts) -> Finding {
         Some(n) => f.evidence(
             "backend-netns",
             format!(
-                "{} owns {} (found among {} namespace(s) searched)",
+                "{} owns {} (found among {} namespace(s) searched){}",
                 n.describe(),
                 b.translation.to.ip(),
-                b.searched.max(1)
+                b.searched.max(1),
+                conndoc_facts::nat::owners_note(&b.owners, Some(n), b.translation.to.ip(), b.owner_choice.as_deref())
             ),
             json!(n),
         ),
@@ -423,6 +424,8 @@ mod tests {
                 ..Default::default()
             }),
             not_inspected: None,
+            owners: Vec::new(),
+            owner_choice: None,
             other_listeners: others,
             searched: 3,
             search_us: 100,

@@ -70,14 +70,15 @@ pub(crate) fn found_item(f: Finding, fd: &FoundFacts) -> Finding {
             fd.search_us as f64 / 1000.0
         )
     };
+    let many = conndoc_facts::nat::owners_note(&fd.owners, Some(n), fd.address.ip(), fd.owner_choice.as_deref());
     f.evidence(
         "found-netns",
         format!(
-            "{} is not an address of conndoc's network namespace: {} owns it ({how}{by}{who})",
+            "{} is not an address of conndoc's network namespace: {} owns it ({how}{by}{who}){many}",
             fd.address.ip(),
             fd.describe(),
         ),
-        json!({ "netns": n, "owner": fd.owner, "searched": fd.searched, "search_us": fd.search_us }),
+        json!({ "netns": n, "owner": fd.owner, "searched": fd.searched, "search_us": fd.search_us, "owners": fd.owners, "owner_choice": fd.owner_choice }),
     )
 }
 
@@ -266,6 +267,8 @@ mod tests {
                 ..Default::default()
             }),
             not_inspected: None,
+            owners: Vec::new(),
+            owner_choice: None,
             other_listeners: others,
             searched: 5,
             search_us: 1200,
@@ -278,6 +281,31 @@ mod tests {
         t.push(&f.summary);
         t.extend(f.remediation.iter().map(String::as_str));
         t.join("\n")
+    }
+
+    #[test]
+    fn several_owners_are_all_listed_and_the_inspected_one_named() {
+        let mut ev = evidence("/var/run/docker/netns/ab12", Some("cache"), vec![listener("127.0.0.1:6379")], vec![]);
+        let fd = ev.found.as_mut().unwrap();
+        let other = NetnsIdentity { inode: 9, paths: vec!["/run/netns/other".into()], ..Default::default() };
+        fd.owners = vec![fd.netns.clone().unwrap(), other];
+        fd.owner_choice = Some("its interface has 02:42:ac:11:00:02".into());
+        let r = diagnose(&ev);
+        let t = texts(r.finding(Cause::ContainerBoundToLoopback).unwrap());
+        assert!(
+            t.contains(
+                "; 2 network namespaces own 172.17.0.2: network namespace net:[7] (/var/run/docker/netns/ab12, pid 42), network namespace net:[9] (/run/netns/other) — net:[7] was inspected: its interface has 02:42:ac:11:00:02"
+            ),
+            "{t}"
+        );
+        // One owner: nothing added.
+        let ev = evidence("/var/run/docker/netns/ab12", Some("cache"), vec![listener("127.0.0.1:6379")], vec![]);
+        let t = texts(&r_finding(&ev));
+        assert!(!t.contains("network namespaces own"), "{t}");
+    }
+
+    fn r_finding(ev: &Evidence) -> Finding {
+        diagnose(ev).finding(Cause::ContainerBoundToLoopback).unwrap().clone()
     }
 
     #[test]
