@@ -191,7 +191,24 @@ pub(crate) fn follow_from(
         // The engine says which container has the address: its namespace, not the first
         // one an address search meets (every engine's first container is 172.17.0.2).
         let path = format!("/proc/{pid}/ns/net");
-        Some((Some(NetnsSpec::Pid(pid)), NetnsIdentity { inode, paths: Vec::new(), pids: vec![pid], entered_by: path }))
+        let engine = NetnsIdentity { inode, paths: Vec::new(), pids: vec![pid], entered_by: path };
+        // Still searched: another engine's container (or any namespace) may hold the same
+        // address, and the report lists every owner.
+        let mut skip_ns: Vec<u64> = front_inode.into_iter().collect();
+        skip_ns.extend(conndoc_host::procs::current_netns());
+        let s = conndoc_host::nsfind::find_owner(to, &skip_ns, SEARCH_DEADLINE.min(opts.timeout), None);
+        let mut owners = if s.owners.is_empty() { s.found.into_iter().collect() } else { s.owners };
+        match owners.iter_mut().find(|o| o.inode == inode) {
+            Some(o) => o.pids = engine.pids.clone(),
+            None => owners.insert(0, engine.clone()),
+        }
+        if owners.len() > 1 {
+            b.owners = owners;
+            b.owner_choice = Some(format!(
+                "the container engine conndoc asked places its running container at {to} there (its pid {pid}); the address and the MAC cannot tell engines' containers apart"
+            ));
+        }
+        Some((Some(NetnsSpec::Pid(pid)), engine))
     } else {
         let mut skip_ns: Vec<u64> = front_inode.into_iter().collect();
         skip_ns.extend(conndoc_host::procs::current_netns());

@@ -92,7 +92,12 @@ pub(crate) fn netns_item(f: Finding, b: &BackendFacts) -> Finding {
         // No search: the container engine placed the address in that namespace.
         Some(n) if b.searched == 0 && !n.pids.is_empty() => f.evidence(
             "backend-netns",
-            format!("{} owns {} (the container engine's record of the container)", n.describe(), b.translation.to.ip()),
+            format!(
+                "{} owns {} (the container engine's record of the container){}",
+                n.describe(),
+                b.translation.to.ip(),
+                conndoc_facts::nat::owners_note(&b.owners, Some(n), b.translation.to.ip(), b.owner_choice.as_deref())
+            ),
             json!(n),
         ),
         Some(n) => f.evidence(
