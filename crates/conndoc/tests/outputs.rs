@@ -3,11 +3,12 @@
 //! reader is gone. A refused path is one stderr line and exit 2 before anything is probed or
 //! created; stdout that cannot be written says "writing stdout" and exits 3; a closed pipe
 //! ends quietly with the command's own status (docs/report.md).
-//! Network traffic goes only to loopback ports these tests opened themselves.
+//! Network traffic goes only to loopback ports these tests opened themselves, and (the labtool
+//! case) inside the lab namespaces of one scenario.
 
 mod common;
 
-use common::{assert_bad_input, closed_port, command, conndoc, conndoc_to, mkfifo, stderr, symlink, Tmp};
+use common::{assert_bad_input, bounded, closed_port, command, conndoc, conndoc_to, mkfifo, stderr, symlink, Tmp};
 use conndoc_testsupport::{program, root, tests, Need, Tests};
 use std::io::ErrorKind;
 use std::net::TcpListener;
@@ -223,6 +224,26 @@ fn a_pcap_that_could_not_be_captured_leaves_no_empty_file() {
     assert!(std::fs::metadata(&pcap).unwrap().len() >= 24, "no pcap header in {pcap}");
 }
 
+/// conndoc-labtool prints the report of the scenario it ran: a full disk on stdout is one
+/// "writing stdout" line and exit 3, a closed pipe ends quietly with 0 (println! panicked).
+fn labtool_run_writes_stdout_like_conndoc() {
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lab/scenarios/client-refused-v4.toml");
+    let labtool = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_conndoc-labtool"));
+        c.args(["run", scenario, env!("CARGO_BIN_EXE_conndoc")]).stdin(Stdio::null());
+        c
+    };
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let (code, err) = bounded(labtool(), full);
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(err, "conndoc-labtool: writing stdout: No space left on device\n");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let (code, err) = bounded(labtool(), writer);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.starts_with("scenario client-refused-v4: passed"), "{err}");
+}
+
 fn main() {
     let mut t = Tests::new();
     tests!(
@@ -236,5 +257,6 @@ fn main() {
         a_full_stderr_never_panics,
     );
     tests!(t, root().and(program("setpriv", "util-linux")), a_pcap_that_could_not_be_captured_leaves_no_empty_file);
+    tests!(t, root().and(program("ip", "iproute2")), labtool_run_writes_stdout_like_conndoc);
     t.run();
 }

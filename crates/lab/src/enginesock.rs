@@ -202,7 +202,7 @@ impl std::str::FromStr for Hostile {
 pub fn hostile(path: &Path, mode: Hostile) -> Result<(), String> {
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path).map_err(|e| format!("bind {}: {e}", path.display()))?;
-    eprintln!("hostile engine ({mode:?}) on {}", path.display());
+    crate::tool::say(format_args!("hostile engine ({mode:?}) on {}", path.display()));
     let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for c in l.incoming() {
         let Ok(mut c) = c else { continue };

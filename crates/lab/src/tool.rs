@@ -19,26 +19,68 @@ use std::time::Duration;
 pub fn main_with(args: Vec<String>) -> i32 {
     match dispatch(&args) {
         Ok(()) => 0,
-        Err(e) => {
-            eprintln!("conndoc-labtool: {e}");
+        Err(Failure::Stdout(e)) => {
+            say(format_args!("conndoc-labtool: writing stdout: {}", conndoc_files::os_error_text(&e)));
+            3
+        }
+        Err(Failure::Bad(e)) => {
+            say(format_args!("conndoc-labtool: {e}"));
             2
         }
     }
 }
 
-fn dispatch(args: &[String]) -> Result<(), String> {
+/// Why a program ended: its own error (exit 2), or stdout could not be written (exit 3, as
+/// conndoc does).
+enum Failure {
+    Bad(String),
+    Stdout(std::io::Error),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Bad(e)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(e: &str) -> Failure {
+        Failure::Bad(e.into())
+    }
+}
+
+/// One line on stderr. Never panics (eprintln! does when stderr is a full disk or a closed
+/// pipe): a line that cannot be written is dropped.
+pub(crate) fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// `text` and a newline on stdout. A reader that closed the pipe (`| head -1`) is no failure:
+/// nothing more is written (println! panicked here); any other error is a [`Failure::Stdout`].
+fn write_out(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::Stdout(e)),
+        Ok(()) => Ok(()),
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<(), Failure> {
     let sub = args.first().map(String::as_str).unwrap_or("--help");
     let rest = &args[args.len().min(1)..];
     match sub {
-        "listen" => listen(rest, false),
-        "serve" => listen(rest, true),
-        "hold" => hold(rest),
-        "churn" => churn(rest),
-        "fds" => fds(rest),
+        "listen" => Ok(listen(rest, false)?),
+        "serve" => Ok(listen(rest, true)?),
+        "hold" => Ok(hold(rest)?),
+        "churn" => Ok(churn(rest)?),
+        "fds" => Ok(fds(rest)?),
         "engine" => {
             let path = rest.first().ok_or("missing SOCKET")?;
             let mode = rest.get(1).ok_or("missing MODE (hang, trickle, huge)")?.parse()?;
-            crate::enginesock::hostile(std::path::Path::new(path), mode)
+            Ok(crate::enginesock::hostile(std::path::Path::new(path), mode)?)
         }
         "run" => run(rest),
         _ => Err("usage: conndoc-labtool listen|serve|hold|churn|fds|engine|run … (see crates/lab/src/tool.rs)".into()),
@@ -69,7 +111,7 @@ fn listen(a: &[String], serve: bool) -> Result<(), String> {
     }
     s.bind(&SockAddr::from(sa)).map_err(|e| format!("bind {sa}: {e}"))?;
     s.listen(backlog).map_err(|e| format!("listen {sa}: {e}"))?;
-    eprintln!("listening on {sa} backlog {backlog}{}", if no_accept { " (never accepting)" } else { "" });
+    say(format_args!("listening on {sa} backlog {backlog}{}", if no_accept { " (never accepting)" } else { "" }));
     let mut held = Vec::new();
     loop {
         if no_accept || !serve && held.len() > 100_000 {
@@ -86,7 +128,7 @@ fn listen(a: &[String], serve: bool) -> Result<(), String> {
             Ok((c, _)) => held.push(c),
             Err(e) => {
                 // At the fd limit: keep the listener, back off, try again.
-                eprintln!("accept: {e}");
+                say(format_args!("accept: {e}"));
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -100,10 +142,10 @@ fn hold(a: &[String]) -> Result<(), String> {
     for i in 0..count.min(100_000) {
         match TcpStream::connect_timeout(&sa, Duration::from_secs(2)) {
             Ok(c) => held.push(c),
-            Err(e) => eprintln!("connect {i}: {e}"),
+            Err(e) => say(format_args!("connect {i}: {e}")),
         }
     }
-    eprintln!("holding {} connections to {sa}", held.len());
+    say(format_args!("holding {} connections to {sa}", held.len()));
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
@@ -117,7 +159,7 @@ fn fds(a: &[String]) -> Result<(), String> {
     for _ in 0..count.min(1_000_000) {
         held.push(std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?);
     }
-    eprintln!("holding {} open files", held.len());
+    say(format_args!("holding {} open files", held.len()));
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
@@ -146,14 +188,14 @@ fn churn(a: &[String]) -> Result<(), String> {
             }
         }
     }
-    eprintln!("churn: {ok} of {count} connections to {sa} opened and closed");
+    say(format_args!("churn: {ok} of {count} connections to {sa} opened and closed"));
     if ok < count {
         return Err(format!("only {ok} of {count} connects to {sa} succeeded"));
     }
     Ok(())
 }
 
-fn run(a: &[String]) -> Result<(), String> {
+fn run(a: &[String]) -> Result<(), Failure> {
     let path = a.first().ok_or("missing SCENARIO.toml")?;
     let bin = a
         .get(1)
@@ -162,12 +204,8 @@ fn run(a: &[String]) -> Result<(), String> {
         .ok_or("missing CONNDOC binary path")?;
     crate::can_run()?;
     let s = crate::Scenario::load(std::path::Path::new(path)).map_err(|e| e.to_string())?;
-    match crate::run_scenario(&s, &bin) {
-        Ok(out) => {
-            println!("{}", out.stdout);
-            eprintln!("scenario {}: passed ({:?})", s.name, out.elapsed);
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+    let out = crate::run_scenario(&s, &bin)?;
+    write_out(&out.stdout)?;
+    say(format_args!("scenario {}: passed ({:?})", s.name, out.elapsed));
+    Ok(())
 }

@@ -22,13 +22,18 @@ pub fn conndoc(args: &[&str]) -> Output {
 
 /// Run with stdout going to `out`, bounded to 20 s: (status, stderr).
 pub fn conndoc_to(args: &[&str], out: impl Into<Stdio>) -> (Option<i32>, String) {
-    let mut child = command(args).stdout(out).stderr(Stdio::piped()).spawn().expect("run conndoc");
+    bounded(command(args), out)
+}
+
+/// Run `c` with stdout going to `out`, killed after 20 s: (status, stderr).
+pub fn bounded(mut c: Command, out: impl Into<Stdio>) -> (Option<i32>, String) {
+    let mut child = c.stdout(out).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("run {c:?}: {e}"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{args:?}: still running after 20 s");
+            panic!("{c:?}: still running after 20 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
