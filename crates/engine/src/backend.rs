@@ -291,6 +291,7 @@ fn inspect_backend(
         netns: spec,
         privileges: ev.client.privileges.clone(),
         thorough: true,
+        addresses: None,
     };
     match conndoc_host::inspect::inspect(&req, None) {
         Ok((facts, skipped)) => {

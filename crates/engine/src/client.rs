@@ -7,7 +7,9 @@ use conndoc_facts::{ConnectKind, Evidence, Family};
 use std::net::{IpAddr, SocketAddr};
 
 /// Local interface addresses, so later stages know whether the target is this host.
-pub(crate) fn local_addresses(ev: &mut Evidence) {
+/// Returns them when the dump succeeded, for the host stage of the same namespace (one
+/// dump serves both).
+pub(crate) fn local_addresses(ev: &mut Evidence) -> Option<Vec<IpAddr>> {
     match conndoc_netlink::route::addresses() {
         Ok(addrs) => {
             ev.client.local_addresses = addrs.iter().map(|a| a.address).collect();
@@ -16,8 +18,12 @@ pub(crate) fn local_addresses(ev: &mut Evidence) {
             fams.sort();
             fams.dedup();
             ev.client.families = fams;
+            Some(ev.client.local_addresses.clone())
         }
-        Err(e) => crate::skip(ev, "local addresses", e.to_string(), None),
+        Err(e) => {
+            crate::skip(ev, "local addresses", e.to_string(), None);
+            None
+        }
     }
 }
 

@@ -364,13 +364,12 @@ fn translation(
 }
 
 /// Whether the inspected namespace (and conndoc's own) has a nat chain attached: any
-/// nf_tables chain of type nat (iptables-nft's `nat` table is one), read over netlink and
-/// cached by generation, or a legacy `nat` table. Only then may a refused port that
+/// nf_tables base chain of type nat (iptables-nft's `nat` table makes them; one chain dump,
+/// not the whole ruleset), or a legacy `nat` table. Only then may a refused port that
 /// nothing listens on still be forwarded — without one the rules are not read at all.
 pub(crate) fn nat_present(opts: &Options) -> bool {
     let t = opts.timeout.min(Duration::from_secs(1));
-    let here =
-        move || conndoc_firewall::nfnl::read(t).is_ok_and(|r| !r.ruleset.nat_bases.is_empty()) || legacy_nat_table();
+    let here = move || conndoc_firewall::nfnl::nat_chains_present(t).unwrap_or(false) || legacy_nat_table();
     let target = opts.netns.clone().map(NetnsSpec::Named).or(opts.netns_pid.map(NetnsSpec::Pid));
     here() || target.is_some_and(|spec| run_in(&spec, here).unwrap_or(false))
 }

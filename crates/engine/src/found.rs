@@ -190,6 +190,7 @@ fn inspect(ev: &mut Evidence, f: &mut FoundFacts, id: NetnsIdentity) {
         netns: Some(spec),
         privileges: ev.client.privileges.clone(),
         thorough: true,
+        addresses: None,
     };
     match conndoc_host::inspect::inspect(&req, None) {
         Ok((facts, skipped)) => {

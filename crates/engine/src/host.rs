@@ -33,7 +33,14 @@ pub(crate) fn owns_address(local: &[IpAddr], ip: &IpAddr) -> bool {
     local.contains(ip) || (ip.is_loopback() && ip.is_ipv4() && local.iter().any(|a| a.is_ipv4() && a.is_loopback()))
 }
 
-pub(crate) fn begin(ev: &Evidence, opts: &Options, addrs: &[IpAddr]) -> Option<HostStage> {
+/// `own_addresses`: conndoc's namespace's interface addresses, as the client stage read them
+/// (reused when that is the namespace inspected).
+pub(crate) fn begin(
+    ev: &Evidence,
+    opts: &Options,
+    addrs: &[IpAddr],
+    own_addresses: Option<Vec<IpAddr>>,
+) -> Option<HostStage> {
     if opts.no_host {
         return None;
     }
@@ -58,6 +65,7 @@ pub(crate) fn begin(ev: &Evidence, opts: &Options, addrs: &[IpAddr]) -> Option<H
         (Some(_), Some(pid)) => crate::container::port_map_for(pid, ev.target.port),
         _ => None,
     };
+    let same_namespace = netns.is_none();
     let req = InspectRequest {
         port: port_map.as_ref().map_or(ev.target.port, |m| m.inspected),
         expect: ev.options.expect_process.clone(),
@@ -65,6 +73,7 @@ pub(crate) fn begin(ev: &Evidence, opts: &Options, addrs: &[IpAddr]) -> Option<H
         netns,
         privileges: ev.client.privileges.clone(),
         thorough: false,
+        addresses: own_addresses.filter(|_| same_namespace),
     };
     // A failure here shows again (and is recorded) in `end`.
     let base = conndoc_host::baseline(&req).ok();

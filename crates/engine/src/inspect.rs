@@ -44,6 +44,7 @@ pub fn begin(opts: &InspectOptions) -> Bracket {
         netns,
         privileges: conndoc_probe::client::basics().privileges,
         thorough: true,
+        addresses: None,
     };
     let (base, base_error) = match conndoc_host::baseline(&req) {
         Ok(b) => (Some(b), None),

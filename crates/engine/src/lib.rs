@@ -112,7 +112,7 @@ pub(crate) fn gather_in(
     // Over ssh the session connects while names resolve here.
     let ssh = opts.ssh.as_ref().filter(|_| !opts.no_host);
     let remote = ssh.map(|o| remote::start(&ev, o, opts.timeout));
-    client::local_addresses(&mut ev);
+    let own_addresses = client::local_addresses(&mut ev);
     ev.resolution = conndoc_probe::resolve::resolve(&ev.target, opts.family, opts.timeout);
     client::resolution_limits(&mut ev);
     let addrs = conndoc_probe::resolve::addresses_to_probe(&ev.resolution, opts.family);
@@ -120,7 +120,7 @@ pub(crate) fn gather_in(
     let (remote, host_stage) = match remote {
         // The remote has read its "before" counters when it says ready.
         Some(r) => (Some(remote::ready(r)), None),
-        None => (None, host::begin(&ev, opts, &addrs)),
+        None => (None, host::begin(&ev, opts, &addrs, own_addresses)),
     };
     let capture_stage = capture::begin(&ev, opts, &addrs);
     let path_stage = path::begin(&mut ev, opts, &addrs);

@@ -231,12 +231,25 @@ pub enum Event<'a> {
 /// generation id moved during it, so what `sink` saw last is one committed state.
 /// Returns that generation.
 pub fn dump_with(deadline: Instant, sink: &mut dyn FnMut(Event<'_>)) -> Result<u32, NfnlError> {
-    let mut s = NfSocket::open(deadline)?;
+    dump_on(NfSocket::open(deadline)?, None, sink)
+}
+
+/// [`dump_with`] on an open socket; `first` is a generation (and its NEWGEN message) just
+/// read on it, which the first attempt starts from instead of asking again.
+fn dump_on(
+    mut s: NfSocket,
+    mut first: Option<(u32, Vec<u8>)>,
+    sink: &mut dyn FnMut(Event<'_>),
+) -> Result<u32, NfnlError> {
     for attempt in 0..MAX_TRIES {
         if attempt > 0 {
             sink(Event::Restart);
         }
-        let Some((before, gen_msg)) = s.generation()? else { continue };
+        let now = match first.take() {
+            Some(g) => Some(g),
+            None => s.generation()?,
+        };
+        let Some((before, gen_msg)) = now else { continue };
         sink(Event::Msg(MsgType::NewGen, &gen_msg));
         let mut sets: Vec<(u8, String, String)> = Vec::new();
         let mut complete = true;
@@ -292,6 +305,31 @@ pub fn dump_with(deadline: Instant, sink: &mut dyn FnMut(Event<'_>)) -> Result<u
         }
     }
     Err(NfnlError::Changing { tries: MAX_TRIES })
+}
+
+/// Whether the calling thread's namespace has an nf_tables base chain of type `nat` on the
+/// IP path (families ip, ip6, inet; iptables-nft's `nat` table makes such chains too): one
+/// GETCHAIN dump on one socket. What a refused port asks before the rules are read at all —
+/// a whole [`read`] would take a GETGEN, a second socket and thread, and five dumps to
+/// answer the same. A dormant table's chains count (reading the rules then says more).
+pub fn nat_chains_present(timeout: Duration) -> Result<bool, NfnlError> {
+    let mut s = NfSocket::open(Instant::now() + timeout)?;
+    let mut nat = false;
+    s.exchange("GETCHAIN", MsgType::GetChain, NLM_F_DUMP, &request(0, &[]), |t, p| {
+        if !nat && MsgType::from_nlmsg_type(t) == Some(MsgType::NewChain) {
+            nat = expr::ChainMsg::parse(p).is_some_and(|c| is_ip_nat_base(&c));
+        }
+        Ok(())
+    })?;
+    Ok(nat)
+}
+
+/// A base chain of type `nat` in a family packets of the IP path meet.
+fn is_ip_nat_base(c: &expr::ChainMsg) -> bool {
+    use expr::NfFamily;
+    c.hook.is_some()
+        && c.kind.as_deref() == Some("nat")
+        && [NfFamily::IP, NfFamily::IP6, NfFamily::INET].contains(&c.family)
 }
 
 /// One netlink attribute (nested ones get NLA_F_NESTED), padded to 4 bytes.
@@ -419,23 +457,27 @@ pub fn read(timeout: Duration) -> Result<NetlinkRuleset, NfnlError> {
 pub fn read_with(timeout: Duration, cfg: &CacheConfig) -> Result<NetlinkRuleset, NfnlError> {
     let deadline = Instant::now() + timeout;
     if !cfg.enabled() {
-        return read_dump(deadline).map(|(r, _)| r);
+        return read_dump(None, deadline).map(|(r, _)| r);
     }
     // One GETGEN round trip on a socket of this namespace, which also names it. Failing
-    // that (e.g. no permission), the dump below says why.
-    let now = NfSocket::open(deadline).ok().and_then(|mut s| {
+    // that (e.g. no permission), the dump below says why. On a miss the dump goes on over
+    // the same socket from that generation: no second socket, no second GETGEN.
+    let mut sock = NfSocket::open(deadline).ok();
+    let now = sock.as_mut().and_then(|s| {
         let cookie = crate::cache::netns_cookie(std::os::fd::AsFd::as_fd(&s.sock))?;
-        Some((cookie, s.generation().ok()??.0))
+        Some((cookie, s.generation().ok()??))
     });
-    if let Some((cookie, generation)) = now {
-        if let Some((ruleset, level)) = crate::cache::lookup(cfg, cookie, generation, interface_names) {
+    if let Some((cookie, (generation, _))) = &now {
+        if let Some((ruleset, level)) = crate::cache::lookup(cfg, *cookie, *generation, interface_names) {
             // A decode with an iptables-nft fallback is never kept (see cache::store).
             let iptables_nft = iptnft::reads_in(&ruleset);
-            return Ok(NetlinkRuleset { generation, ruleset, cached: Some(level), iptables_nft });
+            return Ok(NetlinkRuleset { generation: *generation, ruleset, cached: Some(level), iptables_nft });
         }
     }
-    let (r, provenance) = read_dump(deadline)?;
-    if let Some((cookie, _)) = now {
+    let cookie = now.as_ref().map(|(c, _)| *c);
+    let start = sock.zip(now.map(|(_, g)| g));
+    let (r, provenance) = read_dump(start, deadline)?;
+    if let Some(cookie) = cookie {
         crate::cache::store(cfg, cookie, r.generation, &r.ruleset, &provenance);
     }
     Ok(r)
@@ -444,7 +486,10 @@ pub fn read_with(timeout: Duration, cfg: &CacheConfig) -> Result<NetlinkRuleset,
 /// Dump and decode the ruleset of the calling thread's namespace. Receiving and decoding
 /// overlap: one thread (in the same namespace) takes messages from the kernel while this
 /// one turns them into rules.
-fn read_dump(deadline: Instant) -> Result<(NetlinkRuleset, decode::Provenance), NfnlError> {
+fn read_dump(
+    start: Option<(NfSocket, (u32, Vec<u8>))>,
+    deadline: Instant,
+) -> Result<(NetlinkRuleset, decode::Provenance), NfnlError> {
     // Messages go over in batches of framed bytes (type, length, payload): one channel
     // send and one allocation per message would cost more than the overlap saves.
     type Batch = Option<Vec<u8>>;
@@ -453,7 +498,7 @@ fn read_dump(deadline: Instant) -> Result<(NetlinkRuleset, decode::Provenance), 
     std::thread::scope(|scope| {
         let receiver = scope.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH + 4096);
-            let r = dump_with(deadline, &mut |ev| match ev {
+            let mut sink = |ev: Event<'_>| match ev {
                 Event::Msg(t, p) => {
                     batch.extend_from_slice(&(t as u16).to_ne_bytes());
                     batch.extend_from_slice(&(p.len() as u32).to_ne_bytes());
@@ -466,7 +511,11 @@ fn read_dump(deadline: Instant) -> Result<(NetlinkRuleset, decode::Provenance), 
                     batch.clear();
                     let _ = tx.send(None);
                 }
-            });
+            };
+            let r = match start {
+                Some((s, first)) => dump_on(s, Some(first), &mut sink),
+                None => dump_with(deadline, &mut sink),
+            };
             if !batch.is_empty() {
                 let _ = tx.send(Some(batch));
             }

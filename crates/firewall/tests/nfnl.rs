@@ -614,6 +614,28 @@ fn nat_chains_translate_the_same_both_ways() {
     assert!(translated > 50, "{translated}");
 }
 
+/// The cheap question a refused port asks (`nfnl::nat_chains_present`) answers as the whole
+/// read does: an empty namespace, a filter-only ruleset, a regular chain named nat, then
+/// an ip6 nat base chain.
+fn nat_chains_present_answers_as_the_read_does() {
+    let ns = Netns::new("cdnatq");
+    let ask = |ns: &Netns| {
+        run_in(&NetnsSpec::Named(ns.0.clone()), || {
+            let quick = nfnl::nat_chains_present(T).expect("GETCHAIN dump");
+            let full = !nfnl::read(T).expect("netlink dump").ruleset.nat_bases.is_empty();
+            (quick, full)
+        })
+        .expect("enter namespace")
+    };
+    assert_eq!(ask(&ns), (false, false), "empty");
+    ns.load("table inet f {\n chain input {\n type filter hook input priority 0;\n tcp dport 22 accept\n }\n}\n");
+    assert_eq!(ask(&ns), (false, false), "filter only");
+    ns.load("table ip t {\n chain nat {\n }\n}\n");
+    assert_eq!(ask(&ns), (false, false), "a regular chain named nat");
+    ns.load("table ip6 n {\n chain pre {\n type nat hook prerouting priority -100;\n tcp dport 80 redirect to :8080\n }\n}\n");
+    assert_eq!(ask(&ns), (true, true), "ip6 nat base chain");
+}
+
 fn main() {
     let mut t = Tests::new();
     let need = root_with_nft();
@@ -627,6 +649,7 @@ fn main() {
         recorded_fixture_ruleset_reads_the_same_both_ways,
         verdict_maps_are_evaluated,
         nat_chains_translate_the_same_both_ways,
+        nat_chains_present_answers_as_the_read_does,
         kube_proxy_table_is_evaluated_and_its_services_found,
         build_prefers_netlink_and_skips_the_text_listing
     );

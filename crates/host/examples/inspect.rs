@@ -21,6 +21,7 @@ fn main() {
         scope: InspectScope::Local,
         netns: None,
         thorough: std::env::var_os("THOROUGH").is_some_and(|v| v == "1"),
+        addresses: None,
         privileges: Privileges {
             uid: std::fs::read_to_string("/proc/self/status")
                 .ok()

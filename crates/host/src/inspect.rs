@@ -9,6 +9,7 @@ use conndoc_facts::host::{
 };
 use conndoc_facts::{Micros, Port, Privileges, SkippedCheck};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// What to inspect.
@@ -23,12 +24,38 @@ pub struct InspectRequest {
     pub privileges: Privileges,
     /// Read everything even when nothing points at trouble (set when the probe failed).
     pub thorough: bool,
+    /// The namespace's interface addresses when the caller has just read them in the same
+    /// namespace (the client stage of a diagnosis does): not dumped a second time.
+    pub addresses: Option<Vec<IpAddr>>,
 }
 
 /// TIME_WAIT sockets in the namespace from which the per-port state walk is worth it: the
 /// time-wait-pileup warning (crates/diagnose, rules/host.rs) needs 1000 on the one port, so
 /// fewer in the whole namespace cannot make it fire.
-const TIME_WAIT_WALK: u64 = 1000;
+const TIME_WAIT_WALK: u64 = sysctl::TIME_WAIT_PILEUP as u64;
+
+/// Whether the per-port state counts (a walk of the kernel's whole connection hash, shared
+/// by every namespace: the filter saves copying, not walking — ~15 ms at 50,000 sockets)
+/// can change a finding. Only two findings read them: syn-backlog-overflow, which needs a
+/// SYN-queue counter that rose over the probe, and time-wait-pileup, which needs
+/// [`TIME_WAIT_WALK`] TIME_WAIT sockets on the port — more than the namespace's total
+/// (sockstat) rules out. Without counters or sockstat nothing is ruled out. A failed probe
+/// alone is no reason: the walk would only list states no finding cites.
+pub(crate) fn port_walk_can_matter(
+    counters: Option<&CounterDeltas>,
+    sockstat: Option<conndoc_facts::host::SockStat>,
+) -> bool {
+    let Some(c) = counters else { return true };
+    let d = c.delta;
+    let syn_trouble = d.syncookies_sent + d.req_q_full_drop + d.req_q_full_do_cookies + d.listen_drops > 0;
+    syn_trouble || sockstat.is_none_or(|s| s.time_wait >= TIME_WAIT_WALK)
+}
+
+/// A SYN-queue counter rose over the probe (what syn-backlog-overflow needs).
+pub(crate) fn syn_queue_rose(c: &CounterDeltas) -> bool {
+    let d = c.delta;
+    d.syncookies_sent + d.req_q_full_drop + d.req_q_full_do_cookies > 0
+}
 
 /// Counters read before the probe.
 #[derive(Debug, Clone)]
@@ -188,9 +215,12 @@ fn inside(
         port: Some(req.port),
         ..Default::default()
     };
-    match conndoc_netlink::addresses() {
-        Ok(a) => facts.local_addresses = a.into_iter().map(|a| a.address).collect(),
-        Err(e) => skipped.push(skip("local addresses", e.to_string(), None)),
+    match req.addresses.clone().filter(|_| req.netns.is_none()) {
+        Some(a) => facts.local_addresses = a,
+        None => match conndoc_netlink::addresses() {
+            Ok(a) => facts.local_addresses = a.into_iter().map(|a| a.address).collect(),
+            Err(e) => skipped.push(skip("local addresses", e.to_string(), None)),
+        },
     }
     facts.listeners = sockets::listeners(Some(port))?;
     if let Some(b) = base {
@@ -205,15 +235,9 @@ fn inside(
             Err(e) => skipped.push(skip("TCP counters", e.to_string(), None)),
         }
     }
-    facts.sysctls = sysctl::read_all();
     facts.sockstat = counters::read_sockstat();
 
-    // The per-port state counts need a walk of the kernel's whole connection table (the
-    // filter saves copying, not walking): do it when something points at trouble.
-    let d = facts.counters.as_ref().map(|c| c.delta).unwrap_or_default();
-    let syn_trouble = d.syncookies_sent + d.req_q_full_drop + d.req_q_full_do_cookies + d.listen_drops > 0;
-    let tw = facts.sockstat.map_or(u64::MAX, |s| s.time_wait);
-    if req.thorough || base.is_none() || syn_trouble || tw >= TIME_WAIT_WALK {
+    if port_walk_can_matter(facts.counters.as_ref(), facts.sockstat) {
         match sockets::sockets_on_port(port) {
             Ok(m) => {
                 facts.port_sockets = m;
@@ -222,6 +246,12 @@ fn inside(
             Err(e) => skipped.push(skip("sockets on the target port", e.to_string(), None)),
         }
     }
+    // The parameters a finding can cite given what was found (one file each; a refused
+    // port reads one instead of nine).
+    let syn_rose = facts.counters.as_ref().map(syn_queue_rose);
+    let tw_here = facts.port_sockets.get(&conndoc_facts::SocketState::TimeWait).copied().unwrap_or(0);
+    let queue_full = facts.listeners.iter().any(Listener::queue_full);
+    facts.sysctls = sysctl::read_wanted(sysctl::Wanted::for_findings(queue_full, syn_rose, tw_here));
 
     // Owners of the listeners on the target port: the hinted pids and the expected
     // program's processes are tried before the rest of the process table.
@@ -329,6 +359,7 @@ mod tests {
             netns: None,
             privileges: Privileges::default(),
             thorough: true,
+            addresses: None,
         };
         let base = baseline(&req).unwrap();
         let (facts, _) = inspect(&req, Some(&base)).unwrap();
@@ -339,13 +370,34 @@ mod tests {
         assert!(svc.running.iter().any(|p| p.pid == std::process::id()));
         assert!(svc.listeners.iter().any(|x| x.port() == port.get()));
         assert!(facts.counters.is_some());
-        assert!(facts.port_sockets_read);
+        assert_eq!(facts.port_sockets_read, port_walk_can_matter(facts.counters.as_ref(), facts.sockstat));
         assert!(facts.sockstat.is_some());
         assert!(facts.sysctls.somaxconn.is_some());
         assert!(facts.local_addresses.iter().any(|a| a.is_loopback()));
         let table = listener_table(Some(port.get()), None).unwrap();
         assert_eq!(table.len(), 1);
         assert_eq!(table[0].process.as_ref().map(|p| p.pid), Some(std::process::id()));
+    }
+
+    #[test]
+    fn the_port_walk_runs_only_where_a_finding_can_use_it() {
+        use conndoc_facts::host::{SockStat, TcpCounters};
+        let quiet = CounterDeltas::default();
+        let few = SockStat { time_wait: TIME_WAIT_WALK - 1, ..Default::default() };
+        let many = SockStat { time_wait: TIME_WAIT_WALK, ..Default::default() };
+        assert!(!port_walk_can_matter(Some(&quiet), Some(few)), "a refusal with quiet counters");
+        assert!(port_walk_can_matter(Some(&quiet), Some(many)), "a TIME_WAIT pile-up is possible");
+        assert!(port_walk_can_matter(None, Some(few)), "no counters: SYN trouble not ruled out");
+        assert!(port_walk_can_matter(Some(&quiet), None), "no sockstat: TIME_WAIT not ruled out");
+        for rose in [
+            TcpCounters { syncookies_sent: 1, ..Default::default() },
+            TcpCounters { req_q_full_drop: 1, ..Default::default() },
+            TcpCounters { req_q_full_do_cookies: 1, ..Default::default() },
+            TcpCounters { listen_drops: 1, ..Default::default() },
+        ] {
+            let c = CounterDeltas { delta: rose, ..Default::default() };
+            assert!(port_walk_can_matter(Some(&c), Some(few)), "{rose:?}");
+        }
     }
 
     #[test]
@@ -360,6 +412,7 @@ mod tests {
             netns: None,
             privileges: Privileges::default(),
             thorough: false,
+            addresses: None,
         };
         let base = baseline(&req).unwrap();
         // pid 1 does not hold the socket: a hint is checked, never trusted.

@@ -60,10 +60,15 @@ pub fn snapshot(ports: &BTreeSet<u16>, base: Option<&Baseline>) -> Result<Snapsh
             Err(e) => skipped.push(SkippedCheck { check: "TCP counters".into(), reason: e.to_string(), hint: None }),
         }
     }
-    common.sysctls = crate::sysctl::read_all();
     common.sockstat = counters::read_sockstat();
+    // The per-port walk, and the parameters read, under the same conditions as one port's
+    // inspection (a snapshot serves ports nothing listens on: no accept queue to cite).
+    let walk = crate::inspect::port_walk_can_matter(common.counters.as_ref(), common.sockstat);
+    let syn_rose = common.counters.as_ref().map(crate::inspect::syn_queue_rose);
+    let tw = if walk { crate::sysctl::TIME_WAIT_PILEUP } else { 0 };
+    common.sysctls = crate::sysctl::read_wanted(crate::sysctl::Wanted::for_findings(false, syn_rose, tw));
     let port_sockets = match (ports.first(), ports.last()) {
-        (Some(&lo), Some(&hi)) => {
+        (Some(&lo), Some(&hi)) if walk => {
             let filter = Bytecode(vec![Cond::LocalPort { lo, hi }]);
             let mut m: BTreeMap<u16, BTreeMap<SocketState, u32>> = BTreeMap::new();
             let r = sockets::dump(&[AF_INET, AF_INET6], sockets::TELLING_STATES, filter, |msg| {
@@ -162,6 +167,7 @@ mod tests {
             netns: None,
             privileges: Default::default(),
             thorough: true,
+            addresses: None,
         };
         let base = crate::baseline(&req).unwrap();
         let ports: BTreeSet<u16> = [busy, free].into_iter().collect();

@@ -157,15 +157,22 @@ fn text(o: &InspectOutput) -> String {
             let parts: Vec<String> = h.port_sockets.iter().map(|(k, v)| format!("{k:?} {v}")).collect();
             let _ = writeln!(s, "Other sockets on the port: {}", parts.join(", "));
         }
+        // Only the parameters the inspection read (those a finding can cite).
         let sc = &h.sysctls;
-        let _ = writeln!(
-            s,
-            "Kernel: somaxconn {}  tcp_max_syn_backlog {}  tcp_syncookies {}  tcp_abort_on_overflow {}",
-            opt(sc.somaxconn),
-            opt(sc.tcp_max_syn_backlog),
-            opt(sc.tcp_syncookies),
-            opt(sc.tcp_abort_on_overflow)
-        );
+        let known: Vec<String> = [
+            ("somaxconn", sc.somaxconn.map(u64::from)),
+            ("tcp_max_syn_backlog", sc.tcp_max_syn_backlog.map(u64::from)),
+            ("tcp_syncookies", sc.tcp_syncookies.map(u64::from)),
+            ("tcp_abort_on_overflow", sc.tcp_abort_on_overflow.map(u64::from)),
+            ("tcp_fin_timeout", sc.tcp_fin_timeout.map(u64::from)),
+            ("tcp_tw_reuse", sc.tcp_tw_reuse.map(u64::from)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some(format!("{k} {}", v?)))
+        .collect();
+        if !known.is_empty() {
+            let _ = writeln!(s, "Kernel: {}", known.join("  "));
+        }
         if let Some(c) = &h.counters {
             let _ = writeln!(
                 s,
@@ -206,8 +213,4 @@ fn text(o: &InspectOutput) -> String {
         let _ = writeln!(s, "Skipped {}: {}", k.check, k.reason);
     }
     s
-}
-
-fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
-    v.map(|x| x.to_string()).unwrap_or_else(|| "?".into())
 }
