@@ -20,9 +20,10 @@ pub fn diagnose(ev: &Evidence) -> Report {
 
 /// The verdict [`diagnose`] gives, from the same rules, without copying the evidence into
 /// a report: what `conndoc check` prints for each of thousands of targets (the copies and
-/// their drop were a fifth of a refused port's diagnosis there).
+/// their drop were a fifth of a refused port's diagnosis there). Evidence items are not
+/// built either, except those a rule reads to decide (report::evidence_kept).
 pub fn verdict(ev: &Evidence) -> Verdict {
-    report::verdict(ev, &mut findings(ev))
+    report::without_evidence(|| report::verdict(ev, &mut findings(ev)))
 }
 
 fn findings(ev: &Evidence) -> Vec<Finding> {

@@ -55,7 +55,18 @@ impl Finding {
         Finding::new(cause, Severity::Warning, summary)
     }
     pub fn evidence(mut self, kind: &str, text: impl Into<String>, data: serde_json::Value) -> Finding {
-        self.evidence.push(EvidenceItem { kind: kind.into(), text: text.into(), data });
+        if evidence_kept(kind) {
+            self.evidence.push(EvidenceItem { kind: kind.into(), text: text.into(), data });
+        }
+        self
+    }
+    /// [`Finding::evidence`] built only when it is kept: for items on the path of every
+    /// refused port (their JSON was an eighth of `conndoc check`'s samples).
+    pub fn evidence_with(mut self, kind: &str, item: impl FnOnce() -> (String, serde_json::Value)) -> Finding {
+        if evidence_kept(kind) {
+            let (text, data) = item();
+            self.evidence.push(EvidenceItem { kind: kind.into(), text, data });
+        }
         self
     }
     pub fn fix(mut self, step: impl Into<String>) -> Finding {
@@ -119,6 +130,36 @@ impl Report {
     pub fn finding(&self, cause: Cause) -> Option<&Finding> {
         self.findings.iter().find(|f| f.cause == cause)
     }
+}
+
+thread_local! {
+    /// False while [`crate::verdict`] runs the rules on this thread: only the verdict is
+    /// wanted, so evidence items are not built.
+    static EVIDENCE_WANTED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether the diagnosis running on this thread keeps its evidence items.
+pub(crate) fn evidence_wanted() -> bool {
+    EVIDENCE_WANTED.with(|w| w.get())
+}
+
+/// Whether an item of this kind is kept. Without evidence wanted only `firewall-rule`
+/// items are: the kube rules read them to decide (a kube-proxy reject that translation
+/// bypasses is dropped), so a verdict may depend on them.
+fn evidence_kept(kind: &str) -> bool {
+    evidence_wanted() || kind == "firewall-rule"
+}
+
+/// Run `f` with evidence items not built on this thread (restored on return or unwind).
+pub(crate) fn without_evidence<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            EVIDENCE_WANTED.with(|w| w.set(self.0));
+        }
+    }
+    let _restore = Restore(EVIDENCE_WANTED.with(|w| w.replace(false)));
+    f()
 }
 
 /// Build the report from evidence and the findings the rules produced.

@@ -50,6 +50,10 @@ pub(crate) fn forget_connect_items() {
 
 /// The "connect" evidence item every per-address finding carries.
 pub(crate) fn connect_item(p: &ConnectProbe) -> (String, serde_json::Value) {
+    // Only a verdict is wanted: the item would be dropped (report::evidence_kept).
+    if !crate::report::evidence_wanted() {
+        return (String::new(), serde_json::Value::Null);
+    }
     if let Some(hit) = CONNECT_ITEMS.with(|c| c.borrow().iter().find(|(q, _)| q == p).map(|(_, item)| item.clone())) {
         return hit;
     }

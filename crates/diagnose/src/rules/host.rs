@@ -153,11 +153,12 @@ fn refused_here(ev: &Evidence, h: &HostFacts, p: &ConnectProbe, out: &mut Findin
             Cause::NoListener,
             format!("Nothing listens on port {}{}: the server's socket table has no listener on it", p.port, where_(h)),
         )
-        .evidence(
-            "socket-table",
-            format!("no TCP listener on port {} on any address or family{} (sock_diag)", p.port, where_(h)),
-            json!({ "port": p.port, "listeners": [] , "inspected": h.inspected }),
-        );
+        .evidence_with("socket-table", || {
+            (
+                format!("no TCP listener on port {} on any address or family{} (sock_diag)", p.port, where_(h)),
+                json!({ "port": p.port, "listeners": [] , "inspected": h.inspected }),
+            )
+        });
         out.push(with_connect(with_port_map(f, h), p));
         return;
     }
