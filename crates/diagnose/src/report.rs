@@ -73,6 +73,13 @@ impl Finding {
         self.remediation.push(step.into());
         self
     }
+    /// [`Finding::fix`] written only when evidence is wanted (not for a verdict alone).
+    pub fn fix_with(mut self, step: impl FnOnce() -> String) -> Finding {
+        if evidence_wanted() {
+            self.remediation.push(step());
+        }
+        self
+    }
     pub fn partial(mut self, what: impl Into<String>) -> Finding {
         self.partial = Some(what.into());
         self

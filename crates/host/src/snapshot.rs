@@ -26,6 +26,8 @@ pub struct Snapshot {
     port_sockets: Option<BTreeMap<u16, BTreeMap<SocketState, u32>>>,
     kernel_log: Result<Vec<KernelEvent>, String>,
     avc: Result<Vec<AvcDenial>, String>,
+    /// What every port's facts list as not available here (the kernel or audit log).
+    unavailable: Vec<String>,
 }
 
 /// Read the current namespace once: what [`crate::inspect`] reads for one port, for every
@@ -99,8 +101,15 @@ pub fn snapshot(ports: &BTreeSet<u16>, base: Option<&Baseline>) -> Result<Snapsh
         Ok(Vec::new())
     };
     let avc = audit::read_bind_denials(audit::AUDIT_LOG, 1 << 20).map_err(|e| e.to_string());
+    let mut unavailable = Vec::new();
+    if let Err(e) = &kernel_log {
+        unavailable.push(format!("kernel log (/dev/kmsg): {e}"));
+    }
+    if let Err(e) = &avc {
+        unavailable.push(format!("audit log ({}): {e}", audit::AUDIT_LOG));
+    }
     common.elapsed_us = Micros::from_duration(start.elapsed());
-    Ok(Snapshot { common, skipped, listeners, port_sockets, kernel_log, avc })
+    Ok(Snapshot { common, skipped, listeners, port_sockets, kernel_log, avc, unavailable })
 }
 
 impl Snapshot {
@@ -124,8 +133,8 @@ impl Snapshot {
             facts.port_sockets = m.get(&p).cloned().unwrap_or_default();
             facts.port_sockets_read = true;
         }
-        match &self.kernel_log {
-            Ok(events) => {
+        if let Ok(events) = &self.kernel_log {
+            if !events.is_empty() {
                 let mut seen = BTreeSet::new();
                 let mut log: Vec<KernelEvent> = events
                     .iter()
@@ -138,12 +147,12 @@ impl Snapshot {
                 log.reverse();
                 facts.kernel_log = log;
             }
-            Err(e) => facts.unavailable.push(format!("kernel log (/dev/kmsg): {e}")),
         }
-        match &self.avc {
-            Ok(d) => facts.avc_denials = d.iter().filter(|d| d.port == Some(p)).cloned().collect(),
-            Err(e) => facts.unavailable.push(format!("audit log ({}): {e}", audit::AUDIT_LOG)),
+        if let Ok(d) = &self.avc {
+            facts.avc_denials = d.iter().filter(|d| d.port == Some(p)).cloned().collect();
         }
+        // Written once for the snapshot (a `format!` per port before).
+        facts.unavailable.extend_from_slice(&self.unavailable);
         Some((facts, skipped))
     }
 }

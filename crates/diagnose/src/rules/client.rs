@@ -243,10 +243,12 @@ fn refused(ev: &Evidence, p: &ConnectProbe, out: &mut Findings) {
     let f = match &ev.host {
         Some(h) => {
             let netns = h.inspected.as_ref().and_then(|i| i.netns.as_deref()).map(netns_flag).unwrap_or_default();
-            f.fix(format!(
-                "Start the service that should listen on port {} (its unit, container or supervisor), or point the client at the port it really listens on (`conndoc listeners{netns}` lists what listens there now).",
-                p.port
-            ))
+            f.fix_with(|| {
+                format!(
+                    "Start the service that should listen on port {} (its unit, container or supervisor), or point the client at the port it really listens on (`conndoc listeners{netns}` lists what listens there now).",
+                    p.port
+                )
+            })
         }
         None => f
             .fix(format!(
