@@ -8,7 +8,7 @@ use crate::history::{now_ms, Diagnosis, History, SavedState};
 use crate::outbox::{Alert, Outbox};
 use crate::probe::{self, ProbeResult};
 use crate::scheduler::Schedule;
-use crate::snapshot::{ReadModel, Snapshot};
+use crate::snapshot::{ReadModel, Snapshot, Source};
 use crate::state::{AfterEvent, RecordParams};
 use crate::stats::Stats;
 use crate::table::{Entry, Table};
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,14 +39,14 @@ pub type ChangeHook = Arc<dyn Fn(&str, Transition) + Send + Sync>;
 /// table (crate::table: per-target state and task), the history database, the counters, the
 /// read model the views render from, the outbox, and what the probe tasks share.
 pub struct Daemon {
-    cfg: RwLock<Arc<Config>>,
+    /// Shared with the read model's [`Live`] source, as is `targets`.
+    cfg: Arc<RwLock<Arc<Config>>>,
     overrides: Overrides,
-    targets: Table,
+    targets: Arc<Table>,
     history: Arc<History>,
     stats: Arc<Stats>,
     /// What the dashboard, the API and /metrics render from.
     view: Arc<ReadModel>,
-    publish_wake: Notify,
     epoch: Instant,
     probe_sem: Arc<Semaphore>,
     /// Sockets reused by `close = "rst"` probes (at most `concurrency` of them).
@@ -62,8 +62,22 @@ use crate::diagnosis::Diagnosed;
 pub use crate::sys::log;
 pub use conndoc_probe::time::rfc3339;
 
-/// The read model is refreshed at least this often.
-const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// The live targets and the running config, as the read model's source: a snapshot is
+/// copied from them when a view asks (crate::snapshot), never after a check.
+struct Live {
+    targets: Arc<Table>,
+    cfg: Arc<RwLock<Arc<Config>>>,
+}
+
+impl Source for Live {
+    fn build(&self) -> Arc<Snapshot> {
+        let (views, mark) = self.targets.views();
+        Arc::new(Snapshot::at(now_ms(), views, self.config(), mark))
+    }
+    fn config(&self) -> Arc<Config> {
+        self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
 
 /// Run the daemon until SIGTERM/SIGINT. Builds its own runtime.
 pub fn run_blocking(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) -> Result<(), WatchError> {
@@ -101,7 +115,6 @@ pub struct Running {
     d: Arc<Daemon>,
     addr: std::net::SocketAddr,
     server: JoinHandle<()>,
-    publisher: JoinHandle<()>,
     alerts: JoinHandle<()>,
     flusher: JoinHandle<()>,
     resender: JoinHandle<()>,
@@ -118,7 +131,6 @@ impl Running {
     /// Stop probing, let in-flight work end within its deadlines, flush the history.
     pub async fn stop(self) {
         self.resender.abort();
-        self.publisher.abort();
         self.d.shutdown(self.server, self.alerts, self.flusher).await;
     }
 }
@@ -135,24 +147,21 @@ pub async fn start(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) 
     let hostname =
         std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
     let start_unix = now_ms() as f64 / 1000.0;
-    let view = Arc::new(ReadModel::new(
-        Snapshot::new(now_ms(), Vec::new(), Arc::new(cfg.clone())),
-        stats.clone(),
-        history.clone(),
-        start_unix,
-    ));
+    let targets = Arc::new(Table::default());
+    let shared_cfg = Arc::new(RwLock::new(Arc::new(cfg.clone())));
+    let live = Live { targets: targets.clone(), cfg: shared_cfg.clone() };
+    let view = Arc::new(ReadModel::new(live, stats.clone(), history.clone(), start_unix));
     let d = Arc::new(Daemon {
         probe_sem: Arc::new(Semaphore::new(cfg.concurrency)),
         sockets: probe::Sockets::default(),
         diag_sem: Arc::new(Semaphore::new(cfg.diagnose_concurrency)),
         outbox: Arc::new(Outbox::new(history.clone(), stats.clone(), hostname, &cfg.receivers)),
-        cfg: RwLock::new(Arc::new(cfg.clone())),
+        cfg: shared_cfg,
         overrides,
-        targets: Table::default(),
+        targets,
         history,
         stats,
         view,
-        publish_wake: Notify::new(),
         epoch: Instant::now(),
         stop,
         hook,
@@ -181,9 +190,7 @@ pub async fn start(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) 
             cfg.history.display()
         ),
     );
-    d.publish_now();
     let server = tokio::spawn(crate::http::serve(d.view.clone(), listener, d.stop.subscribe()));
-    let publisher = tokio::spawn(d.clone().publish_loop());
     d.targets.for_each(|e| d.start_target(e));
     for (name, id) in rediagnose {
         tokio::spawn(d.clone().diagnose(name, id));
@@ -194,7 +201,7 @@ pub async fn start(cfg: Config, overrides: Overrides, hook: Option<ChangeHook>) 
     };
     let flusher = tokio::spawn(d.clone().flush_loop());
     let resender = tokio::spawn(d.clone().resend_loop());
-    Ok(Running { d, addr, server, publisher, alerts, flusher, resender })
+    Ok(Running { d, addr, server, alerts, flusher, resender })
 }
 
 impl Daemon {
@@ -286,7 +293,6 @@ impl Daemon {
             return;
         };
         log("info", format!("target {name}: {} -> {}", t.from, t.to));
-        self.changed();
         if let Some(h) = &self.hook {
             h(name, t);
         }
@@ -334,7 +340,6 @@ impl Daemon {
         }) else {
             return;
         };
-        self.changed();
         log("info", format!("target {name}: diagnosis {}: {}", dg.cause, dg.summary));
         let a = Alert {
             status: "firing",
@@ -378,7 +383,6 @@ impl Daemon {
         }) else {
             return;
         };
-        self.changed();
         if after.current {
             let h = self.history.clone();
             let _ = tokio::task::spawn_blocking(move || {
@@ -533,7 +537,6 @@ impl Daemon {
         self.outbox.set_receivers(&new.receivers);
         *self.cfg.write().unwrap() = Arc::new(new);
         self.stats.reloads_ok.fetch_add(1, Relaxed);
-        self.changed();
         log(
             "info",
             format!(
@@ -572,38 +575,6 @@ impl Daemon {
         let h = self.history.clone();
         let _ = tokio::task::spawn_blocking(move || h.checkpoint()).await;
         log("info", "stopped; history flushed");
-    }
-
-    /// Copy every target's state into a new snapshot (the lock is held only to copy).
-    fn build_snapshot(&self) -> Snapshot {
-        let (views, mark) = self.targets.views();
-        Snapshot::at(now_ms(), views, self.config(), mark)
-    }
-
-    /// Build and publish a snapshot now (blocking: off the runtime worker once probes run).
-    pub fn publish_now(&self) {
-        self.view.publish(self.build_snapshot());
-    }
-
-    /// Publish a fresh snapshot at once after a change that people look for (a transition,
-    /// a diagnosis, a reload) and at least every second for the counters. Built on a
-    /// blocking thread: never on the runtime worker that schedules the probes.
-    async fn publish_loop(self: Arc<Self>) {
-        let mut stop = self.stop.subscribe();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(PUBLISH_EVERY) => {}
-                _ = self.publish_wake.notified() => {}
-                _ = stop.changed() => return,
-            }
-            let d = self.clone();
-            let _ = tokio::task::spawn_blocking(move || d.publish_now()).await;
-        }
-    }
-
-    /// Ask for a new snapshot soon (coalesced: many changes in a burst make one).
-    pub fn changed(&self) {
-        self.publish_wake.notify_one();
     }
 }
 

@@ -504,7 +504,7 @@ mod tests {
         ];
         let history = std::sync::Arc::new(crate::history::History::open(&cfg.history).unwrap());
         let snap = crate::snapshot::Snapshot::new(now_ms(), views, std::sync::Arc::new(cfg));
-        ReadModel::new(snap, Default::default(), history, 0.0)
+        ReadModel::fixed(snap, Default::default(), history, 0.0)
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! within [`HEAD_TIMEOUT`] and fit in [`MAX_HEAD`]; at most [`MAX_CONNECTIONS`] are open, and
 //! when a new one comes in at the limit the oldest connection that is not being answered is
 //! closed to make room (idle and slow clients go first, a scrape in progress is kept). Pages
-//! are rendered on blocking threads, never on the runtime worker that runs the probes.
+//! are rendered on blocking threads, never on the runtime worker that runs the probes; the
+//! snapshot a page renders is built there too, when the page asks (crate::snapshot).
 
 use crate::snapshot::ReadModel;
 use http_body_util::Full;
@@ -114,7 +115,7 @@ impl Conns {
 
 pub async fn serve(d: Arc<ReadModel>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     let conns = Arc::new(Mutex::new(Conns::default()));
-    let hosts = Arc::new(HostPolicy::new(&d.snapshot().config));
+    let hosts = Arc::new(HostPolicy::new(&d.config()));
     loop {
         let (sock, _peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -278,6 +279,45 @@ mod tests {
         }
         cfg.allowed_hosts = vec!["*".into()];
         assert!(HostPolicy::new(&cfg).allows(Some("evil.example")));
+    }
+
+    /// Issue 15: rendering never runs on the runtime worker that schedules the probes. A
+    /// runtime with one worker; the source notes the thread every snapshot is built on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn pages_and_their_snapshots_are_built_off_the_runtime_worker() {
+        use crate::config::Config;
+        use crate::snapshot::{Snapshot, Source};
+        use std::thread::ThreadId;
+        struct Where(Arc<Mutex<Vec<ThreadId>>>, Arc<Config>);
+        impl Source for Where {
+            fn build(&self) -> Arc<Snapshot> {
+                self.0.lock().unwrap().push(std::thread::current().id());
+                Arc::new(Snapshot::new(0, Vec::new(), self.1.clone()))
+            }
+            fn config(&self) -> Arc<Config> {
+                self.1.clone()
+            }
+        }
+        let dir = crate::testkit::TempDir::new("http-threads");
+        let cfg = crate::config::load_str(std::path::Path::new("w.toml"), "", &Default::default()).unwrap();
+        let h = Arc::new(crate::history::History::open(&dir.path("h.db")).unwrap());
+        let built: Arc<Mutex<Vec<ThreadId>>> = Arc::default();
+        let m = Arc::new(ReadModel::new(Where(built.clone(), Arc::new(cfg)), Arc::default(), h, 0.0));
+        let worker = tokio::spawn(async { std::thread::current().id() }).await.unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (stop, rx) = watch::channel(false);
+        let server = tokio::spawn(serve(m, l, rx));
+        let paths = ["/", "/metrics", "/api/targets", "/target/x", "/api/targets/x"];
+        for p in paths {
+            let (code, _) = crate::testkit::get(addr, p).await;
+            assert!(code == 200 || code == 404, "{p}: {code}");
+        }
+        let _ = stop.send(true);
+        let _ = server.await;
+        let built = built.lock().unwrap().clone();
+        assert_eq!(built.len(), paths.len(), "one snapshot per page, built when asked");
+        assert!(built.iter().all(|t| *t != worker), "built on the worker: {built:?} (worker {worker:?})");
     }
 
     #[test]

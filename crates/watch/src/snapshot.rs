@@ -1,7 +1,10 @@
-//! The read model: an immutable [`Snapshot`] of every target, published by the daemon and
-//! swapped atomically (one `Arc` under a lock held only for the swap). The dashboard,
-//! `/api/targets` and `/metrics` render from it and never touch the daemon's live state,
-//! so a slow render holds no lock the probes need.
+//! The read model: an immutable [`Snapshot`] of every target, built when a view asks for it
+//! (a scrape, a dashboard page, an API call) rather than after checks: a check only
+//! updates its target's live state, and the copy of every target is paid per read, not per
+//! second. The dashboard, `/api/targets` and `/metrics` render from the snapshot and never
+//! touch the daemon's live state, so a slow render holds no lock the probes need (the
+//! targets' lock is held only while the views are copied). Readers that ask while a build
+//! runs share the next build instead of each copying the targets again.
 //!
 //! A target page shows stored buckets (the history database) plus those not yet written
 //! (the snapshot's). The two are read at different moments, so the snapshot says which flush
@@ -15,7 +18,7 @@ use crate::history::{Bucket, History};
 use crate::stats::{Hist, Stats};
 use crate::urls::TargetUrl;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One target as the views see it.
@@ -128,22 +131,81 @@ pub fn merge_buckets(stored: &mut Vec<(i64, Bucket)>, extra: &[(i64, Bucket)]) {
     stored.sort_by_key(|x| x.0);
 }
 
-/// What the views read: the current snapshot, the daemon's counters and the history
-/// database (per-target pages read their buckets and events from it).
+/// Where snapshots come from: the daemon's live targets, or one fixed snapshot (tests,
+/// benches). Implemented outside this module, so the read model needs nothing of the daemon.
+pub trait Source: Send + Sync {
+    /// Copy every target's state into a new snapshot. Blocking: holds the targets' lock
+    /// while copying, so call it off the runtime worker that schedules the probes.
+    fn build(&self) -> Arc<Snapshot>;
+    /// The running config, without copying any target.
+    fn config(&self) -> Arc<Config>;
+}
+
+/// A snapshot that never changes (tests, benches).
+pub struct Fixed(pub Arc<Snapshot>);
+
+impl Source for Fixed {
+    fn build(&self) -> Arc<Snapshot> {
+        self.0.clone()
+    }
+    fn config(&self) -> Arc<Config> {
+        self.0.config.clone()
+    }
+}
+
+/// The last build and its place in the order builds started.
+#[derive(Default)]
+struct Built {
+    /// Builds started so far, counting this one.
+    started: u64,
+    snap: Option<Arc<Snapshot>>,
+}
+
+/// What the views read: snapshots of the live state built on demand, the daemon's counters
+/// and the history database (per-target pages read their buckets and events from it).
 pub struct ReadModel {
-    current: RwLock<Arc<Snapshot>>,
+    source: Box<dyn Source>,
+    /// Builds run one at a time under this lock; `started` is also read without it.
+    built: Mutex<Built>,
+    started: std::sync::atomic::AtomicU64,
     pub stats: Arc<Stats>,
     pub history: Arc<History>,
     pub start_unix: f64,
 }
 
 impl ReadModel {
-    pub fn new(first: Snapshot, stats: Arc<Stats>, history: Arc<History>, start_unix: f64) -> ReadModel {
-        ReadModel { current: RwLock::new(Arc::new(first)), stats, history, start_unix }
+    pub fn new(source: impl Source + 'static, stats: Arc<Stats>, history: Arc<History>, start_unix: f64) -> ReadModel {
+        ReadModel {
+            source: Box::new(source),
+            built: Mutex::new(Built::default()),
+            started: 0.into(),
+            stats,
+            history,
+            start_unix,
+        }
     }
-    /// The newest snapshot; it stays valid (and unchanged) for as long as it is held.
+    /// A read model of one fixed snapshot (tests, benches).
+    pub fn fixed(snap: Snapshot, stats: Arc<Stats>, history: Arc<History>, start_unix: f64) -> ReadModel {
+        ReadModel::new(Fixed(Arc::new(snap)), stats, history, start_unix)
+    }
+    /// A snapshot of the state at least as new as this call: built now, or by a build that
+    /// started after this call began (readers arriving during a build share the next one).
+    /// It stays valid (and unchanged) for as long as it is held. Blocking: see [`Source::build`].
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        use std::sync::atomic::Ordering::SeqCst;
+        let asked_after = self.started.load(SeqCst);
+        let mut b = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = b.snap.as_ref().filter(|_| b.started > asked_after) {
+            return s.clone();
+        }
+        b.started = self.started.fetch_add(1, SeqCst) + 1;
+        let s = self.source.build();
+        b.snap = Some(s.clone());
+        s
+    }
+    /// The running config (no snapshot is built).
+    pub fn config(&self) -> Arc<Config> {
+        self.source.config()
     }
     /// The buckets of `view` (a target of `snap`) since `from_ms`: the stored ones plus the
     /// snapshot's that the database does not hold yet, read as one consistent pair.
@@ -153,9 +215,6 @@ impl ReadModel {
         let extra: Vec<_> = snap.unwritten(view, flushed).into_iter().filter(|(b, _)| *b >= from_ms).collect();
         merge_buckets(&mut rows, &extra);
         rows
-    }
-    pub fn publish(&self, s: Snapshot) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
     }
 }
 

@@ -207,19 +207,11 @@ impl TargetState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conndoc_facts::ConnectKind;
-    use std::time::Duration;
 
     const P: RecordParams = RecordParams { resolution_ms: 1000, rediagnose_ms: 60_000 };
 
     fn result(ok: bool) -> ProbeResult {
-        ProbeResult {
-            kind: if ok { ConnectKind::Connected } else { ConnectKind::Refused },
-            elapsed: Duration::from_micros(250),
-            errno: None,
-            unresolved: false,
-            peer_close: None,
-        }
+        crate::testkit::check_result(ok, 250)
     }
 
     #[test]

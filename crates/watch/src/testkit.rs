@@ -1,5 +1,6 @@
 //! Parts the unit tests share: a real HTTP receiver (hyper) on a loopback port the test
-//! opened, that can be taken down and brought back on the same port, and temporary paths.
+//! opened, that can be taken down and brought back on the same port, temporary paths, and
+//! made-up check results and configs for the pure parts.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -177,4 +178,27 @@ pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         Some((status, body.to_string()))
     };
     tokio::time::timeout(Duration::from_secs(5), go).await.ok().flatten().unwrap_or((0, String::new()))
+}
+
+/// A made-up check result: connected or refused, after `elapsed_us`.
+pub fn check_result(ok: bool, elapsed_us: u64) -> crate::probe::ProbeResult {
+    crate::probe::ProbeResult {
+        kind: if ok { conndoc_facts::ConnectKind::Connected } else { conndoc_facts::ConnectKind::Refused },
+        elapsed: Duration::from_micros(elapsed_us),
+        errno: None,
+        unresolved: false,
+        peer_close: None,
+    }
+}
+
+/// A config of `targets` (name, URL), each down after one failure and up after one success,
+/// with 1 s history buckets.
+pub fn targets_config(targets: &[(&str, &str)]) -> crate::config::Config {
+    let mut text = String::from("history_resolution = \"1s\"\n");
+    for (name, url) in targets {
+        text.push_str(&format!(
+            "[[target]]\nname = \"{name}\"\nurl = \"{url}\"\nfailures_before_down = 1\nsuccesses_before_up = 1\n"
+        ));
+    }
+    crate::config::load_str(std::path::Path::new("w.toml"), &text, &Default::default()).expect("test config")
 }

@@ -20,7 +20,7 @@ fn write_config(dir: &TempDir, targets: &[(&str, std::net::SocketAddr)], receive
     crate::config::load(&p, &Overrides::default()).expect("test config")
 }
 
-/// Wait (bounded) until the published snapshot satisfies `ok`.
+/// Wait (bounded) until a snapshot (built on this read) satisfies `ok`.
 async fn until(d: &Daemon, within: Duration, ok: impl Fn(&Snapshot) -> bool) -> Arc<Snapshot> {
     let end = Instant::now() + within;
     loop {
@@ -64,7 +64,7 @@ async fn a_refused_target_is_diagnosed_alerted_shown_and_resolved() {
     assert_eq!(state(&s, "web"), Some((State::Up, "ok".into())));
     assert_eq!(s.targets[0].name, "api", "what needs attention first");
 
-    // The views render the published snapshot, over the daemon's own HTTP server.
+    // The views render a snapshot built for each request, over the daemon's own HTTP server.
     let (code, body) = get(r.local_addr(), "/api/targets").await;
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

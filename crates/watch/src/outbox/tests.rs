@@ -18,6 +18,19 @@ fn outbox(h: &Arc<History>, cfg: &Config) -> Arc<Outbox> {
     Arc::new(Outbox::new(h.clone(), Arc::new(Stats::default()), "node1".into(), &cfg.receivers))
 }
 
+/// A webhook receiver `hook` on a reserved port (refusing until it is up), a config that
+/// sends to it (retries at most 1 s apart), its history and the outbox. The directory
+/// lives as long as the returned value.
+fn with_hook(tag: &str) -> (TempDir, Receiver, Config, Arc<History>, Arc<Outbox>) {
+    let dir = TempDir::new(tag);
+    let rx = Receiver::reserved();
+    let cfg =
+        config(&dir, &format!("[[receiver]]\nname = \"hook\"\nurl = \"{}/hook\"\nretry_max = \"1s\"\n", rx.url()));
+    let h = Arc::new(History::open(&cfg.history).unwrap());
+    let o = outbox(&h, &cfg);
+    (dir, rx, cfg, h, o)
+}
+
 fn alert<'a>(status: &'a str, cause: &'a str) -> Alert<'a> {
     Alert { status, cause, summary: "nothing listens", details: None, fix: Some("start it"), container: None }
 }
@@ -44,17 +57,12 @@ fn label<'a>(r: &'a crate::testkit::Received, k: &str) -> &'a str {
 
 #[tokio::test]
 async fn queued_alerts_survive_a_restart_and_are_delivered_after_it() {
-    let dir = TempDir::new("outbox-restart");
-    let mut rx = Receiver::reserved();
-    let cfg = config(&dir, &format!("[[receiver]]\nname = \"hook\"\nurl = \"{}/hook\"\n", rx.url()));
-    {
-        let h = Arc::new(History::open(&cfg.history).unwrap());
-        let o = outbox(&h, &cfg);
-        let a = o.build(&cfg, &cfg.targets[0], &alert("firing", "refused"), 7, 1_000, None);
-        assert_eq!(a.len(), 1);
-        o.queue(7, a).await;
-        // The daemon dies before any delivery.
-    }
+    let (_dir, mut rx, cfg, h, o) = with_hook("outbox-restart");
+    let a = o.build(&cfg, &cfg.targets[0], &alert("firing", "refused"), 7, 1_000, None);
+    assert_eq!(a.len(), 1);
+    o.queue(7, a).await;
+    // The daemon dies before any delivery.
+    drop((o, h));
     let h = Arc::new(History::open(&cfg.history).unwrap());
     assert_eq!(pending(&h).get("hook"), Some(&1), "the alert is still queued after the restart");
     rx.up().await;
@@ -72,11 +80,7 @@ async fn queued_alerts_survive_a_restart_and_are_delivered_after_it() {
 
 #[tokio::test]
 async fn a_failed_delivery_is_retried_after_its_backoff() {
-    let dir = TempDir::new("outbox-retry");
-    let mut rx = Receiver::reserved();
-    let cfg = config(&dir, &format!("[[receiver]]\nname = \"hook\"\nurl = \"{}/\"\nretry_max = \"1s\"\n", rx.url()));
-    let h = Arc::new(History::open(&cfg.history).unwrap());
-    let o = outbox(&h, &cfg);
+    let (_dir, mut rx, cfg, h, o) = with_hook("outbox-retry");
     let start = Instant::now();
     o.queue(1, o.build(&cfg, &cfg.targets[0], &alert("firing", "refused"), 1, 0, None)).await;
     let d = deliver(&o, &cfg);
@@ -106,11 +110,7 @@ async fn a_failed_delivery_is_retried_after_its_backoff() {
 
 #[tokio::test]
 async fn resolved_never_overtakes_firing_while_a_receiver_is_down() {
-    let dir = TempDir::new("outbox-order");
-    let mut rx = Receiver::reserved();
-    let cfg = config(&dir, &format!("[[receiver]]\nname = \"hook\"\nurl = \"{}/\"\nretry_max = \"1s\"\n", rx.url()));
-    let h = Arc::new(History::open(&cfg.history).unwrap());
-    let o = outbox(&h, &cfg);
+    let (_dir, mut rx, cfg, h, o) = with_hook("outbox-order");
     let d = deliver(&o, &cfg);
     for (t, id) in [(0, 1), (1, 2)] {
         o.queue(id, o.build(&cfg, &cfg.targets[t], &alert("firing", "refused"), id, 0, None)).await;

@@ -2,32 +2,17 @@
 
 use super::*;
 use crate::config::Config;
-use conndoc_facts::ConnectKind;
+pub(super) use crate::testkit::targets_config as config;
 
-fn config(targets: &[(&str, &str)]) -> Config {
-    let mut text = String::from("history_resolution = \"1s\"\n");
-    for (name, url) in targets {
-        text.push_str(&format!(
-            "[[target]]\nname = \"{name}\"\nurl = \"{url}\"\nfailures_before_down = 1\nsuccesses_before_up = 1\n"
-        ));
-    }
-    crate::config::load_str(std::path::Path::new("w.toml"), &text, &Default::default()).expect("test config")
+/// A check result after 200 µs.
+pub(super) fn result(ok: bool) -> ProbeResult {
+    crate::testkit::check_result(ok, 200)
 }
 
-fn result(ok: bool) -> ProbeResult {
-    ProbeResult {
-        kind: if ok { ConnectKind::Connected } else { ConnectKind::Refused },
-        elapsed: Duration::from_micros(200),
-        errno: None,
-        unresolved: false,
-        peer_close: None,
-    }
-}
-
-const P: RecordParams = RecordParams { resolution_ms: 1_000, rediagnose_ms: 0 };
+pub(super) const P: RecordParams = RecordParams { resolution_ms: 1_000, rediagnose_ms: 0 };
 
 /// A table of `cfg`'s targets, each with a (do-nothing) task of generation 1.
-fn table(cfg: &Config) -> Table {
+pub(super) fn table(cfg: &Config) -> Table {
     let t = Table::default();
     for c in &cfg.targets {
         let mut e = Entry::new(Arc::new(c.clone()), 0);
