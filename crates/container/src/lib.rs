@@ -83,9 +83,67 @@ const LOG_LIMIT: usize = 64 << 10;
 const MAX_LOGS: usize = 3;
 const CHECK: &str = "container engine";
 
+/// The engine's list, and the inspects of the containers that publish the port or own one of
+/// the addresses (inspected whatever the probe finds), asked on a thread of their own while
+/// the probe and the host stage run: one after the other they were a third of a Docker
+/// diagnosis's time (docs/benchmarks.md, "Docker faults").
+pub struct Prefetch(std::thread::JoinHandle<Result<Early, ContainerError>>);
+
+struct Early {
+    list: Vec<model::ListItem>,
+    /// id → inspect, of those asked early that answered.
+    inspected: BTreeMap<String, model::Inspect>,
+}
+
+/// Start asking the engine of `req` (its port, addresses, deadline and inspect bound; the
+/// pids and `wide` come later, in [`gather_prefetched`]). None when there is no socket.
+pub fn prefetch(req: &Request) -> Option<Prefetch> {
+    let Endpoint::Unix(socket) = &req.endpoint else { return None };
+    if !socket.exists() {
+        return None;
+    }
+    let (socket, port, addrs, deadline, max) =
+        (socket.clone(), req.port, req.addresses.clone(), req.deadline, req.max_inspect);
+    let h = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || {
+            let rt = runtime()?;
+            rt.block_on(async {
+                let deadline = tokio::time::Instant::now() + deadline;
+                let mut c = Client::connect(&socket, deadline).await?;
+                let list: Vec<model::ListItem> = c.get_json(LIST_PATH, LIST_LIMIT).await?;
+                let ids: Vec<String> = list
+                    .iter()
+                    .filter(|it| it.touches_port(port) || it.addresses().iter().any(|a| addrs.contains(a)))
+                    .take(max)
+                    .map(|it| it.id.clone())
+                    .collect();
+                // A failure here is asked again (and reported) by the stage itself.
+                let inspected = match inspect_all(&mut c, &socket, deadline, &ids).await {
+                    Ok(v) => ids.into_iter().zip(v).collect(),
+                    Err(_) => BTreeMap::new(),
+                };
+                Ok(Early { list, inspected })
+            })
+        })
+        .ok()?;
+    Some(Prefetch(h))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ContainerError> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ContainerError::Runtime)
+}
+
+const LIST_PATH: &str = "/containers/json?all=1";
+
 /// Gather container facts. `None` when there is no engine and no process of interest runs
 /// in a container (nothing to say); a missing, unreadable or hanging engine is a skipped check.
 pub fn gather(req: &Request) -> (Option<ContainerFacts>, Vec<SkippedCheck>) {
+    gather_prefetched(req, None)
+}
+
+/// [`gather`], taking the list and early inspects from a [`prefetch`] of the same engine.
+pub fn gather_prefetched(req: &Request, early: Option<Prefetch>) -> (Option<ContainerFacts>, Vec<SkippedCheck>) {
     let start = Instant::now();
     let by_cgroup: BTreeMap<String, (u32, cgroup::CgroupId)> =
         req.pids.iter().filter_map(|&pid| cgroup::of_pid(pid).map(|c| (c.id.clone(), (pid, c)))).collect();
@@ -109,7 +167,7 @@ pub fn gather(req: &Request) -> (Option<ContainerFacts>, Vec<SkippedCheck>) {
                 ));
             }
         }
-        Endpoint::Unix(_) => match run(req, &mut facts) {
+        Endpoint::Unix(_) => match run(req, &mut facts, early) {
             Ok(partial) => {
                 facts.endpoint = Some(req.endpoint.label());
                 if let Some(why) = partial {
@@ -169,13 +227,27 @@ pub fn gather(req: &Request) -> (Option<ContainerFacts>, Vec<SkippedCheck>) {
 /// Ask the engine. `Ok(Some(why))`: the list was read but the inspects were not, even after
 /// one retry within the deadline (a container removed between the two calls, a busy
 /// engine); the containers then carry what the list says, and `why` says so.
-fn run(req: &Request, facts: &mut ContainerFacts) -> Result<Option<String>, ContainerError> {
+fn run(req: &Request, facts: &mut ContainerFacts, early: Option<Prefetch>) -> Result<Option<String>, ContainerError> {
     let Endpoint::Unix(socket) = &req.endpoint else { return Ok(None) };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ContainerError::Runtime)?;
+    let early = early.map(|p| {
+        p.0.join().unwrap_or_else(|_| {
+            Err(ContainerError::Http { path: LIST_PATH.into(), message: "the engine thread panicked".into() })
+        })
+    });
+    let rt = runtime()?;
     rt.block_on(async {
         let deadline = tokio::time::Instant::now() + req.deadline;
-        let mut c = Client::connect(socket, deadline).await?;
-        let list: Vec<model::ListItem> = c.get_json("/containers/json?all=1", LIST_LIMIT).await?;
+        let (list, mut asked, mut conn) = match early {
+            Some(e) => {
+                let e = e?;
+                (e.list, e.inspected, None)
+            }
+            None => {
+                let mut c = Client::connect(socket, deadline).await?;
+                let list: Vec<model::ListItem> = c.get_json(LIST_PATH, LIST_LIMIT).await?;
+                (list, BTreeMap::new(), Some(c))
+            }
+        };
         facts.total = list.len() as u32;
         let pids_ids: Vec<String> = req.pids.iter().filter_map(|&p| cgroup::of_pid(p)).map(|c| c.id).collect();
         // Most telling first; the list is newest first within each group.
@@ -200,21 +272,41 @@ fn run(req: &Request, facts: &mut ContainerFacts) -> Result<Option<String>, Cont
         picked.sort_by_key(|(r, _)| *r);
         picked.truncate(req.max_inspect);
         let ids: Vec<String> = picked.iter().map(|(_, it)| it.id.clone()).collect();
-        let inspected = match inspect_all(&mut c, socket, deadline, &ids).await {
-            Ok(v) => Ok(v),
-            // Once more on a fresh connection, while the deadline allows.
-            Err(e) if !matches!(e, ContainerError::Deadline { .. }) => match Client::connect(socket, deadline).await {
-                Ok(mut c2) => {
-                    let r = inspect_all(&mut c2, socket, deadline, &ids).await;
-                    if r.is_ok() {
-                        c = c2;
+        // Those the prefetch did not inspect.
+        let rest: Vec<String> = ids.iter().filter(|id| !asked.contains_key(*id)).cloned().collect();
+        let inspected = if rest.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let first = match conn.take() {
+                Some(c) => Ok(c),
+                None => Client::connect(socket, deadline).await,
+            };
+            match first {
+                Ok(mut c) => match inspect_all(&mut c, socket, deadline, &rest).await {
+                    Ok(v) => {
+                        conn = Some(c);
+                        Ok(v)
                     }
-                    r
-                }
-                Err(_) => Err(e),
-            },
-            Err(e) => Err(e),
+                    // Once more on a fresh connection, while the deadline allows.
+                    Err(e) if !matches!(e, ContainerError::Deadline { .. }) => {
+                        match Client::connect(socket, deadline).await {
+                            Ok(mut c2) => {
+                                let r = inspect_all(&mut c2, socket, deadline, &rest).await;
+                                conn = Some(c2);
+                                r
+                            }
+                            Err(_) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
         };
+        let inspected: Result<Vec<model::Inspect>, _> = inspected.map(|v| {
+            asked.extend(rest.into_iter().zip(v));
+            ids.iter().filter_map(|id| asked.remove(id)).collect()
+        });
         let inspected = match inspected {
             Ok(v) => v,
             Err(e) => {
@@ -233,6 +325,10 @@ fn run(req: &Request, facts: &mut ContainerFacts) -> Result<Option<String>, Cont
             let logs_read = facts.containers.iter().filter(|x| !x.log_tail.is_empty()).count();
             if !ct.state.serving() && covers && req.log_lines > 0 && logs_read < MAX_LOGS {
                 let path = format!("/containers/{}/logs?stdout=1&stderr=1&tail={}", ct.id, req.log_lines);
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => conn.insert(Client::connect(socket, deadline).await?),
+                };
                 let (status, body) = c.get(&path, LOG_LIMIT).await?;
                 if status == 200 {
                     let text = if tty { String::from_utf8_lossy(&body).into_owned() } else { api::demux_logs(&body) };

@@ -17,7 +17,29 @@ pub(crate) fn engine_named_or_present() -> bool {
         || std::path::Path::new(conndoc_container::api::DEFAULT_SOCKET).exists()
 }
 
+/// The engine's deadline: the run's connect timeout, at most 1 s.
+fn deadline(opts: &Options) -> Duration {
+    opts.timeout.min(Duration::from_secs(1))
+}
+
+/// Ask the engine for its list (and inspect what publishes the port or owns a dialled
+/// address) while the probe runs; [`run`] takes the answers.
+pub(crate) fn prefetch(ev: &Evidence, opts: &Options, addrs: &[std::net::IpAddr]) -> Option<conndoc_container::Prefetch> {
+    if opts.no_host || opts.ssh.is_some() || !engine_named_or_present() {
+        return None;
+    }
+    let mut req = conndoc_container::Request::new(ev.target.port.get());
+    req.addresses = addrs.to_vec();
+    req.deadline = deadline(opts);
+    conndoc_container::prefetch(&req)
+}
+
 pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
+    run_prefetched(ev, opts, None)
+}
+
+/// [`run`] with the engine's answers asked early by [`prefetch`].
+pub(crate) fn run_prefetched(ev: &mut Evidence, opts: &Options, early: Option<conndoc_container::Prefetch>) {
     let failed = ev.probes.is_empty()
         || ev.probes.iter().any(|p| !p.ok())
         || ev.protocol.iter().flat_map(|p| &p.probes).any(|p| p.error.is_some());
@@ -26,7 +48,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     req.addresses = ev.probes.iter().map(|p| p.address).collect();
     req.wide = failed;
     // The engine shares the run's deadline budget: at most the connect timeout, ≤ 1 s.
-    req.deadline = opts.timeout.min(Duration::from_secs(1));
+    req.deadline = deadline(opts);
     if let Some(h) = &ev.host {
         req.pids.extend(h.listeners.iter().filter_map(|l| l.process.as_ref().map(|p| p.pid)));
         if let Some(x) = &h.expected {
@@ -41,7 +63,7 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     if !engine_named_or_present() && req.pids.is_empty() {
         return;
     }
-    let (facts, skipped) = conndoc_container::gather(&req);
+    let (facts, skipped) = conndoc_container::gather_prefetched(&req, early);
     ev.skipped.extend(skipped);
     let Some(mut facts) = facts else { return };
     let ours = conndoc_host::procs::current_netns();
@@ -64,11 +86,9 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
         ports.extend(c.published_on(port).map(|m| m.container_port));
         ports.sort_unstable();
         ports.dedup();
-        let spec = NetnsSpec::Pid(pid);
-        let read: Result<Vec<Vec<_>>, _> =
-            ports.iter().map(|&p| conndoc_host::inspect::listener_table(Some(p), Some(&spec))).collect();
-        if let Ok(ls) = read {
-            c.listeners = ls.into_iter().flatten().collect();
+        // One entry into its namespace; its own process is the likely owner.
+        if let Ok(ls) = conndoc_host::inspect::listener_tables_hinted(&ports, &NetnsSpec::Pid(pid), &[pid]) {
+            c.listeners = ls;
             c.listeners_read = true;
         }
     }

@@ -117,6 +117,8 @@ pub(crate) fn gather_in(
     client::resolution_limits(&mut ev);
     let addrs = conndoc_probe::resolve::addresses_to_probe(&ev.resolution, opts.family);
 
+    // The engine answers while the probe runs (one diagnosis; a batch shares no engine).
+    let engine = namespaces.is_none().then(|| container::prefetch(&ev, opts, &addrs)).flatten();
     let (remote, host_stage) = match remote {
         // The remote has read its "before" counters when it says ready.
         Some(r) => (Some(remote::ready(r)), None),
@@ -143,7 +145,7 @@ pub(crate) fn gather_in(
             host::end(host_stage, &mut ev, opts);
             // Containers are read on this host only (an --ssh target's engine is remote).
             if !opts.no_host {
-                container::run(&mut ev, opts);
+                container::run_prefetched(&mut ev, opts, engine);
             }
             None
         }

@@ -323,23 +323,36 @@ fn inside(
 
 /// All listeners (optionally on one port) with their processes: `conndoc listeners`.
 pub fn listener_table(port: Option<u16>, netns: Option<&NetnsSpec>) -> Result<Vec<Listener>, HostError> {
-    let work = || -> Result<Vec<Listener>, HostError> {
-        let ns = procs::current_netns();
-        let mut ls = sockets::listeners(port)?;
-        let wanted: BTreeSet<u64> = ls.iter().map(|l| l.inode).collect();
-        let (found, _) = procs::owners(&wanted, ns, None);
-        let mut cache = std::collections::BTreeMap::new();
-        for l in &mut ls {
-            if let Some(&pid) = found.get(&l.inode) {
-                l.process = cache.entry(pid).or_insert_with(|| procs::info(pid, ns)).clone();
-            }
-        }
-        Ok(ls)
-    };
     match netns {
-        Some(spec) => run_in(spec, work)?,
-        None => work(),
+        Some(spec) => run_in(spec, || table(port, &[]))?,
+        None => table(port, &[]),
     }
+}
+
+/// The listeners on each of `ports` inside one namespace (entered once), their owners looked
+/// for first among `hint` (a container's own process): what the container stage reads.
+pub fn listener_tables_hinted(ports: &[u16], netns: &NetnsSpec, hint: &[u32]) -> Result<Vec<Listener>, HostError> {
+    run_in(netns, || -> Result<Vec<Listener>, HostError> {
+        let mut all = Vec::new();
+        for &p in ports {
+            all.extend(table(Some(p), hint)?);
+        }
+        Ok(all)
+    })?
+}
+
+fn table(port: Option<u16>, hint: &[u32]) -> Result<Vec<Listener>, HostError> {
+    let ns = procs::current_netns();
+    let mut ls = sockets::listeners(port)?;
+    let wanted: BTreeSet<u64> = ls.iter().map(|l| l.inode).collect();
+    let (found, _) = procs::owners_hinted(&wanted, ns, None, hint);
+    let mut cache = BTreeMap::new();
+    for l in &mut ls {
+        if let Some(&pid) = found.get(&l.inode) {
+            l.process = cache.entry(pid).or_insert_with(|| procs::info(pid, ns)).clone();
+        }
+    }
+    Ok(ls)
 }
 
 #[cfg(test)]
