@@ -9,7 +9,7 @@ use crate::redact::redact_cmdline;
 use conndoc_facts::host::ProcessInfo;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The proc root; tests and benchmarks use the real one.
 const PROC: &str = "/proc";
@@ -23,7 +23,8 @@ pub fn pids() -> Vec<u32> {
 }
 
 fn pid_path(pid: u32, rest: &str) -> PathBuf {
-    Path::new(PROC).join(pid.to_string()).join(rest)
+    // One formatted string: this runs a few times per process of the whole table.
+    PathBuf::from(format!("{PROC}/{pid}/{rest}"))
 }
 
 /// Parse the inode out of a namespace link target such as `net:[4026531840]`, or a
@@ -255,21 +256,46 @@ pub fn sockets_of(pid: u32) -> BTreeSet<u64> {
 /// Processes that are program `name`: (pid, in the namespace `netns`?).
 pub fn find_program(name: &str, netns: Option<u64>) -> Vec<(u32, Option<bool>)> {
     let mut out = Vec::new();
+    let mut buf = Vec::with_capacity(CMDLINE_CHUNK);
     for pid in pids() {
         let Some(c) = comm(pid) else { continue };
-        // comm first (cheap); cmdline only when comm could be a truncation or a title.
-        if c == name || is_program(&c, &cmdline_args(pid), name) {
-            if is_kernel_thread(pid) {
-                continue;
-            }
+        // Of the command line only argv[0] is looked at (is_program): it is read, not the
+        // whole line with every argument copied — a compiler's runs to tens of KiB, and
+        // that copy was most of this scan's instructions (callgrind). A command line that
+        // cannot be read, or an empty one (a kernel thread), is no program's.
+        let Some(arg0) = first_arg(pid, &mut buf) else { continue };
+        let args = arg0.as_slice();
+        if c == name || is_program(&c, args, name) {
             out.push((pid, netns.and_then(|ns| netns_of(pid).map(|n| n == ns))));
         }
     }
     out
 }
 
-fn is_kernel_thread(pid: u32) -> bool {
-    fs::read(pid_path(pid, "cmdline")).map(|b| b.is_empty()).unwrap_or(true)
+/// How much of a command line one read asks for.
+const CMDLINE_CHUNK: usize = 4096;
+
+/// The first non-empty argument of `pid`'s command line (none when it has none), reading
+/// only as far as its end. None when the command line cannot be read or is empty (a kernel
+/// thread).
+fn first_arg(pid: u32, buf: &mut Vec<u8>) -> Option<Vec<String>> {
+    use std::io::Read;
+    buf.clear();
+    let mut f = fs::File::open(pid_path(pid, "cmdline")).ok()?;
+    let mut chunk = [0u8; CMDLINE_CHUNK];
+    // Bounded: the kernel ends a command line at the process's argument area.
+    loop {
+        let n = f.read(&mut chunk).ok()?;
+        buf.extend_from_slice(&chunk[..n]);
+        let whole = buf.iter().position(|&b| b != 0).is_some_and(|s| buf[s..].contains(&0));
+        if n == 0 || whole {
+            break;
+        }
+    }
+    if buf.is_empty() {
+        return None;
+    }
+    Some(buf.split(|&b| b == 0).find(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).into_iter().collect())
 }
 
 #[cfg(test)]
@@ -292,6 +318,18 @@ Max open files            1024                 524288               files     \n
         assert_eq!(parse_nofile(unl), Some((None, None)));
         let status = "Name:\tredis-server\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t999\t999\t999\t999\n";
         assert_eq!(parse_status_uid(status), Some(999));
+    }
+
+    #[test]
+    fn first_argument_only() {
+        let mut buf = Vec::new();
+        let me = first_arg(std::process::id(), &mut buf).expect("own command line");
+        assert_eq!(me, cmdline_args(std::process::id()).into_iter().take(1).collect::<Vec<_>>());
+        // A kernel thread (kthreadd is pid 2 in the first pid namespace): an empty command line.
+        if comm(2).as_deref() == Some("kthreadd") {
+            assert_eq!(first_arg(2, &mut buf), None);
+        }
+        assert_eq!(first_arg(u32::MAX, &mut buf), None);
     }
 
     #[test]
