@@ -24,7 +24,11 @@ fn deadline(opts: &Options) -> Duration {
 
 /// Ask the engine for its list (and inspect what publishes the port or owns a dialled
 /// address) while the probe runs; [`run`] takes the answers.
-pub(crate) fn prefetch(ev: &Evidence, opts: &Options, addrs: &[std::net::IpAddr]) -> Option<conndoc_container::Prefetch> {
+pub(crate) fn prefetch(
+    ev: &Evidence,
+    opts: &Options,
+    addrs: &[std::net::IpAddr],
+) -> Option<conndoc_container::Prefetch> {
     if opts.no_host || opts.ssh.is_some() || !engine_named_or_present() {
         return None;
     }

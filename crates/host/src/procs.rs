@@ -295,7 +295,13 @@ fn first_arg(pid: u32, buf: &mut Vec<u8>) -> Option<Vec<String>> {
     if buf.is_empty() {
         return None;
     }
-    Some(buf.split(|&b| b == 0).find(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).into_iter().collect())
+    Some(
+        buf.split(|&b| b == 0)
+            .find(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .into_iter()
+            .collect(),
+    )
 }
 
 #[cfg(test)]
