@@ -48,27 +48,51 @@ fn serves(b: &BackendFacts) -> Option<bool> {
     Some(h.listeners.iter().any(|l| l.port() == to.port() && l.accepts(to.ip())))
 }
 
-/// Whether a probe that connected should have kube-proxy's rules read after all: this
-/// host carries kube-proxy's rules (a `KUBE-SERVICES` chain of iptables-nft's nat table,
-/// or nftables mode's `kube-proxy` table: one netlink dump, cached by generation) and the
-/// dialled address is not one of this host's own (a ClusterIP never is). Legacy iptables
-/// is not asked here: telling its chains needs `iptables-legacy-save`, seconds on a big
-/// node, for every healthy connect.
+/// Whether a probe that connected should have kube-proxy's rules read after all: the
+/// dialled address is not one of this host's own (a ClusterIP never is) and the connect
+/// was translated (conntrack's reply tuple comes from another address: kube-proxy's DNAT,
+/// in any of its modes, one netlink round trip), or — conntrack not readable — this host
+/// carries kube-proxy's rules (a `KUBE-SERVICES` chain of iptables-nft's nat table, or
+/// nftables mode's `kube-proxy` table: one netlink dump, cached by generation).
 pub(crate) fn worth_reading_when_healthy(ev: &Evidence, opts: &Options) -> bool {
     if opts.no_host || opts.ssh.is_some() || ev.probes.is_empty() || !ev.probes.iter().all(|p| p.ok()) {
         return false;
     }
-    let foreign = ev.probes.iter().any(|p| !p.address.is_loopback() && !ev.client.local_addresses.contains(&p.address));
-    if !foreign || opts.netns.is_some() || opts.netns_pid.is_some() {
+    if opts.netns.is_some() || opts.netns_pid.is_some() {
+        return false;
+    }
+    let port = ev.target.port.get();
+    let foreign: Vec<_> = ev
+        .probes
+        .iter()
+        .filter(|p| !p.address.is_loopback() && !ev.client.local_addresses.contains(&p.address))
+        .collect();
+    if foreign.is_empty() {
         return false;
     }
     let t = opts.timeout.min(std::time::Duration::from_secs(1));
-    conndoc_firewall::nfnl::read(t).is_ok_and(|r| {
-        r.ruleset
-            .chains
-            .keys()
-            .any(|(_, _, table, chain)| table == "kube-proxy" || (table == "nat" && chain == "KUBE-SERVICES"))
-    })
+    let deadline = std::time::Instant::now() + t;
+    let mut unknown = false;
+    for p in &foreign {
+        let Some(local) = p.local.filter(|l| l.port() != 0 && !l.ip().is_unspecified()) else {
+            unknown = true;
+            continue;
+        };
+        let dst = std::net::SocketAddr::new(p.address, port);
+        match conndoc_firewall::conntrack::reply_source(local, dst, deadline) {
+            Ok(Some(went)) if went != dst => return true,
+            Ok(Some(_)) => {}
+            // No entry (conntrack not tracking this namespace) or not readable: ask the rules.
+            Ok(None) | Err(_) => unknown = true,
+        }
+    }
+    unknown
+        && conndoc_firewall::nfnl::read(t).is_ok_and(|r| {
+            r.ruleset
+                .chains
+                .keys()
+                .any(|(_, _, table, chain)| table == "kube-proxy" || (table == "nat" && chain == "KUBE-SERVICES"))
+        })
 }
 
 pub(crate) fn follow(ev: &mut Evidence, opts: &Options) {

@@ -7,6 +7,7 @@
 //! and used again while the kernel's generation id is unchanged ([`cache`]).
 
 pub mod cache;
+pub mod conntrack;
 pub mod ipt;
 pub mod kube;
 pub mod model;

@@ -175,6 +175,12 @@ pub fn search(cands: &[Candidate], addr: IpAddr, until: Instant, mac: Option<&st
                                 });
                                 owners.push((n * chunk + i, exact));
                             }
+                            // EACCES: this /proc/PID/ns/net only is closed (a process with
+                            // capabilities conndoc lacks, no CAP_SYS_PTRACE): go on with the
+                            // rest (/run/netns); EPERM: no setns at all, stop.
+                            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                                why.get_or_insert_with(|| format!("some namespaces could not be opened (a process's /proc/PID/ns/net needs CAP_SYS_PTRACE): {e}"));
+                            }
                             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                                 why = Some(format!("entering network namespaces needs root (CAP_SYS_ADMIN): {e}"));
                                 break;
