@@ -320,9 +320,10 @@ pub struct HostFacts {
     /// TIME_WAIT, CLOSE_WAIT, SYN_RECV …).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub port_sockets: BTreeMap<SocketState, u32>,
-    /// Whether `port_sockets` was read. It is read when the probe failed, or when the
-    /// namespace's totals or counters point at TIME_WAIT or SYN-queue trouble; a healthy
-    /// check skips that walk of the kernel's connection table.
+    /// Whether `port_sockets` was read. It is read only where its counts can change a
+    /// finding: a SYN-queue counter rose over the probe (or the counters were not read), or
+    /// the namespace holds 1,000 TIME_WAIT sockets or more (sockstat); otherwise the walk of
+    /// the kernel's whole connection table is skipped, after a failed probe too.
     #[serde(default)]
     pub port_sockets_read: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
