@@ -74,6 +74,10 @@ impl Source for Live {
         let (views, mark) = self.targets.views();
         Arc::new(Snapshot::at(now_ms(), views, self.config(), mark))
     }
+    fn build_one(&self, name: &str) -> Option<Arc<Snapshot>> {
+        let (view, mark) = self.targets.view_of(name)?;
+        Some(Arc::new(Snapshot::at(now_ms(), vec![view], self.config(), mark)))
+    }
     fn config(&self) -> Arc<Config> {
         self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -289,7 +289,7 @@ const MAX_EVENTS: usize = 500;
 
 /// Reads the history database: call it off the runtime's worker (the HTTP server does).
 fn detail(m: &ReadModel, name: &str) -> Option<Detail> {
-    let snap = m.snapshot();
+    let snap = m.snapshot_of(name)?;
     let view = snap.get(name)?.clone();
     let res = snap.config.history_resolution.as_millis().max(1) as i64;
     let now = now_ms();

@@ -137,6 +137,11 @@ pub trait Source: Send + Sync {
     /// Copy every target's state into a new snapshot. Blocking: holds the targets' lock
     /// while copying, so call it off the runtime worker that schedules the probes.
     fn build(&self) -> Arc<Snapshot>;
+    /// A snapshot of target `name` alone (a target page needs no other), None when there is
+    /// no such target. Blocking, as [`Source::build`]; by default a whole build.
+    fn build_one(&self, name: &str) -> Option<Arc<Snapshot>> {
+        Some(self.build()).filter(|s| s.get(name).is_some())
+    }
     /// The running config, without copying any target.
     fn config(&self) -> Arc<Config>;
 }
@@ -202,6 +207,11 @@ impl ReadModel {
         let s = self.source.build();
         b.snap = Some(s.clone());
         s
+    }
+    /// A snapshot holding target `name` only, built now (not shared): what a target page and
+    /// `/api/targets/NAME` read. None when there is no such target.
+    pub fn snapshot_of(&self, name: &str) -> Option<Arc<Snapshot>> {
+        self.source.build_one(name)
     }
     /// The running config (no snapshot is built).
     pub fn config(&self) -> Arc<Config> {

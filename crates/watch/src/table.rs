@@ -194,6 +194,13 @@ impl Table {
         (views, FlushMark { taken: g.flushes, in_flight: g.in_flight.clone() })
     }
 
+    /// One target's view and the flush mark, copied under one lock hold.
+    pub fn view_of(&self, name: &str) -> Option<(TargetView, FlushMark)> {
+        let g = self.lock();
+        let view = g.entries.get(name)?.view();
+        Some((view, FlushMark { taken: g.flushes, in_flight: g.in_flight.clone() }))
+    }
+
     /// Take the buckets not yet written as the next flush batch (kept visible to
     /// snapshots as in flight until [`Table::flushed`]).
     pub fn take_unflushed(&self) -> Arc<FlushBatch> {

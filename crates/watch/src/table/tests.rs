@@ -84,6 +84,9 @@ async fn a_flush_batch_stays_visible_until_written() {
     t.record("api", 1, result(true), 1_000, P).unwrap();
     let (v, mark) = t.views();
     assert_eq!((v[0].unflushed.len(), mark.taken, mark.in_flight.is_none()), (1, 0, true));
+    let (one, _) = t.view_of("api").unwrap();
+    assert_eq!((one.name.as_str(), one.unflushed.len()), ("api", 1), "one target's view, as in views()");
+    assert!(t.view_of("nope").is_none());
     let b = t.take_unflushed();
     assert_eq!((b.generation, b.rows.len()), (1, 1));
     t.record("api", 1, result(true), 1_500, P).unwrap();
