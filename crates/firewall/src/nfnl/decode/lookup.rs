@@ -1,0 +1,208 @@
+//! `lookup` of a register in a set, a verdict map or a data map, concatenated keys
+//! included (`ip daddr . meta l4proto . th dport vmap @m`).
+
+use super::build::cond_in;
+use super::field::{Field, Fmt, Loaded, Src};
+use super::rule::{reg_slot, Dec};
+use super::value::*;
+use crate::model::{Action, Cond, Elem, Key, Op};
+use crate::nfnl::expr::*;
+
+impl Dec<'_> {
+    pub(super) fn lookup(&mut self, set: &str, sreg: u32, dreg: Option<u32>, inv: bool) {
+        let Some((l, f)) = self.loaded(sreg) else { return };
+        let name = f.name();
+        let Some(s) = self.sets.get(self.family, self.table, set) else {
+            self.unknown(format!("set @{set} not found"));
+            self.piece(format!("{name} @{set}"));
+            return;
+        };
+        let verdict_map = dreg == Some(0);
+        // nft flags only interval concatenations NFT_SET_CONCAT; a key longer than the
+        // first register's load is one too.
+        if verdict_map && !s.anonymous() && (s.flags & NFT_SET_CONCAT != 0 || s.key_len as usize > l.len) {
+            let s = s.clone();
+            return self.concat_vmap(set, &s, sreg);
+        }
+        let mut texts = Vec::new();
+        let mut elems = Vec::new();
+        let mut problem = None;
+        if s.flags & NFT_SET_CONCAT != 0 || s.key_len as usize != l.len {
+            problem = Some(format!("set @{set} has a concatenated type"));
+        }
+        let mut ranges = if problem.is_none() { set_ranges(s) } else { Vec::new() };
+        // nft lists elements by value; types kept in host byte order (interface names,
+        // ct state, marks) compare from their last byte.
+        if matches!(f, Field::IfName { .. } | Field::IfIndex { .. } | Field::CtState { .. } | Field::Other(..)) {
+            ranges.sort_by(|a, b| a.0.iter().rev().cmp(b.0.iter().rev()));
+        }
+        let mut mapped = Vec::new();
+        for (lo, hi, data) in &ranges {
+            // ct state elements are bit values; each names one state.
+            match self.elem(&f, lo, hi) {
+                Ok((e, t)) => {
+                    if let Some(Data::Value(v)) = data {
+                        mapped.push((e.clone(), v.clone(), t.clone()));
+                    }
+                    let v = match (verdict_map, data) {
+                        (true, Some(Data::Verdict(v))) => {
+                            let a = match v {
+                                Verdict::Accept => Some(Action::Accept),
+                                Verdict::Drop => Some(Action::Drop),
+                                Verdict::Return => Some(Action::Return),
+                                Verdict::Jump(c) => Some(Action::Jump(c.clone())),
+                                Verdict::Goto(c) => Some(Action::Goto(c.clone())),
+                                Verdict::Continue => Some(Action::Continue),
+                                _ => None,
+                            };
+                            if a.is_none() {
+                                problem.get_or_insert(format!("verdict {} in map @{set}", v.text()));
+                            }
+                            texts.push(format!("{t} : {}", v.text()));
+                            a
+                        }
+                        (false, Some(Data::Value(v))) if dreg.is_some() => {
+                            // A data map: nft prints each element with its data.
+                            match s.data_type.and_then(|ty| data_text(ty, v)) {
+                                Some(d) => texts.push(format!("{t} : {d}")),
+                                None => texts.push(t),
+                            }
+                            None
+                        }
+                        _ => {
+                            texts.push(t);
+                            None
+                        }
+                    };
+                    elems.push((e, v));
+                }
+                Err(why) => {
+                    problem.get_or_insert(if matches!(f, Field::Other(..)) {
+                        why
+                    } else {
+                        format!("set @{set} has an element conndoc cannot read: {why}")
+                    });
+                }
+            }
+        }
+        let rhs = if s.anonymous() { format!("{{ {} }}", texts.join(", ")) } else { format!("@{set}") };
+        let sym = if inv { "!= " } else { "" };
+        if let Some(p) = problem {
+            self.unknown(p);
+            let kw = if verdict_map { "vmap " } else { "" };
+            self.piece(format!("{name} {sym}{kw}{rhs}"));
+            return;
+        }
+        self.hide_deps(&f);
+        let key = self.key(&f);
+        match dreg {
+            None => {
+                match key {
+                    Some(key) => {
+                        let elems: Vec<Elem> = elems.into_iter().map(|(e, _)| e).collect();
+                        let op = if inv { Op::NotIn } else { Op::In };
+                        if key == Key::TcpFlags {
+                            self.unknown("tcp flags in a set");
+                        } else {
+                            self.out.conds.push(Cond::Cmp { key, op, elems });
+                        }
+                    }
+                    None => self.out.conds.push(Cond::Never),
+                }
+                self.piece(format!("{name} {sym}{rhs}"));
+            }
+            Some(0) => {
+                match key {
+                    Some(key) => {
+                        let entries = elems.into_iter().filter_map(|(e, a)| Some((e, a?))).collect();
+                        if self.out.action.is_none() && self.out.vmap.is_none() && self.out.vmap_concat.is_none() {
+                            self.out.vmap = Some((key, entries));
+                        }
+                    }
+                    None => self.out.conds.push(Cond::Never),
+                }
+                self.piece(format!("{name} vmap {rhs}"));
+            }
+            Some(r) => {
+                // A data map feeding a statement (`meta mark set ip saddr map { … }`). A key
+                // not in the map ends the rule: the statement applies to its keys only.
+                match key {
+                    Some(key) if key != Key::TcpFlags => {
+                        let elems = elems.into_iter().map(|(e, _)| e).collect();
+                        self.out.conds.push(Cond::Cmp { key, op: Op::In, elems });
+                        let entries = mapped.into_iter().map(|(e, v, t)| (cond_in(key, e), v, t)).collect();
+                        self.datamap = Some((reg_slot(r), entries));
+                    }
+                    Some(_) => self.unknown("tcp flags in a map"),
+                    None => self.out.conds.push(Cond::Never),
+                }
+                self.load(r, Src::Other(format!("{name} map {rhs}"), Fmt::Hex), s.key_len as usize);
+                self.piece(format!("{name} map {rhs}"));
+            }
+        }
+    }
+
+    /// `A . B . C vmap @map`: the fields sit in consecutive 32-bit registers from `sreg`,
+    /// each padded to 4 bytes, and so do they in each element's key.
+    pub(super) fn concat_vmap(&mut self, set: &str, s: &SetMsg, sreg: u32) {
+        let mut fields: Vec<(Loaded, Field, usize)> = Vec::new();
+        let (mut word, mut at) = (reg_slot(sreg), 0usize);
+        while at < s.key_len as usize && fields.len() < 8 {
+            let Some(l) = self.regs.get(&word).cloned() else { break };
+            let f = self.field(&l);
+            let padded = (l.len + 3) & !3;
+            fields.push((l, f, at));
+            at += padded;
+            word += (padded / 4) as u32;
+        }
+        let name = fields.iter().map(|(_, f, _)| f.name()).collect::<Vec<_>>().join(" . ");
+        let text = format!("{name} vmap @{set}");
+        if fields.is_empty() || at != s.key_len as usize {
+            self.unknown(format!("set @{set}: its concatenated key does not match the registers loaded"));
+            self.piece(text);
+            return;
+        }
+        let mut entries = Vec::new();
+        for (lo, hi, data) in set_ranges(s) {
+            let action = match &data {
+                Some(Data::Verdict(Verdict::Accept)) => Action::Accept,
+                Some(Data::Verdict(Verdict::Drop)) => Action::Drop,
+                Some(Data::Verdict(Verdict::Return)) => Action::Return,
+                Some(Data::Verdict(Verdict::Continue)) => Action::Continue,
+                Some(Data::Verdict(Verdict::Jump(c))) => Action::Jump(c.clone()),
+                Some(Data::Verdict(Verdict::Goto(c))) => Action::Goto(c.clone()),
+                _ => {
+                    self.unknown(format!("an element of map @{set} without a verdict conndoc reads"));
+                    self.piece(text);
+                    return;
+                }
+            };
+            let mut conds = Vec::new();
+            for (l, f, off) in &fields {
+                let (Some(a), Some(b)) = (lo.get(*off..off + l.len), hi.get(*off..off + l.len)) else {
+                    self.unknown(format!("an element of map @{set} shorter than its key"));
+                    self.piece(text);
+                    return;
+                };
+                match (self.elem(f, a, b), self.key(f)) {
+                    (Ok((e, _)), Some(key)) => conds.push(cond_in(key, e)),
+                    // A field this packet never has (`udp` for a TCP probe): never matches.
+                    (Ok(_), None) => conds.push(Cond::Never),
+                    (Err(why), _) => {
+                        self.unknown(format!("map @{set}: {why}"));
+                        self.piece(text);
+                        return;
+                    }
+                }
+            }
+            entries.push((conds, action));
+        }
+        for (_, f, _) in &fields {
+            self.hide_deps(f);
+        }
+        if self.out.action.is_none() && self.out.vmap.is_none() && self.out.vmap_concat.is_none() {
+            self.out.vmap_concat = Some(entries);
+        }
+        self.piece(text);
+    }
+}
