@@ -45,8 +45,36 @@ pub fn current_netns() -> Option<u64> {
     bracket_inode(l.to_str()?, "net")
 }
 
+/// `/proc/PID/comm`, in one read: the kernel keeps at most 15 bytes (TASK_COMM_LEN 16) and
+/// adds a newline, so a small buffer holds all of it (`read_to_string` asked for the size
+/// with a statx and read twice: five syscalls per process instead of three).
 pub fn comm(pid: u32) -> Option<String> {
-    Some(fs::read_to_string(pid_path(pid, "comm")).ok()?.trim_end().to_string())
+    use std::io::Read;
+    let mut f = fs::File::open(pid_path(pid, "comm")).ok()?;
+    let mut b = [0u8; 64];
+    let n = f.read(&mut b).ok()?;
+    let text = b[..n].strip_suffix(b"\n").unwrap_or(&b[..n]);
+    Some(String::from_utf8_lossy(text).into_owned())
+}
+
+/// The base name of `/proc/PID/exe`'s target (without the ` (deleted)` the kernel adds for
+/// a replaced binary). `Err(NotFound)` for a kernel thread or a zombie (no memory map, so
+/// no executable and no command line), or a process that is gone.
+fn exe_name(pid: u32) -> std::io::Result<String> {
+    let l = fs::read_link(pid_path(pid, "exe"))?;
+    let s = l.to_string_lossy();
+    let s = s.strip_suffix(" (deleted)").unwrap_or(&s);
+    Ok(s.rsplit('/').next().unwrap_or("").to_string())
+}
+
+/// Whether `comm` is what exec gave the process: the executable's base name as the kernel
+/// cuts it (15 bytes). Then the process runs the binary it was started as, under that
+/// name, and its argv[0] is not read. A renamed comm (`prctl(PR_SET_NAME)`, a write to
+/// /proc/PID/comm), a symlink to another binary (`python3` → `python3.11`), a script (comm
+/// is the script's name, exe its interpreter) all differ, and their argv[0] is read.
+fn comm_is_exe(comm: &str, exe: &str) -> bool {
+    let cut = exe.char_indices().nth(15).map_or(exe, |(i, _)| &exe[..i]);
+    comm == cut
 }
 
 /// The command line, NUL-separated arguments joined with spaces (secrets not yet redacted).
@@ -254,18 +282,40 @@ pub fn sockets_of(pid: u32) -> BTreeSet<u64> {
 }
 
 /// Processes that are program `name`: (pid, in the namespace `netns`?).
+///
+/// A process is the program when its comm is the name (cut to 15 bytes) or the base name of
+/// its argv[0] is (a process title like `redis-server *:6379` included). The command line
+/// is read only where the comm cannot rule the process out: most of a process table is
+/// kernel threads (no executable: one readlink says so) and programs whose comm is still the
+/// executable's name (exec set it, nothing renamed it); reading every argv[0] as well was
+/// half of this scan's syscalls (`strace -c`, docs/benchmarks.md). Where the executable
+/// cannot be read (another user's process without CAP_SYS_PTRACE) argv[0] is read as before.
 pub fn find_program(name: &str, netns: Option<u64>) -> Vec<(u32, Option<bool>)> {
     let mut out = Vec::new();
     let mut buf = Vec::with_capacity(CMDLINE_CHUNK);
+    let short: String = name.chars().take(15).collect();
     for pid in pids() {
+        let exe = match exe_name(pid) {
+            // A kernel thread, a zombie, or gone: no command line, no program's.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => None,
+            Ok(x) => Some(x),
+        };
         let Some(c) = comm(pid) else { continue };
-        // Of the command line only argv[0] is looked at (is_program): it is read, not the
-        // whole line with every argument copied — a compiler's runs to tens of KiB, and
-        // that copy was most of this scan's instructions (callgrind). A command line that
-        // cannot be read, or an empty one (a kernel thread), is no program's.
-        let Some(arg0) = first_arg(pid, &mut buf) else { continue };
-        let args = arg0.as_slice();
-        if c == name || is_program(&c, args, name) {
+        let is = if c == short || c == name {
+            // Of the command line only argv[0] would be looked at (is_program): a process
+            // named so by its comm needs none of it, but one that cannot be read (gone
+            // meanwhile) is no program's, as in the scan below.
+            exe.is_some() || first_arg(pid, &mut buf).is_some()
+        } else if exe.as_deref().is_some_and(|x| comm_is_exe(&c, x)) {
+            false
+        } else {
+            // Only argv[0] is read, not the whole line with every argument copied — a
+            // compiler's runs to tens of KiB (callgrind). A command line that cannot be read,
+            // or an empty one (a kernel thread), is no program's.
+            first_arg(pid, &mut buf).is_some_and(|a| is_program(&c, &a, name))
+        };
+        if is {
             out.push((pid, netns.and_then(|ns| netns_of(pid).map(|n| n == ns))));
         }
     }
@@ -336,6 +386,25 @@ Max open files            1024                 524288               files     \n
             assert_eq!(first_arg(2, &mut buf), None);
         }
         assert_eq!(first_arg(u32::MAX, &mut buf), None);
+    }
+
+    #[test]
+    fn comm_against_the_executable() {
+        assert!(comm_is_exe("redis-server", "redis-server"));
+        // The kernel cuts comm to 15 bytes; exe_name has already dropped " (deleted)".
+        assert!(comm_is_exe("memfd:sealed-91", "memfd:sealed-91173221a7ea"));
+        assert!(!comm_is_exe("worker", "bash"), "a renamed comm");
+        assert!(!comm_is_exe("python3", "python3.11"), "started through a symlink");
+        assert_eq!(
+            exe_name(std::process::id()).ok(),
+            std::env::current_exe().ok().and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+        );
+        // A kernel thread has no executable, and is no program.
+        if comm(2).as_deref() == Some("kthreadd") {
+            assert_eq!(exe_name(2).map_err(|e| e.kind()), Err(std::io::ErrorKind::NotFound));
+            assert!(!find_program("kthreadd", None).iter().any(|(p, _)| *p == 2));
+        }
+        assert_eq!(comm(u32::MAX), None);
     }
 
     #[test]
