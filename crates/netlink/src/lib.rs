@@ -13,7 +13,7 @@ pub mod route;
 mod wire;
 
 pub use diag::{Bytecode, Cond, DiagMsg, DiagRequest};
-pub use route::{addresses, addresses_small, links, neighbours, IfAddr, Link, NeighEntry};
+pub use route::{addresses, addresses_small, links, neighbours, IfAddr, Link, NeighEntry, RouteAsker};
 pub use wire::{attrs, encode, messages, Attr, Message, NLMSG_HDRLEN};
 
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};

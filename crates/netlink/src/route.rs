@@ -1,7 +1,8 @@
-//! rtnetlink dumps: links (ifindex → name), addresses, neighbours (ARP/NDP).
+//! rtnetlink: dumps of links (ifindex → name), addresses, neighbours (ARP/NDP), and the
+//! kernel's route decision for one destination (what `ip route get` asks).
 
-use crate::wire::{attrs, read_i32, read_u16, read_u32};
-use crate::{Family, NetlinkError, Socket, DEFAULT_DEADLINE};
+use crate::wire::{attrs, push_attr, read_i32, read_u16, read_u32};
+use crate::{Family, NetlinkError, Socket, DEFAULT_DEADLINE, NLM_F_ACK};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
@@ -10,12 +11,16 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 const AF_INET: u8 = libc::AF_INET as u8;
@@ -185,6 +190,98 @@ pub fn addresses_small() -> Result<Vec<IfAddr>, NetlinkError> {
     }
 }
 
+/// rtm_flags: answer from the FIB table lookup (iproute2 sets it for IPv4 only).
+const RTM_F_LOOKUP_TABLE: u32 = 0x1000;
+const IFLA_EXT_MASK: u16 = 29;
+/// RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS: what `ip` asks for, without the counters.
+const EXT_MASK_NO_STATS: u32 = 1 | 8;
+
+/// The `RTM_GETROUTE` request `ip route get DST` sends (iproute2 6.1, recorded with
+/// strace): an rtmsg naming the family, the destination's full length and, for IPv4,
+/// RTM_F_LOOKUP_TABLE; then the destination (RTA_DST). No input interface or source: the
+/// kernel answers as for a packet this host sends.
+pub fn route_get_request(dst: IpAddr) -> Vec<u8> {
+    let (family, len, bytes, flags) = match dst {
+        IpAddr::V4(a) => (AF_INET, 32, a.octets().to_vec(), RTM_F_LOOKUP_TABLE),
+        IpAddr::V6(a) => (AF_INET6, 128, a.octets().to_vec(), 0),
+    };
+    // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags (u32).
+    let mut out = vec![family, len, 0, 0, 0, 0, 0, 0];
+    out.extend_from_slice(&flags.to_ne_bytes());
+    push_attr(&mut out, RTA_DST, &bytes);
+    out
+}
+
+/// The output interface (RTA_OIF) of one RTM_NEWROUTE payload (rtmsg + attributes).
+pub fn parse_route_oif(p: &[u8]) -> Option<u32> {
+    attrs(p.get(12..)?).find(|a| a.ty == RTA_OIF).and_then(|a| a.u32())
+}
+
+/// The kernel's route decisions for destinations, asked on one rtnetlink socket of the
+/// calling thread's namespace (one request per destination, and one per interface named).
+pub struct RouteAsker {
+    sock: Socket,
+    deadline: Instant,
+    names: BTreeMap<u32, String>,
+}
+
+impl RouteAsker {
+    pub fn open(deadline: Instant) -> Result<RouteAsker, NetlinkError> {
+        Ok(RouteAsker { sock: Socket::open_small(Family::Route)?, deadline, names: BTreeMap::new() })
+    }
+
+    /// The interface `ip route get DST` names (`dev NAME`): Ok(None) when the kernel has no
+    /// route (unreachable, prohibited: what makes `ip route get` fail), Err when it could
+    /// not be asked.
+    pub fn device(&mut self, dst: IpAddr) -> Result<Option<String>, NetlinkError> {
+        let mut oif = None;
+        let r =
+            self.sock.request("RTM_GETROUTE", RTM_GETROUTE, NLM_F_ACK, &route_get_request(dst), self.deadline, |m| {
+                if m.ty == RTM_NEWROUTE && oif.is_none() {
+                    oif = parse_route_oif(m.payload);
+                }
+                Ok::<(), NetlinkError>(())
+            });
+        match r {
+            Ok(crate::Replies::Done { .. }) => {}
+            Ok(crate::Replies::Lost) => return Err(NetlinkError::Lost { what: "RTM_GETROUTE" }),
+            // ENETUNREACH, EHOSTUNREACH, EACCES (prohibit), EINVAL: no route to name.
+            Err(NetlinkError::Kernel { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let Some(index) = oif else { return Ok(None) };
+        if let Some(n) = self.names.get(&index) {
+            return Ok(Some(n.clone()));
+        }
+        let name = self.link_name(index)?;
+        if let Some(n) = &name {
+            self.names.insert(index, n.clone());
+        }
+        Ok(name)
+    }
+
+    /// One interface's name by index (RTM_GETLINK for that index, not a dump).
+    fn link_name(&mut self, index: u32) -> Result<Option<String>, NetlinkError> {
+        let mut req = vec![0u8; 16]; // ifinfomsg: AF_UNSPEC, index
+        req[4..8].copy_from_slice(&index.to_ne_bytes());
+        push_attr(&mut req, IFLA_EXT_MASK, &EXT_MASK_NO_STATS.to_ne_bytes());
+        let mut name = None;
+        let r = self.sock.request("RTM_GETLINK", RTM_GETLINK, NLM_F_ACK, &req, self.deadline, |m| {
+            if m.ty == RTM_NEWLINK && name.is_none() {
+                name = parse_link(m.payload).map(|l| l.name);
+            }
+            Ok::<(), NetlinkError>(())
+        });
+        match r {
+            Ok(crate::Replies::Done { .. }) => Ok(name),
+            Ok(crate::Replies::Lost) => Err(NetlinkError::Lost { what: "RTM_GETLINK" }),
+            // The interface went away between the two answers.
+            Err(NetlinkError::Kernel { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// The IPv4 and IPv6 neighbour tables of the current network namespace, with device names.
 pub fn neighbours() -> Result<Vec<NeighEntry>, NetlinkError> {
     let names: BTreeMap<u32, String> = links()?.into_iter().map(|l| (l.index, l.name)).collect();
@@ -261,6 +358,53 @@ mod tests {
             let _ = parse_neigh(&m.payload[..cut]);
         }
         assert!(parse_neigh(&m.payload[..12]).is_none());
+    }
+
+    #[test]
+    fn route_get_request_is_what_ip_sends() {
+        // `strace -xx ip -o route get 127.0.0.1` / `fd00::1` (iproute2 6.1): the rtmsg and
+        // RTA_DST after the 16-byte header.
+        let v4 = [2, 32, 0, 0, 0, 0, 0, 0, 0x00, 0x10, 0, 0, 8, 0, 1, 0, 127, 0, 0, 1];
+        assert_eq!(route_get_request("127.0.0.1".parse().unwrap()), v4);
+        let v6 = route_get_request("fd00::1".parse().unwrap());
+        assert_eq!(&v6[..16], &[10, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20, 0, 1, 0]);
+        assert_eq!(&v6[16..], &"fd00::1".parse::<Ipv6Addr>().unwrap().octets());
+    }
+
+    #[test]
+    fn route_reply_names_its_output_interface() {
+        // RTM_NEWROUTE payload of `ip route get 127.0.0.1` (as `strace -xx` decoded it):
+        // RTA_TABLE, RTA_DST,
+        // RTA_OIF 1, RTA_PREFSRC.
+        let p = [
+            2, 32, 0, 0, 254, 0, 0, 2, 0, 2, 0, 0x80, // rtmsg: RTN_LOCAL, RTM_F_CLONED
+            8, 0, 15, 0, 254, 0, 0, 0, // RTA_TABLE
+            8, 0, 1, 0, 127, 0, 0, 1, // RTA_DST
+            8, 0, 4, 0, 1, 0, 0, 0, // RTA_OIF
+            8, 0, 7, 0, 127, 0, 0, 1, // RTA_PREFSRC
+        ];
+        assert_eq!(parse_route_oif(&p), Some(1));
+        assert_eq!(parse_route_oif(&p[..28]), None);
+        for cut in 0..p.len() {
+            let _ = parse_route_oif(&p[..cut]);
+        }
+    }
+
+    #[test]
+    fn route_devices_match_ip_route_get() {
+        // This namespace's own answers, asked twice: over netlink and by `ip -o route get`.
+        let mut asker = RouteAsker::open(Instant::now() + DEFAULT_DEADLINE).unwrap();
+        assert_eq!(asker.device(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap().as_deref(), Some("lo"));
+        let ip = |a: &str| {
+            let out = std::process::Command::new("ip").args(["-o", "route", "get", a]).output().ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let w: Vec<&str> = text.split_whitespace().collect();
+            w.windows(2).find(|p| p[0] == "dev").map(|p| p[1].to_string())
+        };
+        for a in ["127.0.0.1", "::1", "192.0.2.1", "2001:db8::1", "10.255.255.1"] {
+            let Some(want) = ip(a) else { continue }; // no `ip`, or no route: nothing to compare
+            assert_eq!(asker.device(a.parse().unwrap()).unwrap(), Some(want), "{a}");
+        }
     }
 
     #[test]
