@@ -1,7 +1,7 @@
 //! `iptables-save` / `ip6tables-save` output (legacy and nf_tables back-ends alike).
 //! An option conndoc does not know makes that rule "not understood", never the read fail.
 
-use crate::model::{Action, BaseChain, ChainId, Cond, Elem, Key, NatAction, NatKind, Op, RouteType, Rule, Ruleset};
+use crate::model::{Action, BaseChain, ChainId, Cond, Elem, Key, NatAction, Op, RouteType, Rule, Ruleset};
 use crate::nft::proto_number;
 use conndoc_facts::firewall::{FirewallTool, Hook, RejectWith, RuleRef};
 use conndoc_facts::Family;
@@ -403,10 +403,9 @@ pub(crate) fn dnat_to(v: &str) -> Result<NatAction, String> {
         }
     };
     if a.is_empty() {
-        return Ok(NatAction::Unfollowed {
-            kind: NatKind::Dnat,
-            why: format!("DNAT to port {} of the packet's own address", p.as_deref().unwrap_or("?")),
-        });
+        // `:P[-Q]`: the port alone; the kernel keeps the packet's own address.
+        let p = p.ok_or_else(|| format!("--to-destination {v}"))?;
+        return Ok(NatAction::DnatPort { ports: nat_port(&p)? });
     }
     let ip = |s: &str| s.parse::<IpAddr>().map_err(|_| format!("--to-destination address {s}"));
     let addrs = match a.split_once('-') {
@@ -594,6 +593,14 @@ mod tests {
             nat_target("REDIRECT", &w("--to-ports 6390-6392")),
             Ok(NatAction::RedirectRange { ports: (6390, 6392) })
         );
+        // The port alone: the address is the packet's own.
+        assert_eq!(nat_target("DNAT", &w("--to-destination :8080")), Ok(NatAction::DnatPort { ports: (8080, 8080) }));
+        assert_eq!(
+            nat_target("DNAT", &w("--to-destination :8080-8090 --random")),
+            Ok(NatAction::DnatPort { ports: (8080, 8090) })
+        );
+        assert!(nat_target("DNAT", &w("--to-destination :")).is_err());
+        assert!(nat_target("DNAT", &w("--to-destination :x")).is_err());
         assert!(nat_target("DNAT", &w("--to-destination 10.0.0.1:x")).is_err());
         assert!(nat_target("DNAT", &w("--to-destination 10.0.0.1 --bogus")).is_err());
     }

@@ -166,6 +166,10 @@ pub enum NatAction {
     DnatRange { addrs: (IpAddr, IpAddr), ports: Option<(u16, u16)> },
     /// `redirect to :P-Q`, `--to-ports P-Q`: this host, one port of the range per connection.
     RedirectRange { ports: (u16, u16) },
+    /// `dnat to :P[-Q]`, `--to-destination :P[-Q]`: the kernel keeps the destination address
+    /// (no NF_NAT_RANGE_MAP_IPS) and rewrites the port (one of the range per connection).
+    /// Unlike a redirect, the address is the dialled one, not the interface's.
+    DnatPort { ports: (u16, u16) },
     /// One element of a dnat map (`dnat to tcp dport map { 16379 : 10.77.1.2 }`, `@name`):
     /// the rule is read as one rule per element, as a verdict map is, each matching its
     /// key; `element` is the element as nft prints it.

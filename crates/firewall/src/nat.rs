@@ -56,6 +56,11 @@ impl NatEvaluation {
                 range = Some((*addrs, ports));
                 (TranslationKind::Dnat, SocketAddr::new(addrs.0, ports.0))
             }
+            NatAction::DnatPort { ports } => {
+                let a = pkt.destination;
+                range = Some(((a, a), *ports));
+                (TranslationKind::Dnat, SocketAddr::new(a, ports.0))
+            }
             NatAction::Redirect { port } => {
                 (TranslationKind::Redirect, SocketAddr::new(self.redirect_addr(pkt), port.unwrap_or(dialled)))
             }

@@ -378,7 +378,11 @@ fn nat_statement(name: &str, body: &Value) -> Result<NatAction, String> {
             (a, prefix_last(a, len).ok_or_else(|| format!("dnat prefix {p}"))?)
         }
         Some(v) => return unfollowed(format!("dnat to {v}")),
-        None => return unfollowed("dnat without an address".into()),
+        // `dnat to :P`: the port alone, the packet's own address kept.
+        None => match ports {
+            Some(ports) => return Ok(NatAction::DnatPort { ports }),
+            None => return unfollowed("dnat without an address".into()),
+        },
     };
     if addrs.0.is_ipv4() != addrs.1.is_ipv4() {
         return Err("dnat to an address range across families".into());

@@ -293,6 +293,76 @@ fn a_family_the_dump_cannot_read_runs_the_tool_and_says_why() {
         .any(|s| s.tool == FirewallTool::Ip6tablesNft && s.command.contains("iptables-nft's tables")));
 }
 
+/// `-j DNAT --to-destination :P[-Q]`: the port alone, for a packet from outside, for this
+/// host's own (nat OUTPUT) and in IPv6.
+const PORT_ONLY_V4: &str = "*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -i lo -j RETURN
+-A PREROUTING -p tcp -m tcp --dport 16379 -j DNAT --to-destination :6390
+-A PREROUTING -p tcp -m tcp --dport 16380 -j DNAT --to-destination :6000-6002
+-A OUTPUT -p tcp -m tcp --dport 16381 -j DNAT --to-destination :6391
+COMMIT
+";
+const PORT_ONLY_V6: &str = "*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -p tcp -m tcp --dport 16379 -j DNAT --to-destination :6390
+COMMIT
+";
+
+/// The port-only DNAT rules above, written with iptables-nft (read from the netlink dump)
+/// and with iptables-legacy (read from iptables-legacy-save) in namespaces of their own:
+/// both follow the packet to its own address at the rule's port — not to loopback, which
+/// is what a REDIRECT would do — and list every port of a range.
+fn port_only_dnat_is_followed_with_both_backends() {
+    for (v4, v6, tool, tool6) in [
+        ("iptables-nft-restore", "ip6tables-nft-restore", FirewallTool::IptablesNft, FirewallTool::Ip6tablesNft),
+        (
+            "iptables-legacy-restore",
+            "ip6tables-legacy-restore",
+            FirewallTool::IptablesLegacy,
+            FirewallTool::Ip6tablesLegacy,
+        ),
+    ] {
+        let ns = Netns::new("cdiptdp");
+        ns.exec(v4, &[], PORT_ONLY_V4);
+        ns.exec(v6, &[], PORT_ONLY_V6);
+        let raw = run_in(&NetnsSpec::Named(ns.0.clone()), || read::read(T)).expect("enter namespace");
+        let (rs, _) = build(&raw);
+        assert_eq!(rs.not_understood_total, 0, "{tool:?}");
+        let at = |hook: Hook, fam: Family, src: &str, dst: &str, port: u16, iif: &str| {
+            let mut p = common::packet(fam, src, dst, port, iif);
+            p.destination_local = Some(true);
+            let e = rs.translate(hook, &p);
+            let t = e.translation(&p).unwrap_or_else(|u| panic!("{tool:?} {dst}:{port}: unfollowed {u:?}"));
+            t.map(|t| {
+                let r = t.rule.clone().unwrap();
+                assert_eq!(r.tool, if fam == Family::Ipv4 { tool } else { tool6 }, "{dst}:{port}");
+                (t.to.to_string(), t.choices.iter().map(|c| c.to_string()).collect::<Vec<_>>(), r.text)
+            })
+        };
+        let (to, choices, text) = at(Hook::Prerouting, Family::Ipv4, "10.77.0.1", "10.77.0.2", 16379, "eth0").unwrap();
+        assert_eq!((to.as_str(), choices.len()), ("10.77.0.2:6390", 0), "{tool:?}");
+        assert!(text.ends_with("--dport 16379 -j DNAT --to-destination :6390"), "{text}");
+        let (to, choices, _) = at(Hook::Prerouting, Family::Ipv4, "10.77.0.1", "10.77.0.2", 16380, "eth0").unwrap();
+        assert_eq!(to, "10.77.0.2:6000", "{tool:?}");
+        assert_eq!(choices, ["10.77.0.2:6000", "10.77.0.2:6001", "10.77.0.2:6002"], "{tool:?}");
+        // This host's own connection keeps its destination address too.
+        let (to, _, _) = at(Hook::Output, Family::Ipv4, "10.77.0.2", "10.77.0.2", 16381, "").unwrap();
+        assert_eq!(to, "10.77.0.2:6391", "{tool:?}");
+        let (to, _, _) = at(Hook::Prerouting, Family::Ipv6, "fd77::1", "fd77::2", 16379, "eth0").unwrap();
+        assert_eq!(to, "[fd77::2]:6390", "{tool:?}");
+        // Other ports, and loopback's RETURN, are not translated.
+        assert_eq!(at(Hook::Prerouting, Family::Ipv4, "10.77.0.1", "10.77.0.2", 16382, "eth0"), None);
+        assert_eq!(at(Hook::Prerouting, Family::Ipv4, "127.0.0.1", "127.0.0.1", 16379, "lo"), None);
+    }
+}
+
 fn main() {
     let mut t = Tests::new();
     let need = common::root_with_nft()
@@ -307,6 +377,11 @@ fn main() {
         read_takes_iptables_nft_from_the_dump_without_running_the_tool,
         a_family_the_dump_cannot_read_runs_the_tool_and_says_why
     );
+    let legacy = need
+        .clone()
+        .and(conndoc_testsupport::program("iptables-legacy-restore", "iptables"))
+        .and(conndoc_testsupport::program("ip6tables-legacy-restore", "iptables"));
+    tests!(t, legacy, port_only_dnat_is_followed_with_both_backends);
     tests!(t, Need::met(), recorded_bytes_read_as_the_recorded_save_output);
     t.run();
 }

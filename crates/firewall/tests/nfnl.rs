@@ -614,6 +614,83 @@ fn nat_chains_translate_the_same_both_ways() {
     assert!(translated > 50, "{translated}");
 }
 
+/// dnat maps keyed by a concatenation, loaded with `nft -f`: an anonymous map to
+/// `addr . port`, named maps to `addr . port` and to `addr` alone, an interval
+/// concatenation, and IPv6 (a 16-byte address then the port, each field padded to 4 bytes
+/// in the registers and in the keys). Both readings render them as nft prints them; over
+/// netlink the element the packet has is followed, a packet in no element meets no rule.
+const CONCAT_MAPS: &str = r#"
+table ip cm {
+  map both { type ipv4_addr . inet_service : ipv4_addr . inet_service; elements = { 10.77.0.2 . 16401 : 10.77.1.3 . 6380, 10.77.0.3 . 16401 : 10.77.1.4 . 6381 } }
+  map addr { type ipv4_addr . inet_service : ipv4_addr; elements = { 10.77.0.2 . 16402 : 10.77.1.5 } }
+  map wide { type ipv4_addr . inet_service : ipv4_addr . inet_service; flags interval; elements = { 10.77.0.0/24 . 16410-16419 : 10.77.1.6 . 7000 } }
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "lo" return
+    dnat ip to ip daddr . tcp dport map { 10.77.0.2 . 16400 : 10.77.1.2 . 8080 }
+    dnat ip to ip daddr . tcp dport map @both
+    dnat to ip daddr . tcp dport map @addr
+    dnat ip to ip daddr . tcp dport map @wide
+    dnat to ip saddr . tcp dport map { 10.77.0.1 . 16420 : 10.77.1.7 }
+  }
+}
+table ip6 cm6 {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    dnat ip6 to ip6 daddr . tcp dport map { fd77::2 . 16400 : fd77:1::2 . 8080 }
+  }
+}
+"#;
+
+fn concatenated_dnat_maps_are_followed() {
+    let ns = Netns::new("cdcmap");
+    ns.load(CONCAT_MAPS);
+    let (nl, js, texts) = read_both(&ns);
+    assert_texts(&nl, &texts);
+    assert_eq!(nl.not_understood_total, 0, "{:?}", nl.chains);
+    let to = |rs: &Ruleset, src: &str, dst: &str, port: u16| {
+        let d: IpAddr = dst.parse().unwrap();
+        let p = Packet {
+            family: Family::of(&d),
+            source: Some(src.parse().unwrap()),
+            destination: d,
+            source_port: Some(40000),
+            destination_port: port,
+            input_interface: Some("veth0".into()),
+            output_interface: None,
+            destination_local: Some(true),
+        };
+        let e = rs.translate(Hook::Prerouting, &p);
+        assert!(e.not_understood.is_empty(), "{dst}:{port}: {:?}", e.not_understood);
+        e.translation(&p)
+            .unwrap()
+            .map(|t| (t.to.to_string(), t.rule.and_then(|r| r.handle), t.element.unwrap_or_default()))
+    };
+    // (source, destination, port, (backend, map element) or no translation)
+    type Want<'a> = (&'a str, &'a str, u16, Option<(&'a str, &'a str)>);
+    let want: &[Want] = &[
+        ("10.77.0.1", "10.77.0.2", 16400, Some(("10.77.1.2:8080", "10.77.0.2 . 16400 : 10.77.1.2 . 8080"))),
+        // The address of one element with the port of another is in neither.
+        ("10.77.0.1", "10.77.0.3", 16400, None),
+        ("10.77.0.1", "10.77.0.2", 16401, Some(("10.77.1.3:6380", "10.77.0.2 . 16401 : 10.77.1.3 . 6380"))),
+        ("10.77.0.1", "10.77.0.3", 16401, Some(("10.77.1.4:6381", "10.77.0.3 . 16401 : 10.77.1.4 . 6381"))),
+        ("10.77.0.1", "10.77.0.4", 16401, None),
+        // Data `addr` alone: the dialled port is kept.
+        ("10.77.0.1", "10.77.0.2", 16402, Some(("10.77.1.5:16402", "10.77.0.2 . 16402 : 10.77.1.5"))),
+        ("10.77.0.1", "10.77.0.9", 16415, Some(("10.77.1.6:7000", "10.77.0.0/24 . 16410-16419 : 10.77.1.6 . 7000"))),
+        ("10.77.0.1", "10.77.0.9", 16420, Some(("10.77.1.7:16420", "10.77.0.1 . 16420 : 10.77.1.7"))),
+        ("10.77.0.5", "10.77.0.9", 16420, None),
+        ("fd77::1", "fd77::2", 16400, Some(("[fd77:1::2]:8080", "fd77::2 . 16400 : fd77:1::2 . 8080"))),
+        ("fd77::1", "fd77::3", 16400, None),
+    ];
+    for (src, dst, port, expect) in want {
+        let got = to(&nl, src, dst, *port);
+        assert_eq!(got.as_ref().map(|(a, _, e)| (a.as_str(), e.as_str())), *expect, "netlink {src} → {dst}:{port}");
+        // nft -j reads the same translation at the same rule.
+        assert_eq!(to(&js, src, dst, *port), got, "nft -j {src} → {dst}:{port}");
+    }
+}
+
 /// The cheap question a refused port asks (`nfnl::nat_chains_present`) answers as the whole
 /// read does: an empty namespace, a filter-only ruleset, a regular chain named nat, then
 /// an ip6 nat base chain.
@@ -649,6 +726,7 @@ fn main() {
         recorded_fixture_ruleset_reads_the_same_both_ways,
         verdict_maps_are_evaluated,
         nat_chains_translate_the_same_both_ways,
+        concatenated_dnat_maps_are_followed,
         nat_chains_present_answers_as_the_read_does,
         kube_proxy_table_is_evaluated_and_its_services_found,
         build_prefers_netlink_and_skips_the_text_listing

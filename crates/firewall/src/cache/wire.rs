@@ -19,8 +19,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const MAGIC: &[u8; 8] = b"CDNFTC\0\n";
 /// Bump when the layout below changes, or what a ruleset holds (3: iptables-nft's tables
-/// as `iptables-nft-save` rules, family `ipv4`/`ipv6`, not as nft rules).
-pub const FORMAT: u32 = 4;
+/// as `iptables-nft-save` rules, family `ipv4`/`ipv6`, not as nft rules; 5: port-only
+/// DNAT and dnat maps on concatenated keys are followed, no longer unfollowed).
+pub const FORMAT: u32 = 5;
 
 /// What a file is valid for: all of it must match the reader's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,6 +343,10 @@ impl W {
                 self.opt_u32(port.map(u32::from));
                 self.str(element);
             }
+            Action::Nat(NatAction::DnatPort { ports }) => {
+                self.u8(15);
+                self.u32(u32::from(ports.0) << 16 | u32::from(ports.1));
+            }
             Action::Nat(NatAction::Unfollowed { kind, why }) => {
                 self.u8(11);
                 self.u8(match kind {
@@ -559,6 +564,10 @@ impl<'a> R<'a> {
                 Action::Nat(NatAction::RedirectRange { ports: ((p >> 16) as u16, p as u16) })
             }
             14 => Action::Nat(NatAction::DnatMapped { addr: self.ip()?, port: self.port()?, element: self.string()? }),
+            15 => {
+                let p = self.u32()?;
+                Action::Nat(NatAction::DnatPort { ports: ((p >> 16) as u16, p as u16) })
+            }
             11 => {
                 let kind = match self.u8()? {
                     0 => NatKind::Dnat,
@@ -718,6 +727,8 @@ mod tests {
                 ports: None,
             }),
             Action::Nat(NatAction::RedirectRange { ports: (6000, 6010) }),
+            Action::Nat(NatAction::DnatPort { ports: (8080, 8080) }),
+            Action::Nat(NatAction::DnatPort { ports: (8080, 8090) }),
             Action::Nat(NatAction::DnatMapped {
                 addr: "10.77.1.2".parse().unwrap(),
                 port: Some(6379),

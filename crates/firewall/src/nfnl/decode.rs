@@ -9,11 +9,12 @@
 //! out of the text, as nft does.
 //!
 //! The files: [`build`] (messages to the model), [`rule`] (the register machine), [`field`]
-//! (what a register holds), [`value`] (bytes as values), [`cmp`], [`lookup`], [`nat`],
+//! (what a register holds), [`value`] (bytes as values), [`cmp`], [`lookup`], [`concat`], [`nat`],
 //! [`reject`] (one kind of expression each).
 
 mod build;
 mod cmp;
+mod concat;
 mod field;
 mod lookup;
 mod nat;

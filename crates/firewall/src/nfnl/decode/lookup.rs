@@ -1,9 +1,9 @@
-//! `lookup` of a register in a set, a verdict map or a data map, concatenated keys
-//! included (`ip daddr . meta l4proto . th dport vmap @m`).
+//! `lookup` of a register in a set, a verdict map or a data map (a concatenated key is
+//! read in [`super::concat`]).
 
 use super::build::cond_in;
-use super::field::{Field, Fmt, Loaded, Src};
-use super::rule::{reg_slot, Dec};
+use super::field::{Field, Fmt, Src};
+use super::rule::{reg_slot, DataMap, Dec};
 use super::value::*;
 use crate::model::{Action, Cond, Elem, Key, Op};
 use crate::nfnl::expr::*;
@@ -20,9 +20,14 @@ impl Dec<'_> {
         let verdict_map = dreg == Some(0);
         // nft flags only interval concatenations NFT_SET_CONCAT; a key longer than the
         // first register's load is one too.
-        if verdict_map && !s.anonymous() && (s.flags & NFT_SET_CONCAT != 0 || s.key_len as usize > l.len) {
+        let concat = s.flags & NFT_SET_CONCAT != 0 || s.key_len as usize > l.len;
+        if verdict_map && !s.anonymous() && concat {
             let s = s.clone();
             return self.concat_vmap(set, &s, sreg);
+        }
+        if let (Some(r), true) = (dreg.filter(|r| *r != 0), concat) {
+            let s = s.clone();
+            return self.concat_datamap(set, &s, sreg, r);
         }
         let mut texts = Vec::new();
         let mut elems = Vec::new();
@@ -130,8 +135,8 @@ impl Dec<'_> {
                     Some(key) if key != Key::TcpFlags => {
                         let elems = elems.into_iter().map(|(e, _)| e).collect();
                         self.out.conds.push(Cond::Cmp { key, op: Op::In, elems });
-                        let entries = mapped.into_iter().map(|(e, v, t)| (cond_in(key, e), v, t)).collect();
-                        self.datamap = Some((reg_slot(r), entries));
+                        let entries = mapped.into_iter().map(|(e, v, t)| (vec![cond_in(key, e)], v, t)).collect();
+                        self.datamap = Some(DataMap { word: reg_slot(r), entries, concat: false });
                     }
                     Some(_) => self.unknown("tcp flags in a map"),
                     None => self.out.conds.push(Cond::Never),
@@ -140,69 +145,5 @@ impl Dec<'_> {
                 self.piece(format!("{name} map {rhs}"));
             }
         }
-    }
-
-    /// `A . B . C vmap @map`: the fields sit in consecutive 32-bit registers from `sreg`,
-    /// each padded to 4 bytes, and so do they in each element's key.
-    pub(super) fn concat_vmap(&mut self, set: &str, s: &SetMsg, sreg: u32) {
-        let mut fields: Vec<(Loaded, Field, usize)> = Vec::new();
-        let (mut word, mut at) = (reg_slot(sreg), 0usize);
-        while at < s.key_len as usize && fields.len() < 8 {
-            let Some(l) = self.regs.get(&word).cloned() else { break };
-            let f = self.field(&l);
-            let padded = (l.len + 3) & !3;
-            fields.push((l, f, at));
-            at += padded;
-            word += (padded / 4) as u32;
-        }
-        let name = fields.iter().map(|(_, f, _)| f.name()).collect::<Vec<_>>().join(" . ");
-        let text = format!("{name} vmap @{set}");
-        if fields.is_empty() || at != s.key_len as usize {
-            self.unknown(format!("set @{set}: its concatenated key does not match the registers loaded"));
-            self.piece(text);
-            return;
-        }
-        let mut entries = Vec::new();
-        for (lo, hi, data) in set_ranges(s) {
-            let action = match &data {
-                Some(Data::Verdict(Verdict::Accept)) => Action::Accept,
-                Some(Data::Verdict(Verdict::Drop)) => Action::Drop,
-                Some(Data::Verdict(Verdict::Return)) => Action::Return,
-                Some(Data::Verdict(Verdict::Continue)) => Action::Continue,
-                Some(Data::Verdict(Verdict::Jump(c))) => Action::Jump(c.clone()),
-                Some(Data::Verdict(Verdict::Goto(c))) => Action::Goto(c.clone()),
-                _ => {
-                    self.unknown(format!("an element of map @{set} without a verdict conndoc reads"));
-                    self.piece(text);
-                    return;
-                }
-            };
-            let mut conds = Vec::new();
-            for (l, f, off) in &fields {
-                let (Some(a), Some(b)) = (lo.get(*off..off + l.len), hi.get(*off..off + l.len)) else {
-                    self.unknown(format!("an element of map @{set} shorter than its key"));
-                    self.piece(text);
-                    return;
-                };
-                match (self.elem(f, a, b), self.key(f)) {
-                    (Ok((e, _)), Some(key)) => conds.push(cond_in(key, e)),
-                    // A field this packet never has (`udp` for a TCP probe): never matches.
-                    (Ok(_), None) => conds.push(Cond::Never),
-                    (Err(why), _) => {
-                        self.unknown(format!("map @{set}: {why}"));
-                        self.piece(text);
-                        return;
-                    }
-                }
-            }
-            entries.push((conds, action));
-        }
-        for (_, f, _) in &fields {
-            self.hide_deps(f);
-        }
-        if self.out.action.is_none() && self.out.vmap.is_none() && self.out.vmap_concat.is_none() {
-            self.out.vmap_concat = Some(entries);
-        }
-        self.piece(text);
     }
 }

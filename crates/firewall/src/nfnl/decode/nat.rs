@@ -139,6 +139,11 @@ impl Dec<'_> {
             (None, Some(a), b, q) => {
                 NatAction::DnatRange { addrs: (a, b.unwrap_or(a)), ports: port.map(|p| (p, q.unwrap_or(p))) }
             }
+            // `dnat to :P[-Q]` (no address register): the kernel keeps the address.
+            (None, None, None, q) if addr[0].is_none() && port.is_some() => {
+                let p = port.unwrap_or(0);
+                NatAction::DnatPort { ports: (p, q.unwrap_or(p)) }
+            }
             (None, None, ..) => NatAction::Unfollowed { kind, why: "dnat without an address".into() },
         };
         self.set_action(Action::Nat(action));
@@ -154,17 +159,17 @@ impl Dec<'_> {
         port_reg: Option<u32>,
     ) -> Option<Vec<(Vec<Cond>, Action)>> {
         let slot = reg_slot(addr_reg?);
-        if self.imm.get(&slot).is_some() || self.datamap.as_ref().is_none_or(|(s, _)| *s != slot) {
+        if self.imm.get(&slot).is_some() || self.datamap.as_ref().is_none_or(|m| m.word != slot) {
             return None;
         }
-        let (_, entries) = self.datamap.take()?;
+        let entries = self.datamap.take()?.entries;
         let off = match port_reg.map(reg_slot) {
             Some(p) if p > slot => Some(((p - slot) * 4) as usize),
             Some(_) => return None,
             None => None,
         };
         let mut out = Vec::new();
-        for (cond, data, key) in entries {
+        for (conds, data, key) in entries {
             let a = addr_of(fam, &data)?;
             let port = match off {
                 Some(o) => Some(be_u16(data.get(o..)?)?),
@@ -174,7 +179,7 @@ impl Dec<'_> {
                 Some(p) => format!("{key} : {a} . {p}"),
                 None => format!("{key} : {a}"),
             };
-            out.push((vec![cond], Action::Nat(NatAction::DnatMapped { addr: a, port, element })));
+            out.push((conds, Action::Nat(NatAction::DnatMapped { addr: a, port, element })));
         }
         Some(out)
     }

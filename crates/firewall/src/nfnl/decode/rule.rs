@@ -73,14 +73,25 @@ pub(super) struct Dec<'a> {
     pub(super) l4_piece: Option<usize>,
     /// (piece, field, value text, value) of a `>=` test, to read `a-b` when a `<=` follows.
     pub(super) last_gte: Option<(usize, Field, String, Vec<u8>)>,
-    /// A data map looked up into a register (`tcp dport map { 16379 : 10.77.1.2 }`): the
-    /// register's word and, per element, its condition, its data and its key's text —
-    /// what a `dnat to` reading that register turns into one rule per element.
-    pub(super) datamap: Option<(u32, Vec<MapEntry>)>,
+    /// A data map looked up into a register (`tcp dport map { 16379 : 10.77.1.2 }`): what
+    /// a `dnat to` reading that register turns into one rule per element.
+    pub(super) datamap: Option<DataMap>,
 }
 
-/// One data map element: the condition its key puts on the packet, its data, its key's text.
-pub(super) type MapEntry = (Cond, Vec<u8>, String);
+/// A data map's lookup result in a register, element by element.
+pub(super) struct DataMap {
+    /// The register's word.
+    pub(super) word: u32,
+    pub(super) entries: Vec<MapEntry>,
+    /// Keyed by a concatenation (`ip daddr . tcp dport`): the rule's own conditions cannot
+    /// say "the pair is in the map", so only a statement that splits the rule per element
+    /// (`dnat to`) is followed.
+    pub(super) concat: bool,
+}
+
+/// One data map element: the conditions its key puts on the packet (one per field of a
+/// concatenation), its data, its key's text.
+pub(super) type MapEntry = (Vec<Cond>, Vec<u8>, String);
 
 /// Read one rule.
 pub fn decode_rule(r: &RuleMsg, sets: &SetIndex, ifnames: &HashMap<u32, String>) -> Decoded {
@@ -106,6 +117,9 @@ pub fn decode_rule(r: &RuleMsg, sets: &SetIndex, ifnames: &HashMap<u32, String>)
     };
     for e in &r.exprs {
         d.expr(e);
+    }
+    if d.datamap.as_ref().is_some_and(|m| m.concat) {
+        d.unknown("a map on a concatenated key feeding a statement other than `dnat to`");
     }
     let mut text: Vec<String> = d.pieces.into_iter().flatten().filter(|p| !p.is_empty()).collect();
     if let Some(c) = &r.comment {
