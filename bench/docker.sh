@@ -70,6 +70,7 @@ docker run -d --name stopped -p 6384:6384 conndoc-lab/redis:1 sh -c "echo 'Fatal
 docker wait stopped >/dev/null
 sleep 1 # the three redis servers up
 
+echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average before $(cut -d' ' -f1-3 /proc/loadavg); namespace $ns, $runs interleaved runs"
 python3 - "$ns" "$bin" "$runs" <<'PY'
 import os, statistics, subprocess, sys, time
 ns, bin_, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -115,4 +116,4 @@ for name, _, _ in cmds:
     m = statistics.median(times[name])
     print(f"{name:<50} {m*1e3:8.2f} {m/ps:12.2f} {m/ins:10.2f}")
 PY
-echo "load: $(uptime)"
+echo "== load average after $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"

@@ -16,6 +16,7 @@
 # "cold" runs start with the cache directory removed (the first diagnosis after a ruleset
 # change: GETGEN, dump, decode, write the file), "warm" ones find the file of the unchanged
 # generation. Every conndoc run gets CONNDOC_CACHE_DIR=a directory of this script's own.
+# Prints the ratios to `nft list ruleset`, the load average and the core count.
 # Usage: sudo bench/firewall.sh [runs]     (needs root, hyperfine, nft, setpriv, nc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,6 +74,7 @@ ip netns exec $s10k nft -a list ruleset > "$out/r10k.txt"
 noraw="setpriv --inh-caps=-net_raw --ambient-caps=-net_raw --bounding-set=-net_raw"
 cache=$out/cache
 run="env CONNDOC_CACHE_DIR=$cache"
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 # One --prepare per command: the cold 10k run starts without the cache directory.
 ip netns exec $c hyperfine -N -i --warmup 3 --runs "$runs" --export-json "$out/r.json" \
   -p true -n "nft list ruleset (10k rules)" "ip netns exec $s10k nft list ruleset" \
@@ -86,6 +88,7 @@ ip netns exec $c hyperfine -N -i --warmup 3 --runs "$runs" --export-json "$out/r
      "env CONNDOC_NO_CACHE=1 $bin diagnose tcp://10.77.1.2:7000 --netns $s10k --no-color" \
   -p true -n "conndoc diagnose, 1 rule, no capture" "$run $noraw $bin diagnose tcp://10.77.0.2:7000 --netns $s0 --no-color" \
   >/dev/null
+echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg); hyperfine, $runs runs each"
 # What a warm run reported as its source.
 ip netns exec $c $run $bin diagnose tcp://10.77.1.2:7000 --netns $s10k --evidence-out "$out/ev.json" >/dev/null 2>&1 || true
 python3 -c '

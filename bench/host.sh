@@ -13,14 +13,22 @@
 # Then times whole processes inside the namespace, alternating (bench/alternate.py: every
 # command once per round, RUNS rounds after 2 warm-up rounds), and prints medians, ratios,
 # the load average and the core count.
+# A second part makes the table TIME_WAIT-heavy: a server on port 7005 that closes every
+# connection first, TW (default 2,000) short connections to it one after another (so each
+# leaves a TIME_WAIT socket on the server's side, local port 7005), then the server stops.
+# 7005 is then a refused port whose own sockets the shipped `diagnose` must walk (the
+# namespace holds ≥ 1,000 TIME_WAIT sockets: time-wait-pileup is possible), timed beside
+# `ss -tan state all sport = :7005` in one alternating run, well inside the sockets' 60 s.
 # Environment: CARGO_TARGET_DIR, NOBUILD=1 (use the binaries already built), FDPROCS, FDS,
-# SLOW=0 (leave out `ss -tlnp` and the listener→process rows: they take seconds per run).
+# SLOW=0 (leave out `ss -tlnp` and the listener→process rows: they take seconds per run),
+# TW (TIME_WAIT sockets made on port 7005; 0 leaves the second part out).
 set -euo pipefail
 N=${1:-50000}
 RUNS=${2:-15}
 FDPROCS=${FDPROCS:-50}
 FDS=${FDS:-2000}
 SLOW=${SLOW:-1}
+TW=${TW:-2000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 [ "$(id -u)" = 0 ] || { echo "bench/host.sh: needs root (network namespaces)" >&2; exit 2; }
@@ -108,35 +116,71 @@ if [ "$SLOW" = 1 ]; then
     "listeners --port 6379=$BIN/conndoc listeners --port 6379 --no-color"
   )
 fi
-in_ns python3 "$ROOT/bench/alternate.py" "$RUNS" 2 "${CMDS[@]}" > /tmp/conndoc-host-bench.$$.json
-python3 - /tmp/conndoc-host-bench.$$.json <<'PY'
+OUT=$(mktemp -d /tmp/conndoc-host-bench.XXXXXX)
+trap 'cleanup; rm -rf "$OUT"' EXIT INT TERM
+# Medians, ratios (GOAL marks the rows with a goal) and the load average of one alternating
+# run: table.py RESULTS.json "NAME|BASE|GOAL" … (BASE and GOAL may be empty).
+cat > "$OUT/table.py" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 r = d["results"]
 print(f"== load average before {' '.join(d['load_before'])}, after {' '.join(d['load_after'])}; {d['nproc']} cores; median of {d['runs']} alternating runs")
-rows = [
-    ("ss -tan", None, None),
-    ("ss sport 7000", None, None),
-    ("ss sport 7003", None, None),
-    ("diagnose 7000 (healthy busy port)", "ss sport 7000", None),
-    ("diagnose 7003 (refused: thorough)", "ss sport 7003", 0.2),
-    ("example inspect 7000", "ss sport 7000", None),
-    ("example inspect 7000 thorough", "ss sport 7000", 0.2),
-    ("ss -tln", None, None),
-    ("listeners", "ss -tln", 0.25),
-    ("ss -tlnp", None, None),
-    ("listeners --port 7000", "ss -tlnp", 0.1),
-    ("listeners --port 6379", "ss -tlnp", 0.1),
-    ("listeners", "ss -tlnp", None),
-]
-print(f"{'command (whole process)':<36} {'median ms':>10} {'cpu ms':>8}  ratio")
-for name, base, goal in rows:
+print(f"{'command (whole process)':<44} {'median ms':>10} {'cpu ms':>8}  ratio")
+for row in sys.argv[2:]:
+    name, base, goal = row.split("|")
     if name not in r or (base and base not in r):
         continue
     x = r[name]
     ratio = f"{x['median_ms'] / r[base]['median_ms']:.3f}× {base}" if base else ""
-    if goal is not None:
-        ratio += f" (goal <= {goal}: {'met' if x['median_ms'] / r[base]['median_ms'] <= goal else 'MISSED'})"
-    print(f"{name:<36} {x['median_ms']:>10.2f} {x['cpu_ms']:>8.2f}  {ratio}")
+    if goal:
+        met = x["median_ms"] / r[base]["median_ms"] <= float(goal)
+        ratio += f" (goal <= {goal}: {'met' if met else 'MISSED'}; cpu {x['cpu_ms'] / r[base]['cpu_ms']:.3f}×)"
+    if x["exit"] not in (0, 1):
+        ratio += f" [exit {x['exit']}]"
+    print(f"{name:<44} {x['median_ms']:>10.2f} {x['cpu_ms']:>8.2f}  {ratio}")
 PY
-rm -f /tmp/conndoc-host-bench.$$.json
+in_ns python3 "$ROOT/bench/alternate.py" "$RUNS" 2 "${CMDS[@]}" > "$OUT/main.json"
+python3 "$OUT/table.py" "$OUT/main.json" \
+  "ss -tan||" "ss sport 7000||" "ss sport 7003||" \
+  "diagnose 7000 (healthy busy port)|ss sport 7000|" \
+  "diagnose 7003 (refused: thorough)|ss sport 7003|0.2" \
+  "example inspect 7000|ss sport 7000|" "example inspect 7000 thorough|ss sport 7000|0.2" \
+  "ss -tln||" "listeners|ss -tln|0.25" "ss -tlnp||" \
+  "listeners --port 7000|ss -tlnp|0.1" "listeners --port 6379|ss -tlnp|0.1" "listeners|ss -tlnp|"
+
+[ "$TW" -gt 0 ] || exit 0
+# ---- TIME_WAIT-heavy: TW sockets in TIME_WAIT on the refused port 7005.
+P=7005
+ip netns exec "$NS" bash -c "exec $BIN/conndoc-labtool serve 127.0.0.1 $P --close" 2>/dev/null &
+SRV=$!
+PIDS+=($SRV)
+for _ in $(seq 1 50); do in_ns ss -Htln "sport = :$P" | grep -q . && break; sleep 0.1; done
+in_ns "$BIN/conndoc-labtool" churn 127.0.0.1 "$P" "$TW" >/dev/null
+kill "$SRV"; wait "$SRV" 2>/dev/null || true
+tw_port() { in_ns ss -Htan state time-wait "sport = :$P" | wc -l; }
+tw0=$(tw_port)
+echo "== TIME_WAIT-heavy table: $tw0 TIME_WAIT sockets on port $P (nothing listens there now), $(in_ns ss -Htan state time-wait | wc -l) in the namespace, $(in_ns ss -Htan | wc -l) sockets in all"
+# What the walk found, from the diagnosis's own evidence: the walk ran, and its count.
+in_ns "$BIN/conndoc" diagnose "127.0.0.1:$P" --no-color --evidence-out "$OUT/ev.json" > "$OUT/verdict" 2>&1 || true
+python3 - "$OUT/ev.json" "$OUT/verdict" "$P" <<'PY'
+import json, sys
+h = json.load(open(sys.argv[1])).get("host") or {}
+v = open(sys.argv[2]).read()
+print(f"== verdict {sys.argv[3]}: {v.splitlines()[0] if v else '?'}")
+print(f"== its walk: port_sockets_read {h.get('port_sockets_read')}, port_sockets {h.get('port_sockets')}; time-wait-pileup in the report: {'time-wait-pileup' in v}")
+PY
+CMDS=(
+  "ss sport $P=ss -tan state all sport = :$P"
+  "diagnose $P (refused, walks its TIME_WAIT)=$D 127.0.0.1:$P"
+  "ss sport 7003=ss -tan state all sport = :7003"
+  "diagnose 7003 (refused, walks: none on it)=$D 127.0.0.1:7003"
+  "example inspect $P thorough=env THOROUGH=1 $BIN/examples/inspect $P"
+)
+in_ns python3 "$ROOT/bench/alternate.py" "$RUNS" 2 "${CMDS[@]}" > "$OUT/tw.json"
+tw1=$(tw_port)
+python3 "$OUT/table.py" "$OUT/tw.json" \
+  "ss sport $P||" "diagnose $P (refused, walks its TIME_WAIT)|ss sport $P|0.2" \
+  "ss sport 7003||" "diagnose 7003 (refused, walks: none on it)|ss sport 7003|0.2" \
+  "example inspect $P thorough|ss sport $P|0.2"
+echo "== TIME_WAIT sockets on port $P after the run: $tw1 (before: $tw0)"
+[ "$tw1" -ge 1000 ] || echo "== WARNING: fewer than 1,000 TIME_WAIT sockets on $P were left at the end: the walk may not have run in every round"

@@ -132,7 +132,7 @@ run_mode() { # mode, listing command...
     done
     local l s o
     l=$(printf '%s\n' "${list[@]}" | median); s=$(printf '%s\n' "${svc[@]}" | median); o=$(printf '%s\n' "${other[@]}" | median)
-    printf '%-9s %6d Services  %-22s %6d ms | diagnose Service %6d ms (%s) | diagnose other %6d ms | adds %5d ms = %s x listing\n' \
+    printf '%-9s %6d Services  %-22s %6d ms | diagnose Service %6d ms (%s) | diagnose other %6d ms | adds %5d ms: ratio %s× listing\n' \
         "$mode" "$N" "$*" "$l" "$s" "$verdict" "$o" $((s - o)) "$(awk -v a=$((s - o)) -v b="$l" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')"
 }
 
@@ -148,3 +148,4 @@ gen_nftables >"$WORK/nftables.nft"
 ip netns exec "$NS" nft -f "$WORK/nftables.nft"
 echo "nftables mode: $(ip netns exec "$NS" nft -a list ruleset | grep -c 'handle [0-9]*$') rules and chains, $((N)) Services"
 run_mode nftables nft list ruleset
+echo "load after: $(uptime); nproc $(nproc)"

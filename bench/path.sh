@@ -73,6 +73,7 @@ checks=(
   " 3  10.77.2.2"
   "3.|-- 10.77.2.2"
 )
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$rounds"); do
   for i in "${!names[@]}"; do
     t0=$(date +%s%N)
@@ -84,7 +85,7 @@ for r in $(seq "$rounds"); do
     echo $(( (t1 - t0) / 1000000 )) >> "$out/${names[$i]}.ms"
   done
 done
-echo "load: $(uptime); nproc $(nproc); binary $bin"
+echo "load average before $load0, after: $(uptime); nproc $(nproc); binary $bin"
 python3 - "$out" "$rounds" <<'PY'
 import sys, statistics, os
 d, rounds = sys.argv[1], sys.argv[2]

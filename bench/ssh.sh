@@ -89,6 +89,7 @@ t_us() {
   local ns=$1; shift
   ip netns exec "$ns" bash -c 't0=$EPOCHREALTIME; "$@" >/dev/null 2>&1; t1=$EPOCHREALTIME; echo $(( ${t1/./} - ${t0/./} ))' _ "$@"
 }
+echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average before $(cut -d' ' -f1-3 /proc/loadavg); $RUNS interleaved rounds"
 : >"$DIR/a"; : >"$DIR/b"; : >"$DIR/c"; : >"$DIR/d"
 for ((i = 0; i < RUNS; i++)); do
   t_us "$C" env CONNDOC_SSH_COMMAND="$SSH" "$BIN/conndoc" diagnose "$T" --ssh root@10.88.0.2 --ssh-timeout 30s --json >>"$DIR/a"
@@ -105,4 +106,4 @@ printf '%-64s %9s\n' "C  ssh root@10.88.0.2 true" "$Cc"
 printf '%-64s %9s\n' "D  conndoc diagnose $T on the client, no --ssh" "$D"
 awk -v a="$A" -v b="$B" -v c="$Cc" 'BEGIN { printf "ratio A / (B + C) = %.3f   (budget 1.20)\n", a / (b + c) }'
 echo "sshd logins during the run: $(grep -c 'Accepted publickey' "$DIR/sshd.log" || true) (expected $((2 * RUNS + 1)): one per --ssh run, one per ssh true, one sanity run)"
-echo "profile: $PROFILE; load: $(uptime)"
+echo "profile: $PROFILE; load: $(uptime); $(nproc) cores"

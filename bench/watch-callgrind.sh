@@ -11,7 +11,9 @@
 #   sudo bench/watch-callgrind.sh                       # N=1000 WARMUP=20 DURATION=30
 #   sudo CONNDOC=/tmp/old/conndoc bench/watch-callgrind.sh   # the same for another build
 # Needs valgrind (callgrind_control), python3, curl, iproute2. Prints one line:
-#   instructions per check: I (Ir R over P checks, N targets, binary B)
+#   instructions per check: I (Ir R over P checks, N targets, load, cores, binary B)
+# No anchor tool runs here, so no ratio: instruction counts are compared build against build
+# (CONNDOC=the other binary), and bench/watch.sh has the ratio to blackbox-exporter.
 set -euo pipefail
 N=${N:-1000}
 WARMUP=${WARMUP:-20}
@@ -79,4 +81,4 @@ dump=$(ls -t "$WORK"/cg.out.* | head -1)
 ir=$(awk '/^summary:/ {print $2}' "$dump")
 [ -n "$ir" ] || ir=$(awk '/^totals:/ {print $2}' "$dump")
 checks=$((p1 - p0))
-echo "instructions per check: $((ir / checks)) (Ir $ir over $checks checks, $N targets every 5 s, ${DURATION}s window, load $(cut -d' ' -f1-3 /proc/loadavg), binary $CONNDOC)"
+echo "instructions per check: $((ir / checks)) (Ir $ir over $checks checks, $N targets every 5 s, ${DURATION}s window, load $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores, binary $CONNDOC)"

@@ -67,7 +67,6 @@ FIRST=20000
 LAST=$((FIRST + N - 1))
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, USER_HZ (100/s)
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-metric() { curl -s "http://127.0.0.1:$2/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 # curl inside the namespace
 ncurl() { ip netns exec "$NS" curl -s "$@"; }
 nmetric() { ncurl "http://127.0.0.1:9464/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
@@ -222,3 +221,4 @@ printf 'conndoc check:  %d ports in %.2fs = %8.0f ports/s (concurrency %d), %d w
 printf 'nmap -sT -T5:   %d ports in %.2fs = %8.0f ports/s (%s)\n' "$CHECK_N" "$n_secs" "$n_rate" "$n_closed"
 printf 'check rate / nmap rate: %.3f\n' "$(echo "$c_rate / $n_rate" | bc -l)"
 fi
+echo "== load average after $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
