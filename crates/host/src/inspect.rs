@@ -413,6 +413,42 @@ mod tests {
         }
     }
 
+    /// A TIME_WAIT pile-up on a served port (the server closes first, as an HTTP/1.0 server
+    /// does): sockstat lets the walk run, and the walk counts the port's own sockets — what
+    /// time-wait-pileup cites — with the sysctls that finding quotes read. 1,000 loopback
+    /// connections to a port this test opened (their TIME_WAIT sockets last 60 s).
+    #[test]
+    fn a_time_wait_pileup_is_walked_and_counted() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = Port::new(l.local_addr().unwrap().port()).unwrap();
+        let req = InspectRequest {
+            port,
+            expect: None,
+            scope: InspectScope::Local,
+            netns: None,
+            privileges: Privileges::default(),
+            thorough: false,
+            addresses: None,
+        };
+        let base = baseline(&req).unwrap();
+        crate::sockets::tests::server_closes_first(&l, TIME_WAIT_WALK as usize);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (facts, _) = inspect(&req, Some(&base)).unwrap();
+            assert!(facts.sockstat.is_some_and(|s| s.time_wait >= TIME_WAIT_WALK), "{:?}", facts.sockstat);
+            assert!(facts.port_sockets_read, "≥ {TIME_WAIT_WALK} TIME_WAIT in the namespace: the walk runs");
+            let tw = facts.port_sockets.get(&conndoc_facts::SocketState::TimeWait).copied();
+            // Until the last FINs are through, a few may still be in FIN_WAIT2.
+            if tw == Some(TIME_WAIT_WALK as u32) {
+                assert_eq!(facts.port_sockets.len(), 1, "{:?}", facts.port_sockets);
+                assert!(facts.sysctls.tcp_fin_timeout.is_some() && facts.sysctls.tcp_tw_reuse.is_some());
+                break;
+            }
+            assert!(Instant::now() < deadline, "{:?}", facts.port_sockets);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     #[test]
     fn a_served_port_is_inspected_from_its_owner() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

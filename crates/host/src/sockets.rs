@@ -23,21 +23,26 @@ fn families_for(ip: &IpAddr) -> &'static [u8] {
 
 /// Run a dump with one filter over the families in `families`. Both families are read in
 /// one kernel walk of the TCP hash when the kernel takes the legacy request (it always
-/// has); otherwise one SOCK_DIAG_BY_FAMILY request per family.
+/// has); otherwise one SOCK_DIAG_BY_FAMILY request per family. Messages go to `each` as
+/// they arrive (nothing is collected: a port with 100,000 TIME_WAIT sockets costs a count,
+/// not a list).
 pub fn dump(families: &[u8], states: u32, filter: Bytecode, mut each: impl FnMut(DiagMsg)) -> Result<(), HostError> {
     let mut sock = Socket::open(NlFamily::SockDiag)?;
     let deadline = Instant::now() + DEADLINE;
     if families.len() > 1 {
         let req = DiagRequest { family: AF_INET, states, ext: 0, filter: filter.clone() };
-        let mut got = Vec::new();
-        match sock.inet_diag_both(&req, deadline, |m| got.push(m)) {
-            Ok(()) => {
-                got.into_iter().filter(|m| families.contains(&m.family)).for_each(&mut each);
-                return Ok(());
+        let mut delivered = false;
+        let r = sock.inet_diag_both(&req, deadline, |m| {
+            if families.contains(&m.family) {
+                delivered = true;
+                each(m);
             }
-            Err(conndoc_netlink::NetlinkError::Kernel { .. }) => {
-                sock = Socket::open(NlFamily::SockDiag)?;
-            }
+        });
+        match r {
+            Ok(()) => return Ok(()),
+            // The kernel refuses the legacy request before it sends a socket; only then can
+            // the per-family requests follow without counting a socket twice.
+            Err(NetlinkError::Kernel { .. }) if !delivered => sock = Socket::open(NlFamily::SockDiag)?,
             Err(e) => return Err(e.into()),
         }
     }
@@ -50,8 +55,10 @@ pub fn dump(families: &[u8], states: u32, filter: Bytecode, mut each: impl FnMut
 
 /// Both families' sockets whose local port is `port`, in one walk. The port goes into the
 /// request's socket id as well as into the filter: the kernel then passes over other
-/// ports' sockets with one comparison instead of running the filter on each, which is
-/// what a walk of a table full of other ports' TIME_WAIT sockets costs.
+/// ports' sockets with one comparison instead of running the filter on each. What it
+/// cannot skip is the walk itself: sock_diag has no index by local port, so every dump
+/// visits every socket of the kernel's connection hash (all namespaces' sockets share it);
+/// the filters only decide what is copied out.
 pub fn dump_local_port(states: u32, port: u16, mut each: impl FnMut(DiagMsg)) -> Result<(), HostError> {
     let filter = Bytecode(vec![Cond::LocalPort { lo: port, hi: port }]);
     let req = DiagRequest { family: AF_INET, states, ext: 0, filter: filter.clone() };
@@ -60,24 +67,24 @@ pub fn dump_local_port(states: u32, port: u16, mut each: impl FnMut(DiagMsg)) ->
     // first field is idiag_sport (network byte order).
     payload[4..6].copy_from_slice(&port.to_be_bytes());
     let mut sock = Socket::open(NlFamily::SockDiag)?;
-    let mut got = Vec::new();
+    let mut delivered = false;
     let r = sock.dump("tcpdiag", TCPDIAG_GETSOCK, &payload, Instant::now() + DEADLINE, |m| {
         if m.ty == TCPDIAG_GETSOCK {
             let d = parse_diag_msg(m.payload).ok_or_else(|| NetlinkError::Parse {
                 what: "inet_diag_msg",
                 detail: format!("{} byte payload", m.payload.len()),
             })?;
-            got.push(d);
+            // The id's port is a hint the kernel may ignore: the filter decides.
+            if d.local.port() == port {
+                delivered = true;
+                each(d);
+            }
         }
         Ok(())
     });
     match r {
-        Ok(_) => {
-            // The id's port is a hint the kernel may ignore: the filter decides.
-            got.into_iter().filter(|m| m.local.port() == port).for_each(&mut each);
-            Ok(())
-        }
-        Err(NetlinkError::Kernel { .. }) => dump(&[AF_INET, AF_INET6], states, filter, each),
+        Ok(_) => Ok(()),
+        Err(NetlinkError::Kernel { .. }) if !delivered => dump(&[AF_INET, AF_INET6], states, filter, each),
         Err(e) => Err(e.into()),
     }
 }
@@ -136,7 +143,7 @@ pub fn listeners(port: Option<u16>) -> Result<Vec<Listener>, HostError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
 
@@ -185,6 +192,83 @@ mod tests {
             assert!(Instant::now() < deadline, "no CLOSE_WAIT: {m:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Open `n` connections to `l` that the server side closes first, each client closing
+    /// after the server's FIN: every one leaves a TIME_WAIT socket on the server's port.
+    pub(crate) fn server_closes_first(l: &TcpListener, n: usize) {
+        use std::io::Read;
+        let to = l.local_addr().unwrap();
+        for _ in 0..n {
+            let mut c = TcpStream::connect(to).unwrap();
+            drop(l.accept().unwrap().0);
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            assert_eq!(c.read(&mut [0u8; 8]).unwrap(), 0, "EOF from the server's close");
+        }
+    }
+
+    /// The walk's counts are what the findings read (time-wait-pileup: TIME_WAIT;
+    /// syn-backlog-overflow: SYN_RECV; the evidence lists every state): exact per state,
+    /// over both families in the one walk, ESTABLISHED and other ports' sockets left out.
+    #[test]
+    fn counts_each_state_on_the_port_exactly_in_both_families() {
+        let l4 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l4.local_addr().unwrap().port();
+        // An IPv6-only listener on the same port number: its sockets are AF_INET6.
+        let s6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        s6.set_only_v6(true).unwrap();
+        let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        let l6: Option<TcpListener> = s6.bind(&v6.into()).and_then(|_| s6.listen(128)).ok().map(|_| s6.into());
+        // Another port's TIME_WAIT, which must not be counted.
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        server_closes_first(&other, 7);
+
+        server_closes_first(&l4, 150);
+        let v6_tw = if let Some(l6) = &l6 {
+            server_closes_first(l6, 40);
+            40
+        } else {
+            0 // no ::1 here: the IPv4 half still proves the counts
+        };
+        let mut close_wait = Vec::new();
+        for _ in 0..3 {
+            let c = TcpStream::connect(l4.local_addr().unwrap()).unwrap();
+            close_wait.push(l4.accept().unwrap().0);
+            drop(c); // the client closes, the server has not: CLOSE_WAIT on the port
+        }
+        let established: Vec<_> =
+            (0..5).map(|_| (TcpStream::connect(l4.local_addr().unwrap()).unwrap(), l4.accept().unwrap().0)).collect();
+
+        let want = BTreeMap::from([(SocketState::TimeWait, 150 + v6_tw), (SocketState::CloseWait, 3)]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = sockets_on_port(port).unwrap();
+            if got == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "port {port}: got {got:?}, want {want:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The same counts through the per-family requests (the fallback path) and through
+        // a dump of the port range (what `conndoc check` snapshots read).
+        let mut per_family: BTreeMap<SocketState, u32> = BTreeMap::new();
+        let filter = Bytecode(vec![Cond::LocalPort { lo: port, hi: port }]);
+        dump(&[AF_INET], TELLING_STATES, filter.clone(), |m| {
+            *per_family.entry(SocketState::from_kernel(m.state).unwrap()).or_insert(0) += 1
+        })
+        .unwrap();
+        dump(&[AF_INET6], TELLING_STATES, filter.clone(), |m| {
+            *per_family.entry(SocketState::from_kernel(m.state).unwrap()).or_insert(0) += 1
+        })
+        .unwrap();
+        assert_eq!(per_family, want);
+        let mut both: BTreeMap<SocketState, u32> = BTreeMap::new();
+        dump(&[AF_INET, AF_INET6], TELLING_STATES, filter, |m| {
+            *both.entry(SocketState::from_kernel(m.state).unwrap()).or_insert(0) += 1
+        })
+        .unwrap();
+        assert_eq!(both, want);
+        drop((close_wait, established));
     }
 
     #[test]
