@@ -19,6 +19,7 @@ use conndoc_facts::container::{Container, ContainerFacts, ContainerState, Identi
 use conndoc_facts::{Micros, SkippedCheck};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,48 +87,170 @@ const CHECK: &str = "container engine";
 /// The engine's list, and the inspects of the containers that publish the port or own one of
 /// the addresses (inspected whatever the probe finds), asked on a thread of their own while
 /// the probe and the host stage run: one after the other they were a third of a Docker
-/// diagnosis's time (docs/benchmarks.md, "Docker faults").
-pub struct Prefetch(std::thread::JoinHandle<Result<Early, ContainerError>>);
+/// diagnosis's time (docs/benchmarks.md, "Docker faults"). Once told the probe failed
+/// ([`Prefetch::probe_outcome`]), the same thread also inspects what a failure widens the
+/// search to (stopped containers, running ones that publish nothing) and reads the log tail
+/// of a stopped one that covers the port, beside the host stage instead of after it.
+pub struct Prefetch {
+    handle: std::thread::JoinHandle<Result<Early, ContainerError>>,
+    outcome: Arc<Outcome>,
+}
+
+/// Whether the probe failed, once the engine stage knows it.
+#[derive(Default)]
+struct Outcome {
+    failed: Mutex<Option<bool>>,
+    known: Condvar,
+}
+
+impl Prefetch {
+    /// Say whether the probe failed (the `wide` of the [`Request`] the stage will make). The
+    /// first word counts; the stage says it again before taking the answers, so the engine
+    /// thread never waits past them.
+    pub fn probe_outcome(&self, failed: bool) {
+        let mut g = self.outcome.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(failed);
+            self.outcome.known.notify_all();
+        }
+    }
+}
 
 struct Early {
     list: Vec<model::ListItem>,
     /// id → inspect, of those asked early that answered.
-    inspected: BTreeMap<String, model::Inspect>,
+    inspected: BTreeMap<String, Inspected>,
 }
 
-/// Start asking the engine of `req` (its port, addresses, deadline and inspect bound; the
-/// pids and `wide` come later, in [`gather_prefetched`]). None when there is no socket.
+/// One container's inspect, and whether its log tail was asked already.
+struct Inspected {
+    container: Container,
+    tty: bool,
+    logs_asked: bool,
+}
+
+impl From<model::Inspect> for Inspected {
+    fn from(ins: model::Inspect) -> Inspected {
+        let tty = ins.config.tty;
+        Inspected { container: ins.into_container(), tty, logs_asked: false }
+    }
+}
+
+/// Start asking the engine of `req` (its port, addresses, deadline, inspect bound and log
+/// lines; the pids and `wide` come later, in [`gather_prefetched`]). None when there is no
+/// socket.
 pub fn prefetch(req: &Request) -> Option<Prefetch> {
     let Endpoint::Unix(socket) = &req.endpoint else { return None };
     if !socket.exists() {
         return None;
     }
-    let (socket, port, addrs, deadline, max) =
-        (socket.clone(), req.port, req.addresses.clone(), req.deadline, req.max_inspect);
-    let h = std::thread::Builder::new()
+    let (socket, port, addrs, deadline, max, lines) =
+        (socket.clone(), req.port, req.addresses.clone(), req.deadline, req.max_inspect, req.log_lines);
+    let outcome = Arc::new(Outcome::default());
+    let told = outcome.clone();
+    let handle = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || {
             let rt = runtime()?;
+            let until = Instant::now() + deadline;
             rt.block_on(async {
                 let deadline = tokio::time::Instant::now() + deadline;
                 let mut c = Client::connect(&socket, deadline).await?;
                 let list: Vec<model::ListItem> = c.get_json(LIST_PATH, LIST_LIMIT).await?;
-                let ids: Vec<String> = list
-                    .iter()
-                    .filter(|it| it.touches_port(port) || it.addresses().iter().any(|a| addrs.contains(a)))
-                    .take(max)
-                    .map(|it| it.id.clone())
-                    .collect();
+                let direct =
+                    |it: &model::ListItem| it.touches_port(port) || it.addresses().iter().any(|a| addrs.contains(a));
+                let ids: Vec<String> = list.iter().filter(|it| direct(it)).take(max).map(|it| it.id.clone()).collect();
                 // A failure here is asked again (and reported) by the stage itself.
-                let inspected = match inspect_all(&mut c, &socket, deadline, &ids).await {
-                    Ok(v) => ids.into_iter().zip(v).collect(),
-                    Err(_) => BTreeMap::new(),
+                let mut order = ids.clone();
+                let mut inspected: BTreeMap<String, Inspected> =
+                    match inspect_all(&mut c, &socket, deadline, &ids).await {
+                        Ok(v) => ids.into_iter().zip(v.into_iter().map(Inspected::from)).collect(),
+                        Err(_) => return Ok(Early { list, inspected: BTreeMap::new() }),
+                    };
+                // The probe's outcome: known by now for a refused port; else wait for it
+                // (the stage says it before it takes these answers), within the deadline.
+                let failed = {
+                    let g = told.failed.lock().unwrap_or_else(|e| e.into_inner());
+                    let left = until.saturating_duration_since(Instant::now());
+                    let (g, _) =
+                        told.known.wait_timeout_while(g, left, |f| f.is_none()).unwrap_or_else(|e| e.into_inner());
+                    g.unwrap_or(false)
                 };
+                if failed {
+                    // What the stage picks for a failed probe, in its order, minus what is
+                    // asked already; the pids it adds later are inspected there if missing.
+                    let mut more: Vec<(u8, &model::ListItem)> = list
+                        .iter()
+                        .filter(|it| !inspected.contains_key(&it.id))
+                        .filter_map(|it| rank(it, direct(it), true).map(|r| (r, it)))
+                        .collect();
+                    more.sort_by_key(|(r, _)| *r);
+                    let ids: Vec<String> =
+                        more.iter().take(max.saturating_sub(inspected.len())).map(|(_, it)| it.id.clone()).collect();
+                    if let Ok(v) = inspect_all(&mut c, &socket, deadline, &ids).await {
+                        order.extend(ids.iter().cloned());
+                        inspected.extend(ids.into_iter().zip(v.into_iter().map(Inspected::from)));
+                    }
+                    // In the stage's order: it reads at most MAX_LOGS tails, the first ones.
+                    let mut logs_read = 0;
+                    for id in &order {
+                        let Some(ins) = inspected.get_mut(id) else { continue };
+                        if log_tail(&mut c, ins, port, lines, &mut logs_read).await.is_err() {
+                            break; // asked again by the stage
+                        }
+                    }
+                }
                 Ok(Early { list, inspected })
             })
         })
         .ok()?;
-    Some(Prefetch(h))
+    Some(Prefetch { handle, outcome })
+}
+
+/// Where a container stands in the stage's pick: 0 what the target names directly (its
+/// port, its address, a process of interest), and after a failed probe 1 a stopped
+/// container, 2 a running one; None when it is not inspected.
+fn rank(it: &model::ListItem, direct: bool, wide: bool) -> Option<u8> {
+    if direct {
+        Some(0)
+    } else if !wide {
+        None
+    } else if it.state != "running" {
+        Some(1)
+    } else {
+        Some(2)
+    }
+}
+
+/// Whether [`log_tail`] would ask anything.
+fn wants_logs(ins: &Inspected, port: u16, lines: usize, logs_read: usize) -> bool {
+    let ct = &ins.container;
+    let covers = ct.published_on(port).next().is_some() || ct.mapping_to(port).next().is_some();
+    !ins.logs_asked && !ct.state.serving() && covers && lines > 0 && logs_read < MAX_LOGS
+}
+
+/// Read the last log lines of a stopped container that covers `port` (publishes it or maps
+/// to it), at most [`MAX_LOGS`] per run (`logs_read` counts them); once per container.
+async fn log_tail(
+    c: &mut Client,
+    ins: &mut Inspected,
+    port: u16,
+    lines: usize,
+    logs_read: &mut usize,
+) -> Result<(), ContainerError> {
+    if !wants_logs(ins, port, lines, *logs_read) {
+        return Ok(());
+    }
+    let ct = &mut ins.container;
+    let path = format!("/containers/{}/logs?stdout=1&stderr=1&tail={lines}", ct.id);
+    let (status, body) = c.get(&path, LOG_LIMIT).await?;
+    ins.logs_asked = true;
+    *logs_read += 1;
+    if status == 200 {
+        let text = if ins.tty { String::from_utf8_lossy(&body).into_owned() } else { api::demux_logs(&body) };
+        ct.log_tail = last_lines(&text, lines);
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ContainerError> {
@@ -230,7 +353,8 @@ pub fn gather_prefetched(req: &Request, early: Option<Prefetch>) -> (Option<Cont
 fn run(req: &Request, facts: &mut ContainerFacts, early: Option<Prefetch>) -> Result<Option<String>, ContainerError> {
     let Endpoint::Unix(socket) = &req.endpoint else { return Ok(None) };
     let early = early.map(|p| {
-        p.0.join().unwrap_or_else(|_| {
+        p.probe_outcome(req.wide);
+        p.handle.join().unwrap_or_else(|_| {
             Err(ContainerError::Http { path: LIST_PATH.into(), message: "the engine thread panicked".into() })
         })
     });
@@ -257,16 +381,7 @@ fn run(req: &Request, facts: &mut ContainerFacts, early: Option<Prefetch>) -> Re
                 let direct = pids_ids.contains(&it.id)
                     || it.touches_port(req.port)
                     || it.addresses().iter().any(|a| req.addresses.contains(a));
-                let rank = if direct {
-                    0
-                } else if !req.wide {
-                    return None;
-                } else if it.state != "running" {
-                    1
-                } else {
-                    2
-                };
-                Some((rank, it))
+                rank(it, direct, req.wide).map(|r| (r, it))
             })
             .collect();
         picked.sort_by_key(|(r, _)| *r);
@@ -303,8 +418,8 @@ fn run(req: &Request, facts: &mut ContainerFacts, early: Option<Prefetch>) -> Re
                 Err(e) => Err(e),
             }
         };
-        let inspected: Result<Vec<model::Inspect>, _> = inspected.map(|v| {
-            asked.extend(rest.into_iter().zip(v));
+        let inspected: Result<Vec<Inspected>, _> = inspected.map(|v| {
+            asked.extend(rest.into_iter().zip(v.into_iter().map(Inspected::from)));
             ids.iter().filter_map(|id| asked.remove(id)).collect()
         });
         let inspected = match inspected {
@@ -318,24 +433,16 @@ fn run(req: &Request, facts: &mut ContainerFacts, early: Option<Prefetch>) -> Re
                 )));
             }
         };
-        for ins in inspected {
-            let tty = ins.config.tty;
-            let mut ct = ins.into_container();
-            let covers = ct.published_on(req.port).next().is_some() || ct.mapping_to(req.port).next().is_some();
-            let logs_read = facts.containers.iter().filter(|x| !x.log_tail.is_empty()).count();
-            if !ct.state.serving() && covers && req.log_lines > 0 && logs_read < MAX_LOGS {
-                let path = format!("/containers/{}/logs?stdout=1&stderr=1&tail={}", ct.id, req.log_lines);
+        let mut logs_read = inspected.iter().filter(|i| i.logs_asked).count();
+        for mut ins in inspected {
+            if wants_logs(&ins, req.port, req.log_lines, logs_read) {
                 let c = match &mut conn {
                     Some(c) => c,
                     None => conn.insert(Client::connect(socket, deadline).await?),
                 };
-                let (status, body) = c.get(&path, LOG_LIMIT).await?;
-                if status == 200 {
-                    let text = if tty { String::from_utf8_lossy(&body).into_owned() } else { api::demux_logs(&body) };
-                    ct.log_tail = last_lines(&text, req.log_lines);
-                }
+                log_tail(c, &mut ins, req.port, req.log_lines, &mut logs_read).await?;
             }
-            facts.containers.push(ct);
+            facts.containers.push(ins.container);
         }
         Ok(None)
     })
@@ -483,6 +590,91 @@ mod tests {
         assert!(why.contains("status 404") && why.contains("from the engine's list only"), "{why}");
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].reason, why);
+    }
+
+    /// A stopped container that publishes the port: the list shows it with no ports (the
+    /// engine lists a stopped container's ports empty), so only a failed probe has it
+    /// inspected. Told of the failure, the engine thread inspects it and reads its log tail
+    /// before the stage takes the answers; the stage then asks nothing more.
+    #[test]
+    fn a_failed_probe_widens_the_prefetch() {
+        use std::io::{BufRead, BufReader, Write};
+        let dir = conndoc_testsupport::TempDir::new("container-prefetch");
+        let sock = dir.join("docker.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let asked = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = asked.clone();
+        let id = "0c07112a2837fb7f6e09c371effda32ac065396fc05acc3d1568f73e98ee0aff";
+        std::thread::spawn(move || {
+            for c in listener.incoming().take(8) {
+                let Ok(c) = c else { continue };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut w = c;
+                    for _ in 0..8 {
+                        let mut first = String::new();
+                        if r.read_line(&mut first).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut l = String::new();
+                        while r.read_line(&mut l).is_ok_and(|n| n > 2) {
+                            l.clear();
+                        }
+                        let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                        seen.lock().unwrap().push(path.clone());
+                        let body: Vec<u8> = if path.starts_with("/containers/json") {
+                            format!(r#"[{{"Id":"{id}","Names":["/stopped"],"State":"exited","Ports":[]}}]"#)
+                                .into_bytes()
+                        } else if path.contains("/logs") {
+                            let mut b = vec![2, 0, 0, 0, 0, 0, 0, 12];
+                            b.extend_from_slice(b"Fatal error\n");
+                            b
+                        } else {
+                            format!(r#"{{"Id":"{id}","Name":"/stopped","State":{{"Status":"exited","ExitCode":1}},"HostConfig":{{"PortBindings":{{"6384/tcp":[{{"HostIp":"","HostPort":"6384"}}]}}}}}}"#).into_bytes()
+                        };
+                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                        if w.write_all(head.as_bytes()).and_then(|_| w.write_all(&body)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut r = Request::new(6384);
+        r.endpoint = Endpoint::Unix(sock);
+        let early = prefetch(&r).expect("a socket");
+        early.probe_outcome(true);
+        let want = [
+            "/containers/json?all=1",
+            &format!("/containers/{id}/json"),
+            &format!("/containers/{id}/logs?stdout=1&stderr=1&tail=10"),
+        ];
+        for _ in 0..500 {
+            if asked.lock().unwrap().len() >= want.len() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(*asked.lock().unwrap(), want, "asked on the engine thread");
+        r.wide = true;
+        let (f, s) = gather_prefetched(&r, Some(early));
+        assert!(s.is_empty(), "{s:?}");
+        let f = f.expect("facts");
+        assert_eq!(f.containers.len(), 1);
+        let c = &f.containers[0];
+        assert_eq!(
+            (c.name(), c.exit_code, c.log_tail.as_slice()),
+            ("stopped", Some(1), &["Fatal error".to_string()][..])
+        );
+        assert_eq!(asked.lock().unwrap().len(), want.len(), "nothing asked twice: {:?}", asked.lock().unwrap());
+        // Not told (a healthy probe): the stopped container is not inspected early.
+        let early = prefetch(&r).expect("a socket");
+        early.probe_outcome(false);
+        r.wide = false;
+        let (f, _) = gather_prefetched(&r, Some(early));
+        assert!(f.is_some_and(|f| f.containers.is_empty()));
+        assert_eq!(asked.lock().unwrap().len(), want.len() + 1, "the list only");
     }
 
     /// A socket that accepts and never answers is bounded by the deadline.

@@ -42,11 +42,17 @@ pub(crate) fn run(ev: &mut Evidence, opts: &Options) {
     run_prefetched(ev, opts, None)
 }
 
+/// Whether the connect or the protocol exchange failed: then the engine is asked more widely
+/// (stopped containers, running ones that publish nothing).
+pub(crate) fn probe_failed(ev: &Evidence) -> bool {
+    ev.probes.is_empty()
+        || ev.probes.iter().any(|p| !p.ok())
+        || ev.protocol.iter().flat_map(|p| &p.probes).any(|p| p.error.is_some())
+}
+
 /// [`run`] with the engine's answers asked early by [`prefetch`].
 pub(crate) fn run_prefetched(ev: &mut Evidence, opts: &Options, early: Option<conndoc_container::Prefetch>) {
-    let failed = ev.probes.is_empty()
-        || ev.probes.iter().any(|p| !p.ok())
-        || ev.protocol.iter().flat_map(|p| &p.probes).any(|p| p.error.is_some());
+    let failed = probe_failed(ev);
     let port = ev.target.port.get();
     let mut req = conndoc_container::Request::new(port);
     req.addresses = ev.probes.iter().map(|p| p.address).collect();

@@ -139,6 +139,10 @@ pub(crate) fn gather_in(
     capture::end(capture_stage, &mut ev, opts, &path_ports);
     path::after_capture(&mut ev, opts);
     protocol::run(&mut ev, opts);
+    // The engine thread widens its inspects to a failure's while the host stage runs.
+    if let Some(e) = &engine {
+        e.probe_outcome(container::probe_failed(&ev));
+    }
     let remote_fw = match (remote, ssh) {
         (Some(r), Some(o)) => Some(remote::end(r, &mut ev, o, opts.timeout)),
         _ => {
