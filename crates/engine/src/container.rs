@@ -8,7 +8,6 @@ use conndoc_facts::container::{Container, ContainerFacts};
 use conndoc_facts::host::InspectScope;
 use conndoc_facts::host::InspectedPortMap;
 use conndoc_facts::{Evidence, Port};
-use conndoc_host::NetnsSpec;
 use std::time::Duration;
 
 /// Whether there is anything to ask: an engine socket, or DOCKER_HOST set.
@@ -84,22 +83,29 @@ pub(crate) fn run_prefetched(ev: &mut Evidence, opts: &Options, early: Option<co
             i.netns_inode
         }
     });
-    for c in &mut facts.containers {
+    // Each container's listeners on the target port and the container ports it is published
+    // to (`-p 16379:6379`), inside its namespace; its own process is the likely owner. All
+    // of them entered by one worker thread (or a few), not a thread spawned per container.
+    let mut todo: Vec<(usize, (u32, Vec<u16>))> = Vec::new();
+    for (i, c) in facts.containers.iter_mut().enumerate() {
         let Some(pid) = c.pid else { continue };
         c.netns_inode = conndoc_host::procs::netns_of(pid);
         // A container on the host's network shares our namespace: its listeners are the host's.
         if c.netns_inode.is_none() || c.netns_inode == ours {
             continue;
         }
-        // The target port, and the container ports it is published to (`-p 16379:6379`).
         let mut ports = vec![port];
         ports.extend(c.published_on(port).map(|m| m.container_port));
         ports.sort_unstable();
         ports.dedup();
-        // One entry into its namespace; its own process is the likely owner.
-        if let Ok(ls) = conndoc_host::inspect::listener_tables_hinted(&ports, &NetnsSpec::Pid(pid), &[pid]) {
-            c.listeners = ls;
-            c.listeners_read = true;
+        todo.push((i, (pid, ports)));
+    }
+    let items: Vec<(u32, Vec<u16>)> = todo.iter().map(|(_, it)| it.clone()).collect();
+    let read = conndoc_host::inspect::listener_tables_each(&items, std::time::Instant::now() + deadline(opts));
+    for ((i, _), r) in todo.into_iter().zip(read) {
+        if let Ok(ls) = r {
+            facts.containers[i].listeners = ls;
+            facts.containers[i].listeners_read = true;
         }
     }
     let pids = req.pids.clone();

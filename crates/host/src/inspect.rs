@@ -341,6 +341,52 @@ pub fn listener_tables_hinted(ports: &[u16], netns: &NetnsSpec, hint: &[u32]) ->
     })?
 }
 
+/// [`listener_tables_hinted`] for several processes' namespaces at once — each entry is a
+/// pid (its namespace entered, its own process the hinted owner) and the ports to read there
+/// — on a few worker threads that enter one namespace after another (one thread for up to
+/// 16, not one spawned per namespace), all by `until`. One result per entry, in order.
+pub fn listener_tables_each(items: &[(u32, Vec<u16>)], until: Instant) -> Vec<Result<Vec<Listener>, HostError>> {
+    use crate::nsfind::{each_in, Candidate};
+    let cands: Vec<Candidate> = items
+        .iter()
+        .map(|(pid, _)| {
+            let path = NetnsSpec::Pid(*pid).path();
+            Candidate {
+                identity: conndoc_facts::nat::NetnsIdentity {
+                    pids: vec![*pid],
+                    entered_by: path.display().to_string(),
+                    ..Default::default()
+                },
+                path,
+            }
+        })
+        .collect();
+    let read = each_in(&cands, until, |c| {
+        let pid = c.identity.pids[0];
+        let ports = items.iter().find(|(p, _)| *p == pid).map_or(&[][..], |(_, ports)| ports.as_slice());
+        let mut all = Vec::new();
+        for &p in ports {
+            all.extend(table(Some(p), &[pid])?);
+        }
+        Ok::<_, HostError>(all)
+    });
+    items
+        .iter()
+        .zip(read)
+        .map(|((pid, _), r)| {
+            let ns = || NetnsSpec::Pid(*pid).label();
+            match r {
+                Some(Ok(r)) => r,
+                Some(Err(source)) => Err(HostError::Netns { ns: ns(), source }),
+                None => Err(HostError::Netns {
+                    ns: ns(),
+                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "the deadline passed first"),
+                }),
+            }
+        })
+        .collect()
+}
+
 fn table(port: Option<u16>, hint: &[u32]) -> Result<Vec<Listener>, HostError> {
     let ns = procs::current_netns();
     let mut ls = sockets::listeners(port)?;
@@ -390,6 +436,29 @@ mod tests {
         let table = listener_table(Some(port.get()), None).unwrap();
         assert_eq!(table.len(), 1);
         assert_eq!(table[0].process.as_ref().map(|p| p.pid), Some(std::process::id()));
+    }
+
+    #[test]
+    fn listener_tables_of_several_namespaces() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let me = std::process::id();
+        let until = Instant::now() + Duration::from_secs(5);
+        let r = listener_tables_each(&[(me, vec![port]), (u32::MAX, vec![port])], until);
+        assert_eq!(r.len(), 2);
+        // Entering a namespace (even our own) needs CAP_SYS_ADMIN.
+        match &r[0] {
+            Ok(ls) => {
+                assert_eq!(ls.len(), 1, "{ls:?}");
+                assert_eq!(ls[0].process.as_ref().map(|p| p.pid), Some(me));
+            }
+            Err(e) => assert!(e.to_string().contains("ermission"), "{e}"),
+        }
+        let e = r[1].as_ref().unwrap_err().to_string();
+        assert!(e.contains(&format!("pid:{}", u32::MAX)), "{e}");
+        // A passed deadline reads nothing, and says so.
+        let late = listener_tables_each(&[(me, vec![port])], Instant::now());
+        assert!(late[0].as_ref().is_err_and(|e| e.to_string().contains("deadline")), "{:?}", late[0]);
     }
 
     #[test]
