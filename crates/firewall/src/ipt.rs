@@ -307,6 +307,7 @@ fn rule_options(w: &[String], family: Family, rule: &mut Rule) -> Result<(), Str
                     "RETURN" => Action::Return,
                     "REJECT" => Action::Reject(reject_with(rest, family)?),
                     "DNAT" | "REDIRECT" => Action::Nat(nat_target(&target, rest)?),
+                    "NETMAP" => Action::Nat(netmap_target(rest)?),
                     "SNAT" | "MASQUERADE" => Action::Nat(NatAction::Snat),
                     // Targets that mark, log or count and let the packet go on.
                     "LOG" | "NFLOG" | "ULOG" | "MARK" | "CONNMARK" | "TRACE" | "CT" | "NOTRACK" | "TCPMSS" | "DSCP"
@@ -348,7 +349,10 @@ fn rule_options(w: &[String], family: Family, rule: &mut Rule) -> Result<(), Str
 
 /// User chains may be upper-case too; those that look like a built-in target are not.
 fn rs_chain_like(t: &str) -> bool {
-    !matches!(t, "NFQUEUE" | "QUEUE" | "DNAT" | "SNAT" | "MASQUERADE" | "REDIRECT" | "TPROXY" | "TARPIT" | "TEE")
+    !matches!(
+        t,
+        "NFQUEUE" | "QUEUE" | "DNAT" | "SNAT" | "MASQUERADE" | "REDIRECT" | "NETMAP" | "TPROXY" | "TARPIT" | "TEE"
+    )
 }
 
 /// `-j DNAT --to-destination ADDR[:PORT]` / `-j REDIRECT --to-ports PORT`; ranges are read
@@ -375,6 +379,44 @@ fn nat_target(target: &str, rest: &[String]) -> Result<NatAction, String> {
     }
     let v = value.ok_or("DNAT without --to-destination")?;
     dnat_to(v)
+}
+
+/// `-j NETMAP --to A/len` (or a bare address, a /32 or /128): the prefix as its first and
+/// last address.
+fn netmap_target(rest: &[String]) -> Result<NatAction, String> {
+    let mut it = rest.iter();
+    let mut to = None;
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "--to" => to = it.next(),
+            o => return Err(format!("NETMAP option `{o}`")),
+        }
+    }
+    let v = to.ok_or("NETMAP without --to")?;
+    let (a, len) = match v.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (v.as_str(), None),
+    };
+    let a: IpAddr = a.parse().map_err(|_| format!("NETMAP --to {v}"))?;
+    let bits = if a.is_ipv4() { 32 } else { 128 };
+    let len: u32 = match len {
+        Some(l) => l.parse().ok().filter(|l| *l <= bits).ok_or_else(|| format!("NETMAP --to {v}"))?,
+        None => bits,
+    };
+    // The host bits (a shift by the whole width is none).
+    let (first, last) = match a {
+        IpAddr::V4(v4) => {
+            let h = u32::MAX.checked_shr(len).unwrap_or(0);
+            let n = u32::from(v4) & !h;
+            (IpAddr::V4(n.into()), IpAddr::V4((n | h).into()))
+        }
+        IpAddr::V6(v6) => {
+            let h = u128::MAX.checked_shr(len).unwrap_or(0);
+            let n = u128::from(v6) & !h;
+            (IpAddr::V6(n.into()), IpAddr::V6((n | h).into()))
+        }
+    };
+    Ok(NatAction::Netmap { addrs: (first, last), port: None })
 }
 
 /// `A`, `A:P`, `[A6]:P`, `A6`, with ranges (`A-B`, `P-Q`: the kernel picks one per
@@ -602,6 +644,15 @@ mod tests {
         assert!(nat_target("DNAT", &w("--to-destination :")).is_err());
         assert!(nat_target("DNAT", &w("--to-destination :x")).is_err());
         assert!(nat_target("DNAT", &w("--to-destination 10.0.0.1:x")).is_err());
+        let netmap =
+            |a: &str, b: &str| Ok(NatAction::Netmap { addrs: (a.parse().unwrap(), b.parse().unwrap()), port: None });
+        assert_eq!(netmap_target(&w("--to 10.77.1.0/24")), netmap("10.77.1.0", "10.77.1.255"));
+        assert_eq!(netmap_target(&w("--to 10.77.1.9/24")), netmap("10.77.1.0", "10.77.1.255"));
+        assert_eq!(netmap_target(&w("--to 10.77.1.9")), netmap("10.77.1.9", "10.77.1.9"));
+        assert_eq!(netmap_target(&w("--to 0.0.0.0/0")), netmap("0.0.0.0", "255.255.255.255"));
+        assert_eq!(netmap_target(&w("--to fd77:1::/64")), netmap("fd77:1::", "fd77:1::ffff:ffff:ffff:ffff"));
+        assert!(netmap_target(&w("--to 10.77.1.0/33")).is_err());
+        assert!(netmap_target(&[]).is_err());
         assert!(nat_target("DNAT", &w("--to-destination 10.0.0.1 --bogus")).is_err());
     }
 

@@ -170,6 +170,11 @@ pub enum NatAction {
     /// (no NF_NAT_RANGE_MAP_IPS) and rewrites the port (one of the range per connection).
     /// Unlike a redirect, the address is the dialled one, not the interface's.
     DnatPort { ports: (u16, u16) },
+    /// `dnat prefix to A/len`, `-j NETMAP --to A/len` (NF_NAT_RANGE_NETMAP): one address for
+    /// one, the network bits of `addrs` (the prefix as its first and last address) and the
+    /// host bits of the dialled address; no port keeps the dialled one. iptables' NETMAP
+    /// maps the destination in prerouting and output only (elsewhere the source).
+    Netmap { addrs: (IpAddr, IpAddr), port: Option<u16> },
     /// One element of a dnat map (`dnat to tcp dport map { 16379 : 10.77.1.2 }`, `@name`):
     /// the rule is read as one rule per element, as a verdict map is, each matching its
     /// key; `element` is the element as nft prints it.

@@ -61,6 +61,11 @@ impl NatEvaluation {
                 range = Some(((a, a), *ports));
                 (TranslationKind::Dnat, SocketAddr::new(a, ports.0))
             }
+            // Elsewhere NETMAP rewrites the source, not the destination.
+            NatAction::Netmap { .. } if !matches!(self.hook, Hook::Prerouting | Hook::Output) => return Ok(None),
+            NatAction::Netmap { addrs, port } => {
+                (TranslationKind::Dnat, SocketAddr::new(netmap(*addrs, pkt.destination), port.unwrap_or(dialled)))
+            }
             NatAction::Redirect { port } => {
                 (TranslationKind::Redirect, SocketAddr::new(self.redirect_addr(pkt), port.unwrap_or(dialled)))
             }
@@ -96,6 +101,25 @@ impl NatEvaluation {
             (Hook::Output, Family::Ipv6) => IpAddr::V6(Ipv6Addr::LOCALHOST),
             _ => pkt.destination,
         }
+    }
+}
+
+/// The address NETMAP makes of `dst`, as the kernel does (`nf_nat_netmap`): the bits where
+/// the range's first and last address agree come from the range, the others from `dst`.
+pub fn netmap(addrs: (IpAddr, IpAddr), dst: IpAddr) -> IpAddr {
+    match (addrs, dst) {
+        ((IpAddr::V4(a), IpAddr::V4(b)), IpAddr::V4(d)) => {
+            let (a, b, d) = (u32::from(a), u32::from(b), u32::from(d));
+            let net = !(a ^ b);
+            IpAddr::V4(Ipv4Addr::from((a & net) | (d & !net)))
+        }
+        ((IpAddr::V6(a), IpAddr::V6(b)), IpAddr::V6(d)) => {
+            let (a, b, d) = (u128::from(a), u128::from(b), u128::from(d));
+            let net = !(a ^ b);
+            IpAddr::V6(Ipv6Addr::from((a & net) | (d & !net)))
+        }
+        // Mixed families cannot be written: the address is kept.
+        _ => dst,
     }
 }
 

@@ -302,6 +302,11 @@ fn statement(
             // `dnat to tcp dport map { … }` / `@m`: one rule per element (a key not in the
             // map ends the rule), each translating to its element's data.
             if let Some(m) = body.get("addr").and_then(|a| a.get("map")).filter(|_| name == "dnat") {
+                if nat_flag(body, "netmap") {
+                    let why = NETMAP_MAP.to_string();
+                    set_action(rule, Action::Nat(NatAction::Unfollowed { kind: NatKind::Dnat, why }));
+                    return Ok(());
+                }
                 if !verdict_seen && split.is_none() {
                     *split = Some(nat_map(m, sets, family, table)?);
                 }
@@ -330,6 +335,18 @@ fn statement(
 
 /// `{"dnat": {"family": "ip", "addr": "10.77.1.2", "port": 6379}}`, `{"redirect": {"port": 6390}}`
 /// (or null), with ranges (`{"range": [a, b]}`, an address `{"prefix": …}`): the translation.
+/// Why `dnat prefix to KEY map { … }` is not followed (the readers say it alike).
+pub(crate) const NETMAP_MAP: &str = "dnat prefix through a map (a prefix for a prefix per element)";
+
+/// Whether a nat statement's `flags` (a string or a list) holds `f`.
+fn nat_flag(body: &Value, f: &str) -> bool {
+    match body.get("flags") {
+        Some(Value::String(s)) => s == f,
+        Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(f)),
+        _ => false,
+    }
+}
+
 fn nat_statement(name: &str, body: &Value) -> Result<NatAction, String> {
     let kind = if name == "dnat" { NatKind::Dnat } else { NatKind::Redirect };
     let unfollowed = |why: String| Ok(NatAction::Unfollowed { kind, why });
@@ -386,6 +403,13 @@ fn nat_statement(name: &str, body: &Value) -> Result<NatAction, String> {
     };
     if addrs.0.is_ipv4() != addrs.1.is_ipv4() {
         return Err("dnat to an address range across families".into());
+    }
+    // `dnat prefix to A/len`: one address for one.
+    if nat_flag(body, "netmap") {
+        return match ports {
+            Some((p, q)) if p != q => unfollowed("dnat prefix to a port range".into()),
+            ports => Ok(NatAction::Netmap { addrs, port: ports.map(|p| p.0) }),
+        };
     }
     Ok(match ports {
         None if addrs.0 == addrs.1 => NatAction::Dnat { addr: addrs.0, port: None },

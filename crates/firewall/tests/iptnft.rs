@@ -294,7 +294,8 @@ fn a_family_the_dump_cannot_read_runs_the_tool_and_says_why() {
 }
 
 /// `-j DNAT --to-destination :P[-Q]`: the port alone, for a packet from outside, for this
-/// host's own (nat OUTPUT) and in IPv6.
+/// host's own (nat OUTPUT) and in IPv6; `-j NETMAP --to A/len`, which maps the destination
+/// in prerouting and the source in postrouting.
 const PORT_ONLY_V4: &str = "*nat
 :PREROUTING ACCEPT [0:0]
 :INPUT ACCEPT [0:0]
@@ -303,7 +304,9 @@ const PORT_ONLY_V4: &str = "*nat
 -A PREROUTING -i lo -j RETURN
 -A PREROUTING -p tcp -m tcp --dport 16379 -j DNAT --to-destination :6390
 -A PREROUTING -p tcp -m tcp --dport 16380 -j DNAT --to-destination :6000-6002
+-A PREROUTING -p tcp -m tcp --dport 16383 -j NETMAP --to 10.77.1.0/24
 -A OUTPUT -p tcp -m tcp --dport 16381 -j DNAT --to-destination :6391
+-A POSTROUTING -j NETMAP --to 10.77.9.0/24
 COMMIT
 ";
 const PORT_ONLY_V6: &str = "*nat
@@ -312,14 +315,17 @@ const PORT_ONLY_V6: &str = "*nat
 :OUTPUT ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
 -A PREROUTING -p tcp -m tcp --dport 16379 -j DNAT --to-destination :6390
+-A PREROUTING -p tcp -m tcp --dport 16383 -j NETMAP --to fd77:1::/64
 COMMIT
 ";
 
-/// The port-only DNAT rules above, written with iptables-nft (read from the netlink dump)
-/// and with iptables-legacy (read from iptables-legacy-save) in namespaces of their own:
-/// both follow the packet to its own address at the rule's port — not to loopback, which
-/// is what a REDIRECT would do — and list every port of a range.
-fn port_only_dnat_is_followed_with_both_backends() {
+/// The port-only DNAT and NETMAP rules above, written with iptables-nft (read from the
+/// netlink dump, its text line for line the tool's) and with iptables-legacy (read from
+/// iptables-legacy-save) in namespaces of their own: both follow the packet to its own
+/// address at the rule's port — not to loopback, which is what a REDIRECT would do — and
+/// list every port of a range; NETMAP keeps the host bits of the dialled address.
+fn port_only_dnat_and_netmap_are_followed_with_both_backends() {
+    assert!(load_and_compare(&[PORT_ONLY_V4], PORT_ONLY_V6, None) >= 7);
     for (v4, v6, tool, tool6) in [
         ("iptables-nft-restore", "ip6tables-nft-restore", FirewallTool::IptablesNft, FirewallTool::Ip6tablesNft),
         (
@@ -357,6 +363,13 @@ fn port_only_dnat_is_followed_with_both_backends() {
         assert_eq!(to, "10.77.0.2:6391", "{tool:?}");
         let (to, _, _) = at(Hook::Prerouting, Family::Ipv6, "fd77::1", "fd77::2", 16379, "eth0").unwrap();
         assert_eq!(to, "[fd77::2]:6390", "{tool:?}");
+        // NETMAP: one address for one, the port kept; in postrouting it maps the source.
+        let (to, choices, text) = at(Hook::Prerouting, Family::Ipv4, "10.77.0.1", "10.77.0.5", 16383, "eth0").unwrap();
+        assert_eq!((to.as_str(), choices.len()), ("10.77.1.5:16383", 0), "{tool:?}");
+        assert!(text.ends_with("-j NETMAP --to 10.77.1.0/24"), "{text}");
+        let (to, _, _) = at(Hook::Prerouting, Family::Ipv6, "fd77::1", "fd77::5:6", 16383, "eth0").unwrap();
+        assert_eq!(to, "[fd77:1::5:6]:16383", "{tool:?}");
+        assert_eq!(at(Hook::Postrouting, Family::Ipv4, "10.77.0.1", "10.77.0.5", 16383, "eth0"), None);
         // Other ports, and loopback's RETURN, are not translated.
         assert_eq!(at(Hook::Prerouting, Family::Ipv4, "10.77.0.1", "10.77.0.2", 16382, "eth0"), None);
         assert_eq!(at(Hook::Prerouting, Family::Ipv4, "127.0.0.1", "127.0.0.1", 16379, "lo"), None);
@@ -381,7 +394,7 @@ fn main() {
         .clone()
         .and(conndoc_testsupport::program("iptables-legacy-restore", "iptables"))
         .and(conndoc_testsupport::program("ip6tables-legacy-restore", "iptables"));
-    tests!(t, legacy, port_only_dnat_is_followed_with_both_backends);
+    tests!(t, legacy, port_only_dnat_and_netmap_are_followed_with_both_backends);
     tests!(t, Need::met(), recorded_bytes_read_as_the_recorded_save_output);
     t.run();
 }

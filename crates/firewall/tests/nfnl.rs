@@ -691,6 +691,68 @@ fn concatenated_dnat_maps_are_followed() {
     }
 }
 
+/// nft's own forms of the same: `dnat to :P[-Q]` (the port alone), `dnat prefix to A/len`
+/// (NETMAP) in ip and ip6, and `dnat ip prefix to … map`, which is read but not followed
+/// (a prefix per element): alike over netlink and with nft -j, rendered as nft prints them.
+const PORT_ONLY_AND_NETMAP: &str = r#"
+table ip pn {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    tcp dport 16431 dnat to :6390
+    tcp dport 16432 dnat to :6000-6002
+    tcp dport 16430 dnat prefix to 10.77.1.0/24
+    tcp dport 16433 dnat ip prefix to ip daddr map { 10.77.0.0/24 : 10.77.1.0/24 }
+  }
+  chain output {
+    type nat hook output priority -100; policy accept;
+    tcp dport 16431 dnat to :6391
+  }
+}
+table ip6 pn6 {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    tcp dport 16431 dnat to :6390
+    tcp dport 16430 dnat prefix to fd77:1::/64
+  }
+}
+"#;
+
+fn port_only_dnat_and_netmap_read_alike_both_ways() {
+    let ns = Netns::new("cdpnmap");
+    ns.load(PORT_ONLY_AND_NETMAP);
+    let (nl, js, texts) = read_both(&ns);
+    assert_texts(&nl, &texts);
+    let to = |rs: &Ruleset, hook: Hook, dst: &str, port: u16| {
+        let d: IpAddr = dst.parse().unwrap();
+        let src = if d.is_ipv4() { "10.77.0.1" } else { "fd77::1" };
+        let p = Packet {
+            family: Family::of(&d),
+            source: Some(src.parse().unwrap()),
+            destination: d,
+            source_port: Some(40000),
+            destination_port: port,
+            input_interface: Some(if hook == Hook::Output { "" } else { "veth0" }.into()),
+            output_interface: None,
+            destination_local: Some(true),
+        };
+        match rs.translate(hook, &p).translation(&p) {
+            Ok(t) => Ok(t.map(|t| (t.to.to_string(), t.choices.len()))),
+            Err(u) => Err(u.why),
+        }
+    };
+    for (reader, rs) in [("netlink", &nl), ("nft -j", &js)] {
+        let pre = |dst: &str, port: u16| to(rs, Hook::Prerouting, dst, port);
+        assert_eq!(pre("10.77.0.2", 16431), Ok(Some(("10.77.0.2:6390".into(), 0))), "{reader}");
+        assert_eq!(pre("10.77.0.2", 16432), Ok(Some(("10.77.0.2:6000".into(), 3))), "{reader}");
+        assert_eq!(to(rs, Hook::Output, "10.77.0.2", 16431), Ok(Some(("10.77.0.2:6391".into(), 0))), "{reader}");
+        assert_eq!(pre("10.77.0.9", 16430), Ok(Some(("10.77.1.9:16430".into(), 0))), "{reader}");
+        assert_eq!(pre("fd77::2", 16431), Ok(Some(("[fd77::2]:6390".into(), 0))), "{reader}");
+        assert_eq!(pre("fd77::7:8", 16430), Ok(Some(("[fd77:1::7:8]:16430".into(), 0))), "{reader}");
+        // A prefix per element is named, never read as a translation to the element's first address.
+        assert!(pre("10.77.0.9", 16433).is_err_and(|w| w.contains("dnat prefix through a map")), "{reader}");
+    }
+}
+
 /// The cheap question a refused port asks (`nfnl::nat_chains_present`) answers as the whole
 /// read does: an empty namespace, a filter-only ruleset, a regular chain named nat, then
 /// an ip6 nat base chain.
@@ -727,6 +789,7 @@ fn main() {
         verdict_maps_are_evaluated,
         nat_chains_translate_the_same_both_ways,
         concatenated_dnat_maps_are_followed,
+        port_only_dnat_and_netmap_read_alike_both_ways,
         nat_chains_present_answers_as_the_read_does,
         kube_proxy_table_is_evaluated_and_its_services_found,
         build_prefers_netlink_and_skips_the_text_listing

@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 const MAGIC: &[u8; 8] = b"CDNFTC\0\n";
 /// Bump when the layout below changes, or what a ruleset holds (3: iptables-nft's tables
 /// as `iptables-nft-save` rules, family `ipv4`/`ipv6`, not as nft rules; 5: port-only
-/// DNAT and dnat maps on concatenated keys are followed, no longer unfollowed).
+/// DNAT, NETMAP and dnat maps on concatenated keys are followed, no longer unfollowed).
 pub const FORMAT: u32 = 5;
 
 /// What a file is valid for: all of it must match the reader's own.
@@ -347,6 +347,12 @@ impl W {
                 self.u8(15);
                 self.u32(u32::from(ports.0) << 16 | u32::from(ports.1));
             }
+            Action::Nat(NatAction::Netmap { addrs, port }) => {
+                self.u8(16);
+                self.ip(&addrs.0);
+                self.ip(&addrs.1);
+                self.opt_u32(port.map(u32::from));
+            }
             Action::Nat(NatAction::Unfollowed { kind, why }) => {
                 self.u8(11);
                 self.u8(match kind {
@@ -568,6 +574,7 @@ impl<'a> R<'a> {
                 let p = self.u32()?;
                 Action::Nat(NatAction::DnatPort { ports: ((p >> 16) as u16, p as u16) })
             }
+            16 => Action::Nat(NatAction::Netmap { addrs: (self.ip()?, self.ip()?), port: self.port()? }),
             11 => {
                 let kind = match self.u8()? {
                     0 => NatKind::Dnat,
@@ -729,6 +736,14 @@ mod tests {
             Action::Nat(NatAction::RedirectRange { ports: (6000, 6010) }),
             Action::Nat(NatAction::DnatPort { ports: (8080, 8080) }),
             Action::Nat(NatAction::DnatPort { ports: (8080, 8090) }),
+            Action::Nat(NatAction::Netmap {
+                addrs: ("10.77.1.0".parse().unwrap(), "10.77.1.255".parse().unwrap()),
+                port: None,
+            }),
+            Action::Nat(NatAction::Netmap {
+                addrs: ("fd77:1::".parse().unwrap(), "fd77:1::ffff:ffff:ffff:ffff".parse().unwrap()),
+                port: Some(80),
+            }),
             Action::Nat(NatAction::DnatMapped {
                 addr: "10.77.1.2".parse().unwrap(),
                 port: Some(6379),

@@ -298,7 +298,8 @@ impl NatRange {
                 max_port: be16_at(info, 18),
             });
         }
-        if rev > 2 || (rev == 0 && v6 && name != "MASQUERADE" && name != "REDIRECT") {
+        // IPv6's MASQUERADE, REDIRECT and NETMAP revision 0 carry `struct nf_nat_range`.
+        if rev > 2 || (rev == 0 && v6 && !matches!(name, "MASQUERADE" | "REDIRECT" | "NETMAP")) {
             return Err(format!("target `{name}` revision {rev}"));
         }
         short(name, info, 40)?;
@@ -340,6 +341,13 @@ impl NatRange {
             s.push_str(" --persistent");
         }
         s
+    }
+}
+
+fn ip6_bits(a: std::net::IpAddr) -> u128 {
+    match a {
+        std::net::IpAddr::V6(a) => u128::from(a),
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
     }
 }
 
@@ -389,6 +397,28 @@ pub fn target_save(name: &str, rev: u32, v6: bool, info: &[u8]) -> Result<String
                 s.push_str(&format!(" --to-ports {}", r.ports()));
             }
             s + &r.tail()
+        }
+        // libxt_NETMAP prints the range as its first address and prefix length.
+        "NETMAP" => {
+            let r = NatRange::parse(name, rev, v6, info)?;
+            if r.flags & MAP_IPS == 0 || r.min_addr.is_ipv4() != r.max_addr.is_ipv4() {
+                return Err(format!("NETMAP flags {:#x}", r.flags));
+            }
+            let (bits, ones) = match (r.min_addr, r.max_addr) {
+                (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
+                    let m = !(u32::from(a) ^ u32::from(b));
+                    (m.leading_ones(), m.count_ones())
+                }
+                (a, b) => {
+                    let m = !(ip6_bits(a) ^ ip6_bits(b));
+                    (m.leading_ones(), m.count_ones())
+                }
+            };
+            // A mask that is no prefix prints in another form: the tool reads it.
+            if bits != ones {
+                return Err("NETMAP with a mask that is no prefix".into());
+            }
+            format!(" -j NETMAP --to {}/{bits}", r.min_addr)
         }
         "DNAT" | "SNAT" => {
             let r = NatRange::parse(name, rev, v6, info)?;

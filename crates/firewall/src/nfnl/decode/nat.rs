@@ -47,7 +47,10 @@ impl Dec<'_> {
         } else {
             ""
         };
-        let mapped = if dnat { self.dnat_map(fam, addr[0], proto[0]) } else { None };
+        // NF_NAT_RANGE_NETMAP (`dnat prefix to`): one address for one, not one of a range;
+        // a netmap through a map is not followed (its data is a range per element).
+        let netmap = flags & 64 != 0;
+        let mapped = if dnat && !netmap { self.dnat_map(fam, addr[0], proto[0]) } else { None };
         let mut from_map = false;
         let kind = NatKind::Dnat;
         let mut why = None;
@@ -79,7 +82,7 @@ impl Dec<'_> {
                     why.get_or_insert(format!("dnat to {n}"));
                     // A map to `addr . port` fills both registers; nft then names the family.
                     from_map = true;
-                    if proto[0].is_some() {
+                    if proto[0].is_some() || netmap {
                         fam_word = fam_name;
                     }
                 }
@@ -122,7 +125,8 @@ impl Dec<'_> {
             }
         }
         let fl = if fl.is_empty() { String::new() } else { format!(" {}", fl.join(",")) };
-        self.piece(format!("{word}{fam_word} to {to}{fl}"));
+        let prefix = if netmap { " prefix" } else { "" };
+        self.piece(format!("{word}{fam_word}{prefix} to {to}{fl}"));
         if !dnat {
             return self.set_action(Action::Nat(NatAction::Snat));
         }
@@ -133,8 +137,13 @@ impl Dec<'_> {
             }
             return;
         }
+        if netmap && from_map {
+            why = Some(crate::nft::NETMAP_MAP.to_string());
+        }
         let action = match (why, ip, range_end, port_end) {
             (Some(why), ..) => NatAction::Unfollowed { kind, why },
+            (None, Some(a), b, None) if netmap => NatAction::Netmap { addrs: (a, b.unwrap_or(a)), port },
+            (None, ..) if netmap => NatAction::Unfollowed { kind, why: "dnat prefix to a port range".into() },
             (None, Some(a), None, None) => NatAction::Dnat { addr: a, port },
             (None, Some(a), b, q) => {
                 NatAction::DnatRange { addrs: (a, b.unwrap_or(a)), ports: port.map(|p| (p, q.unwrap_or(p))) }

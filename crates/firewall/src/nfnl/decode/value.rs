@@ -44,16 +44,9 @@ pub(super) fn addr_of(fam: Family, b: &[u8]) -> Option<IpAddr> {
 /// concatenations 6 bits a part: `ipv4_addr . inet_service` is 7 << 6 | 13); None for a
 /// type conndoc does not print.
 pub(super) fn data_text(ty: u32, v: &[u8]) -> Option<String> {
-    let mut parts = Vec::new();
-    let mut t = ty;
-    while t != 0 {
-        parts.push(t & 0x3f);
-        t >>= 6;
-    }
-    parts.reverse();
     let mut at = 0usize;
     let mut out = Vec::new();
-    for p in parts {
+    for p in parts_of(ty) {
         let (text, len) = match p {
             7 => (addr_of(Family::Ipv4, v.get(at..)?)?.to_string(), 4),
             8 => (addr_of(Family::Ipv6, v.get(at..)?)?.to_string(), 16),
@@ -63,7 +56,29 @@ pub(super) fn data_text(ty: u32, v: &[u8]) -> Option<String> {
         out.push(text);
         at += (len + 3) & !3;
     }
+    // An address range as data (`dnat prefix to … map { K : 10.77.1.0/24 }`): the first
+    // address, then the last, as nft prints them.
+    if let ([7 | 8], true) = (&parts_of(ty)[..], v.len() == 2 * at) {
+        let fam = if at == 4 { Family::Ipv4 } else { Family::Ipv6 };
+        let (a, b) = (addr_of(fam, v)?, addr_of(fam, &v[at..])?);
+        return Some(match range_prefix_len(a, b) {
+            Some(len) => format!("{a}/{len}"),
+            None => format!("{a}-{b}"),
+        });
+    }
     (!out.is_empty()).then(|| out.join(" . "))
+}
+
+/// A concatenated type's parts (nft's ids, 6 bits each), first part first.
+fn parts_of(ty: u32) -> Vec<u32> {
+    let mut parts = Vec::new();
+    let mut t = ty;
+    while t != 0 {
+        parts.push(t & 0x3f);
+        t >>= 6;
+    }
+    parts.reverse();
+    parts
 }
 
 /// The prefix length when `a..=b` is exactly one aligned prefix (`10.77.1.2-10.77.1.3` is
