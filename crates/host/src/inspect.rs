@@ -95,6 +95,13 @@ pub fn inspect_hinted(
     owner_hint: &[u32],
 ) -> Result<(HostFacts, Vec<SkippedCheck>), HostError> {
     let start = Instant::now();
+    // After a failed probe with a program expected, the kernel log is nearly always read
+    // below (an OOM kill of that program is what it is read for), and reading it is one
+    // syscall the kernel spends ~3 ms in on a busy log (it walks the whole ring buffer,
+    // whatever the buffer size asked for): start it now, beside the namespace's own reads.
+    let early_log = (req.thorough && req.expect.is_some())
+        .then(|| std::thread::Builder::new().name("kmsg".into()).spawn(read_kernel_log).ok())
+        .flatten();
     let (mut facts, mut skipped) = in_scope(req, || inside(req, base, owner_hint))??;
     facts.inspected = Some(Inspected {
         scope: req.scope,
@@ -113,7 +120,8 @@ pub fn inspect_hinted(
     // (~800 on a freshly booted machine, ~1 ms), more than the rest of a refused port's
     // inspection.
     if !quiet && kernel_log_matters(req, &facts) {
-        kernel_log(req, &mut facts);
+        let events = early_log.and_then(|h| h.join().ok()).unwrap_or_else(read_kernel_log);
+        kernel_log(req, &mut facts, events);
     }
     if let Some(name) = expect.filter(|_| !quiet) {
         if req.scope == InspectScope::NetnsPid {
@@ -177,10 +185,15 @@ fn served_as_expected(listeners: &[Listener], expect: Option<&str>) -> bool {
         })
 }
 
-/// Matching kernel log events of the last ten minutes.
-fn kernel_log(req: &InspectRequest, facts: &mut HostFacts) {
+/// The kernel log's events of the last ten minutes.
+fn read_kernel_log() -> std::io::Result<Vec<KernelEvent>> {
+    kmsg::read_events(Duration::from_millis(300), Duration::from_secs(600))
+}
+
+/// Keep the kernel log events (`events`, from [`read_kernel_log`]) that matter here.
+fn kernel_log(req: &InspectRequest, facts: &mut HostFacts, events: std::io::Result<Vec<KernelEvent>>) {
     let expect = req.expect.as_deref();
-    match kmsg::read_events(Duration::from_millis(300), Duration::from_secs(600)) {
+    match events {
         Ok(events) => {
             facts.kernel_log = events
                 .into_iter()
