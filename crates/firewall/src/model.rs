@@ -175,6 +175,14 @@ pub enum NatAction {
     /// host bits of the dialled address; no port keeps the dialled one. iptables' NETMAP
     /// maps the destination in prerouting and output only (elsewhere the source).
     Netmap { addrs: (IpAddr, IpAddr), port: Option<u16> },
+    /// One element of a redirect map (`redirect to :tcp dport map { 83 : 8083 }`): this
+    /// host at the element's port; read as one rule per element, as a dnat map is.
+    RedirectMapped { port: u16, element: String },
+    /// A load-balancing map (`dnat to numgen inc mod 2 map { 0 : 10.77.1.2, 1 : 10.77.1.3 }`):
+    /// the kernel picks one element per connection, so every backend is listed (in key
+    /// order, a port of None keeping the dialled one). Only a map holding every value the
+    /// generator makes is read so: otherwise some connections are not translated at all.
+    DnatChoice { backends: Vec<(IpAddr, Option<u16>)> },
     /// One element of a dnat map (`dnat to tcp dport map { 16379 : 10.77.1.2 }`, `@name`):
     /// the rule is read as one rule per element, as a verdict map is, each matching its
     /// key; `element` is the element as nft prints it.

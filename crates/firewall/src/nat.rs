@@ -40,6 +40,7 @@ impl NatEvaluation {
         let from = SocketAddr::new(pkt.destination, pkt.destination_port);
         let mut element = None;
         let mut range: Option<((IpAddr, IpAddr), (u16, u16))> = None;
+        let mut list: Option<Vec<SocketAddr>> = None;
         let dialled = pkt.destination_port;
         let (kind, to) = match action {
             NatAction::Snat => return Ok(None),
@@ -66,6 +67,21 @@ impl NatEvaluation {
             NatAction::Netmap { addrs, port } => {
                 (TranslationKind::Dnat, SocketAddr::new(netmap(*addrs, pkt.destination), port.unwrap_or(dialled)))
             }
+            NatAction::RedirectMapped { port, element: e } => {
+                element = Some(e.clone());
+                (TranslationKind::Redirect, SocketAddr::new(self.redirect_addr(pkt), *port))
+            }
+            NatAction::DnatChoice { backends } => {
+                let all: Vec<SocketAddr> =
+                    backends.iter().map(|(a, p)| SocketAddr::new(*a, p.unwrap_or(dialled))).collect();
+                let first = *all.first().ok_or_else(|| {
+                    Box::new(Unfollowed { rule: rule.clone(), kind: NatKind::Dnat, why: "an empty map".into() })
+                })?;
+                if all.len() > 1 {
+                    list = Some(all);
+                }
+                (TranslationKind::Dnat, first)
+            }
             NatAction::Redirect { port } => {
                 (TranslationKind::Redirect, SocketAddr::new(self.redirect_addr(pkt), port.unwrap_or(dialled)))
             }
@@ -75,9 +91,13 @@ impl NatEvaluation {
                 (TranslationKind::Redirect, SocketAddr::new(a, ports.0))
             }
         };
-        let (choices, choices_total) = match range {
-            Some((addrs, ports)) => choices(addrs, ports),
-            None => (Vec::new(), 0),
+        let (choices, choices_total) = match (range, list) {
+            (Some((addrs, ports)), _) => choices(addrs, ports),
+            (None, Some(all)) => {
+                let total = all.len() as u64;
+                (all.into_iter().take(MAX_CHOICES).collect(), total)
+            }
+            (None, None) => (Vec::new(), 0),
         };
         Ok(Some(Translation {
             kind,

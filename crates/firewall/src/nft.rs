@@ -312,6 +312,13 @@ fn statement(
                 }
                 return Ok(());
             }
+            // `redirect to :tcp dport map { 83 : 8083 }`: one rule per element too.
+            if let Some(m) = body.get("port").and_then(|a| a.get("map")).filter(|_| name == "redirect") {
+                if !verdict_seen && split.is_none() {
+                    *split = Some(redirect_map(m, sets, family, table)?);
+                }
+                return Ok(());
+            }
             let nat = nat_statement(name, body)?;
             set_action(rule, Action::Nat(nat));
         }
@@ -460,6 +467,41 @@ fn nat_map(
         }
     };
     let key_parts = parts(key);
+    let backend = |v: &Value| -> Result<(IpAddr, Option<u16>), String> {
+        let data = parts(v);
+        let addr = data
+            .first()
+            .and_then(Value::as_str)
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .ok_or_else(|| format!("dnat map data {v}"))?;
+        let port = match data.get(1) {
+            None => None,
+            Some(p) => {
+                Some(p.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or_else(|| format!("dnat map port {p}"))?)
+            }
+        };
+        Ok((addr, port))
+    };
+    // `numgen inc mod N map { 0 : A, … }`: the kernel picks one element per connection;
+    // followed only when every value the generator makes has one.
+    if let Some(g) = key.get("numgen") {
+        let n = g.get("mod").and_then(Value::as_u64).ok_or("numgen without mod")?;
+        let offset = g.get("offset").and_then(Value::as_u64).unwrap_or(0);
+        let mut by_key = Vec::new();
+        for e in &elems {
+            match e.as_array().map(Vec::as_slice) {
+                Some([k, v]) => by_key.push((k.as_u64().ok_or_else(|| format!("numgen map key {k}"))?, backend(v)?)),
+                _ => return Err(format!("dnat map element {e}")),
+            }
+        }
+        by_key.sort_by_key(|(k, _)| *k);
+        let keys: Vec<u64> = by_key.iter().map(|(k, _)| *k).collect();
+        if keys != (offset..offset + n).collect::<Vec<_>>() {
+            return Err(format!("map holds {} of the {n} values {} makes", keys.len(), json_text(key)));
+        }
+        let backends = by_key.into_iter().map(|(_, b)| b).collect();
+        return Ok(vec![(Vec::new(), Action::Nat(NatAction::DnatChoice { backends }))]);
+    }
     let mut out = Vec::new();
     for e in &elems {
         let (k, v) = match e.as_array().map(Vec::as_slice) {
@@ -479,20 +521,43 @@ fn nat_map(
                 table,
             )?);
         }
-        let data = parts(v);
-        let addr = data
-            .first()
-            .and_then(Value::as_str)
-            .and_then(|a| a.parse::<IpAddr>().ok())
-            .ok_or_else(|| format!("dnat map data {v}"))?;
-        let port = match data.get(1) {
-            None => None,
-            Some(p) => {
-                Some(p.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or_else(|| format!("dnat map port {p}"))?)
-            }
-        };
+        let (addr, port) = backend(v)?;
         let element = format!("{} : {}", json_text(k), json_text(v));
         out.push((conds, Action::Nat(NatAction::DnatMapped { addr, port, element })));
+    }
+    Ok(out)
+}
+
+/// `redirect to :KEY map { K : PORT, … }`: per element, the conditions its key puts on the
+/// packet and the redirect to its port.
+fn redirect_map(
+    m: &Value,
+    sets: &HashMap<(String, String, String), SetDef>,
+    family: &str,
+    table: &str,
+) -> Result<Vec<(Vec<Cond>, Action)>, String> {
+    let key = m.get("key").ok_or("redirect map without a key")?;
+    let elems: Vec<Value> = match m.get("data") {
+        Some(Value::String(n)) if n.starts_with('@') => {
+            let name = &n[1..];
+            sets.get(&(family.to_string(), table.to_string(), name.to_string()))
+                .ok_or_else(|| format!("map @{name} not found"))?
+                .raw
+                .clone()
+        }
+        Some(Value::Object(o)) if o.contains_key("set") => o["set"].as_array().cloned().unwrap_or_default(),
+        d => return Err(format!("redirect map data {}", d.cloned().unwrap_or(Value::Null))),
+    };
+    let mut out = Vec::new();
+    for e in &elems {
+        let (k, v) = match e.as_array().map(Vec::as_slice) {
+            Some([k, v]) => (k, v),
+            _ => return Err(format!("redirect map element {e}")),
+        };
+        let conds = match_cond(&serde_json::json!({ "op": "==", "left": key, "right": k }), sets, family, table)?;
+        let port = v.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or_else(|| format!("redirect map port {v}"))?;
+        let element = format!("{} : {port}", json_text(k));
+        out.push((conds, Action::Nat(NatAction::RedirectMapped { port, element })));
     }
     Ok(out)
 }

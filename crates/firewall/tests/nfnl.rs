@@ -693,7 +693,9 @@ fn concatenated_dnat_maps_are_followed() {
 
 /// nft's own forms of the same: `dnat to :P[-Q]` (the port alone), `dnat prefix to A/len`
 /// (NETMAP) in ip and ip6, and `dnat ip prefix to … map`, which is read but not followed
-/// (a prefix per element): alike over netlink and with nft -j, rendered as nft prints them.
+/// (a prefix per element); load-balancing maps (`dnat to numgen inc mod 2 map { … }`: every
+/// element a backend, and one missing a value named, not followed); a redirect map. Alike
+/// over netlink and with nft -j, rendered as nft prints them.
 const PORT_ONLY_AND_NETMAP: &str = r#"
 table ip pn {
   chain prerouting {
@@ -702,6 +704,10 @@ table ip pn {
     tcp dport 16432 dnat to :6000-6002
     tcp dport 16430 dnat prefix to 10.77.1.0/24
     tcp dport 16433 dnat ip prefix to ip daddr map { 10.77.0.0/24 : 10.77.1.0/24 }
+    tcp dport 16434 dnat to numgen inc mod 2 map { 0 : 10.77.1.2, 1 : 10.77.1.3 }
+    tcp dport 16435 dnat ip to numgen random mod 2 map { 0 : 10.77.1.2 . 6379, 1 : 10.77.1.3 . 6380 }
+    tcp dport 16436 dnat to numgen inc mod 3 map { 0 : 10.77.1.2, 1 : 10.77.1.3 }
+    tcp dport 16437-16438 redirect to tcp dport map { 16437 : 8083, 16438 : 8084 }
   }
   chain output {
     type nat hook output priority -100; policy accept;
@@ -735,10 +741,28 @@ fn port_only_dnat_and_netmap_read_alike_both_ways() {
             output_interface: None,
             destination_local: Some(true),
         };
-        match rs.translate(hook, &p).translation(&p) {
+        let e = rs.translate(hook, &p);
+        if !e.not_understood.is_empty() {
+            return Err(format!("not understood: {:?}", e.not_understood[0].reason));
+        }
+        match e.translation(&p) {
             Ok(t) => Ok(t.map(|t| (t.to.to_string(), t.choices.len()))),
             Err(u) => Err(u.why),
         }
+    };
+    let every = |rs: &Ruleset, port: u16| {
+        let p = Packet {
+            family: Family::Ipv4,
+            source: Some("10.77.0.1".parse().unwrap()),
+            destination: "10.77.0.2".parse().unwrap(),
+            source_port: Some(40000),
+            destination_port: port,
+            input_interface: Some("veth0".into()),
+            output_interface: None,
+            destination_local: Some(true),
+        };
+        let t = rs.translate(Hook::Prerouting, &p).translation(&p).unwrap().unwrap();
+        (t.kind, t.choices.iter().map(|c| c.to_string()).collect::<Vec<_>>(), t.element)
     };
     for (reader, rs) in [("netlink", &nl), ("nft -j", &js)] {
         let pre = |dst: &str, port: u16| to(rs, Hook::Prerouting, dst, port);
@@ -750,6 +774,17 @@ fn port_only_dnat_and_netmap_read_alike_both_ways() {
         assert_eq!(pre("fd77::7:8", 16430), Ok(Some(("[fd77:1::7:8]:16430".into(), 0))), "{reader}");
         // A prefix per element is named, never read as a translation to the element's first address.
         assert!(pre("10.77.0.9", 16433).is_err_and(|w| w.contains("dnat prefix through a map")), "{reader}");
+        // Load balancing: every element is a backend; a map missing a value is named.
+        use conndoc_facts::nat::TranslationKind;
+        assert_eq!(pre("10.77.0.2", 16434), Ok(Some(("10.77.1.2:16434".into(), 2))), "{reader}");
+        assert_eq!(every(rs, 16434).1, ["10.77.1.2:16434", "10.77.1.3:16434"], "{reader}");
+        assert_eq!(every(rs, 16435).1, ["10.77.1.2:6379", "10.77.1.3:6380"], "{reader}");
+        assert!(pre("10.77.0.2", 16436).is_err_and(|w| w.contains("2 of the 3 values")), "{reader}");
+        // A redirect map: this host, the element's port.
+        assert_eq!(pre("10.77.0.2", 16437), Ok(Some(("10.77.0.2:8083".into(), 0))), "{reader}");
+        let (kind, _, element) = every(rs, 16438);
+        assert_eq!((kind, element.as_deref()), (TranslationKind::Redirect, Some("16438 : 8084")), "{reader}");
+        assert_eq!(pre("10.77.0.2", 16439), Ok(None), "{reader}");
     }
 }
 

@@ -20,7 +20,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 const MAGIC: &[u8; 8] = b"CDNFTC\0\n";
 /// Bump when the layout below changes, or what a ruleset holds (3: iptables-nft's tables
 /// as `iptables-nft-save` rules, family `ipv4`/`ipv6`, not as nft rules; 5: port-only
-/// DNAT, NETMAP and dnat maps on concatenated keys are followed, no longer unfollowed).
+/// DNAT, NETMAP, redirect maps, numgen maps and dnat maps on concatenated keys are
+/// followed, no longer unfollowed).
 pub const FORMAT: u32 = 5;
 
 /// What a file is valid for: all of it must match the reader's own.
@@ -353,6 +354,19 @@ impl W {
                 self.ip(&addrs.1);
                 self.opt_u32(port.map(u32::from));
             }
+            Action::Nat(NatAction::RedirectMapped { port, element }) => {
+                self.u8(17);
+                self.u32(u32::from(*port));
+                self.str(element);
+            }
+            Action::Nat(NatAction::DnatChoice { backends }) => {
+                self.u8(18);
+                self.u32(backends.len() as u32);
+                for (a, p) in backends {
+                    self.ip(a);
+                    self.opt_u32(p.map(u32::from));
+                }
+            }
             Action::Nat(NatAction::Unfollowed { kind, why }) => {
                 self.u8(11);
                 self.u8(match kind {
@@ -575,6 +589,18 @@ impl<'a> R<'a> {
                 Action::Nat(NatAction::DnatPort { ports: ((p >> 16) as u16, p as u16) })
             }
             16 => Action::Nat(NatAction::Netmap { addrs: (self.ip()?, self.ip()?), port: self.port()? }),
+            17 => Action::Nat(NatAction::RedirectMapped {
+                port: u16::try_from(self.u32()?).ok()?,
+                element: self.string()?,
+            }),
+            18 => {
+                let n = self.u32()? as usize;
+                let mut backends = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    backends.push((self.ip()?, self.port()?));
+                }
+                Action::Nat(NatAction::DnatChoice { backends })
+            }
             11 => {
                 let kind = match self.u8()? {
                     0 => NatKind::Dnat,
@@ -739,6 +765,10 @@ mod tests {
             Action::Nat(NatAction::Netmap {
                 addrs: ("10.77.1.0".parse().unwrap(), "10.77.1.255".parse().unwrap()),
                 port: None,
+            }),
+            Action::Nat(NatAction::RedirectMapped { port: 8083, element: "83 : 8083".into() }),
+            Action::Nat(NatAction::DnatChoice {
+                backends: vec![("10.77.1.2".parse().unwrap(), None), ("fd77:1::3".parse().unwrap(), Some(6379))],
             }),
             Action::Nat(NatAction::Netmap {
                 addrs: ("fd77:1::".parse().unwrap(), "fd77:1::ffff:ffff:ffff:ffff".parse().unwrap()),

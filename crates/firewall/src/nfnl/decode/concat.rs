@@ -135,7 +135,7 @@ impl Dec<'_> {
                 for (_, f, _) in &parts {
                     self.hide_deps(f);
                 }
-                self.datamap = Some(DataMap { word: reg_slot(dreg), entries, concat: true });
+                self.datamap = Some(DataMap { word: reg_slot(dreg), entries, concat: true, choice: None });
             }
         }
         // A `dnat to` reading the register moves this text after its own (nft's order).

@@ -18,8 +18,15 @@ pub(super) enum Src {
     Ct(u32),
     /// `fib daddr type`: the route type of the destination.
     FibDaddrType,
-    /// Something the evaluation does not model, named as nft would (`numgen inc mod 2`).
+    /// Something the evaluation does not model, named as nft would (`[ fib ]`).
     Other(String, Fmt),
+    /// `numgen inc|random mod N [offset O]`: a value of O..O+N per packet, no packet field;
+    /// what a load-balancing map (`dnat to numgen inc mod 2 map { … }`) looks up.
+    Numgen {
+        text: String,
+        modulus: u32,
+        offset: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +210,7 @@ impl Dec<'_> {
                 }
             }
             Src::Other(n, f) => Field::Other(n.clone(), *f),
+            Src::Numgen { text, .. } => Field::Other(text.clone(), Fmt::Dec),
             Src::FibDaddrType if l.mask.is_none() => Field::DAddrType,
             Src::FibDaddrType => masked_other("fib daddr type".into()),
             Src::Payload { base: PayloadBase::Network, offset } => {

@@ -29,6 +29,10 @@ impl Dec<'_> {
             let s = s.clone();
             return self.concat_datamap(set, &s, sreg, r);
         }
+        if let (Some(r), Src::Numgen { modulus, offset, .. }) = (dreg.filter(|r| *r != 0), &l.src) {
+            let (s, values) = (s.clone(), (*offset, *modulus));
+            return self.numgen_datamap(set, &s, &name, values, r);
+        }
         let mut texts = Vec::new();
         let mut elems = Vec::new();
         let mut problem = None;
@@ -136,7 +140,7 @@ impl Dec<'_> {
                         let elems = elems.into_iter().map(|(e, _)| e).collect();
                         self.out.conds.push(Cond::Cmp { key, op: Op::In, elems });
                         let entries = mapped.into_iter().map(|(e, v, t)| (vec![cond_in(key, e)], v, t)).collect();
-                        self.datamap = Some(DataMap { word: reg_slot(r), entries, concat: false });
+                        self.datamap = Some(DataMap { word: reg_slot(r), entries, concat: false, choice: None });
                     }
                     Some(_) => self.unknown("tcp flags in a map"),
                     None => self.out.conds.push(Cond::Never),
@@ -145,5 +149,49 @@ impl Dec<'_> {
                 self.piece(format!("{name} map {rhs}"));
             }
         }
+    }
+
+    /// `numgen inc mod N map { 0 : A, 1 : B }` into register `dreg`: a load-balancing map.
+    /// Followed only when it holds every value the generator makes (`values`: offset and
+    /// count), each one exactly once; then `dnat to` reading `dreg` lists every element's
+    /// data as a backend the kernel may pick.
+    pub(super) fn numgen_datamap(&mut self, set: &str, s: &SetMsg, name: &str, values: (u32, u32), dreg: u32) {
+        let (offset, n) = values;
+        let mut elems: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut problem = None;
+        if s.flags & NFT_SET_INTERVAL != 0 || s.key_len != 4 {
+            problem = Some(format!("map @{set} on {name} is not one element per value"));
+        }
+        for e in if problem.is_none() { s.elems.as_slice() } else { &[] } {
+            match &e.data {
+                Some(Data::Value(v)) => elems.push((ne_u32(&e.key), v.clone())),
+                _ => problem = Some(format!("an element of map @{set} without data")),
+            }
+        }
+        elems.sort_by_key(|(k, _)| *k);
+        let texts: Vec<String> = elems
+            .iter()
+            .map(|(k, v)| match s.data_type.and_then(|ty| data_text(ty, v)) {
+                Some(d) => format!("{k} : {d}"),
+                None => k.to_string(),
+            })
+            .collect();
+        let rhs = if s.anonymous() { format!("{{ {} }}", texts.join(", ")) } else { format!("@{set}") };
+        let text = format!("{name} map {rhs}");
+        let keys: Vec<u32> = elems.iter().map(|(k, _)| *k).collect();
+        let every: Vec<u32> = (0..n).map(|i| offset.wrapping_add(i)).collect();
+        if problem.is_none() && keys != every {
+            // A value with no element: those connections are not translated at all.
+            problem = Some(format!("map @{set} holds {} of the {n} values {name} makes", keys.len()));
+        }
+        match problem {
+            Some(p) => self.unknown(p),
+            None => {
+                let choice = Some(elems.into_iter().map(|(_, v)| v).collect());
+                self.datamap = Some(DataMap { word: reg_slot(dreg), entries: Vec::new(), concat: false, choice });
+            }
+        }
+        self.load(dreg, Src::Other(text.clone(), Fmt::Hex), s.key_len as usize);
+        self.piece(text);
     }
 }

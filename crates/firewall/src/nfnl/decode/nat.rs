@@ -171,19 +171,31 @@ impl Dec<'_> {
         if self.imm.get(&slot).is_some() || self.datamap.as_ref().is_none_or(|m| m.word != slot) {
             return None;
         }
-        let entries = self.datamap.take()?.entries;
+        let map = self.datamap.take()?;
         let off = match port_reg.map(reg_slot) {
             Some(p) if p > slot => Some(((p - slot) * 4) as usize),
             Some(_) => return None,
             None => None,
         };
+        let port_at = |data: &[u8]| -> Option<Option<u16>> {
+            match off {
+                Some(o) => Some(Some(be_u16(data.get(o..)?)?)),
+                None => Some(None),
+            }
+        };
+        if let Some(datas) = map.choice {
+            // One rule: the kernel picks one element per connection, every one a backend.
+            let mut backends = Vec::new();
+            for data in &datas {
+                backends.push((addr_of(fam, data)?, port_at(data)?));
+            }
+            return Some(vec![(Vec::new(), Action::Nat(NatAction::DnatChoice { backends }))]);
+        }
+        let entries = map.entries;
         let mut out = Vec::new();
         for (conds, data, key) in entries {
             let a = addr_of(fam, &data)?;
-            let port = match off {
-                Some(o) => Some(be_u16(data.get(o..)?)?),
-                None => None,
-            };
+            let port = port_at(&data)?;
             let element = match port {
                 Some(p) => format!("{key} : {a} . {p}"),
                 None => format!("{key} : {a}"),
@@ -197,6 +209,7 @@ impl Dec<'_> {
     pub(super) fn redir(&mut self, proto: [Option<u32>; 2], flags: u32) {
         let kind = NatKind::Redirect;
         let mut text = "redirect".to_string();
+        let mapped = proto[0].and_then(|r| self.redirect_map(r));
         let action = match proto[0] {
             None => NatAction::Redirect { port: None },
             Some(r) => match self.nat_value(r) {
@@ -216,7 +229,8 @@ impl Dec<'_> {
                     }
                 }
                 Err(n) => {
-                    text.push_str(&format!(" to {n}"));
+                    // nft prints the map after the port's colon: `redirect to :tcp dport map { … }`.
+                    text.push_str(&format!(" to :{n}"));
                     NatAction::Unfollowed { kind, why: format!("redirect to the port {n}") }
                 }
             },
@@ -227,6 +241,29 @@ impl Dec<'_> {
             }
         }
         self.piece(text);
+        if let Some(entries) = mapped {
+            if self.out.action.is_none() && self.out.vmap.is_none() && self.out.vmap_concat.is_none() {
+                self.out.vmap_concat = Some(entries);
+            }
+            return;
+        }
         self.set_action(Action::Nat(action));
+    }
+
+    /// `redirect to :KEY map { K : PORT, … }`: one rule per element, as a dnat map is; None
+    /// when the register was not filled by a data map of ports.
+    fn redirect_map(&mut self, reg: u32) -> Option<Vec<(Vec<Cond>, Action)>> {
+        let slot = reg_slot(reg);
+        if self.imm.get(&slot).is_some() || self.datamap.as_ref().is_none_or(|m| m.word != slot || m.choice.is_some()) {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (conds, data, key) in &self.datamap.as_ref()?.entries {
+            let port = be_u16(data)?;
+            let element = format!("{key} : {port}");
+            out.push((conds.clone(), Action::Nat(NatAction::RedirectMapped { port, element })));
+        }
+        self.datamap = None;
+        Some(out)
     }
 }

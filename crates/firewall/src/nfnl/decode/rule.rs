@@ -87,6 +87,9 @@ pub(super) struct DataMap {
     /// say "the pair is in the map", so only a statement that splits the rule per element
     /// (`dnat to`) is followed.
     pub(super) concat: bool,
+    /// Keyed by `numgen` and holding every value it makes: the data of each element, in
+    /// key order — one of which the kernel picks per connection (`entries` is empty).
+    pub(super) choice: Option<Vec<Vec<u8>>>,
 }
 
 /// One data map element: the conditions its key puts on the packet (one per field of a
@@ -185,7 +188,7 @@ impl Dec<'_> {
                 if *offset != 0 {
                     n.push_str(&format!(" offset {offset}"));
                 }
-                self.load(*dreg, Src::Other(n, Fmt::Dec), 4);
+                self.load(*dreg, Src::Numgen { text: n, modulus: *modulus, offset: *offset }, 4);
             }
             Expr::Bitwise { sreg, dreg, op, mask, xor } => {
                 let l = self.regs.get(&reg_slot(*sreg)).cloned();
