@@ -70,9 +70,7 @@ fn main() -> ExitCode {
                 };
             }
             // One clear line, not clap's multi-line block.
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            cmd::say(format_args!("conndoc: {first} (see conndoc --help)"));
+            cmd::say(format_args!("conndoc: {} (see conndoc --help)", clap_error_line(&e.to_string())));
             return ExitCode::from(2);
         }
     };
@@ -117,6 +115,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// clap's error block as one line: its first line, and when that line ends in `:` ("the
+/// following required arguments were not provided:") the indented lines it introduces,
+/// which name what is missing.
+fn clap_error_line(msg: &str) -> String {
+    let mut lines = msg.lines();
+    let mut line = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string();
+    if line.ends_with(':') {
+        let named: Vec<&str> =
+            lines.take_while(|l| l.starts_with(char::is_whitespace) && !l.trim().is_empty()).map(str::trim).collect();
+        if !named.is_empty() {
+            line.push(' ');
+            line.push_str(&named.join(", "));
+        }
+    }
+    line
+}
+
 /// The error and its causes as one line, each OS error named once: a cause whose text the
 /// line already holds (a library that prints its source, then anyhow's chain) is left out,
 /// and Rust's ` (os error N)` suffix is dropped.
@@ -157,6 +172,24 @@ fn strip_os_error_numbers(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_argument_is_named_on_the_one_line() {
+        for (argv, want) in [
+            (&["conndoc", "diagnose"][..], "the following required arguments were not provided: <TARGET>"),
+            (
+                &["conndoc", "diagnose", "--ssh-timeout", "1s", "x:1"][..],
+                "were not provided: --ssh <[USER@]HOST[:PORT]>",
+            ),
+        ] {
+            let e = Cli::try_parse_from(argv).err().expect("a usage error");
+            let line = clap_error_line(&e.to_string());
+            assert!(line.ends_with(want), "{line:?}");
+            assert!(!line.contains('\n'), "{line:?}");
+        }
+        let e = Cli::try_parse_from(["conndoc", "diagnose", "x:1", "--bogus"]).err().expect("a usage error");
+        assert_eq!(clap_error_line(&e.to_string()), "unexpected argument '--bogus' found");
+    }
 
     #[test]
     fn an_os_error_is_named_once() {
