@@ -788,6 +788,58 @@ fn port_only_dnat_and_netmap_read_alike_both_ways() {
     }
 }
 
+/// An anonymous verdict map on a concatenation (`ip saddr . tcp dport vmap { … }`): the
+/// element the packet has decides, an interval element included; rendered as nft prints it.
+fn anonymous_concatenated_verdict_maps_are_evaluated() {
+    let ns = Netns::new("cdcvmap");
+    ns.load(
+        r#"table inet cv {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ip saddr . tcp dport vmap { 10.77.0.1 . 7010 : drop, 10.77.0.5 . 7010 : accept, 10.77.0.9 . 7011 : jump rej }
+    tcp dport 7010 reject
+  }
+  chain rej { reject with tcp reset; }
+}
+table inet cw {
+  chain input {
+    type filter hook input priority 10; policy accept;
+    ip saddr . tcp dport vmap { 10.77.0.0/24 . 7020-7029 : drop }
+  }
+}
+table ip cx {
+  chain input {
+    type filter hook input priority 20; policy accept;
+    tcp dport 7030 jump rej
+  }
+  chain rej { reject with tcp reset; }
+}"#,
+    );
+    let (nl, _, texts) = read_both(&ns);
+    assert_texts(&nl, &texts);
+    assert_eq!(nl.not_understood_total, 0);
+    let decided = |src: &str, port: u16| {
+        let e = nl.evaluate(Hook::Input, &v4(src, port));
+        assert!(e.not_understood.is_empty(), "{src}:{port} {:?}", e.not_understood);
+        (e.verdict, e.decided_by.map(|r| r.text))
+    };
+    let map =
+        "ip saddr . tcp dport vmap { 10.77.0.1 . 7010 : drop, 10.77.0.5 . 7010 : accept, 10.77.0.9 . 7011 : jump rej }";
+    assert_eq!(decided("10.77.0.1", 7010), (FwVerdict::Drop, Some(map.to_string())));
+    assert_eq!(decided("10.77.0.5", 7010).0, FwVerdict::Accept);
+    // in no element: the next rule; the jump's chain rejects
+    let (v, by) = decided("10.77.0.9", 7010);
+    assert!(matches!(v, FwVerdict::Reject(RejectWith::Icmp { .. })), "{v:?}");
+    assert_eq!(by.as_deref(), Some("tcp dport 7010 reject"));
+    assert_eq!(decided("10.77.0.9", 7011).0, FwVerdict::Reject(RejectWith::TcpReset));
+    assert_eq!(decided("10.77.0.77", 7025).0, FwVerdict::Drop);
+    assert_eq!(decided("10.77.1.77", 7025).0, FwVerdict::Accept);
+    assert_eq!(
+        decided("10.77.1.77", 7030),
+        (FwVerdict::Reject(RejectWith::TcpReset), Some("reject with tcp reset".into()))
+    );
+}
+
 /// The cheap question a refused port asks (`nfnl::nat_chains_present`) answers as the whole
 /// read does: an empty namespace, a filter-only ruleset, a regular chain named nat, then
 /// an ip6 nat base chain.
@@ -824,6 +876,7 @@ fn main() {
         verdict_maps_are_evaluated,
         nat_chains_translate_the_same_both_ways,
         concatenated_dnat_maps_are_followed,
+        anonymous_concatenated_verdict_maps_are_evaluated,
         port_only_dnat_and_netmap_read_alike_both_ways,
         nat_chains_present_answers_as_the_read_does,
         kube_proxy_table_is_evaluated_and_its_services_found,

@@ -54,18 +54,40 @@ impl Dec<'_> {
         Ok((conds, texts.join(" . ")))
     }
 
-    /// `A . B . C vmap @map`: one rule per element, matching every field of its key.
+    /// `A . B . C vmap @map` / `vmap { KA . KB : verdict, … }`: one rule per element,
+    /// matching every field of its key.
     pub(super) fn concat_vmap(&mut self, set: &str, s: &SetMsg, sreg: u32) {
         let (parts, whole) = self.concat_parts(sreg, s.key_len as usize);
         let name = parts.iter().map(|(_, f, _)| f.name()).collect::<Vec<_>>().join(" . ");
-        let text = format!("{name} vmap @{set}");
+        let named = format!("{name} vmap @{set}");
         if !whole {
             self.unknown(format!("set @{set}: its concatenated key does not match the registers loaded"));
-            self.piece(text);
+            self.piece(named);
             return;
         }
+        let ranges = set_ranges(s);
+        // An anonymous map prints its elements, as nft does; if one cannot be read, its name.
+        let text = if s.anonymous() {
+            let mut texts = Vec::new();
+            for (lo, hi, data) in &ranges {
+                match (self.concat_key(set, &parts, lo, hi), data) {
+                    (Ok((_, k)), Some(Data::Verdict(v))) => texts.push(format!("{k} : {}", v.text())),
+                    _ => {
+                        texts.clear();
+                        break;
+                    }
+                }
+            }
+            if texts.is_empty() {
+                named
+            } else {
+                format!("{name} vmap {{ {} }}", texts.join(", "))
+            }
+        } else {
+            named
+        };
         let mut entries = Vec::new();
-        for (lo, hi, data) in set_ranges(s) {
+        for (lo, hi, data) in ranges {
             let action = match &data {
                 Some(Data::Verdict(Verdict::Accept)) => Action::Accept,
                 Some(Data::Verdict(Verdict::Drop)) => Action::Drop,

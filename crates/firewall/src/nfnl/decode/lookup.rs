@@ -21,7 +21,7 @@ impl Dec<'_> {
         // nft flags only interval concatenations NFT_SET_CONCAT; a key longer than the
         // first register's load is one too.
         let concat = s.flags & NFT_SET_CONCAT != 0 || s.key_len as usize > l.len;
-        if verdict_map && !s.anonymous() && concat {
+        if verdict_map && concat {
             let s = s.clone();
             return self.concat_vmap(set, &s, sreg);
         }

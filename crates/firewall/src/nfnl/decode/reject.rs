@@ -41,8 +41,12 @@ impl Dec<'_> {
             self.piece(format!("reject type {ty} code {code}"));
             return;
         }
-        // nft prints the `meta l4proto tcp` a bare `reject with tcp reset` depends on.
+        // nft prints the `meta l4proto tcp` a bare `reject with tcp reset` depends on in an
+        // inet table, and leaves it out in an ip or ip6 one.
         let with = if fam == "tcp" {
+            if matches!(self.family, NfFamily::IP | NfFamily::IP6) {
+                self.hide(self.l4_piece);
+            }
             RejectWith::TcpReset
         } else {
             if fam != "icmpx" {
