@@ -17,8 +17,10 @@
 # connection first, TW (default 2,000) short connections to it one after another (so each
 # leaves a TIME_WAIT socket on the server's side, local port 7005), then the server stops.
 # 7005 is then a refused port whose own sockets the shipped `diagnose` must walk (the
-# namespace holds ≥ 1,000 TIME_WAIT sockets: time-wait-pileup is possible), timed beside
-# `ss -tan state all sport = :7005` in one alternating run, well inside the sockets' 60 s.
+# namespace holds ≥ 1,000 TIME_WAIT sockets: time-wait-pileup is possible). Port 7006 gets
+# the same TW sockets from a server that keeps running (reachable, with the time-wait-pileup
+# warning: where the walk's count is the finding). Each is timed beside
+# `ss -tan state all sport = :P` in one alternating run, well inside the sockets' 60 s.
 # Environment: CARGO_TARGET_DIR, NOBUILD=1 (use the binaries already built), FDPROCS, FDS,
 # SLOW=0 (leave out `ss -tlnp` and the listener→process rows: they take seconds per run),
 # TW (TIME_WAIT sockets made on port 7005; 0 leaves the second part out).
@@ -125,7 +127,7 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 r = d["results"]
 print(f"== load average before {' '.join(d['load_before'])}, after {' '.join(d['load_after'])}; {d['nproc']} cores; median of {d['runs']} alternating runs")
-print(f"{'command (whole process)':<44} {'median ms':>10} {'cpu ms':>8}  ratio")
+print(f"{'command (whole process)':<48} {'median ms':>10} {'cpu ms':>8}  ratio")
 for row in sys.argv[2:]:
     name, base, goal = row.split("|")
     if name not in r or (base and base not in r):
@@ -137,7 +139,7 @@ for row in sys.argv[2:]:
         ratio += f" (goal <= {goal}: {'met' if met else 'MISSED'}; cpu {x['cpu_ms'] / r[base]['cpu_ms']:.3f}×)"
     if x["exit"] not in (0, 1):
         ratio += f" [exit {x['exit']}]"
-    print(f"{name:<44} {x['median_ms']:>10.2f} {x['cpu_ms']:>8.2f}  {ratio}")
+    print(f"{name:<48} {x['median_ms']:>10.2f} {x['cpu_ms']:>8.2f}  {ratio}")
 PY
 in_ns python3 "$ROOT/bench/alternate.py" "$RUNS" 2 "${CMDS[@]}" > "$OUT/main.json"
 python3 "$OUT/table.py" "$OUT/main.json" \
@@ -149,38 +151,46 @@ python3 "$OUT/table.py" "$OUT/main.json" \
   "listeners --port 7000|ss -tlnp|0.1" "listeners --port 6379|ss -tlnp|0.1" "listeners|ss -tlnp|"
 
 [ "$TW" -gt 0 ] || exit 0
-# ---- TIME_WAIT-heavy: TW sockets in TIME_WAIT on the refused port 7005.
-P=7005
-ip netns exec "$NS" bash -c "exec $BIN/conndoc-labtool serve 127.0.0.1 $P --close" 2>/dev/null &
-SRV=$!
-PIDS+=($SRV)
-for _ in $(seq 1 50); do in_ns ss -Htln "sport = :$P" | grep -q . && break; sleep 0.1; done
-in_ns "$BIN/conndoc-labtool" churn 127.0.0.1 "$P" "$TW" >/dev/null
+# ---- TIME_WAIT-heavy: TW sockets in TIME_WAIT on the refused port 7005 (its server made
+# them, then stopped) and on the served port 7006 (its server keeps running).
+P=7005 Q=7006
+for port in $P $Q; do
+  ip netns exec "$NS" bash -c "exec $BIN/conndoc-labtool serve 127.0.0.1 $port --close" 2>/dev/null &
+  PIDS+=($!)
+  [ "$port" = $P ] && SRV=$!
+  for _ in $(seq 1 50); do in_ns ss -Htln "sport = :$port" | grep -q . && break; sleep 0.1; done
+  in_ns "$BIN/conndoc-labtool" churn 127.0.0.1 "$port" "$TW" >/dev/null
+done
 kill "$SRV"; wait "$SRV" 2>/dev/null || true
-tw_port() { in_ns ss -Htan state time-wait "sport = :$P" | wc -l; }
-tw0=$(tw_port)
-echo "== TIME_WAIT-heavy table: $tw0 TIME_WAIT sockets on port $P (nothing listens there now), $(in_ns ss -Htan state time-wait | wc -l) in the namespace, $(in_ns ss -Htan | wc -l) sockets in all"
-# What the walk found, from the diagnosis's own evidence: the walk ran, and its count.
-in_ns "$BIN/conndoc" diagnose "127.0.0.1:$P" --no-color --evidence-out "$OUT/ev.json" > "$OUT/verdict" 2>&1 || true
-python3 - "$OUT/ev.json" "$OUT/verdict" "$P" <<'PY'
+tw_port() { in_ns ss -Htan state time-wait "sport = :$1" | wc -l; }
+tw0="$P: $(tw_port $P), $Q: $(tw_port $Q)"
+echo "== TIME_WAIT-heavy table: TIME_WAIT sockets on port $tw0 (nothing listens on $P now); $(in_ns ss -Htan state time-wait | wc -l) in the namespace, $(in_ns ss -Htan | wc -l) sockets in all"
+# What the walk found, from each diagnosis's own evidence: the walk ran, and its count.
+for port in $P $Q; do
+  in_ns "$BIN/conndoc" diagnose "127.0.0.1:$port" --no-color --evidence-out "$OUT/ev.json" > "$OUT/verdict" 2>&1 || true
+  python3 - "$OUT/ev.json" "$OUT/verdict" "$port" <<'PY'
 import json, sys
 h = json.load(open(sys.argv[1])).get("host") or {}
 v = open(sys.argv[2]).read()
 print(f"== verdict {sys.argv[3]}: {v.splitlines()[0] if v else '?'}")
-print(f"== its walk: port_sockets_read {h.get('port_sockets_read')}, port_sockets {h.get('port_sockets')}; time-wait-pileup in the report: {'time-wait-pileup' in v}")
+print(f"   its walk: port_sockets_read {h.get('port_sockets_read')}, port_sockets {h.get('port_sockets')}; time-wait-pileup in the report: {'time-wait-pileup' in v}")
 PY
+done
 CMDS=(
   "ss sport $P=ss -tan state all sport = :$P"
   "diagnose $P (refused, walks its TIME_WAIT)=$D 127.0.0.1:$P"
+  "ss sport $Q=ss -tan state all sport = :$Q"
+  "diagnose $Q (served, walks: time-wait-pileup)=$D 127.0.0.1:$Q"
   "ss sport 7003=ss -tan state all sport = :7003"
   "diagnose 7003 (refused, walks: none on it)=$D 127.0.0.1:7003"
   "example inspect $P thorough=env THOROUGH=1 $BIN/examples/inspect $P"
 )
 in_ns python3 "$ROOT/bench/alternate.py" "$RUNS" 2 "${CMDS[@]}" > "$OUT/tw.json"
-tw1=$(tw_port)
+tw1="$P: $(tw_port $P), $Q: $(tw_port $Q)"
 python3 "$OUT/table.py" "$OUT/tw.json" \
   "ss sport $P||" "diagnose $P (refused, walks its TIME_WAIT)|ss sport $P|0.2" \
+  "ss sport $Q||" "diagnose $Q (served, walks: time-wait-pileup)|ss sport $Q|0.2" \
   "ss sport 7003||" "diagnose 7003 (refused, walks: none on it)|ss sport 7003|0.2" \
   "example inspect $P thorough|ss sport $P|0.2"
-echo "== TIME_WAIT sockets on port $P after the run: $tw1 (before: $tw0)"
-[ "$tw1" -ge 1000 ] || echo "== WARNING: fewer than 1,000 TIME_WAIT sockets on $P were left at the end: the walk may not have run in every round"
+echo "== TIME_WAIT sockets on port $tw1 after the run (before: $tw0)"
+[ "$(tw_port $P)" -ge 1000 ] && [ "$(tw_port $Q)" -ge 1000 ] || echo "== WARNING: fewer than 1,000 TIME_WAIT sockets were left on a port at the end: the walk may not have run in every round"
