@@ -60,7 +60,9 @@ trap cleanup EXIT INT TERM
 ip netns add "$NS"
 in_ns() { ip netns exec "$NS" "$@"; }
 in_ns ip link set lo up
-in_ns sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
+# Client ports from 10000 up: the servers' ports (6379, 7000-7006) stay out of the range, so a
+# held connection's local port never takes one of them before its server binds it.
+in_ns sysctl -qw net.ipv4.ip_local_port_range="10000 65000"
 
 # A process may hold at most RLIMIT_NOFILE sockets (and raising the hard limit needs
 # CAP_SYS_RESOURCE), so the connections are spread over PAIRS server/client pairs on ports
