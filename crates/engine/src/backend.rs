@@ -254,6 +254,21 @@ pub(crate) fn engine_owner(ev: &Evidence, to: IpAddr) -> Option<(u32, u64)> {
     (now == inode).then_some((pid, inode))
 }
 
+/// The pids to try first as the owners of a namespace's listeners: those known to run there,
+/// of the expected program when one is expected (a socket several processes hold — a
+/// supervisor and its child, a forked child — is then named after the same process as the
+/// search of the whole table would name it).
+pub(crate) fn owner_hint(pids: &[u32], expect: Option<&str>) -> Vec<u32> {
+    pids.iter()
+        .copied()
+        .filter(|&p| {
+            expect.is_none_or(|x| {
+                conndoc_host::procs::comm(p).is_some_and(|c| conndoc_host::procs::is_program(&c, &[], x))
+            })
+        })
+        .collect()
+}
+
 /// The link-layer address the front namespace's neighbour table holds for `to`.
 pub(crate) fn neighbour_mac(opts: &Options, to: IpAddr) -> Option<String> {
     let read = || conndoc_netlink::neighbours().ok();
@@ -293,12 +308,17 @@ fn inspect_backend(
         thorough: true,
         addresses: None,
     };
-    match conndoc_host::inspect::inspect(&req, None) {
+    // The pids known to run in the namespace (the engine's container process, or those the
+    // search met) are tried first as the listeners' owners: a container's listener is
+    // usually its own process's, and the process table is then not searched.
+    let hint = owner_hint(&id.pids, req.expect.as_deref());
+    match conndoc_host::inspect::inspect_hinted(&req, None, &hint) {
         Ok((facts, skipped)) => {
             b.host = Some(facts);
             skipped_out.extend(skipped);
             // Listeners on other ports of the backend: what wrong-port names.
-            let others = conndoc_host::listener_table(None, req.netns.as_ref()).unwrap_or_default();
+            let others =
+                conndoc_host::inspect::listener_table_hinted(None, req.netns.as_ref(), &hint).unwrap_or_default();
             b.other_listeners =
                 others.into_iter().filter(|l: &Listener| l.port() != to.port()).take(OTHER_LISTENERS).collect();
         }

@@ -192,12 +192,15 @@ fn inspect(ev: &mut Evidence, f: &mut FoundFacts, id: NetnsIdentity) {
         thorough: true,
         addresses: None,
     };
-    match conndoc_host::inspect::inspect(&req, None) {
+    // The namespace's known pids first as the listeners' owners (checked, never trusted).
+    let hint = backend::owner_hint(&id.pids, req.expect.as_deref());
+    match conndoc_host::inspect::inspect_hinted(&req, None, &hint) {
         Ok((facts, skipped)) => {
             f.host = Some(facts);
             ev.skipped.extend(skipped);
             let port = ev.target.port.get();
-            let others = conndoc_host::listener_table(None, req.netns.as_ref()).unwrap_or_default();
+            let others =
+                conndoc_host::inspect::listener_table_hinted(None, req.netns.as_ref(), &hint).unwrap_or_default();
             f.other_listeners =
                 others.into_iter().filter(|l: &Listener| l.port() != port).take(OTHER_LISTENERS).collect();
         }

@@ -336,9 +336,19 @@ fn inside(
 
 /// All listeners (optionally on one port) with their processes: `conndoc listeners`.
 pub fn listener_table(port: Option<u16>, netns: Option<&NetnsSpec>) -> Result<Vec<Listener>, HostError> {
+    listener_table_hinted(port, netns, &[])
+}
+
+/// [`listener_table`], the owners looked for first among `hint` (the pids known to run in
+/// the namespace): checked against each socket's inode, never trusted.
+pub fn listener_table_hinted(
+    port: Option<u16>,
+    netns: Option<&NetnsSpec>,
+    hint: &[u32],
+) -> Result<Vec<Listener>, HostError> {
     match netns {
-        Some(spec) => run_in(spec, || table(port, &[]))?,
-        None => table(port, &[]),
+        Some(spec) => run_in(spec, || table(port, hint))?,
+        None => table(port, hint),
     }
 }
 
