@@ -521,6 +521,21 @@ fn nat_map(
                 table,
             )?);
         }
+        // An address range as data (`10.77.1.2-10.77.1.3`, an aligned one printed as a
+        // prefix): the kernel picks one address of it per connection.
+        let range = match v.get("range").and_then(Value::as_array).map(Vec::as_slice) {
+            Some([a, b]) => Some((a.as_str().and_then(|a| a.parse().ok()), b.as_str().and_then(|b| b.parse().ok()))),
+            _ => v.get("prefix").map(|p| {
+                let a: Option<IpAddr> = p.get("addr").and_then(Value::as_str).and_then(|a| a.parse().ok());
+                let last = a.zip(p.get("len").and_then(Value::as_u64)).and_then(|(a, l)| prefix_last(a, l));
+                (a, last)
+            }),
+        };
+        if let Some(r) = range {
+            let (Some(a), Some(b)) = r else { return Err(format!("dnat map data {v}")) };
+            out.push((conds, Action::Nat(NatAction::DnatRange { addrs: (a, b), ports: None })));
+            continue;
+        }
         let (addr, port) = backend(v)?;
         let element = format!("{} : {}", json_text(k), json_text(v));
         out.push((conds, Action::Nat(NatAction::DnatMapped { addr, port, element })));

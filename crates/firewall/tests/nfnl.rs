@@ -694,7 +694,8 @@ fn concatenated_dnat_maps_are_followed() {
 /// nft's own forms of the same: `dnat to :P[-Q]` (the port alone), `dnat prefix to A/len`
 /// (NETMAP) in ip and ip6, and `dnat ip prefix to … map`, which is read but not followed
 /// (a prefix per element); load-balancing maps (`dnat to numgen inc mod 2 map { … }`: every
-/// element a backend, and one missing a value named, not followed); a redirect map. Alike
+/// element a backend, and one missing a value named, not followed); a map to address ranges;
+/// a redirect map. Alike
 /// over netlink and with nft -j, rendered as nft prints them.
 const PORT_ONLY_AND_NETMAP: &str = r#"
 table ip pn {
@@ -707,6 +708,7 @@ table ip pn {
     tcp dport 16434 dnat to numgen inc mod 2 map { 0 : 10.77.1.2, 1 : 10.77.1.3 }
     tcp dport 16435 dnat ip to numgen random mod 2 map { 0 : 10.77.1.2 . 6379, 1 : 10.77.1.3 . 6380 }
     tcp dport 16436 dnat to numgen inc mod 3 map { 0 : 10.77.1.2, 1 : 10.77.1.3 }
+    tcp dport 16440 dnat ip to ip daddr map { 10.77.0.2 : 10.77.1.2-10.77.1.3, 10.77.0.3 : 10.77.1.4-10.77.1.6 }
     tcp dport 16437-16438 redirect to tcp dport map { 16437 : 8083, 16438 : 8084 }
   }
   chain output {
@@ -780,6 +782,10 @@ fn port_only_dnat_and_netmap_read_alike_both_ways() {
         assert_eq!(every(rs, 16434).1, ["10.77.1.2:16434", "10.77.1.3:16434"], "{reader}");
         assert_eq!(every(rs, 16435).1, ["10.77.1.2:6379", "10.77.1.3:6380"], "{reader}");
         assert!(pre("10.77.0.2", 16436).is_err_and(|w| w.contains("2 of the 3 values")), "{reader}");
+        // A map to an address range: one address of the element's range per connection.
+        assert_eq!(every(rs, 16440).1, ["10.77.1.2:16440", "10.77.1.3:16440"], "{reader}");
+        assert_eq!(pre("10.77.0.3", 16440), Ok(Some(("10.77.1.4:16440".into(), 3))), "{reader}");
+        assert_eq!(pre("10.77.0.4", 16440), Ok(None), "{reader}");
         // A redirect map: this host, the element's port.
         assert_eq!(pre("10.77.0.2", 16437), Ok(Some(("10.77.0.2:8083".into(), 0))), "{reader}");
         let (kind, _, element) = every(rs, 16438);

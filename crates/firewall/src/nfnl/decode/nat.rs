@@ -50,7 +50,7 @@ impl Dec<'_> {
         // NF_NAT_RANGE_NETMAP (`dnat prefix to`): one address for one, not one of a range;
         // a netmap through a map is not followed (its data is a range per element).
         let netmap = flags & 64 != 0;
-        let mapped = if dnat && !netmap { self.dnat_map(fam, addr[0], proto[0]) } else { None };
+        let mapped = if dnat && !netmap { self.dnat_map(fam, addr, proto) } else { None };
         let mut from_map = false;
         let kind = NatKind::Dnat;
         let mut why = None;
@@ -80,9 +80,10 @@ impl Dec<'_> {
                 Err(n) => {
                     addr_text = n.clone();
                     why.get_or_insert(format!("dnat to {n}"));
-                    // A map to `addr . port` fills both registers; nft then names the family.
+                    // A map to `addr . port` (or to an address range) fills more than one
+                    // register; nft then names the family.
                     from_map = true;
-                    if proto[0].is_some() || netmap {
+                    if proto[0].is_some() || netmap || addr[1].is_some_and(|z| z != r) {
                         fam_word = fam_name;
                     }
                 }
@@ -160,21 +161,34 @@ impl Dec<'_> {
 
     /// The rules a `dnat to KEY map { … }` reading a data map makes, one per element
     /// (`addr` and, when the map's data is `addr . port`, `port` read from the element's
-    /// data at the registers' offset); None when the registers were not filled by a map.
+    /// data at the registers' offset; an address range as data, `10.77.1.2-10.77.1.3`, fills
+    /// `addr_max` too); None when the registers were not filled by a map, or hold a port
+    /// range from it.
     pub(super) fn dnat_map(
         &mut self,
         fam: Family,
-        addr_reg: Option<u32>,
-        port_reg: Option<u32>,
+        addr: [Option<u32>; 2],
+        proto: [Option<u32>; 2],
     ) -> Option<Vec<(Vec<Cond>, Action)>> {
-        let slot = reg_slot(addr_reg?);
+        let slot = reg_slot(addr[0]?);
         if self.imm.get(&slot).is_some() || self.datamap.as_ref().is_none_or(|m| m.word != slot) {
             return None;
         }
         let map = self.datamap.take()?;
-        let off = match port_reg.map(reg_slot) {
-            Some(p) if p > slot => Some(((p - slot) * 4) as usize),
-            Some(_) => return None,
+        // Where a register after the address's sits in the element's data.
+        let at = |reg: u32| -> Option<usize> {
+            let w = reg_slot(reg);
+            (w > slot).then(|| ((w - slot) * 4) as usize)
+        };
+        let off = match proto[0] {
+            Some(p) => Some(at(p)?),
+            None => None,
+        };
+        if proto[1].is_some_and(|q| Some(q) != proto[0]) {
+            return None;
+        }
+        let end_off = match addr[1].filter(|z| Some(*z) != addr[0]) {
+            Some(z) => Some(at(z)?),
             None => None,
         };
         let port_at = |data: &[u8]| -> Option<Option<u16>> {
@@ -183,6 +197,9 @@ impl Dec<'_> {
                 None => Some(None),
             }
         };
+        if map.choice.is_some() && end_off.is_some() {
+            return None;
+        }
         if let Some(datas) = map.choice {
             // One rule: the kernel picks one element per connection, every one a backend.
             let mut backends = Vec::new();
@@ -196,6 +213,15 @@ impl Dec<'_> {
         for (conds, data, key) in entries {
             let a = addr_of(fam, &data)?;
             let port = port_at(&data)?;
+            let b = match end_off {
+                Some(o) => addr_of(fam, data.get(o..)?)?,
+                None => a,
+            };
+            if b != a {
+                // The kernel picks one address of the element's range per connection.
+                out.push((conds, Action::Nat(NatAction::DnatRange { addrs: (a, b), ports: port.map(|p| (p, p)) })));
+                continue;
+            }
             let element = match port {
                 Some(p) => format!("{key} : {a} . {p}"),
                 None => format!("{key} : {a}"),
