@@ -159,7 +159,15 @@ pub fn prefetch(req: &Request) -> Option<Prefetch> {
                 let list: Vec<model::ListItem> = c.get_json(LIST_PATH, LIST_LIMIT).await?;
                 let direct =
                     |it: &model::ListItem| it.touches_port(port) || it.addresses().iter().any(|a| addrs.contains(a));
-                let ids: Vec<String> = list.iter().filter(|it| direct(it)).take(max).map(|it| it.id.clone()).collect();
+                // A refused port's probe has usually ended by the time the list arrives: then
+                // what a failure inspects goes in the same batch as the direct ones (one round
+                // of parallel requests, not two one after the other).
+                let known = *told.failed.lock().unwrap_or_else(|e| e.into_inner());
+                let wide_now = known == Some(true);
+                let mut first: Vec<(u8, &model::ListItem)> =
+                    list.iter().filter_map(|it| rank(it, direct(it), wide_now).map(|r| (r, it))).collect();
+                first.sort_by_key(|(r, _)| *r);
+                let ids: Vec<String> = first.iter().take(max).map(|(_, it)| it.id.clone()).collect();
                 // A failure here is asked again (and reported) by the stage itself.
                 let mut order = ids.clone();
                 let mut inspected: BTreeMap<String, Inspected> =
@@ -176,7 +184,7 @@ pub fn prefetch(req: &Request) -> Option<Prefetch> {
                         told.known.wait_timeout_while(g, left, |f| f.is_none()).unwrap_or_else(|e| e.into_inner());
                     g.unwrap_or(false)
                 };
-                if failed {
+                if failed && !wide_now {
                     // What the stage picks for a failed probe, in its order, minus what is
                     // asked already; the pids it adds later are inspected there if missing.
                     let mut more: Vec<(u8, &model::ListItem)> = list
@@ -191,6 +199,8 @@ pub fn prefetch(req: &Request) -> Option<Prefetch> {
                         order.extend(ids.iter().cloned());
                         inspected.extend(ids.into_iter().zip(v.into_iter().map(Inspected::from)));
                     }
+                }
+                if failed {
                     // In the stage's order: it reads at most MAX_LOGS tails, the first ones.
                     let mut logs_read = 0;
                     for id in &order {
