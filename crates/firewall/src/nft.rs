@@ -482,9 +482,10 @@ fn nat_map(
         };
         Ok((addr, port))
     };
-    // `numgen inc mod N map { 0 : A, … }`: the kernel picks one element per connection;
-    // followed only when every value the generator makes has one.
-    if let Some(g) = key.get("numgen") {
+    // `numgen inc mod N map { 0 : A, … }` (or `jhash …`, `symhash …`): the kernel picks one
+    // element per connection (per flow for a hash); followed only when every value the
+    // generator makes has one.
+    if let Some(g) = key.get("numgen").or_else(|| key.get("jhash")).or_else(|| key.get("symhash")) {
         let n = g.get("mod").and_then(Value::as_u64).ok_or("numgen without mod")?;
         let offset = g.get("offset").and_then(Value::as_u64).unwrap_or(0);
         let mut by_key = Vec::new();

@@ -708,6 +708,8 @@ table ip pn {
     tcp dport 16434 dnat to numgen inc mod 2 map { 0 : 10.77.1.2, 1 : 10.77.1.3 }
     tcp dport 16435 dnat ip to numgen random mod 2 map { 0 : 10.77.1.2 . 6379, 1 : 10.77.1.3 . 6380 }
     tcp dport 16436 dnat to numgen inc mod 3 map { 0 : 10.77.1.2, 1 : 10.77.1.3 }
+    tcp dport 16442 dnat to jhash ip saddr mod 2 map { 0 : 10.77.1.2, 1 : 10.77.1.3 }
+    tcp dport 16443 dnat to symhash mod 2 offset 1 map { 1 : 10.77.1.2, 2 : 10.77.1.3 }
     tcp dport 16440 dnat ip to ip daddr map { 10.77.0.2 : 10.77.1.2-10.77.1.3, 10.77.0.3 : 10.77.1.4-10.77.1.6 }
     tcp dport 16437-16438 redirect to tcp dport map { 16437 : 8083, 16438 : 8084 }
   }
@@ -781,6 +783,9 @@ fn port_only_dnat_and_netmap_read_alike_both_ways() {
         assert_eq!(pre("10.77.0.2", 16434), Ok(Some(("10.77.1.2:16434".into(), 2))), "{reader}");
         assert_eq!(every(rs, 16434).1, ["10.77.1.2:16434", "10.77.1.3:16434"], "{reader}");
         assert_eq!(every(rs, 16435).1, ["10.77.1.2:6379", "10.77.1.3:6380"], "{reader}");
+        // Hashes pick per flow, from every element alike.
+        assert_eq!(every(rs, 16442).1, ["10.77.1.2:16442", "10.77.1.3:16442"], "{reader}");
+        assert_eq!(every(rs, 16443).1, ["10.77.1.2:16443", "10.77.1.3:16443"], "{reader}");
         assert!(pre("10.77.0.2", 16436).is_err_and(|w| w.contains("2 of the 3 values")), "{reader}");
         // A map to an address range: one address of the element's range per connection.
         assert_eq!(every(rs, 16440).1, ["10.77.1.2:16440", "10.77.1.3:16440"], "{reader}");

@@ -643,6 +643,17 @@ pub enum Expr {
         random: bool,
         offset: u32,
     },
+    /// `jhash EXPR mod N [seed S] [offset O]` (NFT_HASH_JENKINS, over `len` bytes of
+    /// `sreg`) or `symhash mod N [offset O]` (NFT_HASH_SYM, the flow's addresses and ports).
+    Hash {
+        sreg: Option<u32>,
+        dreg: u32,
+        len: u32,
+        modulus: u32,
+        seed: u32,
+        offset: u32,
+        sym: bool,
+    },
     Notrack,
     /// `nat` (NFT_NAT_SNAT 0 / NFT_NAT_DNAT 1): address and port bounds in registers.
     Nat {
@@ -783,6 +794,16 @@ impl Expr {
                 None => return None,
             },
             // byteorder turns a register around (sreg 1 → dreg 2): what it holds is unknown
+            // NFTA_HASH_SREG 1, DREG 2, LEN 3, MODULUS 4, SEED 5, OFFSET 6, TYPE 7 (SYM 1)
+            "hash" if u(4).is_some() => Expr::Hash {
+                sreg: u(1),
+                dreg: u(2)?,
+                len: u(3).unwrap_or(0),
+                modulus: u(4)?,
+                seed: u(5).unwrap_or(0),
+                offset: u(6).unwrap_or(0),
+                sym: u(7) == Some(1),
+            },
             "socket" | "hash" | "byteorder" => Expr::Load { name: name.into(), dreg: u(2)? },
             "dup" => Expr::Statement { name: name.into() },
             // NFT_OBJECT_COUNTER 1, CT_HELPER 3, CT_TIMEOUT 7, SECMARK 8, CT_EXPECT 9: no

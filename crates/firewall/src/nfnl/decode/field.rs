@@ -20,8 +20,9 @@ pub(super) enum Src {
     FibDaddrType,
     /// Something the evaluation does not model, named as nft would (`[ fib ]`).
     Other(String, Fmt),
-    /// `numgen inc|random mod N [offset O]`: a value of O..O+N per packet, no packet field;
-    /// what a load-balancing map (`dnat to numgen inc mod 2 map { … }`) looks up.
+    /// `numgen inc|random mod N [offset O]`, `jhash ip saddr mod N`, `symhash mod N`: a value
+    /// of O..O+N per packet (numgen) or per flow (the hashes), no packet field; what a
+    /// load-balancing map (`dnat to numgen inc mod 2 map { … }`) looks up.
     Numgen {
         text: String,
         modulus: u32,

@@ -190,6 +190,33 @@ impl Dec<'_> {
                 }
                 self.load(*dreg, Src::Numgen { text: n, modulus: *modulus, offset: *offset }, 4);
             }
+            Expr::Hash { sreg, dreg, len, modulus, seed, offset, sym } => {
+                // jhash over what one load put in `sreg`, named as nft does; over anything
+                // else the value is not read.
+                let over = sreg.and_then(|r| self.regs.get(&reg_slot(r)).cloned()).filter(|l| l.len as u32 == *len);
+                let what = match (sym, over) {
+                    (true, _) => Some("symhash".to_string()),
+                    (false, Some(l)) => {
+                        let f = self.field(&l);
+                        self.hide_deps(&f);
+                        Some(format!("jhash {}", f.name()))
+                    }
+                    (false, None) => None,
+                };
+                match what {
+                    Some(w) => {
+                        let mut n = format!("{w} mod {modulus}");
+                        if *seed != 0 && !sym {
+                            n.push_str(&format!(" seed {seed:#x}"));
+                        }
+                        if *offset != 0 {
+                            n.push_str(&format!(" offset {offset}"));
+                        }
+                        self.load(*dreg, Src::Numgen { text: n, modulus: *modulus, offset: *offset }, 4);
+                    }
+                    None => self.load(*dreg, Src::Other("[ hash ]".into(), Fmt::Hex), 4),
+                }
+            }
             Expr::Bitwise { sreg, dreg, op, mask, xor } => {
                 let l = self.regs.get(&reg_slot(*sreg)).cloned();
                 let new = match l {
