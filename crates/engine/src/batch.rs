@@ -22,10 +22,23 @@ use std::time::{Duration, Instant};
 /// Connects in flight at once on the fast path (each holds one fd).
 const WINDOW: usize = 512;
 
+/// What the caller of [`gather_each`] reads of each target's evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// All of it (a report is built from it).
+    Everything,
+    /// Only its verdict (`conndoc check`'s table): the fast path's connects do not read
+    /// their local address (a `getsockname` per port, shown only in the connect evidence,
+    /// which a verdict alone does not build; no rule's verdict reads it).
+    Verdict,
+}
+
 /// [`crate::gather`] for every target, in order.
 pub fn gather_many(items: Vec<(Target, Options)>, concurrency: usize) -> Vec<Result<Evidence, EngineError>> {
     let out: Mutex<Vec<Option<Result<Evidence, EngineError>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    gather_each(items, concurrency, &|i, r| out.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r));
+    gather_each(items, concurrency, Keep::Everything, &|i, r| {
+        out.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r)
+    });
     out.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().flatten().collect()
 }
 
@@ -35,6 +48,7 @@ pub fn gather_many(items: Vec<(Target, Options)>, concurrency: usize) -> Vec<Res
 pub fn gather_each(
     items: Vec<(Target, Options)>,
     concurrency: usize,
+    keep: Keep,
     each: &(dyn Fn(usize, Result<Evidence, EngineError>) + Sync),
 ) {
     let client = conndoc_probe::client::basics();
@@ -130,7 +144,7 @@ pub fn gather_each(
             }
         });
         let mut fast = fast.into_iter().peekable();
-        let mut spare = Spare::default();
+        let mut spare = Spare { local: keep == Keep::Everything, ..Default::default() };
         let mut size = if cores == 1 { usize::MAX } else { CHUNK };
         while fast.peek().is_some() {
             let chunk: Vec<_> = fast.by_ref().take(size).collect();
@@ -268,7 +282,7 @@ struct Pending {
 /// Connect to every address, [`WINDOW`] at a time, each with its own deadline, and
 /// classify each result the way [`conndoc_probe::connect::connect_one`] does.
 pub fn connect_many(targets: &[(IpAddr, Port, Duration)]) -> Vec<ConnectProbe> {
-    connect_reusing(targets, &mut Spare::default())
+    connect_reusing(targets, &mut Spare { local: true, ..Default::default() })
 }
 
 /// Sockets whose connect was refused, disconnected and ready for the next connect: a
@@ -278,6 +292,8 @@ pub fn connect_many(targets: &[(IpAddr, Port, Duration)]) -> Vec<ConnectProbe> {
 struct Spare {
     v4: Vec<Socket>,
     v6: Vec<Socket>,
+    /// Whether each probe records its local address (see [`Keep::Verdict`]).
+    local: bool,
 }
 
 impl Spare {
@@ -313,7 +329,7 @@ fn connect_reusing(targets: &[(IpAddr, Port, Duration)], spare: &mut Spare) -> V
             let (ip, port, timeout) = targets[next];
             let start = Instant::now();
             let sa = SocketAddr::new(ip, port.get());
-            match start_connect(sa, spare.take(&sa)) {
+            match start_connect(sa, spare.take(&sa), spare.local) {
                 Ok(Started::Pending(sock, local)) => {
                     pending.push(Pending { index: next, sock, start, deadline: start + timeout, local })
                 }
@@ -388,7 +404,9 @@ enum Started {
 fn start_connect(
     sa: SocketAddr,
     spare: Option<Socket>,
+    want_local: bool,
 ) -> Result<Started, (Option<Socket>, Option<SocketAddr>, std::io::Error)> {
+    let local_of = |s: &Socket| if want_local { local_of(s) } else { None };
     let sock = match spare {
         Some(s) => s,
         // SOCK_NONBLOCK at creation: two fcntl calls fewer per port.

@@ -18,7 +18,7 @@ mod path;
 mod protocol;
 pub mod remote;
 
-pub use batch::{connect_many, gather_each, gather_many};
+pub use batch::{connect_many, gather_each, gather_many, Keep};
 pub use firewall::{firewall_timeout_from_env, FIREWALL_TIMEOUT_ENV};
 
 use conndoc_facts::{Evidence, Family, Micros, RunOptions, SkippedCheck, Target, EVIDENCE_SCHEMA};

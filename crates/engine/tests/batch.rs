@@ -98,3 +98,31 @@ fn connect_many_classifies_refused_and_connected() {
     assert!(probes[0].local.is_some(), "a refused connect was bound to a source port");
     assert!(probes[1].errno.is_none());
 }
+
+/// `Keep::Verdict` (`conndoc check`'s table) skips reading each fast-path connect's local
+/// address and nothing else: the verdicts equal those of `Keep::Everything`, whose
+/// probes still carry the local address the connect evidence shows.
+#[test]
+fn verdict_only_batch_skips_the_local_address_not_the_verdict() {
+    use conndoc_engine::{gather_each, Keep};
+    use std::sync::Mutex;
+    let listening = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = listening.local_addr().unwrap().port();
+    let ports = [closed_port(), up, closed_port()];
+    let opts = Options { timeout: Duration::from_secs(2), ..Default::default() };
+    let items = || ports.iter().map(|p| (Target::parse(&format!("127.0.0.1:{p}")).unwrap(), opts.clone())).collect();
+    let run = |keep| {
+        let out = Mutex::new(vec![None; ports.len()]);
+        gather_each(items(), 2, keep, &|i, r| out.lock().unwrap()[i] = Some(r.unwrap()));
+        out.into_inner().unwrap().into_iter().map(Option::unwrap).collect::<Vec<_>>()
+    };
+    let (verdict, everything) = (run(Keep::Verdict), run(Keep::Everything));
+    for (v, e) in verdict.iter().zip(&everything) {
+        assert_eq!(conndoc_diagnose::verdict(v), conndoc_diagnose::verdict(e), "{}", v.target.port);
+    }
+    assert_eq!(conndoc_diagnose::verdict(&verdict[0]).cause.code(), "no-listener");
+    assert_eq!(conndoc_diagnose::verdict(&verdict[1]).cause.code(), "ok");
+    assert!(verdict[0].probes[0].local.is_none(), "no getsockname on the fast path: {:?}", verdict[0].probes[0]);
+    assert!(everything[0].probes[0].local.is_some(), "the report's connect evidence names the source port");
+    drop(listening);
+}

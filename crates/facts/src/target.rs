@@ -183,7 +183,11 @@ impl Target {
             Scheme::Redis | Scheme::Rediss | Scheme::Tcp if had_scheme => rest.rfind('@').map_or(0, |i| i + 1),
             _ => 0,
         };
-        let end = rest[from..].find(['/', '?', '#']).map_or(rest.len(), |i| from + i);
+        // By bytes (the three are ASCII): `find` with a char set decodes every char.
+        let end = rest.as_bytes()[from..]
+            .iter()
+            .position(|b| matches!(b, b'/' | b'?' | b'#'))
+            .map_or(rest.len(), |i| from + i);
         let (authority, tail) = rest.split_at(end);
         let (userinfo, hostport) = match authority.rfind('@') {
             Some(i) if had_scheme => (Some(&authority[..i]), &authority[i + 1..]),
@@ -310,7 +314,7 @@ fn split_host_port(s: &str) -> Result<(&str, Option<&str>), ()> {
         };
     }
     // A bare IPv6 literal without brackets has several colons: treat it as host only.
-    if s.matches(':').count() > 1 {
+    if s.bytes().filter(|&b| b == b':').count() > 1 {
         return if s.parse::<std::net::Ipv6Addr>().is_ok() { Ok((s, None)) } else { Err(()) };
     }
     match s.rsplit_once(':') {

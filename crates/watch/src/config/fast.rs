@@ -16,25 +16,62 @@ use std::ops::Range;
 use toml::Spanned;
 
 pub(super) fn parse(text: &str) -> Option<RawConfig> {
+    // A big file is read in two halves side by side, split before a `[[target]]` header
+    // line (`conndoc check` waits for the whole config before its first connect). The
+    // second half starts at a header, so it holds no root keys; anything that spans lines
+    // (a multi-line string or array) makes the first half give up, and with it the whole.
+    let mid = text.len() / 2;
+    let split = (text.len() >= PARALLEL_BYTES && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2))
+        .then(|| text[mid..].find("\n[[target]]\n").map(|i| mid + i + 1))
+        .flatten();
+    let Some(split) = split else { return parse_part(text, 0, true) };
+    let (first, second) = std::thread::scope(|s| {
+        let later = s.spawn(|| parse_part(text, split, false));
+        let now = parse_part(&text[..split], 0, true);
+        (now, later.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    });
+    let (mut cfg, second) = (first?, second?);
+    let RawConfig { defaults, target, receiver, .. } = second;
+    if defaults.is_some() {
+        if cfg.defaults.is_some() {
+            return None;
+        }
+        cfg.defaults = defaults;
+    }
+    cfg.target.extend(target);
+    cfg.receiver.extend(receiver);
+    Some(cfg)
+}
+
+/// From this size on (~1,400 targets) a file is read in two halves.
+pub(super) const PARALLEL_BYTES: usize = 100_000;
+
+/// Read `text` from `from`; root keys only with `root` (a second half starts at a header).
+fn parse_part(text: &str, from: usize, root: bool) -> Option<RawConfig> {
     // Control characters (other than tab and line ends) are errors or need care in TOML.
-    if text.bytes().any(|b| (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r') || b == 0x7f) {
+    // In blocks without an early exit, so the check runs on vectors.
+    let bad = |b: u8| (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r') || b == 0x7f;
+    if text.as_bytes()[from..].chunks(256).any(|c| c.iter().fold(false, |a, &b| a | bad(b))) {
         return None;
     }
-    let mut p = Reader { text, s: text.as_bytes(), i: 0 };
+    let mut p = Reader { text, s: text.as_bytes(), i: from };
     let mut cfg = RawConfig::default();
     // One allocation for the list, not a dozen growing copies of it.
-    cfg.target.reserve(text.matches("[[target]]").count());
+    cfg.target.reserve(text[from..].matches("[[target]]").count());
     let mut table = Table::Root;
     // The open [[target]]/[[receiver]]/[target.labels]: where its header starts and where
     // its last value ends (toml's span for the table).
     let mut open: Option<Range<usize>> = None;
+    // The [[target]] being read, pushed with its span when it ends: a RawTarget is ~500
+    // bytes, and pushing a default one to re-span it at its end copied it three times.
+    let mut cur: Option<RawTarget> = None;
     loop {
         p.skip_ws();
         let Some(c) = p.peek() else { break };
         match c {
             b'\n' | b'\r' | b'#' => p.end_of_line()?,
             b'[' => {
-                close(&mut cfg, table, open.take());
+                close(&mut cfg, table, open.take(), &mut cur);
                 let start = p.i;
                 let array = p.s.get(p.i + 1) == Some(&b'[');
                 p.i += if array { 2 } else { 1 };
@@ -44,7 +81,7 @@ pub(super) fn parse(text: &str) -> Option<RawConfig> {
                 p.end_of_line()?;
                 table = match (array, name) {
                     (true, "target") => {
-                        cfg.target.push(Spanned::new(header.clone(), RawTarget::default()));
+                        cur = Some(RawTarget::default());
                         Table::Target
                     }
                     (true, "receiver") => {
@@ -70,6 +107,7 @@ pub(super) fn parse(text: &str) -> Option<RawConfig> {
                     open = Some(header);
                 }
             }
+            _ if table == Table::Root && !root => return None,
             _ => {
                 let key = p.bare_key()?;
                 p.skip_ws();
@@ -80,11 +118,11 @@ pub(super) fn parse(text: &str) -> Option<RawConfig> {
                 if let Some(o) = &mut open {
                     o.end = span.end;
                 }
-                set(&mut cfg, table, key, value, span)?;
+                set(&mut cfg, cur.as_mut(), table, key, value, span)?;
             }
         }
     }
-    close(&mut cfg, table, open);
+    close(&mut cfg, table, open, &mut cur);
     Some(cfg)
 }
 
@@ -97,8 +135,9 @@ enum Table {
     Labels,
 }
 
-/// The table that ends here gets the span toml gives it: header to last value.
-fn close(cfg: &mut RawConfig, table: Table, span: Option<Range<usize>>) {
+/// The table that ends here gets the span toml gives it: header to last value (the
+/// [[target]] being read is pushed with it).
+fn close(cfg: &mut RawConfig, table: Table, span: Option<Range<usize>>, cur: &mut Option<RawTarget>) {
     fn respan<T: Default>(s: &mut Spanned<T>, span: Range<usize>) {
         let v = std::mem::take(s.get_mut());
         *s = Spanned::new(span, v);
@@ -106,8 +145,8 @@ fn close(cfg: &mut RawConfig, table: Table, span: Option<Range<usize>>) {
     let Some(span) = span else { return };
     match table {
         Table::Target => {
-            if let Some(t) = cfg.target.last_mut() {
-                respan(t, span)
+            if let Some(t) = cur.take() {
+                cfg.target.push(Spanned::new(span, t))
             }
         }
         Table::Receiver => {
@@ -154,7 +193,14 @@ impl Value {
 }
 
 /// Fill one field; `None` for an unknown or repeated key or a value of another type.
-fn set(cfg: &mut RawConfig, table: Table, key: &str, v: Value, span: Range<usize>) -> Option<()> {
+fn set(
+    cfg: &mut RawConfig,
+    cur: Option<&mut RawTarget>,
+    table: Table,
+    key: &str,
+    v: Value,
+    span: Range<usize>,
+) -> Option<()> {
     fn put<T>(slot: &mut Option<Spanned<T>>, v: Option<T>, span: Range<usize>) -> Option<()> {
         if slot.is_some() {
             return None;
@@ -198,7 +244,7 @@ fn set(cfg: &mut RawConfig, table: Table, key: &str, v: Value, span: Range<usize
             }
         }
         Table::Target => {
-            let t = cfg.target.last_mut()?.get_mut();
+            let t = cur?;
             match key {
                 "name" => put(&mut t.name, v.str(), span),
                 "url" => put(&mut t.url, v.str(), span),

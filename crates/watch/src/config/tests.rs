@@ -124,6 +124,15 @@ fn alertmanager_receivers_one_per_instance() {
     assert!(e[0].contains("receiver[0].urls: 1 to 16"), "{e:?}");
 }
 
+/// 4,000 targets, `extra(i)` after target i (a header for what follows, or nothing).
+fn big(extra: impl Fn(usize) -> String) -> String {
+    (0..4000)
+        .map(|i| {
+            format!("[[target]]\nname = \"p{i}\"\nurl = \"tcp://127.0.0.1:{}\"\ntimeout = \"2s\"\n{}", i + 1, extra(i))
+        })
+        .collect()
+}
+
 /// The fast reader (config/fast.rs) must build exactly what toml builds, spans
 /// included, or decline; and it must take the usual files.
 #[test]
@@ -141,6 +150,15 @@ fn fast_reader_agrees_with_toml() {
             "max_history_mb = 0\nlisten = \"no\"\n\t[[target]]\t\n\tname\t=\t\"t\"\n".into(),
             "".into(),
             "# only a comment".into(),
+            // Big enough to be read in two halves: receivers before and after the split,
+            // [defaults] in the second half, label tables on both sides.
+            "listen = \"127.0.0.1:9\"\n".to_string()
+                + &big(|i| match i {
+                0 => "[[receiver]]\nname = \"a\"\n".into(),
+                3999 => "[[receiver]]\nname = \"b\"\n[defaults]\ninterval = \"7s\"\n".into(),
+                i if i % 7 == 0 => format!("[target.labels]\nk{i} = \"v\"\n"),
+                _ => String::new(),
+            }),
         ];
     let declined = [
         "listen = \"a\\tb\"\n",             // escapes
@@ -168,7 +186,19 @@ fn fast_reader_agrees_with_toml() {
         "listen = \"a\u{1}\"\n",
         "[[receiver]]\n[target.labels]\n",
     ];
-    for text in taken.iter().map(String::as_str).chain(declined) {
+    let declined_big = [
+        // [defaults] on both sides of the split (toml: a duplicate table).
+        big(|i| if i == 0 || i == 3999 { "[defaults]\ninterval = \"7s\"\n".into() } else { String::new() }),
+        // A multi-line string across the split, holding target headers.
+        big(|i| match i {
+            0 => "listen = \"\"\"\n".into(),
+            3999 => "\"\"\"\n".into(),
+            _ => String::new(),
+        }),
+    ];
+    let declined: Vec<&str> = declined.into_iter().chain(declined_big.iter().map(String::as_str)).collect();
+    assert!(taken.last().unwrap().len() >= 2 * fast::PARALLEL_BYTES);
+    for text in taken.iter().map(String::as_str).chain(declined.iter().copied()) {
         let fast = fast::parse(text);
         let slow = toml::from_str::<RawConfig>(text);
         if let Some(f) = &fast {
@@ -179,7 +209,7 @@ fn fast_reader_agrees_with_toml() {
     for text in &taken {
         assert!(fast::parse(text).is_some(), "fast reader declined:\n{text}");
     }
-    for text in declined {
+    for text in &declined {
         assert!(fast::parse(text).is_none(), "fast reader took:\n{text}");
     }
 }
@@ -214,4 +244,52 @@ fn durations_with_days() {
     assert!(parse_duration("d").is_err());
     assert_eq!(fmt_duration(Duration::from_secs(300)), "5m");
     assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
+}
+
+/// A big file is checked in two halves side by side: the errors still come in file order,
+/// each target's own errors before its name's duplicate, duplicates found across the
+/// halves, the memoized durations still range-checked per field, and the targets in order.
+#[test]
+fn halves_checked_side_by_side_keep_the_file_order() {
+    let n = 2 * PARALLEL_TARGETS + 3;
+    let mut text = String::new();
+    for i in 0..n {
+        // Target n-1 repeats target 0's name; target n-2 has a bad url and a duplicate
+        // name; every 1,000th a timeout longer than its interval (the same "2s" text that
+        // every other target's timeout has).
+        let name = match i {
+            i if i == n - 1 => "t0".to_string(),
+            i if i == n - 2 => "t5".to_string(),
+            i => format!("t{i}"),
+        };
+        let url =
+            if i == n - 2 { "tcp://127.0.0.1:0".to_string() } else { format!("tcp://127.0.0.1:{}", i % 60000 + 1) };
+        let interval = if i % 1000 == 999 { "1s" } else { "5s" };
+        text.push_str(&format!(
+            "[[target]]\nname = \"{name}\"\nurl = \"{url}\"\ninterval = \"{interval}\"\ntimeout = \"2s\"\n"
+        ));
+    }
+    let e = errs(&text);
+    let line = |e: &str| e.split(':').nth(1).unwrap().parse::<usize>().unwrap();
+    assert!(e.windows(2).all(|w| line(&w[0]) <= line(&w[1])), "file order: {e:#?}");
+    let timeouts = e.iter().filter(|e| e.contains("is longer than the interval")).count();
+    assert_eq!(timeouts, n / 1000, "{e:#?}");
+    let last = &e[e.len() - 1];
+    assert!(last.contains(&format!("target[{}].name: duplicate target name \"t0\" (also target[0])", n - 1)), "{last}");
+    // Target n-2 failed its url: no duplicate is reported for a target that is not kept.
+    assert!(e[e.len() - 2].contains(&format!("target[{}].url", n - 2)), "{e:#?}");
+    let c = ok(&text
+        .replace("interval = \"1s\"", "interval = \"5s\"")
+        .replace("tcp://127.0.0.1:0\"", "tcp://127.0.0.1:1\"")
+        .replace(
+            &format!("name = \"t0\"\nurl = \"tcp://127.0.0.1:{}\"", (n - 1) % 60000 + 1),
+            &format!("name = \"last\"\nurl = \"tcp://127.0.0.1:{}\"", (n - 1) % 60000 + 1),
+        )
+        .replace(
+            "name = \"t5\"\nurl = \"tcp://127.0.0.1:1\"",
+            "name = \"t5b\"\nurl = \"tcp://127.0.0.1:1\"",
+        ));
+    assert_eq!(c.targets.len(), n);
+    assert!(c.targets.iter().enumerate().take(n - 2).all(|(i, t)| t.name == format!("t{i}")), "targets in file order");
+    assert!(c.targets.iter().all(|t| t.timeout == Duration::from_secs(2) && t.interval == Duration::from_secs(5)));
 }
