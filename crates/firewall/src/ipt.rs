@@ -92,7 +92,9 @@ pub fn parse_save(text: &str, tool: FirewallTool, family: Family, source: usize)
     let fam = family.to_string();
     let mut table = String::new();
     let mut policies: HashMap<String, (bool, u32, String)> = HashMap::new();
-    let mut order: Vec<String> = Vec::new();
+    // The chains the current table declares (`:NAME …`, before its rules): a `-j NAME` to
+    // anything else is a target extension, not a jump.
+    let mut declared: std::collections::HashSet<String> = std::collections::HashSet::new();
     let flush = |rs: &mut Ruleset, table: &str, policies: &mut HashMap<String, (bool, u32, String)>| {
         for (chain, (accept, line, text)) in policies.drain() {
             let Some(hook) = builtin_hook(&chain) else { continue };
@@ -133,7 +135,7 @@ pub fn parse_save(text: &str, tool: FirewallTool, family: Family, source: usize)
             // A table cut short (no COMMIT): its policies stay its own, not the next table's.
             flush(&mut rs, &table, &mut policies);
             table = t.trim().to_string();
-            order.clear();
+            declared.clear();
             continue;
         }
         if line == "COMMIT" {
@@ -148,7 +150,7 @@ pub fn parse_save(text: &str, tool: FirewallTool, family: Family, source: usize)
             if policy != "-" {
                 policies.insert(chain.clone(), (policy != "DROP", lineno, format!(":{chain} {policy}")));
             }
-            order.push(chain);
+            declared.insert(chain);
             continue;
         }
         // `[packets:bytes] -A …` when saved with counters.
@@ -176,7 +178,16 @@ pub fn parse_save(text: &str, tool: FirewallTool, family: Family, source: usize)
             text: line.to_string(),
         };
         let mut rule = Rule { reference, conds: Vec::new(), action: Action::Continue, not_understood: None };
-        if let Err(why) = rule_options(&w[2..], family, &mut rule) {
+        let mut read = rule_options(&w[2..], family, &mut rule);
+        // A target conndoc does not know (`-j SYNPROXY`, …) read as a jump would be passed
+        // over silently: iptables cannot save a jump to a chain the table does not declare.
+        if let (Ok(()), Action::Jump(t) | Action::Goto(t)) = (&read, &rule.action) {
+            if !declared.contains(t) {
+                read = Err(format!("target `{t}`"));
+                rule.action = Action::Continue;
+            }
+        }
+        if let Err(why) = read {
             rule.not_understood = Some(why);
             rs.not_understood_total += 1;
         }
@@ -654,6 +665,31 @@ mod tests {
         assert!(netmap_target(&w("--to 10.77.1.0/33")).is_err());
         assert!(netmap_target(&[]).is_err());
         assert!(nat_target("DNAT", &w("--to-destination 10.0.0.1 --bogus")).is_err());
+    }
+
+    #[test]
+    fn unknown_targets_are_not_jumps() {
+        let text = "*nat\n:PREROUTING ACCEPT [0:0]\n:web - [0:0]\n-A PREROUTING -p tcp -j SYNPROXY --sack-perm\n\
+                    -A PREROUTING -j web\n-A PREROUTING -g web\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j web\nCOMMIT\n";
+        let rs = parse_save(text, FirewallTool::IptablesLegacy, Family::Ipv4, 0);
+        let rules = |table: &str, chain: &str| {
+            rs.chains[&(0, "ipv4".to_string(), table.to_string(), chain.to_string())]
+                .rules
+                .iter()
+                .map(|r| (r.action.clone(), r.not_understood.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rules("nat", "PREROUTING"),
+            vec![
+                (Action::Continue, Some("target `SYNPROXY`".into())),
+                (Action::Jump("web".into()), None),
+                (Action::Goto("web".into()), None),
+            ]
+        );
+        // `web` is the nat table's: the filter table declares no such chain.
+        assert_eq!(rules("filter", "INPUT"), vec![(Action::Continue, Some("target `web`".into()))]);
+        assert_eq!(rs.not_understood_total, 2);
     }
 
     #[test]
