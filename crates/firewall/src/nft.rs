@@ -302,13 +302,8 @@ fn statement(
             // `dnat to tcp dport map { … }` / `@m`: one rule per element (a key not in the
             // map ends the rule), each translating to its element's data.
             if let Some(m) = body.get("addr").and_then(|a| a.get("map")).filter(|_| name == "dnat") {
-                if nat_flag(body, "netmap") {
-                    let why = NETMAP_MAP.to_string();
-                    set_action(rule, Action::Nat(NatAction::Unfollowed { kind: NatKind::Dnat, why }));
-                    return Ok(());
-                }
                 if !verdict_seen && split.is_none() {
-                    *split = Some(nat_map(m, sets, family, table)?);
+                    *split = Some(nat_map(m, sets, family, table, nat_flag(body, "netmap"))?);
                 }
                 return Ok(());
             }
@@ -447,6 +442,7 @@ fn nat_map(
     sets: &HashMap<(String, String, String), SetDef>,
     family: &str,
     table: &str,
+    netmap: bool,
 ) -> Result<Vec<(Vec<Cond>, Action)>, String> {
     let key = m.get("key").ok_or("dnat map without a key")?;
     let elems: Vec<Value> = match m.get("data") {
@@ -534,8 +530,16 @@ fn nat_map(
         };
         if let Some(r) = range {
             let (Some(a), Some(b)) = r else { return Err(format!("dnat map data {v}")) };
-            out.push((conds, Action::Nat(NatAction::DnatRange { addrs: (a, b), ports: None })));
+            let nat = if netmap {
+                NatAction::Netmap { addrs: (a, b), port: None }
+            } else {
+                NatAction::DnatRange { addrs: (a, b), ports: None }
+            };
+            out.push((conds, Action::Nat(nat)));
             continue;
+        }
+        if netmap {
+            return Err(format!("dnat prefix to map data {v}"));
         }
         let (addr, port) = backend(v)?;
         let element = format!("{} : {}", json_text(k), json_text(v));

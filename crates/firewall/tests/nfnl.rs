@@ -692,8 +692,7 @@ fn concatenated_dnat_maps_are_followed() {
 }
 
 /// nft's own forms of the same: `dnat to :P[-Q]` (the port alone), `dnat prefix to A/len`
-/// (NETMAP) in ip and ip6, and `dnat ip prefix to … map`, which is read but not followed
-/// (a prefix per element); load-balancing maps (`dnat to numgen inc mod 2 map { … }`: every
+/// (NETMAP) in ip and ip6, and `dnat ip prefix to … map` (a prefix per element); load-balancing maps (`dnat to numgen inc mod 2 map { … }`: every
 /// element a backend, and one missing a value named, not followed); a map to address ranges;
 /// a redirect map. Alike
 /// over netlink and with nft -j, rendered as nft prints them.
@@ -776,8 +775,9 @@ fn port_only_dnat_and_netmap_read_alike_both_ways() {
         assert_eq!(pre("10.77.0.9", 16430), Ok(Some(("10.77.1.9:16430".into(), 0))), "{reader}");
         assert_eq!(pre("fd77::2", 16431), Ok(Some(("[fd77::2]:6390".into(), 0))), "{reader}");
         assert_eq!(pre("fd77::7:8", 16430), Ok(Some(("[fd77:1::7:8]:16430".into(), 0))), "{reader}");
-        // A prefix per element is named, never read as a translation to the element's first address.
-        assert!(pre("10.77.0.9", 16433).is_err_and(|w| w.contains("dnat prefix through a map")), "{reader}");
+        // NETMAP through a map: the element's prefix, the host bits kept.
+        assert_eq!(pre("10.77.0.9", 16433), Ok(Some(("10.77.1.9:16433".into(), 0))), "{reader}");
+        assert_eq!(pre("10.77.2.9", 16433), Ok(None), "{reader}");
         // Load balancing: every element is a backend; a map missing a value is named.
         use conndoc_facts::nat::TranslationKind;
         assert_eq!(pre("10.77.0.2", 16434), Ok(Some(("10.77.1.2:16434".into(), 2))), "{reader}");

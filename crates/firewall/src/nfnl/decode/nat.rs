@@ -47,10 +47,10 @@ impl Dec<'_> {
         } else {
             ""
         };
-        // NF_NAT_RANGE_NETMAP (`dnat prefix to`): one address for one, not one of a range;
-        // a netmap through a map is not followed (its data is a range per element).
+        // NF_NAT_RANGE_NETMAP (`dnat prefix to`): one address for one, not one of a range
+        // (through a map, the element's data is the prefix as a range).
         let netmap = flags & 64 != 0;
-        let mapped = if dnat && !netmap { self.dnat_map(fam, addr, proto) } else { None };
+        let mapped = if dnat { self.dnat_map(fam, addr, proto, netmap) } else { None };
         let mut from_map = false;
         let kind = NatKind::Dnat;
         let mut why = None;
@@ -169,6 +169,7 @@ impl Dec<'_> {
         fam: Family,
         addr: [Option<u32>; 2],
         proto: [Option<u32>; 2],
+        netmap: bool,
     ) -> Option<Vec<(Vec<Cond>, Action)>> {
         let slot = reg_slot(addr[0]?);
         if self.imm.get(&slot).is_some() || self.datamap.as_ref().is_none_or(|m| m.word != slot) {
@@ -197,7 +198,8 @@ impl Dec<'_> {
                 None => Some(None),
             }
         };
-        if map.choice.is_some() && end_off.is_some() {
+        // A load-balancing map's data is one backend each; NETMAP's is a range each.
+        if (map.choice.is_some() && (end_off.is_some() || netmap)) || (netmap && end_off.is_none()) {
             return None;
         }
         if let Some(datas) = map.choice {
@@ -217,6 +219,10 @@ impl Dec<'_> {
                 Some(o) => addr_of(fam, data.get(o..)?)?,
                 None => a,
             };
+            if netmap {
+                out.push((conds, Action::Nat(NatAction::Netmap { addrs: (a, b), port })));
+                continue;
+            }
             if b != a {
                 // The kernel picks one address of the element's range per connection.
                 out.push((conds, Action::Nat(NatAction::DnatRange { addrs: (a, b), ports: port.map(|p| (p, p)) })));
