@@ -285,10 +285,7 @@ fn halves_checked_side_by_side_keep_the_file_order() {
             &format!("name = \"t0\"\nurl = \"tcp://127.0.0.1:{}\"", (n - 1) % 60000 + 1),
             &format!("name = \"last\"\nurl = \"tcp://127.0.0.1:{}\"", (n - 1) % 60000 + 1),
         )
-        .replace(
-            "name = \"t5\"\nurl = \"tcp://127.0.0.1:1\"",
-            "name = \"t5b\"\nurl = \"tcp://127.0.0.1:1\"",
-        ));
+        .replace("name = \"t5\"\nurl = \"tcp://127.0.0.1:1\"", "name = \"t5b\"\nurl = \"tcp://127.0.0.1:1\""));
     assert_eq!(c.targets.len(), n);
     assert!(c.targets.iter().enumerate().take(n - 2).all(|(i, t)| t.name == format!("t{i}")), "targets in file order");
     assert!(c.targets.iter().all(|t| t.timeout == Duration::from_secs(2) && t.interval == Duration::from_secs(5)));
