@@ -26,7 +26,11 @@ struct Cli {
     command: Command,
 }
 
+// `defer`: a subcommand's arguments are built only when that subcommand runs (or help,
+// completions and man pages build them all); building every subcommand's `Command` for
+// every run was start-up work a refused-port diagnosis paid for nothing (issue 16).
 #[derive(Subcommand)]
+#[command(defer = true)]
 enum Command {
     /// Diagnose why TARGET refuses or times out (exit 0 healthy, 1 failing, 2 bad input, 3 tool failure).
     Diagnose(cmd::diagnose::Args),
