@@ -183,6 +183,59 @@ pub(crate) fn target_here(
     Ok(target_firewall(&view, flows, port, spec.map(NetnsSpec::label)).0)
 }
 
+/// This host's firewall view read on a thread beside the host and container stages, for
+/// [`run`] to use instead of reading it then (see [`prefetch`]).
+pub(crate) struct Prefetch {
+    port: u16,
+    ask: Vec<IpAddr>,
+    thread: std::thread::JoinHandle<Option<HostView>>,
+}
+
+impl Prefetch {
+    /// The view, when it was read for the same port and addresses.
+    fn take(self, port: u16, ask: &[IpAddr]) -> Option<HostView> {
+        let view = self.thread.join().ok().flatten()?;
+        (self.port == port && self.ask == ask).then_some(view)
+    }
+
+    /// Wait for a view no stage asked for (no thread outlives the diagnosis).
+    pub(crate) fn finish(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// Start reading conndoc's own namespace's rules as soon as the connects have failed,
+/// while the host and container stages run: the Docker faults need them (a refused port
+/// nat chains may forward), and reading them after those stages added their time to the
+/// whole diagnosis. Only where [`run`] would read this same view — no `--netns`, no
+/// `--ssh`, a failed probe — and, for refusals only, only where nat chains exist (the one
+/// case the decision after the host stage can still want them for without a listener).
+pub(crate) fn prefetch(ev: &Evidence, opts: &Options) -> Option<Prefetch> {
+    use conndoc_facts::ConnectKind::Refused;
+    if opts.ssh.is_some() || opts.no_host || opts.netns.is_some() || opts.netns_pid.is_some() {
+        return None;
+    }
+    if ev.probes.is_empty() || ev.probes.iter().all(|p| p.ok()) {
+        return None;
+    }
+    let port = ev.target.port.get();
+    let ask = addresses(&flows(ev));
+    let only_refused = ev.probes.iter().all(|p| p.ok() || p.kind == Refused);
+    let (t, nat_t) = (cmd_timeout(opts.timeout), opts.timeout.min(Duration::from_secs(1)));
+    let asked = ask.clone();
+    let thread = std::thread::Builder::new()
+        .name("firewall".into())
+        .spawn(move || {
+            let nat = || conndoc_firewall::nfnl::nat_chains_present(nat_t).unwrap_or(false) || legacy_nat_table();
+            if only_refused && !nat() {
+                return None;
+            }
+            Some(inspect_here(port, &asked, t))
+        })
+        .ok()?;
+    Some(Prefetch { port, ask, thread })
+}
+
 /// Read the rules, evaluate the probe's packet, and return the destination translation
 /// the nat hooks make of it (for the backend stage), if any.
 pub(crate) fn run(
@@ -190,7 +243,20 @@ pub(crate) fn run(
     opts: &Options,
     remote: Option<crate::remote::RemoteFirewall>,
 ) -> Option<Translation> {
+    run_prefetched(ev, opts, remote, None)
+}
+
+/// [`run`], with this host's view from [`prefetch`] when it was read.
+pub(crate) fn run_prefetched(
+    ev: &mut Evidence,
+    opts: &Options,
+    remote: Option<crate::remote::RemoteFirewall>,
+    prefetched: Option<Prefetch>,
+) -> Option<Translation> {
     if ev.probes.is_empty() {
+        if let Some(p) = prefetched {
+            p.finish();
+        }
         return None;
     }
     let over_ssh = remote.is_some();
@@ -209,7 +275,8 @@ pub(crate) fn run(
     // This host and the target namespace are read at the same time.
     let (client, target_view) = std::thread::scope(|s| {
         let target = spec.as_ref().map(|spec| s.spawn(|| run_in(spec, || inspect_here(port, &ask, cmd_timeout))));
-        let client = inspect_here(port, &ask, cmd_timeout);
+        let client =
+            prefetched.and_then(|p| p.take(port, &ask)).unwrap_or_else(|| inspect_here(port, &ask, cmd_timeout));
         (client, target.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
     });
     let mut facts = FirewallFacts::default();

@@ -138,6 +138,8 @@ pub(crate) fn gather_in(
     let path_ports = path::end(path_stage, &mut ev);
     capture::end(capture_stage, &mut ev, opts, &path_ports);
     path::after_capture(&mut ev, opts);
+    // The rules are read beside the host and container stages when they may be wanted.
+    let fw_prefetch = if namespaces.is_none() { firewall::prefetch(&ev, opts) } else { None };
     protocol::run(&mut ev, opts);
     // The engine thread widens its inspects to a failure's while the host stage runs.
     if let Some(e) = &engine {
@@ -167,7 +169,14 @@ pub(crate) fn gather_in(
     // A connect that succeeded to a Service proves one endpoint only: on a node with
     // kube-proxy's rules the Service's endpoints are read and each one followed.
     let read_rules = read_rules || (remote_fw.is_none() && kube::worth_reading_when_healthy(&ev, opts));
-    let nat = if read_rules { firewall::run(&mut ev, opts, remote_fw) } else { None };
+    let nat = if read_rules {
+        firewall::run_prefetched(&mut ev, opts, remote_fw, fw_prefetch)
+    } else {
+        if let Some(p) = fw_prefetch {
+            p.finish();
+        }
+        None
+    };
     backend::run(&mut ev, opts, nat);
     // A Service in kube-proxy's rules (read just above) is followed to its pods here.
     if opts.ssh.is_none() {
