@@ -518,6 +518,44 @@ fn last_lines(text: &str, n: usize) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// A stand-in engine on a unix socket, for what a real engine cannot be made to do on
+    /// cue (an inspect that fails after the list named the container; every request seen in
+    /// order): answers `conns` connections, up to 8 requests on each, with `answer(path)`.
+    fn fake_engine(
+        sock: &std::path::Path,
+        conns: usize,
+        answer: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + Sync + 'static,
+    ) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
+        let answer = std::sync::Arc::new(answer);
+        std::thread::spawn(move || {
+            for c in listener.incoming().take(conns) {
+                let Ok(c) = c else { continue };
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut w = c;
+                    for _ in 0..8 {
+                        let mut first = String::new();
+                        if r.read_line(&mut first).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut l = String::new();
+                        while r.read_line(&mut l).is_ok_and(|n| n > 2) {
+                            l.clear();
+                        }
+                        let (status, body) = answer(first.split_whitespace().nth(1).unwrap_or(""));
+                        let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n", body.len());
+                        if w.write_all(head.as_bytes()).and_then(|_| w.write_all(&body)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
     #[test]
     fn keeps_the_last_lines() {
         assert_eq!(last_lines("a\n\nb\r\nc\n", 2), vec!["b", "c"]);
@@ -544,46 +582,17 @@ mod tests {
     /// the list's facts are kept, with the reason, instead of none.
     #[test]
     fn failed_inspect_is_retried_then_the_list_is_kept() {
-        use std::io::{BufRead, BufReader, Write};
         let dir = conndoc_testsupport::TempDir::new("container-race");
         let sock = dir.join("docker.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let inspects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen = inspects.clone();
-        std::thread::spawn(move || {
-            for c in listener.incoming().take(4) {
-                let Ok(c) = c else { continue };
-                let seen = seen.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(c.try_clone().unwrap());
-                    let mut w = c;
-                    for _ in 0..8 {
-                        let mut first = String::new();
-                        if r.read_line(&mut first).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut l = String::new();
-                        while r.read_line(&mut l).is_ok_and(|n| n > 2) {
-                            l.clear();
-                        }
-                        let (status, body) = if first.contains("/containers/json") {
-                            (
-                                "200 OK",
-                                r#"[{"Id":"e789749d466b394f7abd25eab1ccda533d154f6a4df486ee2c8589f53e3cfa6d","Names":["/cache"],"State":"running","Ports":[{"IP":"0.0.0.0","PrivatePort":6379,"PublicPort":6380,"Type":"tcp"}]}]"#,
-                            )
-                        } else {
-                            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            ("404 Not Found", r#"{"message":"No such container"}"#)
-                        };
-                        let resp = format!(
-                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if w.write_all(resp.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
+        fake_engine(&sock, 4, move |path| {
+            if path.starts_with("/containers/json") {
+                let list = r#"[{"Id":"e789749d466b394f7abd25eab1ccda533d154f6a4df486ee2c8589f53e3cfa6d","Names":["/cache"],"State":"running","Ports":[{"IP":"0.0.0.0","PrivatePort":6379,"PublicPort":6380,"Type":"tcp"}]}]"#;
+                ("200 OK", list.as_bytes().to_vec())
+            } else {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                ("404 Not Found", br#"{"message":"No such container"}"#.to_vec())
             }
         });
         let mut r = Request::new(6379);
@@ -608,48 +617,23 @@ mod tests {
     /// before the stage takes the answers; the stage then asks nothing more.
     #[test]
     fn a_failed_probe_widens_the_prefetch() {
-        use std::io::{BufRead, BufReader, Write};
         let dir = conndoc_testsupport::TempDir::new("container-prefetch");
         let sock = dir.join("docker.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let asked = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
         let seen = asked.clone();
         let id = "0c07112a2837fb7f6e09c371effda32ac065396fc05acc3d1568f73e98ee0aff";
-        std::thread::spawn(move || {
-            for c in listener.incoming().take(8) {
-                let Ok(c) = c else { continue };
-                let seen = seen.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(c.try_clone().unwrap());
-                    let mut w = c;
-                    for _ in 0..8 {
-                        let mut first = String::new();
-                        if r.read_line(&mut first).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut l = String::new();
-                        while r.read_line(&mut l).is_ok_and(|n| n > 2) {
-                            l.clear();
-                        }
-                        let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
-                        seen.lock().unwrap().push(path.clone());
-                        let body: Vec<u8> = if path.starts_with("/containers/json") {
-                            format!(r#"[{{"Id":"{id}","Names":["/stopped"],"State":"exited","Ports":[]}}]"#)
-                                .into_bytes()
-                        } else if path.contains("/logs") {
-                            let mut b = vec![2, 0, 0, 0, 0, 0, 0, 12];
-                            b.extend_from_slice(b"Fatal error\n");
-                            b
-                        } else {
-                            format!(r#"{{"Id":"{id}","Name":"/stopped","State":{{"Status":"exited","ExitCode":1}},"HostConfig":{{"PortBindings":{{"6384/tcp":[{{"HostIp":"","HostPort":"6384"}}]}}}}}}"#).into_bytes()
-                        };
-                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                        if w.write_all(head.as_bytes()).and_then(|_| w.write_all(&body)).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
+        fake_engine(&sock, 8, move |path| {
+            seen.lock().unwrap().push(path.to_string());
+            let body: Vec<u8> = if path.starts_with("/containers/json") {
+                format!(r#"[{{"Id":"{id}","Names":["/stopped"],"State":"exited","Ports":[]}}]"#).into_bytes()
+            } else if path.contains("/logs") {
+                let mut b = vec![2, 0, 0, 0, 0, 0, 0, 12];
+                b.extend_from_slice(b"Fatal error\n");
+                b
+            } else {
+                format!(r#"{{"Id":"{id}","Name":"/stopped","State":{{"Status":"exited","ExitCode":1}},"HostConfig":{{"PortBindings":{{"6384/tcp":[{{"HostIp":"","HostPort":"6384"}}]}}}}}}"#).into_bytes()
+            };
+            ("200 OK", body)
         });
         let mut r = Request::new(6384);
         r.endpoint = Endpoint::Unix(sock);
