@@ -149,7 +149,13 @@ fn backend(ev: &Evidence, b: &BackendFacts, bh: &HostFacts, p: Option<&ConnectPr
     let wher = if other_ns { where_backend(b) } else { "the same network namespace".to_string() };
     // A Kubernetes Service's endpoint: the words name the Service and the pod.
     let pod = crate::rules::kube::pod_frame(ev, b);
-    let inside = if pod.is_some() { "inside the pod" } else { "inside the backend" };
+    // A DNAT that keeps the address (`--to-destination :P`) lands in the front's own
+    // namespace: "inside the backend" would send the reader looking for another host.
+    let inside = match (&pod, other_ns) {
+        (Some(_), _) => "inside the pod",
+        (None, true) => "inside the backend",
+        (None, false) => "in the same namespace",
+    };
     if !ls.is_empty() && !ls.iter().any(|l| l.accepts(to)) && ls.iter().all(Listener::loopback_only) {
         if crate::rules::loopback::backend_elsewhere(ev, b) {
             return; // `container-bound-to-loopback`: one rule, rules/loopback.rs
