@@ -614,7 +614,11 @@ fn validate_listen(v: &mut Validator, file: Option<&Spanned<String>>, flag: Opti
         Some(s) => match s.get_ref().parse() {
             Ok(a) => a,
             Err(_) => {
-                v.err(Some(s), "listen", format!("{:?} is not an address:port such as 127.0.0.1:9464", s.get_ref()));
+                v.err(
+                    Some(s),
+                    "listen",
+                    format!("{} is not an address:port such as 127.0.0.1:9464", quoted(s.get_ref())),
+                );
                 fallback
             }
         },
@@ -662,7 +666,11 @@ fn validate_target(v: &mut Validator, i: usize, st: &Spanned<RawTarget>, d: &Tar
             String::new()
         }
         Some(n) if !valid_name(n.get_ref()) => {
-            v.err(Some(n), f("name"), format!("{:?}: use 1 to 100 letters, digits, '.', '_' or '-'", n.get_ref()));
+            v.err(
+                Some(n),
+                f("name"),
+                format!("{}: use 1 to 100 letters, digits, '.', '_' or '-'", quoted(n.get_ref())),
+            );
             String::new()
         }
         Some(n) => n.get_ref().clone(),
@@ -796,7 +804,11 @@ fn validate_receiver(v: &mut Validator, i: usize, sr: &Spanned<RawReceiver>) -> 
             String::new()
         }
         Some(n) if !valid_name(n.get_ref()) => {
-            v.err(Some(n), f("name"), format!("{:?}: use 1 to 100 letters, digits, '.', '_' or '-'", n.get_ref()));
+            v.err(
+                Some(n),
+                f("name"),
+                format!("{}: use 1 to 100 letters, digits, '.', '_' or '-'", quoted(n.get_ref())),
+            );
             String::new()
         }
         Some(n) => n.get_ref().clone(),
@@ -979,6 +991,17 @@ pub fn fmt_duration(d: Duration) -> String {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
+    }
+}
+
+/// A rejected value as the error line shows it: quoted, and cut after 64 bytes with its
+/// length, so a 2 MB name is one readable line, not the whole value echoed back.
+fn quoted(s: &str) -> String {
+    let shown = conndoc_facts::protocol::clip(s, 64);
+    if shown.len() == s.len() {
+        format!("{s:?}")
+    } else {
+        format!("{shown:?}… ({} bytes)", s.len())
     }
 }
 

@@ -290,3 +290,15 @@ fn halves_checked_side_by_side_keep_the_file_order() {
     assert!(c.targets.iter().enumerate().take(n - 2).all(|(i, t)| t.name == format!("t{i}")), "targets in file order");
     assert!(c.targets.iter().all(|t| t.timeout == Duration::from_secs(2) && t.interval == Duration::from_secs(5)));
 }
+
+/// A hostile name is named by its first 64 bytes and its length: one readable line, not
+/// the whole value echoed back (a 2 MB name made a 2 MB error line).
+#[test]
+fn a_huge_bad_name_is_cut_in_its_error() {
+    let name = "x".repeat(2_000_000);
+    let e = errs(&format!("[[target]]\nname = \"{name}\"\nurl = \"tcp://127.0.0.1:1\"\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("w.toml:2: target[0].name: \""), "{}", &e[0][..100]);
+    assert!(e[0].contains(&format!("{}\"… (2000000 bytes): use 1 to 100", "x".repeat(64))), "{}", &e[0][..200]);
+    assert!(e[0].len() < 300, "{} bytes", e[0].len());
+}
